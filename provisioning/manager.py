@@ -1,0 +1,113 @@
+"""Lifecycle over a backend: ids, TTL and extension ceiling, quotas, reaping, reconciliation."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from provisioning.backend import Backend, ProvisioningError, ResourceHealth
+from provisioning.environment import Environment
+from provisioning.faults import FaultAction, FaultRecord
+from provisioning.spec import EnvironmentSpec, Resource
+
+log = logging.getLogger(__name__)
+
+
+def new_env_id() -> str:
+    return "env-" + secrets.token_hex(3)
+
+
+class Provisioner:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_per_owner: int = 2,
+        max_total: int = 50,
+        max_ttl: timedelta = timedelta(hours=8),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.backend = backend
+        self.max_per_owner = max_per_owner
+        self.max_total = max_total
+        self.max_ttl = max_ttl
+        self.clock = clock
+
+    async def up(self, spec: EnvironmentSpec) -> Environment:
+        live = await self.backend.list()
+        if len(live) >= self.max_total:
+            raise ProvisioningError(
+                f"the machine is at its limit of {self.max_total} environments; try again later"
+            )
+        mine = [e for e in live if e.owner == spec.owner]
+        if len(mine) >= self.max_per_owner:
+            ids = ", ".join(e.id for e in mine)
+            raise ProvisioningError(
+                f"you already have {len(mine)} environments ({ids}); the limit is "
+                f"{self.max_per_owner} — destroy one first"
+            )
+        if spec.ttl <= timedelta(0) or spec.ttl > self.max_ttl:
+            raise ProvisioningError(f"ttl must be between 1s and {self.max_ttl}")
+        return await self.backend.create(new_env_id(), spec)
+
+    async def get(self, env_id: str) -> Environment:
+        env = await self.backend.get(env_id)
+        if env is None:
+            raise ProvisioningError(f"no environment {env_id!r}")
+        return env
+
+    async def list(self, owner: str | None = None) -> list[Environment]:
+        envs = await self.backend.list()
+        return [e for e in envs if owner is None or e.owner == owner]
+
+    async def extend(self, env_id: str, by: timedelta) -> Environment:
+        env = await self.get(env_id)
+        ceiling = env.created_at + self.max_ttl
+        wanted = max(env.expires_at, self.clock()) + by
+        if env.expires_at >= ceiling:
+            raise ProvisioningError(
+                f"{env_id} is already at its ceiling ({self.max_ttl} after creation)"
+            )
+        env.expires_at = min(wanted, ceiling)
+        await self.backend.save(env)
+        return env
+
+    async def down(self, env_id: str) -> None:
+        await self.get(env_id)
+        await self.backend.destroy(env_id)
+
+    async def fault(self, env_id: str, resource: Resource, action: FaultAction) -> FaultRecord:
+        env = await self.get(env_id)
+        if resource not in env.resources:
+            raise ProvisioningError(f"{env_id} has no {resource.value}")
+        return await self.backend.fault(env_id, resource, action)
+
+    async def health(self, env_id: str) -> list[ResourceHealth]:
+        await self.get(env_id)
+        return await self.backend.health(env_id)
+
+    async def reap(self) -> list[str]:
+        """Destroy every expired environment; return their ids."""
+        now = self.clock()
+        gone = []
+        for env in await self.backend.list():
+            if env.expires_at <= now:
+                log.info("reaping expired environment %s", env.id)
+                await self.backend.destroy(env.id)
+                gone.append(env.id)
+        return gone
+
+    async def reconcile(self, known: set[str]) -> list[str]:
+        """Destroy what the backend holds that the caller's store does not know."""
+        gone = []
+        for env in await self.backend.list():
+            if env.id not in known:
+                log.info("reconciling: tearing down unknown environment %s", env.id)
+                await self.backend.destroy(env.id)
+                gone.append(env.id)
+        return gone
+
+    async def close(self) -> None:
+        await self.backend.close()
