@@ -1,0 +1,361 @@
+"""The ``cruscible`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bot import logs
+from bot.app import App, open_app
+from bot.config import Settings
+from bot.core.coach import CoachError
+from bot.core.outbox import Actor
+from challenges import ChallengeError
+from challenges.launch import LaunchError
+from grading.render import render_markdown
+from grading.runner import CannotGrade, overall_progress
+from provisioning import EnvironmentSpec, FaultAction, Resource
+from provisioning.backend import ProvisioningError
+
+T = TypeVar("T")
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+env_app = typer.Typer(no_args_is_help=True, help="Ephemeral infrastructure environments.")
+challenges_app = typer.Typer(no_args_is_help=True, help="The challenge catalog.")
+app.add_typer(env_app, name="env")
+app.add_typer(challenges_app, name="challenges")
+
+out = Console()
+err = Console(stderr=True)
+TERMINAL = Actor("console", "terminal", "you")
+EXIT_PASSED, EXIT_FAILED, EXIT_CANNOT = 0, 1, 2
+CLEAR_ERRORS = (CoachError, ChallengeError, ProvisioningError, CannotGrade, LaunchError, ValueError)
+
+
+def fail(message: str, code: int = EXIT_CANNOT) -> typer.Exit:
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def run(fn: Callable[[App], Awaitable[T]], *, settings: Settings | None = None) -> T:
+    """Run ``fn`` with the app open; clear one-line errors for every refusal."""
+    settings = settings or Settings()
+    logs.setup(settings.log_level)
+
+    async def main() -> T:
+        async with open_app(settings) as application:
+            return await fn(application)
+
+    try:
+        return asyncio.run(main())
+    except CLEAR_ERRORS as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+
+
+def parse_ttl(text: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    except (KeyError, ValueError, IndexError):
+        raise typer.BadParameter(f"{text!r} is not a duration like 30m or 2h") from None
+
+
+# -- demo and chat ----------------------------------------------------------------------------
+@app.command()
+def demo(
+    seed: Annotated[int, typer.Option(help="seed of both grades")] = 1234,
+    out_dir: Annotated[Path, typer.Option("--out", help="where reports go")] = Path("out/demo"),
+) -> None:
+    """The whole loop in the terminal: daily post, Start, bundle, grading, discussion, teardown."""
+    from bot.demo import run_demo
+
+    code = run(lambda a: run_demo(a, out, seed=seed, out_dir=out_dir))
+    raise typer.Exit(code)
+
+
+@app.command()
+def chat(name: Annotated[str, typer.Option(help="your name in the channel")] = "you") -> None:
+    """An interactive console channel: type what a Discord or Slack user would."""
+    from bot.adapters.console import ConsoleOutbox
+    from bot.core.commands import dispatch, help_message
+
+    async def loop(a: App) -> None:
+        box = ConsoleOutbox(out)
+        actor = Actor("console", name, name)
+        await box.reply(help_message())
+        while True:
+            try:
+                line = await asyncio.to_thread(input, f"{name}> ")
+            except EOFError:
+                return
+            if line.strip() in {"quit", "exit"}:
+                return
+            if line.strip():
+                await dispatch(a.coach, actor, line, box)
+
+    run(loop)
+
+
+# -- grading ----------------------------------------------------------------------------------
+@app.command()
+def grade(
+    challenge: str,
+    url: str,
+    env: Annotated[str | None, typer.Option(help="environment to inject faults into")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="write report files here")] = None,
+) -> None:
+    """Grade a running service. Exit 0 passed, 1 failed, 2 could not grade."""
+    from rich.progress import Progress
+
+    async def go(a: App) -> int:
+        ch = a.catalog.get(challenge)
+        environment = await a.provisioner.get(env) if env else None
+        target_dir = out_dir or a.settings.reports_dir / f"{ch.id}-{seed}"
+        with Progress(console=err, transient=True, disable=as_json) as bar:
+            task = bar.add_task(f"grading {ch.id}", total=1.0)
+
+            def progress(phase: str, fraction: float) -> None:
+                bar.update(task, completed=overall_progress(phase, fraction), description=phase)
+
+            graded = await a.coach.grader.grade(
+                ch, url, target_dir, seed=seed, env=environment, progress=progress
+            )
+        if as_json:
+            print(graded.report.to_json())
+        else:
+            from rich.markdown import Markdown
+
+            out.print(Markdown(render_markdown(graded.report)))
+            out.print(f"report files: {', '.join(str(f) for f in graded.files)}")
+        return EXIT_PASSED if graded.report.passed else EXIT_FAILED
+
+    raise typer.Exit(run(go))
+
+
+@app.command()
+def load(
+    url: str,
+    rate: Annotated[float, typer.Option(help="requests per second")],
+    duration: Annotated[float, typer.Option(help="seconds")],
+    method: Annotated[str, typer.Option()] = "GET",
+    body: Annotated[str | None, typer.Option(help="JSON body")] = None,
+    header: Annotated[list[str] | None, typer.Option(help="'Name: value', repeatable")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Open-model load against a URL: achieved rate, errors by kind, latency percentiles."""
+    from grading.load import format_table, plan_from_cli, run_load_sync
+
+    from grading.urlguard import TargetRefused, resolve_target
+
+    settings = Settings()
+    from bot.app import url_policy
+
+    try:
+        if body is not None:
+            json.loads(body)
+        target = asyncio.run(resolve_target(url, url_policy(settings)))
+        plan = plan_from_cli(method, target.base_path, body, header or [], rate, duration)
+    except (TargetRefused, ValueError) as exc:
+        raise fail(str(exc)) from None
+    result = run_load_sync(target, plan)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        out.print(format_table(result))
+
+
+# -- environments -----------------------------------------------------------------------------
+def _env_json(env: Any, with_bundle: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": env.id,
+        "expires_at": env.expires_at.isoformat(),
+        "backend": env.backend,
+        "resources": {k.value: {"host": v.host, "port": v.port} for k, v in env.resources.items()},
+    }
+    if with_bundle:
+        data["bundle"] = env.bundle
+    return data
+
+
+@env_app.command("up")
+def env_up(
+    challenge: Annotated[
+        str | None, typer.Argument(help="provision what this challenge lists")
+    ] = None,
+    resources: Annotated[str | None, typer.Option(help="e.g. postgres,redis,s3,queue")] = None,
+    ttl: Annotated[str, typer.Option(help="time to live, e.g. 2h")] = "2h",
+    backend: Annotated[str | None, typer.Option(help="local or docker")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Provision an environment; prints its bundle (keep it private)."""
+    if (challenge is None) == (resources is None):
+        raise fail("name a CHALLENGE or pass --resources, not both")
+    settings = Settings()
+    if backend:
+        settings.backend = backend
+
+    async def go(a: App) -> None:
+        if challenge:
+            ch = a.catalog.get(challenge)
+            kinds, params, label = ch.spec.resources, dict(ch.spec.parameters), ch.id
+        else:
+            kinds, params, label = Resource.parse_list(resources or ""), {}, ""
+        spec = EnvironmentSpec(
+            kinds, owner=a.coach.owner(TERMINAL), ttl=parse_ttl(ttl), parameters=params, label=label
+        )
+        env = await a.coach.create_environment(TERMINAL, spec)
+        if as_json:
+            print(json.dumps(_env_json(env, with_bundle=True), indent=2))
+        else:
+            out.print(f"[green]{env.id}[/] is up until {env.expires_at:%H:%M UTC}. Bundle:")
+            print(env.dotenv(), end="")
+
+    run(go, settings=settings)
+
+
+@env_app.command("list")
+def env_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every live environment."""
+
+    async def go(a: App) -> None:
+        envs = await a.provisioner.list()
+        if as_json:
+            print(json.dumps([_env_json(e, with_bundle=False) for e in envs], indent=2))
+            return
+        table = Table("id", "owner", "challenge", "resources", "expires (UTC)")
+        for e in envs:
+            table.add_row(
+                e.id,
+                e.owner,
+                e.label,
+                ", ".join(r.value for r in e.resources),
+                f"{e.expires_at:%Y-%m-%d %H:%M}",
+            )
+        out.print(table)
+
+    run(go)
+
+
+@env_app.command("bundle")
+def env_bundle(env_id: str) -> None:
+    """Print an environment's .env bundle."""
+
+    async def go(a: App) -> None:
+        print((await a.provisioner.get(env_id)).dotenv(), end="")
+
+    run(go)
+
+
+@env_app.command("extend")
+def env_extend(env_id: str) -> None:
+    """Push the expiry back (up to the ceiling)."""
+
+    async def go(a: App) -> None:
+        env = await a.provisioner.extend(env_id, a.settings.env_extend_by)
+        out.print(f"{env.id} now expires at {env.expires_at:%Y-%m-%d %H:%M} UTC")
+
+    run(go)
+
+
+@env_app.command("fault")
+def env_fault(env_id: str, resource: str, action: str) -> None:
+    """Inject a fault: pause, resume, kill, start, restart, restart-lose-data."""
+    try:
+        kind, act = Resource(resource), FaultAction(action)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+    async def go(a: App) -> None:
+        rec = await a.provisioner.fault(env_id, kind, act)
+        out.print(f"{act.value} {kind.value}: took {rec.effective_at - rec.requested_at:.2f} s")
+
+    run(go)
+
+
+@env_app.command("down")
+def env_down(env_id: str) -> None:
+    """Destroy an environment."""
+
+    async def go(a: App) -> None:
+        await a.coach.destroy_environment(env_id)
+        out.print(f"{env_id} destroyed")
+
+    run(go)
+
+
+@env_app.command("doctor")
+def env_doctor(env_id: str) -> None:
+    """Health of each resource, as a learner would ask."""
+
+    async def go(a: App) -> int:
+        checks = await a.provisioner.health(env_id)
+        for h in checks:
+            mark = "[green]ok[/]" if h.ok else "[red]FAIL[/]"
+            out.print(f"{h.resource.value:9} {mark}  {h.detail}")
+        return 0 if all(h.ok for h in checks) else 1
+
+    raise typer.Exit(run(go))
+
+
+# -- catalog ----------------------------------------------------------------------------------
+@challenges_app.command("list")
+def challenges_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The catalog in rotation order."""
+    from challenges import Catalog
+
+    try:
+        catalog = Catalog.load()
+    except ChallengeError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        rows = [
+            {
+                "id": c.id,
+                "title": c.spec.title,
+                "difficulty": c.spec.difficulty,
+                "resources": [r.value for r in c.spec.resources],
+                "tags": list(c.spec.tags),
+            }
+            for c in catalog
+        ]
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("id", "title", "difficulty", "resources")
+    for c in catalog:
+        table.add_row(
+            c.id, c.spec.title, str(c.spec.difficulty), ", ".join(r.value for r in c.spec.resources)
+        )
+    out.print(table)
+
+
+@challenges_app.command("show")
+def challenges_show(challenge: str) -> None:
+    """A challenge's statement."""
+    from rich.markdown import Markdown
+
+    from challenges import Catalog
+
+    try:
+        ch = Catalog.load().get(challenge)
+    except ChallengeError as exc:
+        raise fail(str(exc)) from None
+    out.print(Markdown(f"# {ch.spec.title}\n\n" + ch.statement()))
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(0)

@@ -1,0 +1,1 @@
+"""The coach's use-cases, independent of any chat platform."""

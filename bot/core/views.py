@@ -1,0 +1,141 @@
+"""Builds the coach's messages; the only place that decides what a learner reads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from bot.core.message import Button, Field, Message, Tone
+from challenges import Challenge
+from grading.render import render_scorecard
+from grading.report import Report
+from grading.runner import overall_progress
+from provisioning import Environment
+
+DIFFICULTY = {1: "warm-up", 2: "easy", 3: "medium", 4: "hard", 5: "expert"}
+
+
+def start_button(challenge_id: str) -> Button:
+    return Button("Start", f"start:{challenge_id}", primary=True)
+
+
+def tradeoffs_button(challenge_id: str) -> Button:
+    return Button("Show trade-offs", f"tradeoffs:{challenge_id}")
+
+
+def daily_post(challenge: Challenge, day: datetime | None = None) -> Message:
+    s = challenge.spec
+    when = f" — {day:%A %d %B}" if day else ""
+    return Message(
+        title=f"Today's challenge: {s.title}{when}",
+        body=challenge.statement(),
+        fields=[
+            Field("Difficulty", DIFFICULTY[s.difficulty]),
+            Field("Scale", s.scale.description),
+            Field("Infrastructure", ", ".join(r.value for r in s.resources)),
+        ],
+        buttons=[start_button(s.id), tradeoffs_button(s.id)],
+        footer=f"/submit {s.id} <url> when your service is up",
+    )
+
+
+def challenge_list(challenges: list[Challenge]) -> Message:
+    lines = [
+        f"**{c.id}** — {c.spec.title} ({DIFFICULTY[c.spec.difficulty]}): {c.spec.summary}"
+        for c in challenges
+    ]
+    return Message(title="Challenges", body="\n".join(lines))
+
+
+def challenge_detail(challenge: Challenge) -> Message:
+    msg = daily_post(challenge)
+    msg.title = challenge.spec.title
+    return msg
+
+
+def provisioning(challenge_id: str) -> Message:
+    return Message(
+        title="Provisioning your environment…",
+        body=f"Starting the infrastructure for **{challenge_id}**; the connection bundle "
+        "will arrive by private message.",
+    )
+
+
+def bundle_dm(env: Environment) -> Message:
+    left = env.expires_at - datetime.now(env.expires_at.tzinfo)
+    return Message(
+        title=f"Your environment {env.id} is ready",
+        body=(
+            "Connection bundle (keep it private; paste it into your service's `.env`):\n\n"
+            f"```env\n{env.dotenv()}```\n"
+            "Deploy your service with these variables, then submit its URL."
+        ),
+        fields=[
+            Field("Expires", f"in {_duration(left.total_seconds())}"),
+            Field("Resources", ", ".join(r.value for r in env.resources)),
+        ],
+        tone=Tone.SUCCESS,
+    )
+
+
+def bundle_sent(env: Environment) -> Message:
+    return Message(
+        title=f"Environment {env.id} is ready",
+        body="Your connection bundle is in your private messages.",
+        tone=Tone.SUCCESS,
+    )
+
+
+def environments(envs: list[Environment]) -> Message:
+    if not envs:
+        return Message(title="Your environments", body="You have no live environment.")
+    now = datetime.now(envs[0].expires_at.tzinfo)
+    rows = [
+        f"**{e.id}** ({e.label or 'custom'}): {', '.join(r.value for r in e.resources)} — "
+        f"expires in {_duration((e.expires_at - now).total_seconds())}"
+        for e in envs
+    ]
+    return Message(title="Your environments", body="\n".join(rows))
+
+
+def grading_progress(challenge_id: str, phase: str, fraction: float) -> Message:
+    done = overall_progress(phase, fraction) if phase != "done" else 1.0
+    return Message(
+        title=f"Grading {challenge_id}…",
+        body=f"{phase} ({done:.0%})" if phase != "done" else "graded",
+        progress=done,
+    )
+
+
+def scorecard(report: Report, learner: str, plot: Path | None = None) -> Message:
+    tone = Tone.SUCCESS if report.passed else Tone.WARNING
+    return Message(
+        title=f"{learner} scored {report.score}/100 on {report.challenge}"
+        + (" — passed" if report.passed else " — not yet"),
+        body=render_scorecard(report),
+        files=[plot] if plot else [],
+        tone=tone,
+    )
+
+
+def discussion(report: Report) -> Message:
+    return Message(title="Trade-offs: what your design paid for its choice", body=report.discussion)
+
+
+def full_report(markdown: str, files: list[Path]) -> Message:
+    return Message(title="Your full grade report", body=markdown, files=files)
+
+
+def cannot_grade(url: str, reason: str) -> Message:
+    return Message(title=f"Could not grade {url}", body=reason, tone=Tone.ERROR)
+
+
+def error(text: str) -> Message:
+    return Message(title="That did not work", body=text, tone=Tone.ERROR)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes = rest // 60
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"

@@ -1,0 +1,188 @@
+"""Loads challenge folders, validates them, and gives the bot what it needs of each."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from pydantic import ValidationError
+
+from challenges.schema import ChallengeSpec
+from grading.config import GradeConfig
+from grading.report import Report
+from grading.scenario import Scenario
+
+ROOT = Path(__file__).resolve().parent
+REQUIRED_FILES = ("challenge.yaml", "statement.md.j2", "discussion.md.j2", "scenario.py")
+
+
+class ChallengeError(ValueError):
+    """A challenge folder that cannot be used, with the file, field and reason."""
+
+
+def _format_validation(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{path}: {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Solution:
+    name: str
+    module: str
+    summary: str
+
+
+class Challenge:
+    def __init__(self, path: Path, spec: ChallengeSpec) -> None:
+        self.path = path
+        self.spec = spec
+        self._env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(path),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Challenge:
+        path = path.resolve()
+        missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+        if missing:
+            raise ChallengeError(f"{path}: missing {', '.join(missing)}")
+        yaml_path = path / "challenge.yaml"
+        try:
+            data = yaml.safe_load(yaml_path.read_text())
+        except yaml.YAMLError as exc:
+            raise ChallengeError(f"{yaml_path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ChallengeError(f"{yaml_path}: (top level): expected a mapping")
+        try:
+            spec = ChallengeSpec.model_validate(data)
+        except ValidationError as exc:
+            raise ChallengeError(_format_validation(yaml_path, exc)) from None
+        if spec.id != path.name:
+            raise ChallengeError(f"{yaml_path}: id: {spec.id!r} differs from the folder name")
+        return cls(path, spec)
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def module(self) -> str:
+        """Dotted module prefix of this folder (folder names may hold hyphens)."""
+        return f"challenges.{self.path.name}" if self.path.parent == ROOT else self.path.name
+
+    def grade_config(self) -> GradeConfig:
+        s = self.spec
+        return GradeConfig(
+            challenge=s.id,
+            parameters=dict(s.parameters),
+            weights=dict(s.scoring.weights),
+            gates=s.scoring.gates,
+            pass_mark=s.scoring.pass_mark,
+            thresholds=dict(s.thresholds),
+            scale={"stated_rate": s.scale.rate, "rate": s.grading.rate},
+            budgets_s={"load": s.grading.duration_s + s.grading.fault_duration_s + 30},
+        )
+
+    def scenario(self) -> Scenario:
+        """Import ``scenario.py`` and instantiate its ``Scenario`` subclass."""
+        name = f"{self.module}.scenario"
+        spec = importlib.util.spec_from_file_location(name, self.path / "scenario.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        found = [
+            obj
+            for obj in vars(module).values()
+            if isinstance(obj, type) and issubclass(obj, Scenario) and obj is not Scenario
+        ]
+        if len(found) != 1:
+            raise ChallengeError(f"{self.path / 'scenario.py'}: expected one Scenario subclass")
+        return found[0](self.spec)
+
+    @cached_property
+    def solutions(self) -> list[Solution]:
+        root = self.path / "solutions"
+        found = []
+        for main in sorted(root.glob("*/__main__.py")):
+            doc = main.read_text().split('"""')
+            summary = doc[1].strip().splitlines()[0] if len(doc) > 2 else main.parent.name
+            found.append(Solution(main.parent.name, f"{self.module}.solutions.{main.parent.name}", summary))
+        return found
+
+    def solution(self, name: str) -> Solution:
+        for s in self.solutions:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.solutions)
+        raise ChallengeError(f"{self.id} has no reference design {name!r} (known: {known})")
+
+    @cached_property
+    def baselines(self) -> dict[str, dict[str, Any]]:
+        """Stored results of the reference designs (``baselines.json``), by solution name."""
+        path = self.path / "baselines.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def statement(self) -> str:
+        return self._env.get_template("statement.md.j2").render(c=self.spec, params=self.spec.parameters)
+
+    def discussion(
+        self, report: Report | None, baselines: dict[str, dict[str, Any]] | None = None
+    ) -> str:
+        """The trade-off discussion, written from ``report`` next to the reference designs.
+
+        Without a report it discusses the reference designs alone (the *Show trade-offs* button).
+        """
+        return self._env.get_template("discussion.md.j2").render(
+            c=self.spec,
+            params=self.spec.parameters,
+            r=report,
+            m=report.metrics if report else {},
+            arch=report.architecture if report else None,
+            baselines=self.baselines if baselines is None else baselines,
+        )
+
+    def tradeoffs(self) -> str:
+        return self.discussion(None)
+
+
+class Catalog:
+    def __init__(self, challenges: list[Challenge]) -> None:
+        self._by_id = {c.id: c for c in challenges}
+
+    @classmethod
+    def load(cls, root: Path = ROOT) -> Catalog:
+        folders = sorted(p for p in root.iterdir() if (p / "challenge.yaml").is_file())
+        return cls([Challenge.load(p) for p in folders])
+
+    def __iter__(self) -> Iterator[Challenge]:
+        return iter(sorted(self._by_id.values(), key=lambda c: (c.spec.rotation, c.id)))
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, challenge_id: str) -> Challenge:
+        try:
+            return self._by_id[challenge_id]
+        except KeyError:
+            known = ", ".join(sorted(self._by_id))
+            raise ChallengeError(f"unknown challenge {challenge_id!r} (known: {known})") from None
+
+    def for_day(self, day: date) -> Challenge:
+        """The daily rotation: catalog order (rotation, then id), one per day, cycling."""
+        ordered = list(self)
+        return ordered[day.toordinal() % len(ordered)]

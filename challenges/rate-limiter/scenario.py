@@ -1,0 +1,278 @@
+"""Grades a rate limiter: the contract, atomicity under concurrency, load, a Redis restart."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections import defaultdict
+from typing import Any
+
+from challenges.schema import ChallengeSpec
+from grading.checkers import burst_over_admission, over_admission
+from grading.history import History
+from grading.http import Exchange
+from grading.load import LoadPlan, Request, Response
+from grading.nemesis import FaultStep
+from grading.report import Status
+from grading.scenario import Grade, Scenario
+from grading.thresholds import Threshold, judge
+
+BURST_KEYS = 25
+PROBE_KEYS = 4
+PROBE_EVERY = 25  # one request in PROBE_EVERY goes to a boundary probe key
+LOAD_KEYS = 10_000
+RECOVERY_LIMIT_S = 5.0
+
+
+def body(ex: Exchange) -> dict[str, Any] | None:
+    """The JSON object a check answered, or None when it is not one."""
+    try:
+        data = ex.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def check_request(key: str, cost: int | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"key": key}
+    if cost is not None:
+        payload["cost"] = cost
+    return {"json": payload}
+
+
+class RateLimiterScenario(Scenario):
+    def __init__(self, spec: ChallengeSpec) -> None:
+        self.spec = spec
+        self.nonce = secrets.token_hex(3)  # fresh keys on every run; never affects the verdict
+        self.probes = History()
+
+    def key(self, kind: str, i: int | str) -> str:
+        return f"{kind}-{self.nonce}-{i}"
+
+    async def check(self, g: Grade, key: str, cost: int | None = None) -> Exchange:
+        return await g.request("POST", "/v1/check", **check_request(key, cost))
+
+    # -- contract -------------------------------------------------------------------------
+    async def contract(self, g: Grade) -> None:
+        limit = g.param_int("RATE_LIMIT")
+        window_ms = g.param_float("RATE_WINDOW_SECONDS") * 1000
+
+        ex = await g.request("GET", "/healthz")
+        g.check("contract.healthz", "GET /healthz answers 200", ex.status == 200,
+                exchange=ex, expected=200, actual=ex.status)
+        g.progress(0.1)
+
+        key = self.key("first", 0)
+        ex = await self.check(g, key)
+        data = body(ex)
+        expected = {"allowed": True, "remaining": limit - 1}
+        ok = ex.status == 200 and data is not None and all(data.get(k) == v for k, v in expected.items())
+        g.check("contract.allow-first", "A fresh key is allowed, with remaining = RATE_LIMIT - 1",
+                ok, exchange=ex, expected=f"200 {json.dumps(expected)}",
+                actual=f"{ex.status} {ex.text(200)}")
+        g.progress(0.2)
+
+        seen, bad = [], None
+        for want in range(limit - 2, -1, -1):
+            ex = await self.check(g, key)
+            data = body(ex)
+            got = data.get("remaining") if data else None
+            seen.append(got)
+            if ex.status != 200 or got != want:
+                bad = (ex, want)
+                break
+        g.check("contract.remaining", "remaining counts down to 0 within the window",
+                bad is None,
+                detail="" if bad is None else f"after {len(seen)} further requests",
+                exchange=bad[0] if bad else None,
+                expected=f"200 with remaining {bad[1]}" if bad else None,
+                actual=f"{bad[0].status} {bad[0].text(200)}" if bad else None)
+        g.progress(0.35)
+
+        ex = await self.check(g, key)
+        data = body(ex)
+        ok = ex.status == 429 and data is not None and data.get("allowed") is False
+        g.check("contract.deny-over-limit", "Request RATE_LIMIT + 1 is refused with 429",
+                ok, exchange=ex, expected='429 {"allowed": false, "retry_after_ms": n}',
+                actual=f"{ex.status} {ex.text(200)}")
+        retry = data.get("retry_after_ms") if data else None
+        ok = isinstance(retry, int | float) and not isinstance(retry, bool) and 0 < retry <= window_ms + 1000
+        g.check("contract.retry-after", "retry_after_ms is a positive wait within one window",
+                ok, exchange=ex, expected=f"0 < retry_after_ms <= {window_ms:.0f}", actual=retry)
+        g.progress(0.45)
+
+        ex = await self.check(g, self.key("other", 0))
+        data = body(ex)
+        g.check("contract.keys-independent", "Another key keeps its own budget",
+                ex.status == 200 and bool(data and data.get("allowed") is True),
+                exchange=ex, expected="200 allowed", actual=f"{ex.status} {ex.text(200)}")
+
+        ex = await self.check(g, self.key("cost", 0), cost=5)
+        data = body(ex)
+        ok = ex.status == 200 and bool(data) and data.get("remaining") == limit - 5
+        g.check("contract.cost", "cost spends several units at once", ok, exchange=ex,
+                expected=f"200 with remaining {limit - 5}", actual=f"{ex.status} {ex.text(200)}")
+        g.progress(0.55)
+
+        await self.bad_input(g)
+        g.progress(0.65)
+        await self.atomicity(g, limit)
+        g.progress(1.0)
+
+    async def bad_input(self, g: Grade) -> None:
+        cases = [
+            ("missing key", {"json": {"cost": 1}}),
+            ("empty key", {"json": {"key": ""}}),
+            ("key of 129 characters", {"json": {"key": "k" * 129}}),
+            ("key not a string", {"json": {"key": 42}}),
+            ("cost 0", {"json": {"key": self.key("bad", 0), "cost": 0}}),
+            ("body not JSON", {"body": b"key=abc", "headers": {"Content-Type": "text/plain"}}),
+        ]
+        failures = []
+        for label, kwargs in cases:
+            ex = await g.request("POST", "/v1/check", **kwargs)
+            if ex.status != 400:
+                failures.append((label, ex))
+        first = failures[0] if failures else None
+        g.check(
+            "contract.bad-input",
+            "Invalid requests get 400",
+            not failures,
+            detail=", ".join(f"{label}: {ex.status}" for label, ex in failures),
+            exchange=first[1] if first else None,
+            expected="400" if first else None,
+            actual=first[1].status if first else None,
+            partial=1 - len(failures) / len(cases),
+        )
+
+    async def atomicity(self, g: Grade, limit: int) -> None:
+        """Fire 2×RATE_LIMIT concurrent requests at each of several fresh keys."""
+        keys = [self.key("burst", i) for i in range(BURST_KEYS)]
+        calls = [("POST", "/v1/check", check_request(k)) for k in keys for _ in range(2 * limit)]
+        exchanges = await g.burst(calls)
+        results: dict[str, list[bool]] = defaultdict(list)
+        errors = 0
+        for (_, _, kw), ex in zip(calls, exchanges, strict=True):
+            if ex.status in (200, 429):
+                results[kw["json"]["key"]].append(ex.status == 200)
+            else:
+                errors += 1
+        over, per_key = burst_over_admission(results, limit)
+        under = sum(max(0, limit - sum(v)) for k, v in results.items() if len(v) == 2 * limit)
+        g.metric("accuracy.over_admitted", over)
+        g.metric("accuracy.under_admitted", under)
+        worst = max(per_key.items(), key=lambda kv: kv[1], default=(None, 0))
+        if errors > len(calls) * 0.1:
+            g.check("accuracy.atomic", "No key is over-admitted under concurrency", Status.ERROR,
+                    detail=f"{errors} of {len(calls)} concurrent requests failed; atomicity "
+                    "could not be judged")
+            return
+        g.check(
+            "accuracy.atomic",
+            "No key is over-admitted under concurrency",
+            over == 0,
+            detail=(
+                f"{2 * limit} concurrent requests per fresh key on {BURST_KEYS} keys: "
+                f"{over} admitted beyond RATE_LIMIT={limit} in total"
+                + (f"; worst key admitted {limit + worst[1]}" if over else "")
+                + (f"; {errors} requests failed" if errors else "")
+            ),
+            expected=f"at most {limit} allowed per key",
+            actual=f"{limit + worst[1]} allowed for one key" if over else f"at most {limit}",
+            evidence={"curl": f"seq {2 * limit} | xargs -P {2 * limit} -I{{}} "
+                      f"curl -s -XPOST {g.target.url.rstrip('/')}/v1/check "
+                      "-H 'Content-Type: application/json' -d '{\"key\": \"fresh-key\"}'"},
+        )
+
+    # -- load and faults --------------------------------------------------------------
+    def plan(self, g: Grade, duration_s: float, *, probes: bool) -> LoadPlan:
+        grading = self.spec.grading
+        total = int(grading.rate * duration_s) + 1
+        picks = [g.rng.randrange(LOAD_KEYS) for _ in range(total)]
+        segment = "steady" if probes else "faults"
+        bodies = [json.dumps({"key": self.key(f"load-{segment}", i)}).encode() for i in range(LOAD_KEYS)]
+        probe_bodies = [json.dumps({"key": self.key("probe", i)}).encode() for i in range(PROBE_KEYS)]
+        headers = (("Content-Type", "application/json"),)
+
+        def make(i: int) -> Request:
+            if probes and i % PROBE_EVERY == 0:
+                p = (i // PROBE_EVERY) % PROBE_KEYS
+                return Request("POST", "/v1/check", probe_bodies[p], headers, tag=f"probe:{p}")
+            return Request("POST", "/v1/check", bodies[picks[i % total]], headers)
+
+        def classify(_req: Request, resp: Response) -> str | None:
+            return None if resp.status in (200, 429) else f"http_{resp.status}"
+
+        def record(_i: int, req: Request, resp: Response | None, err: str | None,
+                   sched: float, done: float) -> None:
+            if req.tag:
+                op = self.probes.invoke(process=0, kind="check", key=req.tag, invoked_s=sched)
+                if resp is not None and err is None:
+                    self.probes.complete(op, "ok" if resp.status == 200 else "failed", {}, done)
+                else:
+                    self.probes.complete(op, "unknown", {}, done)
+
+        return LoadPlan(rate=grading.rate, duration_s=duration_s, make_request=make,
+                        classify=classify, on_result=record if probes else None)
+
+    async def load(self, g: Grade) -> None:
+        grading = self.spec.grading
+        result, _ = await g.run_load(self.plan(g, grading.duration_s, probes=True))
+        g.metric("load.rate_target", grading.rate)
+        g.metric("load.achieved_rate", round(result.achieved_rate, 1))
+        g.metric("load.p50_ms", round(result.percentile_ms(50), 2))
+        g.metric("load.p99_ms", round(result.percentile_ms(99), 2))
+        g.metric("load.error_rate", round(result.error_rate, 4))
+        note = f" (the load generator fell behind: {result.unreliable_reason})" if result.unreliable else ""
+        for check_id, name, title in (
+            ("load.latency", "latency", "Latency at load"),
+            ("load.errors", "errors", "Errors at load"),
+        ):
+            verdict = judge(Threshold.parse(self.spec.thresholds[name]), result)
+            status = Status.PASS if verdict.ok else Status.FAIL
+            if result.unreliable and not verdict.ok:
+                status = Status.WARN
+            g.check(check_id, f"{title}: {self.spec.thresholds[name]} at {grading.rate:g} req/s",
+                    status, detail=verdict.description + note,
+                    evidence={"errors_by_kind": result.errors})
+
+        if not grading.faults:
+            return
+        if not g.can_inject:
+            for check_id in ("faults.recovery", "faults.availability"):
+                g.check(check_id, "Behaviour under injected faults", Status.SKIP,
+                        detail="graded without an environment: no fault was injected")
+            return
+        steps = [
+            FaultStep(at_s=g.rng.uniform(*f.at_s), resource=f.resource.value, action=f.action,
+                      heal_action=f.heal_action, heal_after_s=f.heal_after_s)
+            for f in grading.faults
+        ]
+        g.phase = "faults"
+        result, windows = await g.run_load(
+            self.plan(g, grading.fault_duration_s, probes=False), faults=steps)
+        g.metric("faults.error_rate", round(result.error_rate, 4))
+        errors = sum(w.errors_during for w in windows)
+        g.metric("faults.errors", errors)
+        recoveries = [w.recovery_s for w in windows]
+        worst = None if any(r is None for r in recoveries) else max(recoveries, default=0.0)
+        g.metric("faults.recovery_s", None if worst is None else round(worst, 2))
+        observed = "; ".join(w.observed for w in windows)
+        g.check("faults.recovery", f"Recovers within {RECOVERY_LIMIT_S:g} s after each fault heals",
+                worst is not None and worst <= RECOVERY_LIMIT_S, detail=observed,
+                expected=f"recovery <= {RECOVERY_LIMIT_S:g} s",
+                actual="never recovered during the run" if worst is None else f"{worst:.2f} s")
+        g.check("faults.availability", "Keeps answering while a resource is down",
+                Status.PASS if result.error_rate == 0 else Status.WARN,
+                partial=max(0.0, 1 - result.error_rate * 10),
+                detail=f"{result.error_rate:.1%} of requests failed during the fault run "
+                       f"({errors} inside the fault windows)",
+                evidence={"errors_by_kind": result.errors})
+
+    # -- verification -----------------------------------------------------------------
+    async def verify(self, g: Grade) -> None:
+        limit = g.param_int("RATE_LIMIT")
+        window = g.param_float("RATE_WINDOW_SECONDS")
+        found = over_admission(self.probes, limit=limit, window_s=window)
+        burst = max((v for v in found.counts.get("max_in_window", {}).values()), default=0)
+        g.metric("accuracy.boundary_burst", burst)

@@ -1,0 +1,100 @@
+"""The schema of ``challenge.yaml``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from grading.thresholds import Threshold
+from provisioning import Resource
+
+Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,48}$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Scale(Strict):
+    """What the statement promises: the production scale the design is for."""
+
+    rate: float = Field(gt=0, description="requests per second at peak")
+    description: str
+    p99_ms: float | None = Field(default=None, gt=0)
+
+
+class FaultPlan(Strict):
+    resource: Resource
+    action: str
+    at_s: tuple[float, float] = Field(description="seeded time window after the load starts")
+    heal_action: str | None = None
+    heal_after_s: float | None = Field(default=None, gt=0)
+
+
+class LoadPlanSpec(Strict):
+    """What a grade actually runs on one machine (may be below the stated scale)."""
+
+    rate: float = Field(gt=0, le=50_000)
+    duration_s: float = Field(gt=0, le=60, description="steady load, judged on thresholds")
+    fault_duration_s: float = Field(default=0, ge=0, le=60, description="load under faults")
+    faults: tuple[FaultPlan, ...] = ()
+
+    @model_validator(mode="after")
+    def _faults_fit(self) -> LoadPlanSpec:
+        for f in self.faults:
+            lo, hi = f.at_s
+            if not 0 <= lo <= hi < self.fault_duration_s:
+                raise ValueError(
+                    f"fault {f.resource.value} {f.action}: at_s {list(f.at_s)} must lie within "
+                    f"[0, fault_duration_s={self.fault_duration_s})"
+                )
+        return self
+
+
+class Scoring(Strict):
+    pass_mark: int = Field(default=70, ge=0, le=100)
+    gates: tuple[str, ...] = ()
+    weights: dict[str, float]
+
+    @model_validator(mode="after")
+    def _gates_are_weighted(self) -> Scoring:
+        missing = [g for g in self.gates if g not in self.weights]
+        if missing:
+            raise ValueError(f"gates not in weights: {', '.join(missing)}")
+        if any(w < 0 for w in self.weights.values()):
+            raise ValueError("weights must not be negative")
+        return self
+
+
+class ChallengeSpec(Strict):
+    id: Identifier
+    title: str = Field(min_length=3, max_length=120)
+    difficulty: int = Field(ge=1, le=5)
+    tags: tuple[str, ...] = ()
+    summary: str = Field(min_length=10, max_length=300)
+    rotation: int = Field(default=100, ge=0, description="order in the daily rotation")
+    resources: tuple[Resource, ...] = Field(min_length=1)
+    parameters: dict[str, str] = {}
+    scale: Scale
+    contract: str = Field(min_length=10, description="the HTTP contract, markdown")
+    grading: LoadPlanSpec
+    thresholds: dict[str, str] = {}
+    scoring: Scoring
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _stringify(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _parse_thresholds(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            try:
+                Threshold.parse(text)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return value

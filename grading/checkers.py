@@ -1,0 +1,345 @@
+"""Checkers over a history and/or what was stored, each with a time budget.
+
+Every checker returns a ``CheckResult``. ``valid`` is ``True`` (no anomaly in all the
+data), ``False`` (at least one anomaly: certain, even if the check then ran out of time)
+or ``"unknown"`` (no anomaly found before the ``deadline_s`` budget ran out).
+Anomalies keep at most ``MAX_ANOMALIES`` examples; ``counts["anomalies"]`` has them all.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from grading.history import History, Op
+
+Validity = bool | Literal["unknown"]
+MAX_ANOMALIES = 100
+DEFAULT_DEADLINE_S = 10.0
+
+
+@dataclass
+class CheckResult:
+    name: str
+    valid: Validity
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int | float] = field(default_factory=dict)
+    reason: str = ""
+    per_key: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+class _Run:
+    """The state of one checker run: its budget and what it found so far."""
+
+    def __init__(self, deadline_s: float | None) -> None:
+        self._deadline = None if deadline_s is None else time.monotonic() + deadline_s
+        self.deadline_s = deadline_s
+        self.anomalies: list[dict[str, Any]] = []
+        self.counts: dict[str, int | float] = {"anomalies": 0}
+        self.per_key: dict[str, int] = {}
+        self.progress = ""
+
+    def tick(self, progress: str = "") -> None:
+        """Raise ``_OutOfTime`` once the budget is spent; ``progress`` says how far we got."""
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            self.progress = progress
+            raise _OutOfTime
+
+    def anomaly(self, message: str, **details: Any) -> None:
+        self.counts["anomalies"] += 1
+        if len(self.anomalies) < MAX_ANOMALIES:
+            self.anomalies.append({"message": message, **details})
+
+
+def _budgeted(name: str) -> Callable[[Callable[..., str]], Callable[..., CheckResult]]:
+    """Turn ``fn(run, *args) -> reason`` into a checker with a ``deadline_s`` budget."""
+
+    def wrap(fn: Callable[..., str]) -> Callable[..., CheckResult]:
+        @functools.wraps(fn)
+        def checker(*args: Any, deadline_s: float | None = DEFAULT_DEADLINE_S, **kw: Any):
+            run = _Run(deadline_s)
+            try:
+                reason = fn(run, *args, **kw)
+            except _OutOfTime:
+                found = run.counts["anomalies"] > 0
+                reason = f"ran out of its {deadline_s:g} s budget" + (
+                    f" ({run.progress})" if run.progress else ""
+                )
+                if found:
+                    reason += "; the anomalies listed are certain, others may be missing"
+                valid: Validity = False if found else "unknown"
+                return CheckResult(name, valid, run.anomalies, run.counts, reason, run.per_key)
+            valid = run.counts["anomalies"] == 0
+            return CheckResult(name, valid, run.anomalies, run.counts, reason, run.per_key)
+
+        return checker
+
+    return wrap
+
+
+def _op(op: Op) -> dict[str, Any]:
+    return op.to_dict()
+
+
+@_budgeted("acknowledged-lost")
+def acknowledged_lost(
+    run: _Run, history: History, stored_keys: Collection[str], *, kind: str = "write"
+) -> str:
+    """Writes the service acknowledged (``ok``) whose key is missing from the store.
+
+    Keys with any delete op that may have happened (ok or unknown) are skipped: their
+    absence is allowed. Unknown writes that were stored are counted, never blamed.
+    """
+    stored = set(stored_keys)
+    deleted = {op.key for op in history.filter(kind="delete") if op.outcome != "failed"}
+    acked = unknown_stored = 0
+    for i, op in enumerate(history.filter(kind=kind)):
+        run.tick(f"{i} writes checked")
+        if op.outcome == "unknown" and op.key in stored:
+            unknown_stored += 1
+        if op.outcome != "ok":
+            continue
+        acked += 1
+        if op.key not in stored and op.key not in deleted:
+            run.anomaly(
+                f"write of {op.key!r} was acknowledged at {op.completed_s:.3f} s "
+                "but is not in the store",
+                ops=[_op(op)],
+            )
+    run.counts.update(acknowledged=acked, lost=run.counts["anomalies"])
+    run.counts["unknown_but_stored"] = unknown_stored
+    return f"{run.counts['lost']} of {acked} acknowledged writes missing from the store"
+
+
+@_budgeted("duplicates")
+def duplicates(run: _Run, deliveries: Iterable[str]) -> str:
+    """Idempotency keys delivered more than once."""
+    seen: Counter[str] = Counter()
+    for i, key in enumerate(deliveries):
+        if i % 4096 == 0:
+            run.tick(f"{i} deliveries read")
+        seen[key] += 1
+    extra = 0
+    for key, n in seen.items():
+        if n > 1:
+            extra += n - 1
+            run.per_key[key] = n
+            run.anomaly(f"{key!r} was delivered {n} times", key=key, deliveries=n)
+    total = sum(seen.values())
+    run.counts.update(
+        deliveries=total, distinct=len(seen), duplicated_keys=len(run.per_key), extra=extra
+    )
+    return f"{extra} extra deliveries over {len(run.per_key)} keys out of {total} deliveries"
+
+
+@_budgeted("phantom-writes")
+def phantom_writes(
+    run: _Run, history: History, stored_keys: Collection[str], *, kind: str = "write"
+) -> str:
+    """Stored items that no op ever asked for (whatever its outcome)."""
+    invoked = {op.key for op in history.filter(kind=kind)}
+    stored = 0
+    for i, key in enumerate(stored_keys):
+        if i % 4096 == 0:
+            run.tick(f"{i} stored items checked")
+        stored += 1
+        if key not in invoked:
+            run.anomaly(f"{key!r} is stored but no {kind} ever asked for it", key=key)
+    run.counts.update(stored=stored, phantoms=run.counts["anomalies"])
+    return f"{run.counts['phantoms']} of {stored} stored items were never written"
+
+
+def _admitted(op: Op) -> bool:
+    return op.outcome == "ok" and op.result.get("allowed") is True
+
+
+@_budgeted("over-admission")
+def over_admission(
+    run: _Run,
+    history: History,
+    limit: int,
+    window_s: float,
+    *,
+    kind: str = "check",
+    admitted: Callable[[Op], bool] = _admitted,
+) -> str:
+    """Per key, the most admissions certainly inside one sliding window of ``window_s``.
+
+    An admission took effect somewhere in ``[invoked_s, completed_s]``. We count only ops
+    whose *whole* interval lies in a half-open window ``[t, t + window_s)``: those were
+    certainly admitted within it, so the count never blames latency on the service
+    (a lower bound of the true maximum). Admitted = ``ok`` and ``result["allowed"] is
+    True`` unless ``admitted`` says otherwise. ``per_key`` maps each key to its maximum;
+    ``counts["excess"]`` sums ``max(0, max - limit)`` over keys.
+    """
+    groups = history.by_key(kind)
+    excess = worst = admitted_total = 0
+    for n_key, (key, ops) in enumerate(groups.items()):
+        run.tick(f"{n_key} of {len(groups)} keys checked")
+        spans = sorted((op.invoked_s, op.completed_s, op) for op in ops if admitted(op))
+        admitted_total += len(spans)
+        best, best_at = 0, 0
+        hi = 0
+        for lo, (start, _, _) in enumerate(spans):
+            end = start + window_s
+            hi = max(hi, lo)
+            while hi < len(spans) and spans[hi][0] < end:
+                hi += 1
+            inside = sum(1 for s in spans[lo:hi] if s[1] < end)
+            if inside > best:
+                best, best_at = inside, lo
+        run.per_key[str(key)] = best
+        worst = max(worst, best)
+        if best > limit:
+            excess += best - limit
+            start = spans[best_at][0]
+            window = [
+                _op(s[2]) for s in spans[best_at:] if s[0] < start + window_s and s[1] < start + window_s
+            ]
+            run.anomaly(
+                f"key {key!r}: {best} requests admitted within {window_s:g} s "
+                f"from {start:.3f} s (limit {limit})",
+                key=key,
+                max_in_window=best,
+                window_start_s=start,
+                ops=window[: limit + 5],
+            )
+    run.counts.update(
+        keys=len(groups), admitted=admitted_total, max_in_window=worst, excess=excess
+    )
+    return f"most admitted for one key in any {window_s:g} s window: {worst} (limit {limit})"
+
+
+def burst_over_admission(
+    results_by_key: Mapping[str, Sequence[bool]], limit: int
+) -> tuple[int, dict[str, int]]:
+    """For concurrent bursts on fresh keys: admissions beyond ``limit``, total and per key."""
+    per_key = {key: max(0, sum(1 for a in allowed if a) - limit) for key, allowed in results_by_key.items()}
+    return sum(per_key.values()), per_key
+
+
+@_budgeted("counter-exactness")
+def counter_exactness(run: _Run, expected: Mapping[str, int], actual: Mapping[str, int]) -> str:
+    """Keys whose counter differs from what was sent (a missing key counts as 0)."""
+    keys = sorted(set(expected) | set(actual), key=str)
+    abs_error = over = under = 0
+    for i, key in enumerate(keys):
+        if i % 4096 == 0:
+            run.tick(f"{i} of {len(keys)} keys compared")
+        want, got = expected.get(key, 0), actual.get(key, 0)
+        if want == got:
+            continue
+        run.per_key[key] = got - want
+        abs_error += abs(got - want)
+        over += got > want
+        under += got < want
+        run.anomaly(f"{key!r}: expected {want}, got {got}", key=key, expected=want, actual=got)
+    run.counts.update(
+        keys=len(keys), miscounted=len(run.per_key), total_abs_error=abs_error, over=over, under=under
+    )
+    return f"{len(run.per_key)} of {len(keys)} counters wrong, total error {abs_error}"
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+class _Register:
+    """The writes of one key, indexed for ``stale_reads``."""
+
+    def __init__(self, writes: list[Op]) -> None:
+        acked = sorted((w for w in writes if w.outcome == "ok"), key=lambda w: w.completed_s)
+        self.acked_done = [w.completed_s for w in acked]
+        # latest[i]: the acknowledged write with the latest invocation among acked[: i + 1]
+        self.latest: list[Op] = []
+        for w in acked:
+            prev = self.latest[-1] if self.latest else None
+            self.latest.append(w if prev is None or w.invoked_s > prev.invoked_s else prev)
+        self.sources: dict[Any, list[Op]] = {}
+        for w in writes:
+            if w.outcome != "failed":
+                value = None if w.kind == "delete" else w.value
+                self.sources.setdefault(_hashable(value), []).append(w)
+
+    def newest_acked_before(self, t: float) -> Op | None:
+        i = bisect.bisect_left(self.acked_done, t)
+        return self.latest[i - 1] if i else None
+
+
+@_budgeted("stale-reads")
+def stale_reads(
+    run: _Run,
+    history: History,
+    *,
+    write_kinds: tuple[str, ...] = ("write", "delete"),
+    read_kind: str = "read",
+) -> str:
+    """Reads that returned a value a later acknowledged write had already replaced.
+
+    Per key, a register: a ``write`` sets ``op.value``, a ``delete`` sets ``None`` (also the
+    initial value); an ``ok`` read returns ``result["value"]``. A read R is stale when
+    every write W that could have produced its value is superseded: some ``ok`` write L
+    completed before R was invoked, and W completed before L was invoked (so W, then L,
+    then R in real time). Unknown writes may take effect at any time after invocation,
+    so they never make a read stale; failed writes are never a source. A value no
+    possible write produced is an ``unwritten`` anomaly.
+    """
+    writes = history.by_key(write_kinds)
+    reads = history.filter(kind=read_kind, outcome="ok")
+    registers: dict[Any, _Register] = {}
+    stale = unwritten = 0
+    for i, read in enumerate(reads):
+        if i % 1024 == 0:
+            run.tick(f"{i} of {len(reads)} reads checked")
+        reg = registers.get(read.key)
+        if reg is None:
+            reg = registers[read.key] = _Register(writes.get(read.key, []))
+        value = read.result.get("value")
+        candidates = [
+            w for w in reg.sources.get(_hashable(value), []) if w.invoked_s < read.completed_s
+        ]
+
+        def effective_done(w: Op) -> float:
+            return w.completed_s if w.outcome == "ok" else math.inf
+
+        source = max(candidates, key=effective_done, default=None)
+        if source is None and value is not None:
+            unwritten += 1
+            run.anomaly(
+                f"read of {read.key!r} at {read.invoked_s:.3f} s returned {value!r}, "
+                "which no write could have produced",
+                kind="unwritten",
+                ops=[_op(read)],
+            )
+            continue
+        source_done = -math.inf if source is None else effective_done(source)
+        newer = reg.newest_acked_before(read.invoked_s)
+        if newer is not None and source_done < newer.invoked_s:
+            stale += 1
+            new_value = None if newer.kind == "delete" else newer.value
+            run.anomaly(
+                f"read of {read.key!r} at {read.invoked_s:.3f} s returned {value!r}, but "
+                f"{new_value!r} was acknowledged at {newer.completed_s:.3f} s, before the read began",
+                kind="stale",
+                ops=[_op(read), _op(newer)] + ([_op(source)] if source else []),
+            )
+    run.counts.update(reads=len(reads), stale=stale, unwritten=unwritten)
+    return f"{stale} stale and {unwritten} unwritten values in {len(reads)} reads"

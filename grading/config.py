@@ -1,0 +1,24 @@
+"""What the grader needs to know about a challenge, independent of how the catalog stores it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GradeConfig:
+    challenge: str
+    parameters: dict[str, str] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)  # check id -> max points
+    gates: tuple[str, ...] = ()  # check ids that must pass for the grade to pass
+    pass_mark: int = 70
+    thresholds: dict[str, str] = field(default_factory=dict)  # name -> "p99 < 10ms"
+    scale: dict[str, Any] = field(default_factory=dict)  # e.g. {"rate": 2000, "keys": 10000}
+    budgets_s: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+
+    def param_int(self, name: str) -> int:
+        return int(self.parameters[name])
+
+    def param_float(self, name: str) -> float:
+        return float(self.parameters[name])

@@ -1,0 +1,200 @@
+"""The API a challenge's ``scenario.py`` is written on.
+
+A scenario subclasses :class:`Scenario` and implements the phases it needs; each phase
+receives a :class:`Grade`, which owns the hard parts (HTTP against the pinned target,
+open-model load with a nemesis, checks with actionable evidence, metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import replace
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from grading.config import GradeConfig
+from grading.http import Client, Exchange
+from grading.load import LoadPlan, LoadResult, run_load
+from grading.nemesis import FaultStep, FaultWindow, Nemesis
+from grading.report import Check, Report, Status
+from grading.timeline import Timeline
+from grading.urlguard import Target
+from provisioning import Environment, FaultRecord
+
+Injector = Callable[[str, str], Awaitable[FaultRecord]]
+Progress = Callable[[str, float], None]
+
+
+class Scenario:
+    """Base class for a challenge's grader. Phases run in order; any may be left as is."""
+
+    async def contract(self, g: Grade) -> None:
+        """Check the HTTP contract, request by request."""
+
+    async def load(self, g: Grade) -> None:
+        """Load at the stated scale, with faults on the environment."""
+
+    async def verify(self, g: Grade) -> None:
+        """Compare what the service acknowledged with what it stored."""
+
+
+class _Discussion(Protocol):
+    def __call__(self, report: Report) -> str: ...
+
+
+class Grade:
+    """Everything a phase may use; the runner builds one per grade."""
+
+    def __init__(
+        self,
+        *,
+        config: GradeConfig,
+        target: Target,
+        http: Client,
+        report: Report,
+        env: Environment | None,
+        injector: Injector | None,
+        progress: Progress | None,
+    ) -> None:
+        self.config = config
+        self.target = target
+        self.http = http
+        self.report = report
+        self.env = env
+        self.seed = report.seed
+        self.rng = random.Random(report.seed)
+        self.timeline: Timeline | None = None  # every load run of this grade, end to end
+        self.fault_windows: list[FaultWindow] = []
+        self.requests_sent = 0
+        self.phase = ""
+        self._injector = injector
+        self._progress = progress
+
+    # -- parameters -------------------------------------------------------------------
+    def param(self, name: str) -> str:
+        return self.config.parameters[name]
+
+    def param_int(self, name: str) -> int:
+        return self.config.param_int(name)
+
+    def param_float(self, name: str) -> float:
+        return self.config.param_float(name)
+
+    def progress(self, fraction: float) -> None:
+        if self._progress is not None:
+            self._progress(self.phase, max(0.0, min(1.0, fraction)))
+
+    # -- results ----------------------------------------------------------------------
+    def metric(self, name: str, value: float | int | None) -> None:
+        self.report.metrics[name] = value
+
+    def check(
+        self,
+        check_id: str,
+        title: str,
+        ok: bool | Status,
+        *,
+        detail: str = "",
+        exchange: Exchange | None = None,
+        expected: Any = None,
+        actual: Any = None,
+        evidence: dict[str, Any] | None = None,
+        partial: float | None = None,
+    ) -> Check:
+        """Record a check. ``partial`` (0..1) awards part of the points to a non-passing check."""
+        status = ok if isinstance(ok, Status) else (Status.PASS if ok else Status.FAIL)
+        max_points = float(self.config.weights.get(check_id, 0))
+        if status == Status.PASS:
+            points = max_points
+        elif status == Status.WARN:
+            points = max_points * (0.5 if partial is None else partial)
+        else:
+            points = max_points * (partial or 0.0)
+        ev: dict[str, Any] = dict(evidence or {})
+        if exchange is not None:
+            ev.update(exchange_evidence(exchange))
+        if expected is not None:
+            ev["expected"] = expected
+        if actual is not None:
+            ev["actual"] = actual
+        check = Check(check_id, title, status, round(points, 2), max_points, detail, ev)
+        self.report.checks = [c for c in self.report.checks if c.id != check_id] + [check]
+        return check
+
+    # -- traffic ----------------------------------------------------------------------
+    async def request(self, method: str, path: str, **kwargs: Any) -> Exchange:
+        self.requests_sent += 1
+        return await self.http.request(method, path, **kwargs)
+
+    async def burst(self, calls: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Exchange]:
+        """Send every request at once (concurrently) and return the exchanges in order."""
+        self.requests_sent += len(calls)
+        return list(
+            await asyncio.gather(*(self.http.request(m, p, **kw) for m, p, kw in calls))
+        )
+
+    @property
+    def can_inject(self) -> bool:
+        return self._injector is not None and self.env is not None
+
+    async def fault(self, resource: str, action: str) -> FaultRecord:
+        if self._injector is None:
+            raise RuntimeError("this grade has no environment to inject faults into")
+        return await self._injector(resource, action)
+
+    async def run_load(
+        self,
+        plan: LoadPlan,
+        *,
+        faults: Sequence[FaultStep] = (),
+    ) -> tuple[LoadResult, list[FaultWindow]]:
+        """Run an open-model load; fire ``faults`` during it when an environment is attached.
+
+        Successive runs are laid end to end on ``self.timeline``; the report's fault times
+        are on that same axis.
+        """
+        nemesis = None
+        if faults and self.can_inject:
+            assert self._injector is not None
+            nemesis = Nemesis(self._injector, list(faults), seed=self.seed)
+        t0 = time.monotonic()
+        nemesis_task = asyncio.create_task(nemesis.run(t0)) if nemesis else None
+        try:
+            result = await run_load(self.target, plan, on_tick=self.progress)
+        finally:
+            if nemesis_task is not None:
+                await nemesis_task
+        self.requests_sent += result.sent
+        windows = nemesis.outcomes(result.timeline) if nemesis else []
+        offset = self._append_timeline(result.timeline)
+        self.fault_windows.extend(windows)
+        for w in windows:
+            outcome = w.to_outcome()
+            outcome.at_s = round(outcome.at_s + offset, 2)
+            if outcome.healed_at_s is not None:
+                outcome.healed_at_s = round(outcome.healed_at_s + offset, 2)
+            self.report.faults.append(outcome)
+        return result, windows
+
+    def _append_timeline(self, part: Timeline) -> float:
+        """Append ``part`` after what is there; return the offset it was shifted by."""
+        if self.timeline is None:
+            self.timeline = Timeline(part.bucket_s)
+        tl = self.timeline
+        offset = tl.buckets[-1].t_s + tl.bucket_s if tl.buckets else 0.0
+        tl.buckets.extend(replace(b, t_s=round(b.t_s + offset, 6)) for b in part.buckets)
+        return offset
+
+
+def exchange_evidence(ex: Exchange, body_limit: int = 600) -> dict[str, Any]:
+    """The request/response pair of an exchange, as a learner would want to see it."""
+    request = f"{ex.method} {ex.url}"
+    if ex.request_body:
+        request += "\n" + ex.request_body[:body_limit].decode("utf-8", "replace")
+    if ex.error:
+        response = f"(no response: {ex.error})"
+    else:
+        response = f"{ex.status}\n{ex.text(body_limit)}"
+    return {"request": request, "response": response, "curl": ex.curl()}

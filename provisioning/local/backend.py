@@ -1,0 +1,357 @@
+"""LocalBackend: every environment is a directory of real server processes on loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from provisioning.backend import ProvisioningError, ResourceHealth
+from provisioning.environment import Environment, ResourceInfo
+from provisioning.faults import FaultAction, FaultRecord
+from provisioning.local import processes
+from provisioning.local.driver import Driver, NotReady, Slot
+from provisioning.local.nats import NatsDriver
+from provisioning.local.ports import PortPool
+from provisioning.local.postgres import PostgresDriver
+from provisioning.local.seaweed import SeaweedDriver
+from provisioning.local.users import run_as_for
+from provisioning.local.valkey import ValkeyDriver
+from provisioning.spec import EnvironmentSpec, Resource
+
+log = logging.getLogger(__name__)
+
+METADATA = "environment.json"
+PID_FILE = "server.pid"
+_ENV_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_START_ATTEMPTS = 3
+
+
+class _PortTaken(Exception):
+    """The server could not bind a leased port: a foreign process took it."""
+
+
+def _check_id(env_id: str) -> str:
+    if not _ENV_ID.match(env_id):
+        raise ProvisioningError(f"invalid environment id {env_id!r}")
+    return env_id
+
+
+def _redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+class LocalBackend:
+    """Real PostgreSQL, Valkey, SeaweedFS and NATS processes under ``data_dir``."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port_range: tuple[int, int] = (20000, 29999),
+        *,
+        ready_timeout: float = 30.0,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.data_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self.envs_dir = self.data_dir / "envs"
+        self.envs_dir.mkdir(mode=0o711, exist_ok=True)
+        self.run_as = run_as_for(self.envs_dir)
+        self.ready_timeout = ready_timeout
+        self.ports = PortPool(self.data_dir / "ports", port_range, self._exists)
+        self.drivers: dict[Resource, Driver] = {
+            Resource.POSTGRES: PostgresDriver(self.data_dir / "templates"),
+            Resource.REDIS: ValkeyDriver(),
+            Resource.S3: SeaweedDriver(),
+            Resource.QUEUE: NatsDriver(),
+        }
+        self._children: dict[tuple[str, Resource], subprocess.Popen[bytes]] = {}
+
+    # -- paths and metadata -------------------------------------------------
+
+    def _env_dir(self, env_id: str) -> Path:
+        return self.envs_dir / _check_id(env_id)
+
+    def _exists(self, env_id: str) -> bool:
+        return bool(_ENV_ID.match(env_id)) and (self.envs_dir / env_id).is_dir()
+
+    def _slot(self, env_id: str, kind: Resource) -> Slot:
+        return Slot(env_id, self._env_dir(env_id) / kind.value, self.run_as)
+
+    def _write(self, env: Environment) -> None:
+        path = self._env_dir(env.id) / METADATA
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(env.to_dict(), f, indent=2)
+        os.replace(tmp, path)
+
+    def _read(self, env_id: str) -> Environment | None:
+        try:
+            return Environment.from_dict(json.loads((self._env_dir(env_id) / METADATA).read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    @staticmethod
+    def _stub(env_dir: Path) -> Environment:
+        """An environment whose metadata is missing or broken (a crash mid-create)."""
+        when = datetime.fromtimestamp(env_dir.stat().st_mtime, UTC)
+        return Environment(env_dir.name, "", "local", "incomplete", when, when, {})
+
+    # -- processes ------------------------------------------------------------
+
+    def _marked(self, env_id: str, kind: Resource | None = None) -> list[processes.Marked]:
+        return [
+            m
+            for m in processes.scan(self.data_dir)
+            if m.env_id == env_id and (kind is None or m.resource == kind.value)
+        ]
+
+    def _reap(self, env_id: str) -> None:
+        for key in [k for k in self._children if k[0] == env_id]:
+            if self._children[key].poll() is not None:
+                del self._children[key]
+
+    async def _kill(self, env_id: str, kind: Resource | None = None) -> None:
+        """SIGKILL every marked process of ``env_id`` (one resource or all); wait until gone."""
+        for _ in range(3):
+            procs = self._marked(env_id, kind)
+            if not procs:
+                break
+            processes.signal_groups(procs, signal.SIGKILL)
+            await processes.wait_until(lambda: not self._marked(env_id, kind), 5.0)
+        self._reap(env_id)
+        if self._marked(env_id, kind):
+            raise ProvisioningError(f"could not kill the processes of {env_id}")
+
+    def _main_pid(self, env_id: str, kind: Resource) -> int | None:
+        try:
+            pid = int((self._slot(env_id, kind).home / PID_FILE).read_text())
+        except (OSError, ValueError):
+            pid = None
+        if pid and processes.is_ours(pid, self.data_dir, env_id, kind.value):
+            return pid
+        leaders = [m.pid for m in self._marked(env_id, kind) if m.pid == m.pgid]
+        return leaders[0] if leaders else None
+
+    async def _stop(self, env_id: str, kind: Resource, info: ResourceInfo) -> None:
+        """Stop cleanly (the driver persists what it must first); SIGKILL if that hangs."""
+        driver = self.drivers[kind]
+        processes.signal_groups(self._marked(env_id, kind), signal.SIGCONT)
+        pid = self._main_pid(env_id, kind)
+        if pid is None:
+            return
+        try:
+            await driver.prepare_stop(info)
+        except NotReady as exc:
+            raise ProvisioningError(f"{kind.value} could not persist its data before stopping: {exc}") from None
+        os.kill(pid, driver.stop_signal)
+        if not await processes.wait_until(lambda: not self._marked(env_id, kind), 15.0):
+            log.warning("%s of %s did not stop in time; killing it", kind.value, env_id)
+        await self._kill(env_id, kind)
+
+    async def _start(self, env_id: str, kind: Resource, info: ResourceInfo, *, first: bool) -> None:
+        """Run the server and return once its probe passed (bootstrapping it on ``first``)."""
+        driver, slot = self.drivers[kind], self._slot(env_id, kind)
+        proc = processes.spawn(
+            driver.argv(slot, info),
+            cwd=slot.home,
+            log_path=slot.log_path,
+            data_dir=self.data_dir,
+            env_id=env_id,
+            resource=kind.value,
+            run_as=self.run_as,
+        )
+        self._children[(env_id, kind)] = proc
+        (slot.home / PID_FILE).write_text(f"{proc.pid}\n")
+        started = time.monotonic()
+        deadline = started + self.ready_timeout
+        last = "no answer yet"
+        while True:
+            if proc.poll() is not None:
+                tail = _redact(processes.log_tail(slot.log_path), info.secrets)
+                if "address already in use" in tail.lower():
+                    raise _PortTaken(tail)
+                raise ProvisioningError(
+                    f"{kind.value} exited with code {proc.returncode} before it was ready; "
+                    f"last lines of {slot.log_path}:\n{tail}"
+                )
+            try:
+                if first:
+                    await driver.bootstrap(slot, info)
+                    first = False
+                await driver.probe(slot, info, min(2.0, max(0.2, deadline - time.monotonic())))
+                break
+            except NotReady as exc:
+                last = _redact(str(exc), info.secrets)
+            if time.monotonic() >= deadline:
+                await self._kill(env_id, kind)
+                tail = _redact(processes.log_tail(slot.log_path), info.secrets)
+                raise ProvisioningError(
+                    f"{kind.value} was not ready after {self.ready_timeout:.0f}s ({last}); "
+                    f"last lines of {slot.log_path}:\n{tail}"
+                )
+            await asyncio.sleep(0.02)
+        await driver.after_start(slot, info)
+        log.info("%s: %s ready on port %d in %.2fs", env_id, kind.value, info.port, time.monotonic() - started)
+
+    async def _create_resource(self, env_id: str, kind: Resource) -> ResourceInfo:
+        driver, slot = self.drivers[kind], self._slot(env_id, kind)
+        slot.home.mkdir(mode=0o700)
+        self.run_as.own(slot.home)
+        for _ in range(_START_ATTEMPTS):
+            ports = self.ports.allocate(env_id, len(driver.port_names))
+            info = await asyncio.to_thread(driver.configure, slot, dict(zip(driver.port_names, ports, strict=True)))
+            try:
+                await self._start(env_id, kind, info, first=True)
+                return info
+            except _PortTaken:
+                log.warning("%s: a port leased for %s was taken by another process; retrying", env_id, kind.value)
+                await self._kill(env_id, kind)
+                self.ports.release(env_id, ports)
+        raise ProvisioningError(f"{kind.value}: ports kept being taken by other processes; giving up")
+
+    # -- the Backend protocol -------------------------------------------------
+
+    async def create(self, env_id: str, spec: EnvironmentSpec) -> Environment:
+        if not spec.resources:
+            raise ProvisioningError("an environment needs at least one resource")
+        env_dir = self._env_dir(env_id)
+        try:
+            env_dir.mkdir(mode=0o711)
+        except FileExistsError:
+            raise ProvisioningError(f"environment {env_id} already exists") from None
+        started = time.monotonic()
+        now = datetime.now(UTC)
+        env = Environment(
+            env_id, spec.owner, self.name, spec.label, now, now + spec.ttl, {}, dict(spec.parameters)
+        )
+        try:
+            self._write(env)
+            kinds = list(dict.fromkeys(spec.resources))
+            results = await asyncio.gather(
+                *(self._create_resource(env_id, k) for k in kinds), return_exceptions=True
+            )
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:
+                raise failures[0]
+            env.resources = dict(zip(kinds, results, strict=True))  # type: ignore[arg-type]
+            self._write(env)
+        except BaseException as exc:
+            await asyncio.shield(self.destroy(env_id))
+            if isinstance(exc, ProvisioningError | asyncio.CancelledError):
+                raise
+            raise ProvisioningError(f"could not create {env_id}: {type(exc).__name__}: {exc}") from exc
+        log.info("%s ready in %.2fs (%s)", env_id, time.monotonic() - started, ", ".join(k.value for k in kinds))
+        return env
+
+    async def destroy(self, env_id: str) -> None:
+        env_dir = self._env_dir(env_id)
+        await self._kill(env_id)
+        if env_dir.exists():
+            await asyncio.to_thread(shutil.rmtree, env_dir, True)
+        self.ports.release(env_id)
+        log.info("%s destroyed", env_id)
+
+    async def get(self, env_id: str) -> Environment | None:
+        return self._read(env_id) if self._exists(env_id) else None
+
+    async def list(self) -> list[Environment]:
+        await self._collect_orphans()
+        out = []
+        for env_dir in sorted(self.envs_dir.iterdir()):
+            if env_dir.is_dir() and _ENV_ID.match(env_dir.name):
+                out.append(self._read(env_dir.name) or self._stub(env_dir))
+        return out
+
+    async def save(self, env: Environment) -> None:
+        if not self._exists(env.id):
+            raise ProvisioningError(f"no environment {env.id!r}")
+        self._write(env)
+
+    async def fault(self, env_id: str, resource: Resource, action: FaultAction) -> FaultRecord:
+        env = await self.get(env_id)
+        if env is None or resource not in env.resources:
+            raise ProvisioningError(f"{env_id} has no {resource.value}")
+        info = env.resources[resource]
+        requested = time.time()
+        detail = await self._apply(env_id, resource, info, FaultAction(action))
+        log.info("%s: %s %s took effect", env_id, resource.value, action)
+        return FaultRecord(env_id, resource.value, FaultAction(action), requested, time.time(), detail)
+
+    async def _apply(self, env_id: str, kind: Resource, info: ResourceInfo, action: FaultAction) -> str:
+        procs = self._marked(env_id, kind)
+        running = bool(procs)
+        if action in (FaultAction.PAUSE, FaultAction.RESUME) and not running:
+            raise ProvisioningError(f"{kind.value} of {env_id} is not running")
+        if action is FaultAction.PAUSE:
+            processes.signal_groups(procs, signal.SIGSTOP)
+            await processes.wait_until(lambda: all(s == "T" for s in processes.states(self._marked(env_id, kind))), 5.0)
+            return f"stopped {len(procs)} process(es)"
+        if action is FaultAction.RESUME:
+            processes.signal_groups(procs, signal.SIGCONT)
+            await processes.wait_until(lambda: "T" not in processes.states(self._marked(env_id, kind)), 5.0)
+            return f"continued {len(procs)} process(es)"
+        if action is FaultAction.KILL:
+            await self._kill(env_id, kind)
+            return f"killed {len(procs)} process(es)" if running else "was not running"
+        if action is FaultAction.START:
+            if running:
+                return "already running"
+            await self._start(env_id, kind, info, first=False)
+            return "started, data kept"
+        if action is FaultAction.RESTART:
+            await self._stop(env_id, kind, info)
+            await self._start(env_id, kind, info, first=False)
+            return "restarted, data kept"
+        if self.drivers[kind].durable:
+            raise ProvisioningError(f"{kind.value} is durable: restart-lose-data does not apply to it")
+        await self._kill(env_id, kind)
+        await asyncio.to_thread(self.drivers[kind].wipe, self._slot(env_id, kind))
+        await self._start(env_id, kind, info, first=False)
+        return "restarted empty"
+
+    async def health(self, env_id: str) -> list[ResourceHealth]:
+        env = await self.get(env_id)
+        if env is None:
+            raise ProvisioningError(f"no environment {env_id!r}")
+        return list(await asyncio.gather(*(self._health(env_id, k, i) for k, i in env.resources.items())))
+
+    async def _health(self, env_id: str, kind: Resource, info: ResourceInfo) -> ResourceHealth:
+        state = processes.states(self._marked(env_id, kind))
+        if not state:
+            return ResourceHealth(kind, False, "not running")
+        if "T" in state:
+            return ResourceHealth(kind, False, "paused")
+        try:
+            detail = await self.drivers[kind].probe(self._slot(env_id, kind), info, 2.0)
+        except NotReady as exc:
+            return ResourceHealth(kind, False, _redact(str(exc), info.secrets))
+        return ResourceHealth(kind, True, detail)
+
+    async def close(self) -> None:
+        """Forget child handles; the environments keep running."""
+        for proc in self._children.values():
+            proc.poll()
+        self._children.clear()
+
+    async def _collect_orphans(self) -> None:
+        """Kill marked processes whose environment directory is gone; drop stale leases."""
+        for env_id in {m.env_id for m in processes.scan(self.data_dir)}:
+            if not self._exists(env_id):
+                log.warning("killing orphaned processes of vanished environment %s", env_id)
+                procs = [m for m in processes.scan(self.data_dir) if m.env_id == env_id]
+                processes.signal_groups(procs, signal.SIGKILL)
+        self.ports.collect()

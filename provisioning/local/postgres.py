@@ -1,0 +1,112 @@
+"""PostgreSQL: a clone of the template, a learner role owning its database, a rotated superuser."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+
+from provisioning.environment import ResourceInfo
+from provisioning.local import binaries, pgtemplate
+from provisioning.local.driver import Driver, NotReady, Slot, password
+from provisioning.spec import Resource
+
+SOCKET_DIR = "sock"
+
+
+def _dsn(user: str, pw: str, host: str, port: int, db: str) -> str:
+    return f"postgresql://{quote(user)}:{quote(pw, safe='')}@{host}:{port}/{db}"
+
+
+class PostgresDriver(Driver):
+    kind = Resource.POSTGRES
+    durable = True
+    stop_signal = signal.SIGINT  # fast shutdown
+
+    def __init__(self, templates_dir: Path) -> None:
+        self.templates_dir = templates_dir
+
+    def configure(self, slot: Slot, ports: dict[str, int]) -> ResourceInfo:
+        template = pgtemplate.template(self.templates_dir, slot.run_as)
+        data = slot.home / "data"
+        shutil.rmtree(data, ignore_errors=True)
+        template_pw = pgtemplate.clone(template, data)
+        (slot.home / SOCKET_DIR).mkdir(mode=0o700, exist_ok=True)
+        slot.run_as.own(slot.home / SOCKET_DIR)
+        port = ports["port"]
+        admin_pw, learner_pw = password(), password()
+        db = pgtemplate.LEARNER
+        return ResourceInfo(
+            kind=self.kind,
+            host=self.host,
+            port=port,
+            learner={"DATABASE_URL": _dsn(db, learner_pw, self.host, port, db)},
+            admin={"dsn": _dsn(pgtemplate.SUPERUSER, admin_pw, self.host, port, db)},
+            secrets=[admin_pw, learner_pw],
+            extra={"ports": ports, "template_password": template_pw, "version": pgtemplate.version()},
+        )
+
+    def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
+        return [
+            str(binaries.postgres_bin_dir() / "postgres"),
+            "-D", str(slot.home / "data"),
+            "-c", f"port={info.port}",
+            "-c", f"listen_addresses={self.host}",
+            "-c", f"unix_socket_directories={slot.home / SOCKET_DIR}",
+            "-c", "unix_socket_permissions=0700",
+        ]  # fmt: skip
+
+    async def _connect(self, conninfo: str, timeout: float, **kw: object) -> psycopg.AsyncConnection:
+        try:
+            return await asyncio.wait_for(
+                psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=max(2, int(timeout + 1)), **kw),
+                timeout,
+            )
+        except (psycopg.OperationalError, TimeoutError, OSError) as exc:
+            raise NotReady(f"cannot connect: {exc}") from None
+
+    async def bootstrap(self, slot: Slot, info: ResourceInfo) -> None:
+        """Rotate the template's superuser password and let the learner role log in."""
+        template_pw = info.extra.pop("template_password", None)
+        if template_pw is None:
+            return
+        try:
+            conn = await self._connect(
+                "", 2.0,
+                host=str(slot.home / SOCKET_DIR), port=info.port,
+                user=pgtemplate.SUPERUSER, password=template_pw, dbname="postgres",
+            )  # fmt: skip
+        except NotReady:
+            info.extra["template_password"] = template_pw
+            raise
+        admin_pw = psycopg.conninfo.conninfo_to_dict(info.admin["dsn"])["password"]
+        learner_pw = psycopg.conninfo.conninfo_to_dict(info.learner["DATABASE_URL"])["password"]
+        async with conn:
+            await conn.execute("SET pg_stat_statements.track_utility = off")
+            await conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(pgtemplate.SUPERUSER), sql.Literal(admin_pw)
+                )
+            )
+            await conn.execute(
+                sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(pgtemplate.LEARNER), sql.Literal(learner_pw)
+                )
+            )
+
+    async def probe(self, slot: Slot, info: ResourceInfo, timeout: float) -> str:
+        conn = await self._connect(info.admin["dsn"], timeout)
+        async with conn:
+            try:
+                cur = await asyncio.wait_for(conn.execute("SHOW data_directory"), timeout)
+                row = await cur.fetchone()
+            except (psycopg.Error, TimeoutError) as exc:
+                raise NotReady(f"query failed: {exc}") from None
+        if row is None or Path(row[0]) != slot.home / "data":
+            raise NotReady(f"a different PostgreSQL answers on port {info.port}")
+        return f"PostgreSQL {info.extra.get('version', '')} serving {pgtemplate.LEARNER}"

@@ -1,0 +1,114 @@
+"""S3 via SeaweedFS ``weed mini``: every port on loopback, a learner identity limited to its bucket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from provisioning.environment import ResourceInfo
+from provisioning.local import binaries
+from provisioning.local.driver import Driver, NotReady, Slot, access_key, password
+from provisioning.spec import Resource
+
+REGION = "us-east-1"
+ADMIN_ACTIONS = ["Admin", "Read", "Write", "List", "Tagging"]
+LEARNER_ACTIONS = ("Read", "Write", "List", "Tagging")
+
+
+class SeaweedDriver(Driver):
+    kind = Resource.S3
+    port_names = (
+        "s3", "s3.grpc", "master", "master.grpc", "volume", "volume.grpc",
+        "filer", "filer.grpc", "admin", "admin.grpc",
+    )  # fmt: skip
+
+    def configure(self, slot: Slot, ports: dict[str, int]) -> ResourceInfo:
+        bucket = f"{slot.env_id}-data"
+        admin_key, admin_secret = access_key(), password(30)
+        learner_key, learner_secret = access_key(), password(30)
+        identities = [
+            {
+                "name": "admin",
+                "credentials": [{"accessKey": admin_key, "secretKey": admin_secret}],
+                "actions": ADMIN_ACTIONS,
+            },
+            {
+                "name": "learner",
+                "credentials": [{"accessKey": learner_key, "secretKey": learner_secret}],
+                "actions": [f"{a}:{bucket}" for a in LEARNER_ACTIONS],
+            },
+        ]
+        conf = slot.home / "s3.json"
+        conf.write_text(json.dumps({"identities": identities}, indent=2))
+        conf.chmod(0o600)
+        data = slot.home / "data"
+        data.mkdir(mode=0o700, exist_ok=True)
+        slot.run_as.own(conf, data)
+        endpoint = f"http://{self.host}:{ports['s3']}"
+        return ResourceInfo(
+            kind=self.kind,
+            host=self.host,
+            port=ports["s3"],
+            learner={
+                "S3_ENDPOINT_URL": endpoint,
+                "S3_BUCKET": bucket,
+                "AWS_ACCESS_KEY_ID": learner_key,
+                "AWS_SECRET_ACCESS_KEY": learner_secret,
+                "AWS_REGION": REGION,
+            },
+            admin={
+                "endpoint_url": endpoint,
+                "access_key": admin_key,
+                "secret_key": admin_secret,
+                "bucket": bucket,
+            },
+            secrets=[admin_secret, learner_secret],
+            extra={"ports": ports},
+        )
+
+    def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
+        ports: dict[str, int] = info.extra["ports"]
+        home = slot.home
+        return [
+            str(binaries.weed()),
+            "mini",
+            f"-dir={home / 'data'}",
+            f"-admin.dataDir={home / 'data' / 'admin'}",
+            f"-ip={self.host}",
+            f"-ip.bind={self.host}",
+            *(f"-{name.replace('.grpc', '.port.grpc')}={port}" for name, port in ports.items() if name.endswith(".grpc")),
+            *(f"-{name}.port={port}" for name, port in ports.items() if not name.endswith(".grpc")),
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-master.telemetry=false",
+            "-master.volumeSizeLimitMB=64",
+            f"-filer.localSocket={home / 'filer.sock'}",
+            f"-s3.localSocket={home / 's3.sock'}",
+            f"-s3.config={home / 's3.json'}",
+            f"-bucket={info.admin['bucket']}",
+        ]
+
+    async def probe(self, slot: Slot, info: ResourceInfo, timeout: float) -> str:
+        """HEAD the bucket signed with the admin key: only our server knows that key."""
+        admin = info.admin
+        url = f"{admin['endpoint_url']}/{admin['bucket']}"
+        request = AWSRequest(method="HEAD", url=url, headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+        S3SigV4Auth(Credentials(admin["access_key"], admin["secret_key"]), "s3", REGION).add_auth(request)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+                session.head(url, headers=dict(request.headers.items())) as response,
+            ):
+                status = response.status
+        except (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            raise NotReady(f"cannot reach S3: {type(exc).__name__}") from None
+        if status != 200:
+            raise NotReady(f"HEAD bucket answered {status}")
+        return f"S3 (SeaweedFS) serving bucket {admin['bucket']}"
