@@ -106,6 +106,21 @@ def chat(name: Annotated[str, typer.Option(help="your name in the channel")] = "
     run(loop)
 
 
+@app.command("run")
+def run_bot(
+    platform: Annotated[str, typer.Option(help="discord or slack")],
+    socket_mode: Annotated[bool, typer.Option(help="Slack: Socket Mode instead of HTTP")] = False,
+    port: Annotated[int, typer.Option(help="Slack HTTP mode: port of /slack/events")] = 3000,
+) -> None:
+    """Run the coach on a chat platform (tokens from the environment)."""
+    import importlib
+
+    if platform not in {"discord", "slack"}:
+        raise fail(f"unknown platform {platform!r} (discord or slack)")
+    adapter = importlib.import_module(f"bot.adapters.{platform}.main")
+    run(lambda a: adapter.serve(a, socket_mode=socket_mode, port=port))
+
+
 # -- grading ----------------------------------------------------------------------------------
 @app.command()
 def grade(

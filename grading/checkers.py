@@ -4,6 +4,7 @@ Every checker returns a ``CheckResult``. ``valid`` is ``True`` (no anomaly in al
 data), ``False`` (at least one anomaly: certain, even if the check then ran out of time)
 or ``"unknown"`` (no anomaly found before the ``deadline_s`` budget ran out).
 Anomalies keep at most ``MAX_ANOMALIES`` examples; ``counts["anomalies"]`` has them all.
+``counts`` holds numbers, plus per-key maps where a checker says so.
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ class CheckResult:
     name: str
     valid: Validity
     anomalies: list[dict[str, Any]] = field(default_factory=list)
-    counts: dict[str, int | float] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
-    per_key: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,10 +47,8 @@ class _Run:
 
     def __init__(self, deadline_s: float | None) -> None:
         self._deadline = None if deadline_s is None else time.monotonic() + deadline_s
-        self.deadline_s = deadline_s
         self.anomalies: list[dict[str, Any]] = []
-        self.counts: dict[str, int | float] = {"anomalies": 0}
-        self.per_key: dict[str, int] = {}
+        self.counts: dict[str, Any] = {"anomalies": 0}
         self.progress = ""
 
     def tick(self, progress: str = "") -> None:
@@ -82,17 +80,13 @@ def _budgeted(name: str) -> Callable[[Callable[..., str]], Callable[..., CheckRe
                 if found:
                     reason += "; the anomalies listed are certain, others may be missing"
                 valid: Validity = False if found else "unknown"
-                return CheckResult(name, valid, run.anomalies, run.counts, reason, run.per_key)
+                return CheckResult(name, valid, run.anomalies, run.counts, reason)
             valid = run.counts["anomalies"] == 0
-            return CheckResult(name, valid, run.anomalies, run.counts, reason, run.per_key)
+            return CheckResult(name, valid, run.anomalies, run.counts, reason)
 
         return checker
 
     return wrap
-
-
-def _op(op: Op) -> dict[str, Any]:
-    return op.to_dict()
 
 
 @_budgeted("acknowledged-lost")
@@ -118,7 +112,7 @@ def acknowledged_lost(
             run.anomaly(
                 f"write of {op.key!r} was acknowledged at {op.completed_s:.3f} s "
                 "but is not in the store",
-                ops=[_op(op)],
+                ops=[op.to_dict()],
             )
     run.counts.update(acknowledged=acked, lost=run.counts["anomalies"])
     run.counts["unknown_but_stored"] = unknown_stored
@@ -127,23 +121,19 @@ def acknowledged_lost(
 
 @_budgeted("duplicates")
 def duplicates(run: _Run, deliveries: Iterable[str]) -> str:
-    """Idempotency keys delivered more than once."""
+    """Idempotency keys delivered more than once; ``counts["duplicated"]`` maps key -> times."""
     seen: Counter[str] = Counter()
     for i, key in enumerate(deliveries):
         if i % 4096 == 0:
             run.tick(f"{i} deliveries read")
         seen[key] += 1
-    extra = 0
-    for key, n in seen.items():
-        if n > 1:
-            extra += n - 1
-            run.per_key[key] = n
-            run.anomaly(f"{key!r} was delivered {n} times", key=key, deliveries=n)
+    duplicated = {key: n for key, n in seen.items() if n > 1}
+    for key, n in duplicated.items():
+        run.anomaly(f"{key!r} was delivered {n} times", key=key, deliveries=n)
     total = sum(seen.values())
-    run.counts.update(
-        deliveries=total, distinct=len(seen), duplicated_keys=len(run.per_key), extra=extra
-    )
-    return f"{extra} extra deliveries over {len(run.per_key)} keys out of {total} deliveries"
+    extra = sum(duplicated.values()) - len(duplicated)
+    run.counts.update(deliveries=total, distinct=len(seen), extra=extra, duplicated=duplicated)
+    return f"{extra} extra deliveries over {len(duplicated)} keys out of {total} deliveries"
 
 
 @_budgeted("phantom-writes")
@@ -164,7 +154,7 @@ def phantom_writes(
 
 
 def _admitted(op: Op) -> bool:
-    return op.outcome == "ok" and op.result.get("allowed") is True
+    return op.outcome == "ok" and op.result.get("allowed", True) is not False
 
 
 @_budgeted("over-admission")
@@ -182,19 +172,27 @@ def over_admission(
     An admission took effect somewhere in ``[invoked_s, completed_s]``. We count only ops
     whose *whole* interval lies in a half-open window ``[t, t + window_s)``: those were
     certainly admitted within it, so the count never blames latency on the service
-    (a lower bound of the true maximum). Admitted = ``ok`` and ``result["allowed"] is
-    True`` unless ``admitted`` says otherwise. ``per_key`` maps each key to its maximum;
-    ``counts["excess"]`` sums ``max(0, max - limit)`` over keys.
+    (a lower bound of the true maximum). Admitted: ``ok`` unless ``result["allowed"]``
+    is false (record a 429 as ``failed``, or ``ok`` with ``allowed: false``), unless
+    ``admitted`` says otherwise. ``counts["max_in_window"]`` maps each key to its maximum,
+    ``counts["boundary_burst"]`` is the largest, ``counts["excess"]`` sums
+    ``max(0, max - limit)`` over keys.
     """
     groups = history.by_key(kind)
     excess = worst = admitted_total = 0
+    per_key: dict[str, int] = {}
     for n_key, (key, ops) in enumerate(groups.items()):
         run.tick(f"{n_key} of {len(groups)} keys checked")
-        spans = sorted((op.invoked_s, op.completed_s, op) for op in ops if admitted(op))
+        spans = sorted(
+            ((op.invoked_s, op.completed_s, op) for op in ops if admitted(op)),
+            key=lambda s: (s[0], s[1]),
+        )
         admitted_total += len(spans)
         best, best_at = 0, 0
         hi = 0
         for lo, (start, _, _) in enumerate(spans):
+            if lo % 1024 == 1023:
+                run.tick(f"{n_key} of {len(groups)} keys checked")
             end = start + window_s
             hi = max(hi, lo)
             while hi < len(spans) and spans[hi][0] < end:
@@ -202,13 +200,15 @@ def over_admission(
             inside = sum(1 for s in spans[lo:hi] if s[1] < end)
             if inside > best:
                 best, best_at = inside, lo
-        run.per_key[str(key)] = best
+        per_key[str(key)] = best
         worst = max(worst, best)
         if best > limit:
             excess += best - limit
             start = spans[best_at][0]
             window = [
-                _op(s[2]) for s in spans[best_at:] if s[0] < start + window_s and s[1] < start + window_s
+                s[2].to_dict()
+                for s in spans[best_at:]
+                if s[0] < start + window_s and s[1] < start + window_s
             ]
             run.anomaly(
                 f"key {key!r}: {best} requests admitted within {window_s:g} s "
@@ -219,7 +219,11 @@ def over_admission(
                 ops=window[: limit + 5],
             )
     run.counts.update(
-        keys=len(groups), admitted=admitted_total, max_in_window=worst, excess=excess
+        keys=len(groups),
+        admitted=admitted_total,
+        boundary_burst=worst,
+        excess=excess,
+        max_in_window=per_key,
     )
     return f"most admitted for one key in any {window_s:g} s window: {worst} (limit {limit})"
 
@@ -228,30 +232,41 @@ def burst_over_admission(
     results_by_key: Mapping[str, Sequence[bool]], limit: int
 ) -> tuple[int, dict[str, int]]:
     """For concurrent bursts on fresh keys: admissions beyond ``limit``, total and per key."""
-    per_key = {key: max(0, sum(1 for a in allowed if a) - limit) for key, allowed in results_by_key.items()}
+    per_key = {
+        key: max(0, sum(1 for a in allowed if a) - limit) for key, allowed in results_by_key.items()
+    }
     return sum(per_key.values()), per_key
 
 
 @_budgeted("counter-exactness")
 def counter_exactness(run: _Run, expected: Mapping[str, int], actual: Mapping[str, int]) -> str:
-    """Keys whose counter differs from what was sent (a missing key counts as 0)."""
+    """Keys whose counter differs from what was sent (a missing key counts as 0).
+
+    ``counts["errors"]`` maps each miscounted key to ``actual - expected``.
+    """
     keys = sorted(set(expected) | set(actual), key=str)
     abs_error = over = under = 0
+    errors: dict[str, int] = {}
     for i, key in enumerate(keys):
         if i % 4096 == 0:
             run.tick(f"{i} of {len(keys)} keys compared")
         want, got = expected.get(key, 0), actual.get(key, 0)
         if want == got:
             continue
-        run.per_key[key] = got - want
+        errors[key] = got - want
         abs_error += abs(got - want)
         over += got > want
         under += got < want
         run.anomaly(f"{key!r}: expected {want}, got {got}", key=key, expected=want, actual=got)
     run.counts.update(
-        keys=len(keys), miscounted=len(run.per_key), total_abs_error=abs_error, over=over, under=under
+        keys=len(keys),
+        miscounted=len(errors),
+        total_abs_error=abs_error,
+        over=over,
+        under=under,
+        errors=errors,
     )
-    return f"{len(run.per_key)} of {len(keys)} counters wrong, total error {abs_error}"
+    return f"{len(errors)} of {len(keys)} counters wrong, total error {abs_error}"
 
 
 def _hashable(value: Any) -> Any:
@@ -327,7 +342,7 @@ def stale_reads(
                 f"read of {read.key!r} at {read.invoked_s:.3f} s returned {value!r}, "
                 "which no write could have produced",
                 kind="unwritten",
-                ops=[_op(read)],
+                ops=[read.to_dict()],
             )
             continue
         source_done = -math.inf if source is None else effective_done(source)
@@ -339,7 +354,7 @@ def stale_reads(
                 f"read of {read.key!r} at {read.invoked_s:.3f} s returned {value!r}, but "
                 f"{new_value!r} was acknowledged at {newer.completed_s:.3f} s, before the read began",
                 kind="stale",
-                ops=[_op(read), _op(newer)] + ([_op(source)] if source else []),
+                ops=[read.to_dict(), newer.to_dict()] + ([source.to_dict()] if source else []),
             )
     run.counts.update(reads=len(reads), stale=stale, unwritten=unwritten)
     return f"{stale} stale and {unwritten} unwritten values in {len(reads)} reads"

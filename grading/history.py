@@ -75,10 +75,11 @@ class History:
         key: str | None = None,
         value: Any = None,
         *,
-        at_s: float | None = None,
+        invoked_s: float | None = None,
     ) -> Op:
-        """Record that ``process`` sent a ``kind`` op; ``at_s`` overrides the clock."""
-        op = Op(len(self.ops), process, kind, key, value, self.now() if at_s is None else at_s)
+        """Record that ``process`` sent a ``kind`` op; ``invoked_s`` overrides the clock."""
+        at = self.now() if invoked_s is None else invoked_s
+        op = Op(len(self.ops), process, kind, key, value, at)
         self.ops.append(op)
         return op
 
@@ -87,15 +88,14 @@ class History:
         op: Op,
         outcome: Outcome,
         result: dict[str, Any] | None = None,
-        *,
-        at_s: float | None = None,
+        completed_s: float | None = None,
     ) -> Op:
-        """Record the op's outcome (``ok``/``failed``/``unknown``) and returned payload."""
+        """Record the op's outcome and returned payload; ``completed_s`` overrides the clock."""
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
         if op.completed_s is not None:
             raise ValueError(f"op {op.index} already completed")
-        op.completed_s = self.now() if at_s is None else at_s
+        op.completed_s = self.now() if completed_s is None else completed_s
         op.outcome = outcome
         if result:
             op.result = result
@@ -152,7 +152,7 @@ class History:
         history = cls(clock=lambda: 0.0, origin=0.0)
         for row in rows:
             op = history.invoke(
-                row["process"], row["kind"], row["key"], row["value"], at_s=row["invoked_s"]
+                row["process"], row["kind"], row["key"], row["value"], invoked_s=row["invoked_s"]
             )
             op.completed_s = row["completed_s"]
             op.outcome = row["outcome"]

@@ -105,23 +105,41 @@ def _throughput_panel(ax: Axes, timeline: Timeline, faults: Sequence[FaultOutcom
     ax.grid(True, alpha=0.3)
 
 
+def _steps(timeline: Timeline) -> tuple[list[float], list[int | None]]:
+    """Stair edges over the buckets, with a ``None`` slot wherever buckets leave a gap."""
+    edges: list[float] = []
+    slots: list[int | None] = []
+    for i, b in enumerate(timeline.buckets):
+        if edges and b.t_s > edges[-1] + 1e-9:
+            slots.append(None)
+            edges.append(b.t_s)
+        elif not edges:
+            edges.append(b.t_s)
+        slots.append(i)
+        edges.append(b.t_s + timeline.bucket_s)
+    return edges, slots
+
+
 def _errors_panel(ax: Axes, timeline: Timeline, faults: Sequence[FaultOutcome]) -> None:
+    """Errors per second by kind, stacked as filled stairs (one artist per kind: fast)."""
     per_s = 1.0 / timeline.bucket_s
     kinds = sorted({k for b in timeline.buckets for k in b.errors})
-    t = [b.t_s for b in timeline.buckets]
-    bottom = [0.0] * len(t)
+    edges, slots = _steps(timeline)
+    bottom = [0.0] * len(slots)
     for i, kind in enumerate(kinds):
-        heights = [b.errors.get(kind, 0) * per_s for b in timeline.buckets]
-        ax.bar(
-            t,
-            heights,
-            width=timeline.bucket_s,
-            bottom=bottom,
-            align="edge",
+        top = [
+            base + (0 if j is None else timeline.buckets[j].errors.get(kind, 0) * per_s)
+            for base, j in zip(bottom, slots, strict=True)
+        ]
+        ax.stairs(
+            top,
+            edges,
+            baseline=bottom,
+            fill=True,
             label=kind,
             color=_ERROR_COLORS[i % len(_ERROR_COLORS)],
         )
-        bottom = [a + h for a, h in zip(bottom, heights, strict=True)]
+        bottom = top
     if not kinds:
         ax.text(
             0.5, 0.5, "no errors", transform=ax.transAxes, ha="center", va="center", color="gray"

@@ -97,7 +97,9 @@ def _signal_lines(signals: dict[str, Any]) -> dict[str, list[str]]:
                 nested = [k for k, v in value.items() if isinstance(v, dict)][:5]
                 parts = [f"{k} {number(v)}" for k, v in top] or nested
                 more = len(value) - len(parts)
-                lines.append(f"{name}: {', '.join(parts)}" + (f" (+{more} more)" if more > 0 else ""))
+                lines.append(
+                    f"{name}: {', '.join(parts)}" + (f" (+{more} more)" if more > 0 else "")
+                )
             elif isinstance(value, list):
                 lines.append(f"{name}: {len(value)} entries")
             else:
@@ -116,7 +118,12 @@ def _environment() -> Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(
-        cell=cell, inline=inline, prose=prose, codeblock=codeblock, number=number, seconds=seconds,
+        cell=cell,
+        inline=inline,
+        prose=prose,
+        codeblock=codeblock,
+        number=number,
+        seconds=seconds,
         truncate_text=_truncate,
     )
     return env
@@ -181,7 +188,9 @@ def write_report(
     written: list[Path] = []
     if timeline is not None:
         title = f"{statement_title or report.challenge} — {report.target}"
-        written.append(grade_plot(timeline, report.faults, out_dir / PLOT_NAME, title, threshold_ms))
+        written.append(
+            grade_plot(timeline, report.faults, out_dir / PLOT_NAME, title, threshold_ms)
+        )
         if PLOT_NAME not in report.artifacts:
             report.artifacts.append(PLOT_NAME)
     md = out_dir / "report.md"

@@ -25,9 +25,7 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 RESOLVE_TIMEOUT_S = 5.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
-_RFC1918 = tuple(
-    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
-)
+_RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 _ULA = ipaddress.ip_network("fc00::/7")
 _METADATA = ipaddress.ip_address("169.254.169.254")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
@@ -291,7 +289,9 @@ async def resolve_target(url: str, policy: Policy, resolver: Resolver | None = N
             async with asyncio.timeout(RESOLVE_TIMEOUT_S):
                 answers = await resolve(parsed.host, parsed.port)
         except TimeoutError:
-            raise TargetRefused(f"refused: resolving {parsed.host} took over {RESOLVE_TIMEOUT_S:g} s") from None
+            raise TargetRefused(
+                f"refused: resolving {parsed.host} took over {RESOLVE_TIMEOUT_S:g} s"
+            ) from None
         except OSError as exc:
             raise TargetRefused(f"refused: {parsed.host} does not resolve ({exc})") from None
         if not answers:
@@ -299,7 +299,9 @@ async def resolve_target(url: str, policy: Policy, resolver: Resolver | None = N
         try:
             pinned = [check_address(a, policy, parsed.host) for a in answers]
         except ValueError as exc:
-            raise TargetRefused(f"refused: {parsed.host} resolved to a bad answer ({exc})") from None
+            raise TargetRefused(
+                f"refused: {parsed.host} resolved to a bad answer ({exc})"
+            ) from None
         ip = pinned[0]
     netloc = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
     if parsed.port != _DEFAULT_PORTS[parsed.scheme]:

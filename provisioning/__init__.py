@@ -3,6 +3,7 @@
 The public surface is re-exported here; backends live in their own modules.
 """
 
+from provisioning.backends import make_backend
 from provisioning.environment import Environment, ResourceInfo
 from provisioning.faults import FaultAction, FaultRecord
 from provisioning.spec import EnvironmentSpec, Resource
@@ -14,4 +15,5 @@ __all__ = [
     "FaultRecord",
     "Resource",
     "ResourceInfo",
+    "make_backend",
 ]

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from bot.config import Settings
 from bot.core import views
+from bot.core.communities import Communities
 from bot.core.grader import Graded, Grader
 from bot.core.message import Message
 from bot.core.outbox import Actor, DirectMessageClosed, Outbox
@@ -48,6 +49,7 @@ class Coach:
         self.catalog = catalog
         self.provisioner = provisioner
         self.grader = grader
+        self.communities = Communities(store)
         self._grading = asyncio.Semaphore(1)
 
     # -- catalog ------------------------------------------------------------------------

@@ -79,3 +79,35 @@ class Submission(Base):
     report_dir: Mapped[str | None] = mapped_column(String(1024), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Community(Base):
+    """A Discord guild, a Slack workspace or the console: where the coach posts, and when."""
+
+    __tablename__ = "communities"
+    __table_args__ = (UniqueConstraint("platform", "platform_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    platform_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(100), default="")
+    channel_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    post_time: Mapped[str] = mapped_column(String(5), default="09:00")  # HH:MM local
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    ping_role: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DailyPost(Base):
+    """One daily post made in a community; unique per local day so none is made twice."""
+
+    __tablename__ = "daily_posts"
+    __table_args__ = (UniqueConstraint("community_id", "day"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"))
+    day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD in the community's timezone
+    challenge: Mapped[str] = mapped_column(String(64))
+    channel_id: Mapped[str] = mapped_column(String(64))
+    message_ref: Mapped[str | None] = mapped_column(String(128), default=None)
+    posted_at: Mapped[datetime] = mapped_column(default=utcnow)

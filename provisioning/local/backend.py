@@ -156,7 +156,9 @@ class LocalBackend:
         try:
             await driver.prepare_stop(info)
         except NotReady as exc:
-            raise ProvisioningError(f"{kind.value} could not persist its data before stopping: {exc}") from None
+            raise ProvisioningError(
+                f"{kind.value} could not persist its data before stopping: {exc}"
+            ) from None
         os.kill(pid, driver.stop_signal)
         if not await processes.wait_until(lambda: not self._marked(env_id, kind), 15.0):
             log.warning("%s of %s did not stop in time; killing it", kind.value, env_id)
@@ -173,6 +175,7 @@ class LocalBackend:
             env_id=env_id,
             resource=kind.value,
             run_as=self.run_as,
+            extra_env=driver.environment(slot),
         )
         self._children[(env_id, kind)] = proc
         (slot.home / PID_FILE).write_text(f"{proc.pid}\n")
@@ -205,23 +208,39 @@ class LocalBackend:
                 )
             await asyncio.sleep(0.02)
         await driver.after_start(slot, info)
-        log.info("%s: %s ready on port %d in %.2fs", env_id, kind.value, info.port, time.monotonic() - started)
+        log.info(
+            "%s: %s ready on port %d in %.2fs",
+            env_id,
+            kind.value,
+            info.port,
+            time.monotonic() - started,
+        )
 
     async def _create_resource(self, env_id: str, kind: Resource) -> ResourceInfo:
         driver, slot = self.drivers[kind], self._slot(env_id, kind)
         slot.home.mkdir(mode=0o700)
         self.run_as.own(slot.home)
+        avoid: set[int] = set()
         for _ in range(_START_ATTEMPTS):
-            ports = self.ports.allocate(env_id, len(driver.port_names))
-            info = await asyncio.to_thread(driver.configure, slot, dict(zip(driver.port_names, ports, strict=True)))
+            ports = self.ports.allocate(env_id, len(driver.port_names), frozenset(avoid))
+            info = await asyncio.to_thread(
+                driver.configure, slot, dict(zip(driver.port_names, ports, strict=True))
+            )
             try:
                 await self._start(env_id, kind, info, first=True)
                 return info
             except _PortTaken:
-                log.warning("%s: a port leased for %s was taken by another process; retrying", env_id, kind.value)
+                log.warning(
+                    "%s: a port leased for %s was taken by another process; retrying",
+                    env_id,
+                    kind.value,
+                )
                 await self._kill(env_id, kind)
                 self.ports.release(env_id, ports)
-        raise ProvisioningError(f"{kind.value}: ports kept being taken by other processes; giving up")
+                avoid.update(ports)
+        raise ProvisioningError(
+            f"{kind.value}: ports kept being taken by other processes; giving up"
+        )
 
     # -- the Backend protocol -------------------------------------------------
 
@@ -236,7 +255,14 @@ class LocalBackend:
         started = time.monotonic()
         now = datetime.now(UTC)
         env = Environment(
-            env_id, spec.owner, self.name, spec.label, now, now + spec.ttl, {}, dict(spec.parameters)
+            env_id,
+            spec.owner,
+            self.name,
+            spec.label,
+            now,
+            now + spec.ttl,
+            {},
+            dict(spec.parameters),
         )
         try:
             self._write(env)
@@ -253,13 +279,22 @@ class LocalBackend:
             await asyncio.shield(self.destroy(env_id))
             if isinstance(exc, ProvisioningError | asyncio.CancelledError):
                 raise
-            raise ProvisioningError(f"could not create {env_id}: {type(exc).__name__}: {exc}") from exc
-        log.info("%s ready in %.2fs (%s)", env_id, time.monotonic() - started, ", ".join(k.value for k in kinds))
+            raise ProvisioningError(
+                f"could not create {env_id}: {type(exc).__name__}: {exc}"
+            ) from exc
+        log.info(
+            "%s ready in %.2fs (%s)",
+            env_id,
+            time.monotonic() - started,
+            ", ".join(k.value for k in kinds),
+        )
         return env
 
     async def destroy(self, env_id: str) -> None:
         env_dir = self._env_dir(env_id)
         await self._kill(env_id)
+        for kind, driver in self.drivers.items():
+            driver.cleanup(self._slot(env_id, kind))
         if env_dir.exists():
             await asyncio.to_thread(shutil.rmtree, env_dir, True)
         self.ports.release(env_id)
@@ -289,20 +324,28 @@ class LocalBackend:
         requested = time.time()
         detail = await self._apply(env_id, resource, info, FaultAction(action))
         log.info("%s: %s %s took effect", env_id, resource.value, action)
-        return FaultRecord(env_id, resource.value, FaultAction(action), requested, time.time(), detail)
+        return FaultRecord(
+            env_id, resource.value, FaultAction(action), requested, time.time(), detail
+        )
 
-    async def _apply(self, env_id: str, kind: Resource, info: ResourceInfo, action: FaultAction) -> str:
+    async def _apply(
+        self, env_id: str, kind: Resource, info: ResourceInfo, action: FaultAction
+    ) -> str:
         procs = self._marked(env_id, kind)
         running = bool(procs)
         if action in (FaultAction.PAUSE, FaultAction.RESUME) and not running:
             raise ProvisioningError(f"{kind.value} of {env_id} is not running")
         if action is FaultAction.PAUSE:
             processes.signal_groups(procs, signal.SIGSTOP)
-            await processes.wait_until(lambda: all(s == "T" for s in processes.states(self._marked(env_id, kind))), 5.0)
+            await processes.wait_until(
+                lambda: all(s == "T" for s in processes.states(self._marked(env_id, kind))), 5.0
+            )
             return f"stopped {len(procs)} process(es)"
         if action is FaultAction.RESUME:
             processes.signal_groups(procs, signal.SIGCONT)
-            await processes.wait_until(lambda: "T" not in processes.states(self._marked(env_id, kind)), 5.0)
+            await processes.wait_until(
+                lambda: "T" not in processes.states(self._marked(env_id, kind)), 5.0
+            )
             return f"continued {len(procs)} process(es)"
         if action is FaultAction.KILL:
             await self._kill(env_id, kind)
@@ -317,7 +360,9 @@ class LocalBackend:
             await self._start(env_id, kind, info, first=False)
             return "restarted, data kept"
         if self.drivers[kind].durable:
-            raise ProvisioningError(f"{kind.value} is durable: restart-lose-data does not apply to it")
+            raise ProvisioningError(
+                f"{kind.value} is durable: restart-lose-data does not apply to it"
+            )
         await self._kill(env_id, kind)
         await asyncio.to_thread(self.drivers[kind].wipe, self._slot(env_id, kind))
         await self._start(env_id, kind, info, first=False)
@@ -327,7 +372,9 @@ class LocalBackend:
         env = await self.get(env_id)
         if env is None:
             raise ProvisioningError(f"no environment {env_id!r}")
-        return list(await asyncio.gather(*(self._health(env_id, k, i) for k, i in env.resources.items())))
+        return list(
+            await asyncio.gather(*(self._health(env_id, k, i) for k, i in env.resources.items()))
+        )
 
     async def _health(self, env_id: str, kind: Resource, info: ResourceInfo) -> ResourceHealth:
         state = processes.states(self._marked(env_id, kind))

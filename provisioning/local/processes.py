@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -153,20 +154,16 @@ def states(procs: list[Marked]) -> list[str | None]:
 def signal_groups(procs: list[Marked], sig: signal.Signals) -> None:
     """Send ``sig`` to the process group of each of ``procs`` (and to each itself)."""
     for pgid in {p.pgid for p in procs}:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, sig)
-        except ProcessLookupError:
-            pass
     for p in procs:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(p.pid, sig)
-        except ProcessLookupError:
-            pass
 
 
-async def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+async def wait_until(check: Callable[[], bool], budget: float, interval: float = 0.02) -> bool:
     """Poll ``check()`` until it is true or ``timeout`` seconds passed."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + budget
     while True:
         if check():
             return True

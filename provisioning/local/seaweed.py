@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import secrets
+from pathlib import Path
 
 import aiohttp
 from botocore.auth import S3SigV4Auth
@@ -18,6 +19,8 @@ from provisioning.spec import Resource
 REGION = "us-east-1"
 ADMIN_ACTIONS = ["Admin", "Read", "Write", "List", "Tagging"]
 LEARNER_ACTIONS = ("Read", "Write", "List", "Tagging")
+PORTS_FILE = "ports.json"
+HEALTH_BUCKET = "cruscible-health"  # the grader's probe objects, out of the learner's bucket
 
 
 class SeaweedDriver(Driver):
@@ -43,6 +46,7 @@ class SeaweedDriver(Driver):
                 "actions": [f"{a}:{bucket}" for a in LEARNER_ACTIONS],
             },
         ]
+        (slot.home / PORTS_FILE).write_text(json.dumps(ports))
         conf = slot.home / "s3.json"
         conf.write_text(json.dumps({"identities": identities}, indent=2))
         conf.chmod(0o600)
@@ -81,7 +85,11 @@ class SeaweedDriver(Driver):
             f"-admin.dataDir={home / 'data' / 'admin'}",
             f"-ip={self.host}",
             f"-ip.bind={self.host}",
-            *(f"-{name.replace('.grpc', '.port.grpc')}={port}" for name, port in ports.items() if name.endswith(".grpc")),
+            *(
+                f"-{name.replace('.grpc', '.port.grpc')}={port}"
+                for name, port in ports.items()
+                if name.endswith(".grpc")
+            ),
             *(f"-{name}.port={port}" for name, port in ports.items() if not name.endswith(".grpc")),
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
@@ -92,23 +100,53 @@ class SeaweedDriver(Driver):
             f"-filer.localSocket={home / 'filer.sock'}",
             f"-s3.localSocket={home / 's3.sock'}",
             f"-s3.config={home / 's3.json'}",
-            f"-bucket={info.admin['bucket']}",
+            f"-bucket={info.admin['bucket']},{HEALTH_BUCKET}",
         ]
 
-    async def probe(self, slot: Slot, info: ResourceInfo, timeout: float) -> str:
-        """HEAD the bucket signed with the admin key: only our server knows that key."""
-        admin = info.admin
-        url = f"{admin['endpoint_url']}/{admin['bucket']}"
-        request = AWSRequest(method="HEAD", url=url, headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
-        S3SigV4Auth(Credentials(admin["access_key"], admin["secret_key"]), "s3", REGION).add_auth(request)
+    def cleanup(self, slot: Slot) -> None:
+        """weed hard-codes its gRPC unix sockets to /tmp/seaweedfs-<component>-grpc-<port>.sock."""
         try:
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-                session.head(url, headers=dict(request.headers.items())) as response,
-            ):
-                status = response.status
-        except (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            ports = json.loads((slot.home / PORTS_FILE).read_text())
+        except (OSError, ValueError):
+            return
+        for name, port in ports.items():
+            if name.endswith(".grpc"):
+                component = name.removesuffix(".grpc")
+                Path(f"/tmp/seaweedfs-{component}-grpc-{port}.sock").unlink(missing_ok=True)
+
+    def environment(self, slot: Slot) -> dict[str, str]:
+        return {"TMPDIR": str(slot.home)}  # weed puts its gRPC sockets in the temp dir
+
+    async def probe(self, slot: Slot, info: ResourceInfo, budget: float) -> str:
+        """Write and read back an object with the admin key (only our server knows it).
+
+        The write needs a volume server registered with the master, so once it passes,
+        objects stored before a restart can be read again too.
+        """
+        admin = info.admin
+        url = f"{admin['endpoint_url']}/{HEALTH_BUCKET}/probe"
+        nonce = secrets.token_hex(8).encode()
+        credentials = Credentials(admin["access_key"], admin["secret_key"])
+        try:
+            async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=budget)
+            ) as session:
+                for method, body in (("PUT", nonce), ("GET", b"")):
+                    request = AWSRequest(
+                        method=method,
+                        url=url,
+                        data=body,
+                        headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"},
+                    )
+                    S3SigV4Auth(credentials, "s3", REGION).add_auth(request)
+                    async with session.request(
+                        method, url, data=body, headers=dict(request.headers.items())
+                    ) as response:
+                        got = await response.read()
+                        if response.status != 200:
+                            raise NotReady(f"{method} answered {response.status}")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise NotReady(f"cannot reach S3: {type(exc).__name__}") from None
-        if status != 200:
-            raise NotReady(f"HEAD bucket answered {status}")
+        if got != nonce:
+            raise NotReady("S3 did not return what was written")
         return f"S3 (SeaweedFS) serving bucket {admin['bucket']}"

@@ -32,7 +32,9 @@ class RunAs:
             if path.is_dir() and not path.is_symlink():
                 for root, dirs, files in os.walk(path):
                     for name in dirs + files:
-                        os.chown(os.path.join(root, name), self.uid, self.gid, follow_symlinks=False)
+                        os.chown(
+                            os.path.join(root, name), self.uid, self.gid, follow_symlinks=False
+                        )
 
 
 def _ensure_user(name: str) -> pwd.struct_passwd:
@@ -49,7 +51,9 @@ def _ensure_user(name: str) -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(name)  # also covers a concurrent useradd (exit 9)
     except KeyError:
-        raise ProvisioningError(f"cannot create system user {name!r}: {done.stderr.strip()}") from None
+        raise ProvisioningError(
+            f"cannot create system user {name!r}: {done.stderr.strip()}"
+        ) from None
 
 
 def _check_reachable(path: Path, user: pwd.struct_passwd) -> None:

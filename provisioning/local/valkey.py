@@ -71,20 +71,20 @@ class ValkeyDriver(Driver):
         return [str(binaries.valkey_server()), str(slot.home / "valkey.conf")]
 
     async def _admin(
-        self, info: ResourceInfo, call: Callable[[aioredis.Redis], Awaitable[Any]], timeout: float
+        self, info: ResourceInfo, call: Callable[[aioredis.Redis], Awaitable[Any]], budget: float
     ) -> Any:
         client = aioredis.Redis.from_url(
-            info.admin["url"], socket_timeout=timeout, socket_connect_timeout=timeout
+            info.admin["url"], socket_timeout=budget, socket_connect_timeout=budget
         )
         try:
-            return await asyncio.wait_for(call(client), timeout)
+            return await asyncio.wait_for(call(client), budget)
         except (RedisError, OSError, TimeoutError) as exc:
             raise NotReady(f"{type(exc).__name__}: {exc}") from None
         finally:
             await client.aclose()
 
-    async def probe(self, slot: Slot, info: ResourceInfo, timeout: float) -> str:
-        reply = await self._admin(info, lambda c: c.config_get("dir"), timeout)
+    async def probe(self, slot: Slot, info: ResourceInfo, budget: float) -> str:
+        reply = await self._admin(info, lambda c: c.config_get("dir"), budget)
         got = reply.get("dir") or reply.get(b"dir") or b""
         if (got.decode() if isinstance(got, bytes) else got) != str(slot.home / "data"):
             raise NotReady(f"a different server answers on port {info.port}")

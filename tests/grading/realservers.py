@@ -149,7 +149,15 @@ def postgres_server() -> Iterator[Postgres]:
             shutil.chown(workdir, user)
             shutil.chown(workdir / "pw", user)
         subprocess.run(
-            [PG_BIN / "initdb", "-D", workdir / "data", "-U", "postgres", "--pwfile", workdir / "pw"]
+            [
+                PG_BIN / "initdb",
+                "-D",
+                workdir / "data",
+                "-U",
+                "postgres",
+                "--pwfile",
+                workdir / "pw",
+            ]
             + ["-A", "scram-sha-256", "--no-sync", "--no-locale", "-E", "UTF8"],
             user=user,
             check=True,

@@ -17,9 +17,9 @@ def _h():
 
 
 def _op(h, kind, key, value=None, *, at, done, outcome="ok", result=None, process=0):
-    op = h.invoke(process, kind, key, value, at_s=at)
+    op = h.invoke(process, kind, key, value, invoked_s=at)
     if done is not None:
-        h.complete(op, outcome, result, at_s=done)
+        h.complete(op, outcome, result, completed_s=done)
     return op
 
 
@@ -63,13 +63,12 @@ def test_deadline_zero_gives_unknown_with_reason():
 def test_duplicates_counts_each_repeated_key():
     r = duplicates(iter(["e1", "e2", "e1", "e3", "e1", "e2"]))
     assert r.valid is False
-    assert r.per_key == {"e1": 3, "e2": 2}
     assert r.counts == {
         "anomalies": 2,
         "deliveries": 6,
         "distinct": 3,
-        "duplicated_keys": 2,
         "extra": 3,
+        "duplicated": {"e1": 3, "e2": 2},
     }
     assert r.anomalies[0]["message"] == "'e1' was delivered 3 times"
 
@@ -115,8 +114,8 @@ def test_over_admission_sliding_window_across_a_fixed_window_boundary():
         _check(h, "q", t, t + 0.01)
     r = over_admission(h, 3, 10.0)
     assert r.valid is False
-    assert r.per_key == {"k": 6, "q": 2}
-    assert r.counts["max_in_window"] == 6 and r.counts["excess"] == 3
+    assert r.counts["max_in_window"] == {"k": 6, "q": 2}
+    assert r.counts["boundary_burst"] == 6 and r.counts["excess"] == 3
     assert r.counts["admitted"] == 9
     a = r.anomalies[0]
     assert a["key"] == "k" and a["max_in_window"] == 6 and a["window_start_s"] == 9.0
@@ -131,7 +130,20 @@ def test_over_admission_only_counts_ops_certainly_inside_the_window():
     _check(h, "k", 9.0, 12.5)  # admitted somewhere in [9, 12.5]: maybe after 10 s
     _check(h, "k", 10.0, 10.01)  # [0, 10) is half-open: outside; [1, 11) holds 3
     r = over_admission(h, 3, 10.0)
-    assert r.valid is True and r.per_key == {"k": 3} and r.counts["excess"] == 0
+    assert r.valid is True and r.counts["max_in_window"] == {"k": 3}
+    assert r.counts["excess"] == 0
+
+
+def test_over_admission_with_429_recorded_as_failed():
+    h = _h()
+    for i in range(5):  # a limiter that answered 200 five times (limit 3), then 429s
+        op = h.invoke(0, "check", "probe:0", invoked_s=float(i))
+        h.complete(op, "ok", None, float(i) + 0.01)
+    for i in range(5, 8):
+        h.complete(h.invoke(0, "check", "probe:0", invoked_s=float(i)), "failed", {}, i + 0.01)
+    h.complete(h.invoke(0, "check", "probe:0", invoked_s=4.0), "ok", None, 4.01)  # same times
+    r = over_admission(h, limit=3, window_s=10.0)
+    assert r.valid is False and r.counts["max_in_window"] == {"probe:0": 6}
 
 
 def test_burst_over_admission():
@@ -147,7 +159,7 @@ def test_burst_over_admission():
 def test_counter_exactness_reports_miscounts():
     r = counter_exactness({"a": 10, "b": 5, "c": 1}, {"a": 10, "b": 7, "d": 2})
     assert r.valid is False
-    assert r.per_key == {"b": 2, "c": -1, "d": 2}
+    assert r.counts["errors"] == {"b": 2, "c": -1, "d": 2}
     assert r.counts["miscounted"] == 3 and r.counts["total_abs_error"] == 5
     assert r.counts["over"] == 2 and r.counts["under"] == 1
     assert {"key": "c", "expected": 1, "actual": 0}.items() <= r.anomalies[1].items()

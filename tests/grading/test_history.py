@@ -48,8 +48,8 @@ def test_filters_and_grouping():
 
 def test_json_round_trip(tmp_path):
     h = History(clock=lambda: 0.0)
-    h.complete(h.invoke("p", "write", "k", {"url": "x"}, at_s=1.0), "ok", {"code": "k"}, at_s=1.2)
-    h.invoke("p", "read", "k", at_s=2.0)
+    h.complete(h.invoke("p", "write", "k", {"url": "x"}, invoked_s=1.0), "ok", {"code": "k"}, 1.2)
+    h.invoke("p", "read", "k", invoked_s=2.0)
     path = h.write_json(tmp_path / "history.json")
     rows = json.loads(path.read_text())
     assert rows[0]["outcome"] == "ok" and rows[1]["completed_s"] is None

@@ -77,3 +77,9 @@ def test_missing_percentiles_and_zero_latency(tmp_path):
     only_none = Timeline(bucket_s=0.5, buckets=[Bucket(t_s=0.0, sent=3), Bucket(t_s=0.5)])
     assert _is_png(grade_plot(tl, FAULTS[:1], tmp_path / "gaps.png", "gaps"))
     assert _is_png(grade_plot(only_none, FAULTS, tmp_path / "none.png", "none", 1.0), 5_000)
+
+
+def test_timeline_with_a_gap_in_buckets(tmp_path):
+    tl = _timeline(30)
+    del tl.buckets[10:14]
+    assert _is_png(grade_plot(tl, FAULTS, tmp_path / "gap.png", "gap"))

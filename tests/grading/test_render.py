@@ -15,7 +15,7 @@ from grading.render import (
 from grading.report import Architecture, Check, FaultOutcome, Report, Status
 from grading.timeline import Bucket, Timeline
 
-CURL = "curl -sS -X POST http://127.0.0.1:8081/v1/check -H 'content-type: application/json' -d '{\"key\":\"k|1\",\"cost\":1}'"
+CURL = 'curl -sS -X POST http://127.0.0.1:8081/v1/check -H \'content-type: application/json\' -d \'{"key":"k|1","cost":1}\''
 
 
 def _failing() -> Report:
@@ -47,14 +47,25 @@ def _failing() -> Report:
             ),
             Check("load.p99", "p99 under 10 ms", Status.FAIL, 0, 10, "p99 was 31 ms"),
         ],
-        metrics={"load.p99_ms": 31.4159, "accuracy.over_admitted": 2, "load.requests": 82000, "x": None},
+        metrics={
+            "load.p99_ms": 31.4159,
+            "accuracy.over_admitted": 2,
+            "load.requests": 82000,
+            "x": None,
+        },
         faults=[
             FaultOutcome("redis", "restart", 12.0, 14.1, "errors | 5xx for 2.1 s"),
             FaultOutcome("postgres", "pause", 30.0, None, "no effect"),
         ],
         architecture=Architecture(
             ["redis"],
-            {"redis": {"commands": {"evalsha": 41200, "get": 10}, "ops_per_request": 1.0, "keys": 9876}},
+            {
+                "redis": {
+                    "commands": {"evalsha": 41200, "get": 10},
+                    "ops_per_request": 1.0,
+                    "keys": 9876,
+                }
+            },
         ),
         discussion="### Trade-offs\n\nYour design used **Redis** counters.",
     )

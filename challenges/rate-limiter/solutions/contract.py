@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -115,7 +115,9 @@ def _ignore_late_result(task: asyncio.Future[Decision]) -> None:
         task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
-def check_handler(limiter: Limiter, limits: Limits, *, deadline_s: float):
+def check_handler(
+    limiter: Limiter, limits: Limits, *, deadline_s: float
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     """The ``POST /v1/check`` handler: validate, ask ``limiter``, answer.
 
     ``deadline_s`` bounds the store's answer: past it the request is answered
@@ -154,4 +156,3 @@ def build_app(limiter: Limiter, limits: Limits, *, deadline_s: float) -> web.App
     app = web.Application()
     app.router.add_post("/v1/check", check_handler(limiter, limits, deadline_s=deadline_s))
     return app
-

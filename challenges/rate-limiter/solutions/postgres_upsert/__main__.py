@@ -22,12 +22,16 @@ than an exact sliding log would; in exchange it needs two integers per key
 instead of a timestamp per request, and it does not let a client double its
 budget across a window boundary the way a fixed window does.
 
-The price of the store: every check is a write, commit and all — denials too
+The price of the store: every check is a write and a commit, denials too
 (the row keeps the decision so that one statement can report it; PostgreSQL
-before 18 cannot ``RETURNING`` the old row). Latency is a WAL flush per
-check, which the group commit of a logged table absorbs at this scale. The
-table is a normal logged one so the counters survive a database restart; an
-``UNLOGGED`` table would skip the WAL and lose every count on a crash.
+before 18 cannot ``RETURNING`` the old row). The table is a normal logged one,
+so the counters survive a restart; an ``UNLOGGED`` table would skip the WAL
+and lose every count on a crash. The sessions run with ``synchronous_commit =
+off``: a commit does not wait for its WAL flush, so a slow disk cannot stall
+checks; in exchange a crash of PostgreSQL (not a clean restart) may forget
+the last fraction of a second of counts, i.e. admit a few extra requests
+afterwards. For counters that expire within two windows anyway, that is the
+right side of the trade; an audit log would choose the other.
 ``seen`` is deliberately not indexed, so each update is a HOT update; the
 background cleanup (every window, bounded batches, ``SKIP LOCKED``) scans
 the table instead, which is cheap at 10,000 keys. While PostgreSQL is down
@@ -38,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Mapping
 
 import psycopg
@@ -53,8 +56,6 @@ NAME = "rate-limiter/postgres_upsert"
 DEADLINE_S = 1.0
 CLEANUP_BATCH = 5_000
 CLEANUP_MAX_BATCHES = 20
-
-log = logging.getLogger(NAME)
 
 CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS rl_sliding_window (
@@ -109,7 +110,9 @@ def estimate(curr: int, prev: int, elapsed: float, window_s: int) -> float:
     return prev * (1 - elapsed / window_s) + curr
 
 
-def retry_after_s(curr: int, prev: int, elapsed: float, cost: int, limits: contract.Limits) -> float:
+def retry_after_s(
+    curr: int, prev: int, elapsed: float, cost: int, limits: contract.Limits
+) -> float:
     """How long until ``cost`` fits, if nothing else is admitted meanwhile."""
     limit, window = limits.limit, limits.window_s
     if curr + cost <= limit:
@@ -126,6 +129,7 @@ class SlidingWindowLimiter:
         self.pool = pool
         self.limits = limits
         self.ready = asyncio.Event()
+        self.schema_task: asyncio.Task[None] | None = None
 
     async def ensure_schema(self) -> None:
         """Create the table, retrying until PostgreSQL answers."""
@@ -157,11 +161,20 @@ class SlidingWindowLimiter:
                 row = await cur.fetchone()
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise StoreUnavailable(str(exc)) from exc
+        except psycopg.errors.UndefinedTable as exc:
+            # The database came back without our table (restored, recreated):
+            # create it again rather than answer 500 forever.
+            if self.ready.is_set():
+                self.ready.clear()
+                self.schema_task = asyncio.create_task(self.ensure_schema())
+            raise StoreUnavailable("table missing") from exc
         assert row is not None
         win, curr, prev, seen, granted = row
         elapsed = seen - win * limits.window_s
         if granted:
-            return contract.Decision.allow(limits.limit - estimate(curr, prev, elapsed, limits.window_s))
+            return contract.Decision.allow(
+                limits.limit - estimate(curr, prev, elapsed, limits.window_s)
+            )
         return contract.Decision.deny(retry_after_s(curr, prev, elapsed, check.cost, limits))
 
     async def cleanup_forever(self) -> None:
@@ -187,6 +200,11 @@ class SlidingWindowLimiter:
             await conn.execute("SELECT 1")
 
 
+async def configure(conn: psycopg.AsyncConnection) -> None:
+    # Do not wait for the WAL flush on commit (see the module docstring).
+    await conn.execute("SET synchronous_commit = off")
+
+
 def build(env: Mapping[str, str]) -> web.Application:
     limits = contract.Limits.from_env(env)
     pool = AsyncConnectionPool(
@@ -196,6 +214,7 @@ def build(env: Mapping[str, str]) -> web.Application:
         open=False,
         timeout=DEADLINE_S,  # waiting for a free connection
         kwargs={"autocommit": True, "prepare_threshold": 0, "connect_timeout": 2},
+        configure=configure,
         name="rate-limiter",
     )
     limiter = SlidingWindowLimiter(pool, limits)
@@ -204,14 +223,11 @@ def build(env: Mapping[str, str]) -> web.Application:
 
     async def postgres(app: web.Application) -> AsyncIterator[None]:
         await pool.open(wait=False)
-        tasks = [
-            asyncio.create_task(limiter.ensure_schema()),
-            asyncio.create_task(limiter.cleanup_forever()),
-        ]
+        limiter.schema_task = asyncio.create_task(limiter.ensure_schema())
+        cleanup = asyncio.create_task(limiter.cleanup_forever())
         yield
-        for task in tasks:
+        for task in (limiter.schema_task, cleanup):
             task.cancel()
-        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await pool.close(timeout=1.0)

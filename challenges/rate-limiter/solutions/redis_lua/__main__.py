@@ -22,10 +22,14 @@ counter would smooth the boundary for more memory or an approximation.
 The price of the store: the counters live in memory. Redis restarted with its
 data lost forgets every window, so clients get a fresh budget (over-admission
 right after the restart). While Redis is unreachable the service *fails
-closed*: it answers ``503`` within about half a second (short socket and pool
-timeouts, at most one immediate retry, a deadline per request) instead of
-admitting unchecked traffic, and ``/healthz`` answers 503. It recovers by
-itself: redis-py reconnects on the next command once Redis is back.
+closed*: it answers ``503`` at once when Redis refuses connections, within
+about half a second when Redis hangs (0.25 s socket and pool timeouts, at most
+one immediate retry on a broken connection, a 1 s deadline per request),
+instead of admitting unchecked traffic; ``/healthz`` answers 503 meanwhile. It
+recovers by itself: redis-py reconnects on the next command once Redis is
+back, and the script is re-sent after ``NOSCRIPT``. The other choice, failing
+open (admit while the limiter is blind), keeps the service up at the price of
+the limit; which one is right depends on what the limit protects.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ NAME = "rate-limiter/redis_lua"
 KEY_PREFIX = "rl:fw:"
 SOCKET_TIMEOUT_S = 0.25
 POOL_SIZE = 32
-DEADLINE_S = 0.5
+DEADLINE_S = 1.0
 
 # KEYS[1] = the key's counter; ARGV = limit, cost, window in ms.
 # Returns {allowed (0/1), used in this window, ms until the window ends}.

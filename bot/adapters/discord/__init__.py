@@ -1,0 +1,1 @@
+"""The Discord adapter: slash commands, persistent buttons and embeds, on discord.py."""

@@ -1,0 +1,254 @@
+"""The slash commands: one group per area, like cogs; each handler is one coach use-case."""
+
+from __future__ import annotations
+
+import logging
+import zoneinfo
+from datetime import UTC, datetime
+
+import discord
+from discord import app_commands
+
+from bot.adapters.discord.outbox import message_ref
+from bot.adapters.discord.render import clip, render
+from bot.adapters.discord.turn import Turn, actor_of, local_day, turns_of
+from bot.adapters.discord.views import SubmitModal
+from bot.core import views
+from bot.core.communities import settings_message
+
+log = logging.getLogger(__name__)
+
+Choices = list[app_commands.Choice[str]]
+CHOICES_MAX = 25
+
+
+# -- autocompletion ----------------------------------------------------------------------------
+async def challenge_ids(interaction: discord.Interaction, current: str) -> Choices:
+    catalog = turns_of(interaction).coach.catalog
+    return [
+        app_commands.Choice(name=clip(f"{c.id} — {c.spec.title}", 100), value=c.id)
+        for c in catalog
+        if current.lower() in c.id
+    ][:CHOICES_MAX]
+
+
+async def environment_ids(interaction: discord.Interaction, current: str) -> Choices:
+    envs = await turns_of(interaction).coach.environments(actor_of(interaction.user))
+    return [
+        app_commands.Choice(name=f"{e.id} ({e.label or 'custom'})", value=e.id)
+        for e in envs
+        if current.lower() in e.id
+    ][:CHOICES_MAX]
+
+
+async def timezones(interaction: discord.Interaction, current: str) -> Choices:
+    names = sorted(z for z in zoneinfo.available_timezones() if current.lower() in z.lower())
+    return [app_commands.Choice(name=z, value=z) for z in names[:CHOICES_MAX]]
+
+
+async def todays(t: Turn, challenge: str | None) -> tuple[str, str | None]:
+    """The challenge meant (today's by default) and the thread under its daily post, if any."""
+    post = None
+    day = datetime.now(UTC).date()
+    if t.community is not None:
+        day = local_day(t.community)
+        post = await t.coach.communities.daily_post(t.community.id, day)
+    if challenge is None:
+        challenge = post.challenge if post else t.coach.catalog.for_day(day).id
+    if post and post.challenge == challenge and post.message_ref:
+        return challenge, message_ref(int(post.channel_id), int(post.message_ref))
+    return challenge, None
+
+
+# -- /challenge ----------------------------------------------------------------------------
+class ChallengeCommands(
+    app_commands.Group, name="challenge", description="The challenges", guild_only=True
+):
+    @app_commands.command(description="Today's challenge")
+    async def today(self, interaction: discord.Interaction) -> None:
+        async def use(t: Turn) -> None:
+            await t.out.reply(t.coach.today(local_day(t.community) if t.community else None))
+
+        await turns_of(interaction).run(interaction, use)
+
+    @app_commands.command(name="list", description="Every challenge")
+    async def list_(self, interaction: discord.Interaction) -> None:
+        await turns_of(interaction).run(
+            interaction, lambda t: t.out.reply(t.coach.list_challenges())
+        )
+
+    @app_commands.command(description="One challenge in full")
+    @app_commands.describe(challenge="challenge id")
+    @app_commands.autocomplete(challenge=challenge_ids)
+    async def show(self, interaction: discord.Interaction, challenge: str) -> None:
+        await turns_of(interaction).run(interaction, lambda t: t.out.reply(t.coach.show(challenge)))
+
+
+# -- /env ----------------------------------------------------------------------------------
+class EnvCommands(
+    app_commands.Group, name="env", description="Your private infrastructure", guild_only=True
+):
+    @app_commands.command(description="Start the infrastructure of a challenge (bundle by DM)")
+    @app_commands.autocomplete(challenge=challenge_ids)
+    async def provision(self, interaction: discord.Interaction, challenge: str) -> None:
+        await turns_of(interaction).run(
+            interaction, lambda t: t.coach.provision(t.actor, challenge, t.out)
+        )
+
+    @app_commands.command(description="Your live environments")
+    async def status(self, interaction: discord.Interaction) -> None:
+        async def use(t: Turn) -> None:
+            await t.out.reply(await t.coach.env_status(t.actor))
+
+        await turns_of(interaction).run(interaction, use)
+
+    @app_commands.command(description="Give an environment more time")
+    @app_commands.autocomplete(environment=environment_ids)
+    async def extend(self, interaction: discord.Interaction, environment: str) -> None:
+        async def use(t: Turn) -> None:
+            await t.out.reply(await t.coach.env_extend(t.actor, environment))
+
+        await turns_of(interaction).run(interaction, use)
+
+    @app_commands.command(description="Tear an environment down now")
+    @app_commands.autocomplete(environment=environment_ids)
+    async def destroy(self, interaction: discord.Interaction, environment: str) -> None:
+        async def use(t: Turn) -> None:
+            await t.out.reply(await t.coach.env_destroy(t.actor, environment))
+
+        await turns_of(interaction).run(interaction, use)
+
+
+# -- /admin ----------------------------------------------------------------------------------
+class AdminCommands(
+    app_commands.Group,
+    name="admin",
+    description="Configure Cruscible here",
+    guild_only=True,
+    default_permissions=discord.Permissions(manage_guild=True),  # hides it; the check enforces
+):
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Enforced here, whatever the server did with the command's default permissions."""
+        if interaction.guild_id is None or not interaction.permissions.manage_guild:
+            raise app_commands.MissingPermissions(["manage_guild"])
+        return True
+
+    @staticmethod
+    async def _configure(interaction: discord.Interaction, **settings: str) -> None:
+        async def use(t: Turn) -> None:
+            assert t.community is not None  # guild-only commands
+            if settings:
+                community = await t.coach.communities.configure(t.community.id, **settings)
+            else:
+                community = t.community
+            await t.out.reply(settings_message(community))
+
+        await turns_of(interaction).run(interaction, use)
+
+    @app_commands.command(description="The channel of the daily post and the results")
+    async def channel(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
+        await self._configure(interaction, channel_id=str(channel.id))
+
+    @app_commands.command(name="post-time", description="When the daily post goes out (HH:MM)")
+    @app_commands.describe(time="24-hour local time, e.g. 09:00")
+    async def post_time(self, interaction: discord.Interaction, time: str) -> None:
+        await self._configure(interaction, post_time=time)
+
+    @app_commands.command(description="The timezone of the post time")
+    @app_commands.describe(timezone="an IANA name, e.g. Europe/Paris")
+    @app_commands.autocomplete(timezone=timezones)
+    async def timezone(self, interaction: discord.Interaction, timezone: str) -> None:
+        await self._configure(interaction, timezone=timezone)
+
+    @app_commands.command(description="The role pinged by the daily post (none: no ping)")
+    async def role(
+        self, interaction: discord.Interaction, role: discord.Role | None = None
+    ) -> None:
+        await self._configure(interaction, ping_role=str(role.id) if role else "")
+
+    @app_commands.command(description="The current settings")
+    async def show(self, interaction: discord.Interaction) -> None:
+        await self._configure(interaction)
+
+
+# -- learner commands ------------------------------------------------------------------------
+@app_commands.command(description="Grade your running service")
+@app_commands.describe(
+    url="your service's URL (a form opens without it)", challenge="today's by default"
+)
+@app_commands.autocomplete(challenge=challenge_ids)
+@app_commands.guild_only()
+async def submit(
+    interaction: discord.Interaction, url: str | None = None, challenge: str | None = None
+) -> None:
+    async def grade(i: discord.Interaction, link: str) -> None:
+        async def use(t: Turn) -> None:
+            cid, thread = await todays(t, challenge)
+            await t.coach.submit(t.actor, cid, link, t.out, thread=thread)
+
+        await turns_of(i).run(i, use)
+
+    if url is None:
+        await interaction.response.send_modal(SubmitModal(challenge or "today's challenge", grade))
+    else:
+        await grade(interaction, url)
+
+
+@app_commands.command(description="Your latest results")
+@app_commands.guild_only()
+async def results(interaction: discord.Interaction) -> None:
+    async def use(t: Turn) -> None:
+        await t.out.reply(await t.coach.results(t.actor))
+
+    await turns_of(interaction).run(interaction, use)
+
+
+@app_commands.command(description="The best scores")
+@app_commands.describe(challenge="all challenges by default")
+@app_commands.autocomplete(challenge=challenge_ids)
+@app_commands.guild_only()
+async def leaderboard(interaction: discord.Interaction, challenge: str | None = None) -> None:
+    async def use(t: Turn) -> None:
+        await t.out.reply(await t.coach.leaderboard(challenge))
+
+    await turns_of(interaction).run(interaction, use)
+
+
+@app_commands.command(description="The trade-offs of your latest design (or the reference ones)")
+@app_commands.describe(challenge="today's by default")
+@app_commands.autocomplete(challenge=challenge_ids)
+@app_commands.guild_only()
+async def tradeoffs(interaction: discord.Interaction, challenge: str | None = None) -> None:
+    async def use(t: Turn) -> None:
+        cid, _ = await todays(t, challenge)
+        await t.out.reply(await t.coach.tradeoffs(t.actor, cid))
+
+    await turns_of(interaction).run(interaction, use)
+
+
+# -- the tree --------------------------------------------------------------------------------
+class CruscibleTree(app_commands.CommandTree):
+    """The command tree; refused checks and failures become a private error message."""
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        if isinstance(error, app_commands.CheckFailure):
+            text = str(error) or "You cannot use this command here."
+        else:
+            log.error("command failed", exc_info=error)
+            text = "Something went wrong on our side; it has been logged."
+        embeds = render(views.error(text)).embeds
+        if interaction.response.is_done():
+            await interaction.followup.send(embeds=embeds, ephemeral=True)
+        else:
+            await interaction.response.send_message(embeds=embeds, ephemeral=True)
+
+
+def build_tree(client: discord.Client) -> CruscibleTree:
+    tree = CruscibleTree(client)
+    for group in (ChallengeCommands(), EnvCommands(), AdminCommands()):
+        tree.add_command(group)
+    for command in (submit, results, leaderboard, tradeoffs):
+        tree.add_command(command)
+    return tree

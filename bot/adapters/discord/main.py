@@ -1,0 +1,22 @@
+"""``cruscible run --platform discord``: the bot on Discord's gateway, token from DISCORD_TOKEN."""
+
+from __future__ import annotations
+
+import os
+
+import discord
+
+from bot.adapters.discord.client import CruscibleClient
+from bot.app import App
+
+
+async def serve(app: App, *, socket_mode: bool = False, port: int = 0) -> None:
+    """Run until stopped; ``socket_mode`` and ``port`` are Slack's (Discord has a gateway)."""
+    token = os.environ.get("DISCORD_TOKEN", "").strip()
+    if not token:
+        raise ValueError("DISCORD_TOKEN is not set (the bot token from the developer portal)")
+    async with CruscibleClient(app) as client:
+        try:
+            await client.start(token)
+        except discord.LoginFailure:
+            raise ValueError("DISCORD_TOKEN was refused by Discord (invalid or reset)") from None

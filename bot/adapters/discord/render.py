@@ -1,0 +1,120 @@
+"""A neutral :class:`Message` as Discord embeds and attachments, within Discord's limits."""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+
+import discord
+
+from bot.core.message import Message, Tone
+
+TITLE_MAX = 256
+DESCRIPTION_MAX = 4096
+FIELD_NAME_MAX = 256
+FIELD_VALUE_MAX = 1024
+FIELDS_MAX = 25
+FOOTER_MAX = 2048
+EMBEDS_MAX = 10
+TOTAL_MAX = 6000  # every title, description, field and footer of one message together
+FILES_MAX = 10
+HEAD_MAX = 3500  # what an overlong body shows before pointing at its .md attachment
+
+COLOURS = {
+    Tone.INFO: discord.Colour.blurple(),
+    Tone.SUCCESS: discord.Colour.green(),
+    Tone.WARNING: discord.Colour.gold(),
+    Tone.ERROR: discord.Colour.red(),
+}
+BAR_CELLS = 20
+FENCE = "```"
+
+
+@dataclass
+class Rendered:
+    """What one Discord message carries; files are fresh objects, good for one send."""
+
+    embeds: list[discord.Embed]
+    files: list[discord.File] = field(default_factory=list)
+
+
+def render(msg: Message) -> Rendered:
+    """Embeds for ``msg``: a long body is split across embeds, or attached as a .md file."""
+    body = msg.body
+    if msg.progress is not None:
+        body = f"{body}\n{progress_bar(msg.progress)}".strip()
+    files = [discord.File(p, filename=p.name) for p in msg.files][:FILES_MAX]
+    embeds = _embeds(msg, split_markdown(body, DESCRIPTION_MAX) if body else [])
+    if len(embeds) > EMBEDS_MAX or sum(len(e) for e in embeds) > TOTAL_MAX:
+        name = f"{slug(msg.title)}.md"
+        head = split_markdown(body, HEAD_MAX)[0]
+        note = f"\n\n*… the full text is attached as `{name}`.*"
+        embeds = _embeds(msg, [head + note])
+        files = [discord.File(io.BytesIO(body.encode()), filename=name), *files][:FILES_MAX]
+    image = next((f.filename for f in files if f.filename.endswith(".png")), None)
+    if image:
+        embeds[-1].set_image(url=f"attachment://{image}")
+    return Rendered(embeds, files)
+
+
+def _embeds(msg: Message, chunks: list[str]) -> list[discord.Embed]:
+    """One embed per chunk: the title on the first, fields and footer on the last."""
+    colour = COLOURS[msg.tone]
+    embeds = [discord.Embed(description=chunk, colour=colour) for chunk in chunks or [""]]
+    embeds[0].title = clip(msg.title, TITLE_MAX)
+    last = embeds[-1]
+    for f in msg.fields[:FIELDS_MAX]:
+        last.add_field(
+            name=clip(f.name, FIELD_NAME_MAX),
+            value=clip(f.value, FIELD_VALUE_MAX) or "\u200b",
+            inline=f.inline,
+        )
+    if msg.footer:
+        last.set_footer(text=clip(msg.footer, FOOTER_MAX))
+    return embeds
+
+
+def progress_bar(fraction: float) -> str:
+    done = round(max(0.0, min(1.0, fraction)) * BAR_CELLS)
+    return f"`{'█' * done}{'░' * (BAR_CELLS - done)}` {fraction:.0%}"
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60] or "message"
+
+
+def split_markdown(text: str, limit: int) -> list[str]:
+    """Chunks of at most ``limit`` characters, cut between lines; code fences are re-opened."""
+    chunks: list[str] = []
+    lines: list[str] = []
+    size = 0
+    fence: str | None = None  # the opening line of the code block the cut falls in
+    reserve = len(FENCE) + 1  # room to close a fence at the end of a chunk
+    for line in _wrap(text.splitlines(), limit // 2):
+        if lines and size + len(line) + 1 > limit - reserve:
+            chunks.append("\n".join([*lines, FENCE] if fence else lines))
+            lines = [fence] if fence else []
+            size = len(fence) + 1 if fence else 0
+        lines.append(line)
+        size += len(line) + 1
+        if line.lstrip().startswith(FENCE):
+            fence = None if fence else line.strip()
+    if lines:
+        chunks.append("\n".join(lines))
+    return chunks
+
+
+def _wrap(lines: list[str], width: int) -> list[str]:
+    """Hard-cut lines longer than ``width`` (a chunk always holds at least one line)."""
+    out: list[str] = []
+    for line in lines:
+        while len(line) > width:
+            out.append(line[:width])
+            line = line[width:]
+        out.append(line)
+    return out

@@ -1,0 +1,205 @@
+"""The coach's neutral Message rendered as Block Kit, within Slack's limits."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bot.core.message import Button, Message, Tone
+
+Block = dict[str, Any]
+
+MAX_BLOCKS = 50  # per message (a modal or App Home takes 100)
+HEADER_MAX = 150
+SECTION_MAX = 3000
+FIELD_MAX = 2000
+FIELDS_PER_SECTION = 10
+BUTTONS_PER_ACTIONS = 25
+BUTTON_TEXT_MAX = 75
+FALLBACK_MAX = 3000
+BAR_WIDTH = 20
+TONE_EMOJI = {
+    Tone.INFO: "",
+    Tone.SUCCESS: ":white_check_mark: ",
+    Tone.WARNING: ":warning: ",
+    Tone.ERROR: ":x: ",
+}
+
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
+HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)[\s#]*$")
+BULLET = re.compile(r"^(\s*)[-*+]\s+")
+TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
+TABLE_RULE = re.compile(r"^:?-{3,}:?$")
+CODE_SPAN = re.compile(r"(`+)(.+?)\1")
+LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+ITALIC = re.compile(r"(?<![*\w])\*(?![\s*])(.+?)(?<![\s*])\*(?![*\w])")
+BOLD = re.compile(r"\*\*(.+?)\*\*|__(.+?)__")
+STRIKE = re.compile(r"~~(.+?)~~")
+BR = re.compile(r"<br\s*/?>", re.I)
+
+
+def escape(text: str) -> str:
+    """Slack's three control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def mrkdwn(markdown: str) -> str:
+    """CommonMark-ish markdown → Slack mrkdwn: **bold** → *bold*, links, headings, tables.
+
+    Code fences stay fences (their language tag dropped); tables become aligned code blocks.
+    """
+    out: list[str] = []
+    lines = markdown.splitlines()
+    fence: str | None = None
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        opening = FENCE.match(line)
+        if fence is not None:
+            if opening and opening.group(1).startswith(fence):
+                fence = None
+                out.append("```")
+            else:
+                out.append(escape(line))
+        elif opening:
+            fence = opening.group(1)
+            out.append("```")
+        elif TABLE_ROW.match(line):
+            rows = []
+            while i < len(lines) and TABLE_ROW.match(lines[i]):
+                rows.append(lines[i])
+                i += 1
+            out.extend(_table(rows))
+            continue
+        elif heading := HEADING.match(line):
+            out.append(f"*{_inline(heading.group(1).replace('**', ''))}*")
+        else:
+            bullet = BULLET.match(line)
+            if bullet:
+                line = f"{bullet.group(1)}• {line[bullet.end() :]}"
+            out.append(_inline(line))
+        i += 1
+    if fence is not None:
+        out.append("```")
+    return "\n".join(out)
+
+
+def _inline(text: str) -> str:
+    parts, pos = [], 0
+    for m in CODE_SPAN.finditer(text):
+        parts.append(_emphasis(text[pos : m.start()]))
+        parts.append(f"`{escape(m.group(2))}`")
+        pos = m.end()
+    parts.append(_emphasis(text[pos:]))
+    return "".join(parts)
+
+
+def _emphasis(text: str) -> str:
+    text = escape(BR.sub("\n", text))
+    text = LINK.sub(lambda m: f"<{m.group(2)}|{m.group(1)}>", text)
+    text = ITALIC.sub(r"_\1_", text)
+    text = BOLD.sub(lambda m: f"*{m.group(1) or m.group(2)}*", text)
+    return STRIKE.sub(r"~\1~", text)
+
+
+def _table(rows: list[str]) -> list[str]:
+    """A markdown table as an aligned monospace block (Slack has no tables)."""
+    cells = [
+        [re.sub(r"\*\*|`", "", BR.sub(" — ", c)).strip() for c in row.strip().strip("|").split("|")]
+        for row in rows
+    ]
+    cells = [r for r in cells if not all(TABLE_RULE.match(c) for c in r if c)]
+    width = max(len(r) for r in cells)
+    widths = [max(len(r[k]) if k < len(r) else 0 for r in cells) for k in range(width)]
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in cells]
+    return ["```", *(escape(b) for b in body), "```"]
+
+
+def split_text(text: str, limit: int = SECTION_MAX) -> list[str]:
+    """Cut mrkdwn into pieces of at most ``limit`` chars at line ends; code fences reopen."""
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
+    in_fence = False
+    room = limit - 8  # space for a closing and a reopening fence
+    for line in text.split("\n"):
+        for piece in [line[k : k + room] for k in range(0, len(line), room)] or [""]:
+            if current and size + len(piece) + 1 > room:
+                chunks.append("\n".join(current) + ("\n```" if in_fence else ""))
+                current, size = (["```"], 4) if in_fence else ([], 0)
+            current.append(piece)
+            size += len(piece) + 1
+            if piece.startswith("```"):
+                in_fence = not in_fence
+    text_left = "\n".join(current)
+    if text_left.strip() and text_left != "```":
+        chunks.append(text_left)
+    return chunks
+
+
+def progress_bar(fraction: float) -> str:
+    fraction = min(max(fraction, 0.0), 1.0)
+    filled = round(fraction * BAR_WIDTH)
+    return f"`{'█' * filled}{'░' * (BAR_WIDTH - filled)}` {fraction:.0%}"
+
+
+def header(title: str) -> Block:
+    text = {"type": "plain_text", "text": truncate(title, HEADER_MAX), "emoji": True}
+    return {"type": "header", "text": text}
+
+
+def section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(text, 3000)}]}
+
+
+def button(b: Button) -> Block:
+    element: Block = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": truncate(b.label, BUTTON_TEXT_MAX), "emoji": True},
+        "action_id": b.action,
+        "value": b.action,
+    }
+    if b.primary:
+        element["style"] = "primary"
+    return element
+
+
+def to_blocks(msg: Message, *, max_blocks: int = MAX_BLOCKS) -> list[Block]:
+    """Header, progress, body sections, fields, buttons, footer; the body is cut to fit."""
+    head = [header(TONE_EMOJI[msg.tone] + msg.title)] if msg.title else []
+    if msg.progress is not None:
+        head.append(context(progress_bar(msg.progress)))
+    body = [section(chunk) for chunk in split_text(mrkdwn(msg.body)) if chunk.strip()]
+    inline = [f for f in msg.fields if f.inline]
+    for k in range(0, len(inline), FIELDS_PER_SECTION):
+        texts = [
+            {"type": "mrkdwn", "text": truncate(f"*{escape(f.name)}*\n{escape(f.value)}", FIELD_MAX)}
+            for f in inline[k : k + FIELDS_PER_SECTION]
+        ]
+        body.append({"type": "section", "fields": texts})
+    for f in msg.fields:
+        if not f.inline:
+            body += [section(c) for c in split_text(f"*{escape(f.name)}*\n{mrkdwn(f.value)}")]
+    tail = [
+        {"type": "actions", "elements": [button(b) for b in msg.buttons[k : k + BUTTONS_PER_ACTIONS]]}
+        for k in range(0, len(msg.buttons), BUTTONS_PER_ACTIONS)
+    ]
+    if msg.footer:
+        tail.append(context(mrkdwn(msg.footer)))
+    room = max_blocks - len(head) - len(tail)
+    if len(body) > room:
+        body = body[: room - 1] + [context("_… cut to fit Slack; the rest is in the report files._")]
+    return head + body + tail
+
+
+def fallback_text(msg: Message) -> str:
+    """The notification text that goes with the blocks."""
+    return truncate(msg.title or msg.text(), FALLBACK_MAX)

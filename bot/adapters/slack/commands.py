@@ -1,0 +1,162 @@
+"""`/cruscible` subcommands: the core's text commands plus the submit form and admin settings."""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import shlex
+from dataclasses import dataclass
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.adapters.slack import modal
+from bot.adapters.slack.daily import local_today, post_daily, todays_thread
+from bot.adapters.slack.outbox import SlackOutbox
+from bot.core import commands, views
+from bot.core.coach import Coach, CoachError
+from bot.core.communities import ConfigError, settings_message
+from bot.core.message import Message, Tone
+from bot.core.outbox import Actor
+from bot.store import Community
+
+log = logging.getLogger(__name__)
+
+SLASH = "/cruscible"
+SLACK_LINK = re.compile(r"<([#@!]?)([^|>]+)(?:\|[^>]*)?>")
+ADMIN_HELP = f"""\
+`{SLASH} submit` — a form to submit your service's URL
+`{SLASH} admin show` · `admin channel [#channel|here]` · `admin post-time HH:MM` · \
+`admin timezone Area/City` · `admin post` (post today's challenge now) — settings, for admins"""
+
+
+def help_message() -> Message:
+    core = re.sub(r"`([^`]+)`", rf"`{SLASH} \1`", commands.HELP)
+    return Message(title="Cruscible commands", body=f"{core}\n{ADMIN_HELP}")
+
+
+def unescape(text: str) -> str:
+    """Slack's escaped text → plain words: ``<#C1|general>`` → ``C1``, ``<http://x>`` → URL."""
+    return html.unescape(SLACK_LINK.sub(lambda m: m.group(2), text))
+
+
+@dataclass
+class Invocation:
+    """A `/cruscible` command as the adapter received it."""
+
+    coach: Coach
+    client: AsyncWebClient
+    community: Community
+    actor: Actor
+    out: SlackOutbox
+    channel: str
+    trigger_id: str
+
+
+async def run(inv: Invocation, text: str) -> None:
+    """Route one `/cruscible` command; the learner reads a private error on any refusal."""
+    text = unescape(text)
+    try:
+        words: list[str] | None = shlex.split(text)
+    except ValueError:
+        words = None  # the core's dispatch says what is wrong with it
+    try:
+        match words:
+            case [] | ["help"]:
+                await inv.out.reply(help_message())
+            case ["admin", *args]:
+                await admin(inv, args)
+            case ["submit"] | ["submit", _]:
+                await open_submit_form(inv, words[1] if len(words) > 1 else None)
+            case ["submit", challenge, url]:
+                await submit(inv.coach, inv.community, inv.actor, challenge, url, inv.out)
+            case _:
+                await commands.dispatch(inv.coach, inv.actor, text, inv.out)
+    except Exception:
+        log.exception("/cruscible %s failed", text)
+        await inv.out.reply(views.error("Something went wrong on my side; it has been logged."))
+
+
+async def submit(
+    coach: Coach, community: Community, actor: Actor, challenge: str, url: str, out: SlackOutbox
+) -> None:
+    """Grade ``url``; results go in the thread of today's post when it is this challenge."""
+    where = await todays_thread(coach.communities, community, challenge)
+    thread = None
+    if where is not None:
+        out.post_channel, thread = where
+    elif community.channel_id:
+        out.post_channel = community.channel_id
+    try:
+        await coach.submit(actor, challenge, url, out, thread=thread)
+    except CoachError as exc:
+        await out.reply(views.error(str(exc)))
+
+
+async def open_submit_form(inv: Invocation, challenge: str | None) -> None:
+    choices = [(c.id, c.spec.title) for c in inv.coach.catalog]
+    selected = challenge or inv.coach.catalog.for_day(local_today(inv.community)).id
+    view = modal.submit_modal(choices, selected, inv.channel)
+    await inv.client.views_open(trigger_id=inv.trigger_id, view=view)
+
+
+async def is_admin(client: AsyncWebClient, user: str) -> bool:
+    try:
+        info = (await client.users_info(user=user))["user"]
+    except SlackApiError as exc:
+        log.warning("users.info %s: %s", user, exc.response.get("error"))
+        return False
+    return bool(info.get("is_admin") or info.get("is_owner"))
+
+
+async def admin(inv: Invocation, args: list[str]) -> None:
+    """Workspace settings; only Slack admins and owners may use them."""
+    out, communities = inv.out, inv.coach.communities
+    if not await is_admin(inv.client, inv.out.user):
+        await out.reply(views.error("Only workspace admins and owners can change the settings."))
+        return
+    cid = inv.community.id
+    try:
+        match args:
+            case [] | ["show"]:
+                community = inv.community
+            case ["channel"] | ["channel", "here"]:
+                community = await communities.configure(cid, channel_id=inv.channel)
+                await join(inv.client, inv.channel)
+            case ["channel", channel]:
+                community = await communities.configure(cid, channel_id=channel)
+                await join(inv.client, channel)
+            case ["post-time", hhmm]:
+                community = await communities.configure(cid, post_time=hhmm)
+            case ["timezone", tz]:
+                community = await communities.configure(cid, timezone=tz)
+            case ["post"]:
+                await post_now(inv)
+                return
+            case _:
+                raise ConfigError(f"unknown admin command {' '.join(args)!r} — try `{SLASH} help`")
+    except ConfigError as exc:
+        await out.reply(views.error(str(exc)))
+        return
+    await out.reply(settings_message(community))
+
+
+async def join(client: AsyncWebClient, channel: str) -> None:
+    """Join a public channel so that files can be shared there (private ones need an invite)."""
+    try:
+        await client.conversations_join(channel=channel)
+    except SlackApiError as exc:
+        log.info("not joining %s: %s", channel, exc.response.get("error"))
+
+
+async def post_now(inv: Invocation) -> None:
+    community = inv.community
+    if not community.channel_id:
+        await inv.out.reply(views.error(f"Set a channel first: `{SLASH} admin channel #channel`"))
+        return
+    day = local_today(community)
+    await post_daily(
+        inv.client, community, inv.coach.today(day), communities=inv.coach.communities, day=day
+    )
+    await inv.out.reply(Message(title="Today's challenge is posted", tone=Tone.SUCCESS))

@@ -1,0 +1,118 @@
+"""Per-community configuration (channel, post time, timezone) and the record of daily posts."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select
+
+from bot.core.message import Field, Message
+from bot.store import Community, DailyPost, Store
+
+HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class ConfigError(ValueError):
+    """An admin setting that cannot be used, with the reason."""
+
+
+def check_post_time(text: str) -> str:
+    if not HHMM.match(text):
+        raise ConfigError(f"{text!r} is not a time like 09:00 (24-hour HH:MM)")
+    return text
+
+
+def check_timezone(text: str) -> str:
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{text!r} is not a timezone like Europe/Paris or UTC") from None
+    return text
+
+
+class Communities:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def get(self, platform: str, platform_id: str, name: str = "") -> Community:
+        async with self.store.session() as s:
+            found = await s.scalar(
+                select(Community).where(
+                    Community.platform == platform, Community.platform_id == platform_id
+                )
+            )
+            if found is None:
+                found = Community(platform=platform, platform_id=platform_id, name=name)
+                s.add(found)
+                await s.flush()
+            elif name and found.name != name:
+                found.name = name
+            return found
+
+    async def all(self, platform: str | None = None) -> list[Community]:
+        async with self.store.session() as s:
+            q = select(Community).order_by(Community.id)
+            if platform:
+                q = q.where(Community.platform == platform)
+            return list(await s.scalars(q))
+
+    async def configure(
+        self,
+        community_id: int,
+        *,
+        channel_id: str | None = None,
+        post_time: str | None = None,
+        timezone: str | None = None,
+        ping_role: str | None = None,
+    ) -> Community:
+        """Change the given settings (validated first: nothing changes on a bad value)."""
+        if post_time is not None:
+            check_post_time(post_time)
+        if timezone is not None:
+            check_timezone(timezone)
+        async with self.store.session() as s:
+            c = await s.get_one(Community, community_id)
+            if channel_id is not None:
+                c.channel_id = channel_id
+            if post_time is not None:
+                c.post_time = post_time
+            if timezone is not None:
+                c.timezone = timezone
+            if ping_role is not None:
+                c.ping_role = ping_role or None
+            return c
+
+    async def daily_post(self, community_id: int, day: date) -> DailyPost | None:
+        async with self.store.session() as s:
+            return await s.scalar(
+                select(DailyPost).where(
+                    DailyPost.community_id == community_id, DailyPost.day == day.isoformat()
+                )
+            )
+
+    async def record_daily_post(
+        self, community_id: int, day: date, challenge: str, channel_id: str, message_ref: str
+    ) -> DailyPost:
+        async with self.store.session() as s:
+            post = DailyPost(
+                community_id=community_id,
+                day=day.isoformat(),
+                challenge=challenge,
+                channel_id=channel_id,
+                message_ref=message_ref,
+            )
+            s.add(post)
+            return post
+
+
+def settings_message(c: Community) -> Message:
+    return Message(
+        title="Cruscible settings",
+        fields=[
+            Field("Channel", c.channel_id or "not set"),
+            Field("Daily post", f"{c.post_time} {c.timezone}"),
+            Field("Role to ping", c.ping_role or "none"),
+        ],
+    )

@@ -1,0 +1,56 @@
+"""Grader validity for rate-limiter: sound designs pass, a racy one fails the atomicity check."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.app import App
+from bot.core.outbox import Actor
+from grading.report import Status
+from provisioning import Environment, EnvironmentSpec
+from tests.challenges.grading import grade_module, verdict
+
+pytestmark = pytest.mark.slow
+CHALLENGE = "rate-limiter"
+
+
+@pytest.fixture(scope="module")
+async def env(app: App) -> AsyncIterator[Environment]:
+    ch = app.coach.challenge(CHALLENGE)
+    spec = EnvironmentSpec(
+        ch.spec.resources, owner="test:validity", parameters=dict(ch.spec.parameters), label=ch.id
+    )
+    environment = await app.coach.create_environment(Actor("test", "validity", "v"), spec)
+    yield environment
+    await app.coach.destroy_environment(environment.id)
+
+
+@pytest.mark.parametrize("design", ["redis_lua", "postgres_upsert"])
+async def test_reference_designs_pass(app: App, env: Environment, tmp_path: Path, design: str) -> None:
+    module = app.coach.challenge(CHALLENGE).solution(design).module
+    report = await grade_module(app, CHALLENGE, module, env, tmp_path, seed=11)
+    failed = [f"{c.id}: {c.detail}" for c in report.checks if c.status in (Status.FAIL, Status.ERROR)]
+    assert report.passed, failed
+    assert report.metrics["accuracy.over_admitted"] == 0
+    assert report.check("accuracy.atomic").status == Status.PASS
+    assert report.faults and report.faults[0].resource == "redis"
+    assert report.discussion
+
+
+async def test_racy_limiter_is_caught_with_the_same_verdict_twice(
+    app: App, env: Environment, tmp_path: Path
+) -> None:
+    module = "tests.fixtures.flawed.rate_limiter_racy"
+    first = await grade_module(app, CHALLENGE, module, env, tmp_path / "1", seed=7)
+    second = await grade_module(app, CHALLENGE, module, env, tmp_path / "2", seed=7)
+    for report in (first, second):
+        assert not report.passed
+        atomic = report.check("accuracy.atomic")
+        assert atomic.status == Status.FAIL
+        assert report.metrics["accuracy.over_admitted"] > 0
+        assert "admitted beyond RATE_LIMIT" in atomic.detail
+        assert report.check("contract.allow-first").status == Status.PASS
+    assert verdict(first) == verdict(second)

@@ -1,0 +1,129 @@
+"""The `cruscible` command line: exit codes and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "bot"]
+
+
+def cli(*args: str, data_dir: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CRUSCIBLE_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (bound and closed: only used to be refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def garbage_server() -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that answers every connection with junk, then closes."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.2)
+    stop = False
+
+    def serve() -> None:
+        while not stop:
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"\x00\x01garbage\r\n\r\nnot http at all")
+
+    import threading
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield srv.getsockname()[1]
+    stop = True
+    thread.join(2)
+    srv.close()
+
+
+def test_challenges_list_json(data_dir: Path) -> None:
+    res = cli("challenges", "list", "--json", data_dir=data_dir)
+    assert res.returncode == 0, res.stderr
+    assert '"id": "rate-limiter"' in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("grade", "nope", "http://127.0.0.1:1"), "unknown challenge 'nope'"),
+        (("grade", "rate-limiter", "not a url"), "not a url"),
+        (("grade", "rate-limiter", "ftp://127.0.0.1/x"), "ftp"),
+        (("grade", "rate-limiter", "http://127.0.0.1:1", "--env", "env-nope"), "no environment 'env-nope'"),
+        (("env", "up"), "name a CHALLENGE or pass --resources"),
+        (("env", "up", "--resources", "postgres,mongo"), "unknown resource 'mongo'"),
+        (("env", "fault", "env-x", "redis", "explode"), "explode"),
+        (("env", "down", "env-nope"), "no environment 'env-nope'"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(data_dir: Path, args: tuple[str, ...], message: str) -> None:
+    res = cli(*args, data_dir=data_dir)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_unreachable_url_cannot_be_graded(data_dir: Path) -> None:
+    res = cli("grade", "rate-limiter", f"http://127.0.0.1:{closed_port()}", data_dir=data_dir)
+    assert res.returncode == 2
+    assert res.stderr.startswith("error:") and "Traceback" not in res.stderr
+
+
+def test_a_service_answering_garbage_cannot_be_graded(data_dir: Path, garbage_server: int) -> None:
+    res = cli("grade", "rate-limiter", f"http://127.0.0.1:{garbage_server}", data_dir=data_dir)
+    assert res.returncode == 2
+    assert "healthz" in res.stderr and "Traceback" not in res.stderr
+
+
+async def test_grade_json_exit_1_when_the_service_breaks_the_contract(data_dir: Path, tmp_path: Path) -> None:
+    """/healthz fine, /v1/check nonsense: graded, failed, exit 1, report files written."""
+    from aiohttp import web
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def nonsense(_: web.Request) -> web.Response:
+        return web.Response(status=200, text="<html>surprise</html>")
+
+    application = web.Application()
+    application.router.add_get("/healthz", health)
+    application.router.add_post("/v1/check", nonsense)
+    runner = web.AppRunner(application, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        res = await asyncio.to_thread(
+            cli, "grade", "rate-limiter", f"http://127.0.0.1:{port}", "--json",
+            "--out", str(tmp_path), data_dir=data_dir,
+        )
+    finally:
+        await runner.cleanup()
+    assert res.returncode == 1, res.stderr
+    import json
+
+    report = json.loads(res.stdout)
+    assert report["schema"] == 1 and report["passed"] is False
+    statuses = {c["id"]: c["status"] for c in report["checks"]}
+    assert statuses["contract.healthz"] == "pass"
+    assert statuses["contract.allow-first"] == "fail"
+    assert (tmp_path / "report.json").is_file() and (tmp_path / "report.md").is_file()
