@@ -12,7 +12,7 @@ from bot.core.coach import Coach
 from bot.core.grader import Grader
 from bot.logs import SECRETS
 from bot.store import Store
-from challenges import Catalog
+from challenges.catalog import Catalog
 from grading.urlguard import Policy
 from provisioning import make_backend
 from provisioning.manager import Provisioner

@@ -19,7 +19,7 @@ from bot.app import App, open_app
 from bot.config import Settings
 from bot.core.coach import CoachError
 from bot.core.outbox import Actor
-from challenges import ChallengeError
+from challenges.catalog import ChallengeError
 from challenges.launch import LaunchError
 from grading.render import render_markdown
 from grading.runner import CannotGrade, overall_progress
@@ -171,7 +171,6 @@ def load(
 ) -> None:
     """Open-model load against a URL: achieved rate, errors by kind, latency percentiles."""
     from grading.load import format_table, plan_from_cli, run_load_sync
-
     from grading.urlguard import TargetRefused, resolve_target
 
     settings = Settings()
@@ -328,7 +327,7 @@ def env_doctor(env_id: str) -> None:
 @challenges_app.command("list")
 def challenges_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The catalog in rotation order."""
-    from challenges import Catalog
+    from challenges.catalog import Catalog
 
     try:
         catalog = Catalog.load()
@@ -360,7 +359,7 @@ def challenges_show(challenge: str) -> None:
     """A challenge's statement."""
     from rich.markdown import Markdown
 
-    from challenges import Catalog
+    from challenges.catalog import Catalog
 
     try:
         ch = Catalog.load().get(challenge)

@@ -1,5 +1,4 @@
-"""The catalog: one folder per challenge, its loader and schema."""
+"""The catalog: one folder per challenge, its loader (``challenges.catalog``) and schema.
 
-from challenges.catalog import Catalog, Challenge, ChallengeError
-
-__all__ = ["Catalog", "Challenge", "ChallengeError"]
+Nothing is imported here, so a reference design importing ``challenges.service`` stays light.
+"""

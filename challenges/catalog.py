@@ -121,7 +121,9 @@ class Challenge:
         for main in sorted(root.glob("*/__main__.py")):
             doc = main.read_text().split('"""')
             summary = doc[1].strip().splitlines()[0] if len(doc) > 2 else main.parent.name
-            found.append(Solution(main.parent.name, f"{self.module}.solutions.{main.parent.name}", summary))
+            found.append(
+                Solution(main.parent.name, f"{self.module}.solutions.{main.parent.name}", summary)
+            )
         return found
 
     def solution(self, name: str) -> Solution:
@@ -138,7 +140,9 @@ class Challenge:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def statement(self) -> str:
-        return self._env.get_template("statement.md.j2").render(c=self.spec, params=self.spec.parameters)
+        return self._env.get_template("statement.md.j2").render(
+            c=self.spec, params=self.spec.parameters
+        )
 
     def discussion(
         self, report: Report | None, baselines: dict[str, dict[str, Any]] | None = None

@@ -162,6 +162,13 @@ class Nemesis:
             return None
         return requested, requested + max(0.0, record.effective_at - record.requested_at)
 
+    def shift(self, offset_s: float) -> None:
+        """Move every recorded time by ``offset_s`` (the load ran later on a longer timeline)."""
+        for f in self.fired:
+            f.at_s = None if f.at_s is None else f.at_s + offset_s
+            f.effective_s = None if f.effective_s is None else f.effective_s + offset_s
+            f.healed_at_s = None if f.healed_at_s is None else f.healed_at_s + offset_s
+
     def outcomes(
         self, timeline: Timeline, samples: Sequence[tuple[float, bool]] | None = None
     ) -> list[FaultWindow]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import replace
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from grading.config import GradeConfig
@@ -131,9 +131,7 @@ class Grade:
     async def burst(self, calls: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Exchange]:
         """Send every request at once (concurrently) and return the exchanges in order."""
         self.requests_sent += len(calls)
-        return list(
-            await asyncio.gather(*(self.http.request(m, p, **kw) for m, p, kw in calls))
-        )
+        return list(await asyncio.gather(*(self.http.request(m, p, **kw) for m, p, kw in calls)))
 
     @property
     def can_inject(self) -> bool:
@@ -160,22 +158,23 @@ class Grade:
             assert self._injector is not None
             nemesis = Nemesis(self._injector, list(faults), seed=self.seed)
         t0 = time.monotonic()
-        nemesis_task = asyncio.create_task(nemesis.run(t0)) if nemesis else None
+        stop = asyncio.Event()
+        nemesis_task = asyncio.create_task(nemesis.run(t0, stop)) if nemesis else None
         try:
             result = await run_load(self.target, plan, on_tick=self.progress)
         finally:
             if nemesis_task is not None:
-                await nemesis_task
+                stop.set()  # anything still pending heals now, even when the load was cancelled
+                await asyncio.shield(nemesis_task)
         self.requests_sent += result.sent
-        windows = nemesis.outcomes(result.timeline) if nemesis else []
         offset = self._append_timeline(result.timeline)
+        windows: list[FaultWindow] = []
+        if nemesis is not None:
+            nemesis.shift(offset)
+            assert self.timeline is not None
+            windows = nemesis.outcomes(self.timeline)
         self.fault_windows.extend(windows)
-        for w in windows:
-            outcome = w.to_outcome()
-            outcome.at_s = round(outcome.at_s + offset, 2)
-            if outcome.healed_at_s is not None:
-                outcome.healed_at_s = round(outcome.healed_at_s + offset, 2)
-            self.report.faults.append(outcome)
+        self.report.faults.extend(w.to_outcome() for w in windows)
         return result, windows
 
     def _append_timeline(self, part: Timeline) -> float:
@@ -193,8 +192,5 @@ def exchange_evidence(ex: Exchange, body_limit: int = 600) -> dict[str, Any]:
     request = f"{ex.method} {ex.url}"
     if ex.request_body:
         request += "\n" + ex.request_body[:body_limit].decode("utf-8", "replace")
-    if ex.error:
-        response = f"(no response: {ex.error})"
-    else:
-        response = f"{ex.status}\n{ex.text(body_limit)}"
+    response = f"(no response: {ex.error})" if ex.error else f"{ex.status}\n{ex.text(body_limit)}"
     return {"request": request, "response": response, "curl": ex.curl()}

@@ -62,7 +62,9 @@ class Environment:
         data = asdict(self)
         data["created_at"] = self.created_at.isoformat()
         data["expires_at"] = self.expires_at.isoformat()
-        data["resources"] = {k.value: {**asdict(v), "kind": k.value} for k, v in self.resources.items()}
+        data["resources"] = {
+            k.value: {**asdict(v), "kind": k.value} for k, v in self.resources.items()
+        }
         return data
 
     @classmethod

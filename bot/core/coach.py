@@ -18,7 +18,7 @@ from bot.core.message import Message
 from bot.core.outbox import Actor, DirectMessageClosed, Outbox
 from bot.logs import SECRETS
 from bot.store import EnvironmentRecord, Store, Submission, User
-from challenges import Catalog, Challenge, ChallengeError
+from challenges.catalog import Catalog, Challenge, ChallengeError
 from grading.render import render_markdown
 from grading.runner import CannotGrade
 from provisioning import EnvironmentSpec

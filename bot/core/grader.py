@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from challenges import Challenge
+from challenges.catalog import Challenge
 from grading.render import write_report
 from grading.report import Report
 from grading.runner import GradeOutcome, grade

@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bot.core.message import Button, Field, Message, Tone
-from challenges import Challenge
+from challenges.catalog import Challenge
 from grading.render import render_scorecard
 from grading.report import Report
 from grading.runner import overall_progress

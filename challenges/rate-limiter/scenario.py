@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -18,9 +20,10 @@ from grading.scenario import Grade, Scenario
 from grading.thresholds import Threshold, judge
 
 BURST_KEYS = 25
-PROBE_KEYS = 4
-PROBE_EVERY = 25  # one request in PROBE_EVERY goes to a boundary probe key
 LOAD_KEYS = 10_000
+STEADY_PROBE_INTERVAL_S = 0.1  # a steady client: catches windows aligned to the clock
+EDGE_LEAD_S = 0.6  # an edge client spends its budget this long before its window ends…
+EDGE_FOLLOW_S = 1.5  # …and keeps asking this long after
 RECOVERY_LIMIT_S = 5.0
 
 
@@ -58,18 +61,33 @@ class RateLimiterScenario(Scenario):
         window_ms = g.param_float("RATE_WINDOW_SECONDS") * 1000
 
         ex = await g.request("GET", "/healthz")
-        g.check("contract.healthz", "GET /healthz answers 200", ex.status == 200,
-                exchange=ex, expected=200, actual=ex.status)
+        g.check(
+            "contract.healthz",
+            "GET /healthz answers 200",
+            ex.status == 200,
+            exchange=ex,
+            expected=200,
+            actual=ex.status,
+        )
         g.progress(0.1)
 
         key = self.key("first", 0)
         ex = await self.check(g, key)
         data = body(ex)
         expected = {"allowed": True, "remaining": limit - 1}
-        ok = ex.status == 200 and data is not None and all(data.get(k) == v for k, v in expected.items())
-        g.check("contract.allow-first", "A fresh key is allowed, with remaining = RATE_LIMIT - 1",
-                ok, exchange=ex, expected=f"200 {json.dumps(expected)}",
-                actual=f"{ex.status} {ex.text(200)}")
+        ok = (
+            ex.status == 200
+            and data is not None
+            and all(data.get(k) == v for k, v in expected.items())
+        )
+        g.check(
+            "contract.allow-first",
+            "A fresh key is allowed, with remaining = RATE_LIMIT - 1",
+            ok,
+            exchange=ex,
+            expected=f"200 {json.dumps(expected)}",
+            actual=f"{ex.status} {ex.text(200)}",
+        )
         g.progress(0.2)
 
         seen, bad = [], None
@@ -81,37 +99,66 @@ class RateLimiterScenario(Scenario):
             if ex.status != 200 or got != want:
                 bad = (ex, want)
                 break
-        g.check("contract.remaining", "remaining counts down to 0 within the window",
-                bad is None,
-                detail="" if bad is None else f"after {len(seen)} further requests",
-                exchange=bad[0] if bad else None,
-                expected=f"200 with remaining {bad[1]}" if bad else None,
-                actual=f"{bad[0].status} {bad[0].text(200)}" if bad else None)
+        g.check(
+            "contract.remaining",
+            "remaining counts down to 0 within the window",
+            bad is None,
+            detail="" if bad is None else f"after {len(seen)} further requests",
+            exchange=bad[0] if bad else None,
+            expected=f"200 with remaining {bad[1]}" if bad else None,
+            actual=f"{bad[0].status} {bad[0].text(200)}" if bad else None,
+        )
         g.progress(0.35)
 
         ex = await self.check(g, key)
         data = body(ex)
         ok = ex.status == 429 and data is not None and data.get("allowed") is False
-        g.check("contract.deny-over-limit", "Request RATE_LIMIT + 1 is refused with 429",
-                ok, exchange=ex, expected='429 {"allowed": false, "retry_after_ms": n}',
-                actual=f"{ex.status} {ex.text(200)}")
+        g.check(
+            "contract.deny-over-limit",
+            "Request RATE_LIMIT + 1 is refused with 429",
+            ok,
+            exchange=ex,
+            expected='429 {"allowed": false, "retry_after_ms": n}',
+            actual=f"{ex.status} {ex.text(200)}",
+        )
         retry = data.get("retry_after_ms") if data else None
-        ok = isinstance(retry, int | float) and not isinstance(retry, bool) and 0 < retry <= window_ms + 1000
-        g.check("contract.retry-after", "retry_after_ms is a positive wait within one window",
-                ok, exchange=ex, expected=f"0 < retry_after_ms <= {window_ms:.0f}", actual=retry)
+        ok = (
+            isinstance(retry, int | float)
+            and not isinstance(retry, bool)
+            and 0 < retry <= window_ms + 1000
+        )
+        g.check(
+            "contract.retry-after",
+            "retry_after_ms is a positive wait within one window",
+            ok,
+            exchange=ex,
+            expected=f"0 < retry_after_ms <= {window_ms:.0f}",
+            actual=retry,
+        )
         g.progress(0.45)
 
         ex = await self.check(g, self.key("other", 0))
         data = body(ex)
-        g.check("contract.keys-independent", "Another key keeps its own budget",
-                ex.status == 200 and bool(data and data.get("allowed") is True),
-                exchange=ex, expected="200 allowed", actual=f"{ex.status} {ex.text(200)}")
+        g.check(
+            "contract.keys-independent",
+            "Another key keeps its own budget",
+            ex.status == 200 and bool(data and data.get("allowed") is True),
+            exchange=ex,
+            expected="200 allowed",
+            actual=f"{ex.status} {ex.text(200)}",
+        )
 
         ex = await self.check(g, self.key("cost", 0), cost=5)
         data = body(ex)
         ok = ex.status == 200 and bool(data) and data.get("remaining") == limit - 5
-        g.check("contract.cost", "cost spends several units at once", ok, exchange=ex,
-                expected=f"200 with remaining {limit - 5}", actual=f"{ex.status} {ex.text(200)}")
+        g.check(
+            "contract.cost",
+            "cost spends several units at once",
+            ok,
+            exchange=ex,
+            expected=f"200 with remaining {limit - 5}",
+            actual=f"{ex.status} {ex.text(200)}",
+        )
         g.progress(0.55)
 
         await self.bad_input(g)
@@ -163,9 +210,13 @@ class RateLimiterScenario(Scenario):
         g.metric("accuracy.under_admitted", under)
         worst = max(per_key.items(), key=lambda kv: kv[1], default=(None, 0))
         if errors > len(calls) * 0.1:
-            g.check("accuracy.atomic", "No key is over-admitted under concurrency", Status.ERROR,
-                    detail=f"{errors} of {len(calls)} concurrent requests failed; atomicity "
-                    "could not be judged")
+            g.check(
+                "accuracy.atomic",
+                "No key is over-admitted under concurrency",
+                Status.ERROR,
+                detail=f"{errors} of {len(calls)} concurrent requests failed; atomicity "
+                "could not be judged",
+            )
             return
         g.check(
             "accuracy.atomic",
@@ -179,51 +230,77 @@ class RateLimiterScenario(Scenario):
             ),
             expected=f"at most {limit} allowed per key",
             actual=f"{limit + worst[1]} allowed for one key" if over else f"at most {limit}",
-            evidence={"curl": f"seq {2 * limit} | xargs -P {2 * limit} -I{{}} "
-                      f"curl -s -XPOST {g.target.url.rstrip('/')}/v1/check "
-                      "-H 'Content-Type: application/json' -d '{\"key\": \"fresh-key\"}'"},
+            evidence={
+                "curl": f"seq {2 * limit} | xargs -P {2 * limit} -I{{}} "
+                f"curl -s -XPOST {g.target.url.rstrip('/')}/v1/check "
+                "-H 'Content-Type: application/json' -d '{\"key\": \"fresh-key\"}'"
+            },
         )
 
     # -- load and faults --------------------------------------------------------------
-    def plan(self, g: Grade, duration_s: float, *, probes: bool) -> LoadPlan:
-        grading = self.spec.grading
-        total = int(grading.rate * duration_s) + 1
+    def plan(self, g: Grade, duration_s: float, segment: str) -> LoadPlan:
+        """Checks on LOAD_KEYS keys picked by the seed, at the graded rate."""
+        rate = self.spec.grading.rate
+        total = int(rate * duration_s) + 1
         picks = [g.rng.randrange(LOAD_KEYS) for _ in range(total)]
-        segment = "steady" if probes else "faults"
-        bodies = [json.dumps({"key": self.key(f"load-{segment}", i)}).encode() for i in range(LOAD_KEYS)]
-        probe_bodies = [json.dumps({"key": self.key("probe", i)}).encode() for i in range(PROBE_KEYS)]
+        bodies = [json.dumps({"key": self.key(segment, i)}).encode() for i in range(LOAD_KEYS)]
         headers = (("Content-Type", "application/json"),)
 
         def make(i: int) -> Request:
-            if probes and i % PROBE_EVERY == 0:
-                p = (i // PROBE_EVERY) % PROBE_KEYS
-                return Request("POST", "/v1/check", probe_bodies[p], headers, tag=f"probe:{p}")
             return Request("POST", "/v1/check", bodies[picks[i % total]], headers)
 
         def classify(_req: Request, resp: Response) -> str | None:
             return None if resp.status in (200, 429) else f"http_{resp.status}"
 
-        def record(_i: int, req: Request, resp: Response | None, err: str | None,
-                   sched: float, done: float) -> None:
-            if req.tag:
-                op = self.probes.invoke(process=0, kind="check", key=req.tag, invoked_s=sched)
-                if resp is not None and err is None:
-                    self.probes.complete(op, "ok" if resp.status == 200 else "failed", {}, done)
-                else:
-                    self.probes.complete(op, "unknown", {}, done)
+        return LoadPlan(rate=rate, duration_s=duration_s, make_request=make, classify=classify)
 
-        return LoadPlan(rate=grading.rate, duration_s=duration_s, make_request=make,
-                        classify=classify, on_result=record if probes else None)
+    async def probe(self, g: Grade, key: str, at_s: float, t0: float) -> None:
+        """One boundary-probe check, sent ``at_s`` after ``t0`` and recorded in the history."""
+        await asyncio.sleep(max(0.0, t0 + at_s - time.monotonic()))
+        op = self.probes.invoke(process=0, kind="check", key=key, invoked_s=time.monotonic() - t0)
+        ex = await self.check(g, key)
+        outcome = {200: "ok", 429: "failed"}.get(ex.status or 0, "unknown")
+        self.probes.complete(op, outcome, {}, time.monotonic() - t0)
+
+    async def boundary_probes(self, g: Grade, duration_s: float) -> None:
+        """Clients that look for the algorithm's burst at a window's edge.
+
+        A steady client (every 100 ms) finds windows aligned to the clock; an edge client
+        opens a window, spends the rest of its budget just before that window ends and asks
+        again right after — the worst case for windows that start at a key's first request.
+        """
+        limit = g.param_int("RATE_LIMIT")
+        window = g.param_float("RATE_WINDOW_SECONDS")
+        t0 = time.monotonic()
+        sends = [
+            (self.key("steady", 0), t * STEADY_PROBE_INTERVAL_S)
+            for t in range(int(duration_s / STEADY_PROBE_INTERVAL_S))
+        ]
+        edge = self.key("edge", 0)
+        if window + EDGE_FOLLOW_S < duration_s:
+            sends.append((edge, 0.0))
+            lead = window - EDGE_LEAD_S
+            sends += [(edge, lead + 0.3 * i / limit) for i in range(limit - 1)]
+            sends += [(edge, window + 0.05 * i) for i in range(int(EDGE_FOLLOW_S / 0.05))]
+        await asyncio.gather(*(self.probe(g, key, at, t0) for key, at in sends))
 
     async def load(self, g: Grade) -> None:
         grading = self.spec.grading
-        result, _ = await g.run_load(self.plan(g, grading.duration_s, probes=True))
+        probes = asyncio.create_task(self.boundary_probes(g, grading.duration_s))
+        try:
+            result, _ = await g.run_load(self.plan(g, grading.duration_s, "steady"))
+        finally:
+            await probes
         g.metric("load.rate_target", grading.rate)
         g.metric("load.achieved_rate", round(result.achieved_rate, 1))
         g.metric("load.p50_ms", round(result.percentile_ms(50), 2))
         g.metric("load.p99_ms", round(result.percentile_ms(99), 2))
         g.metric("load.error_rate", round(result.error_rate, 4))
-        note = f" (the load generator fell behind: {result.unreliable_reason})" if result.unreliable else ""
+        note = (
+            f" (the load generator fell behind: {result.unreliable_reason})"
+            if result.unreliable
+            else ""
+        )
         for check_id, name, title in (
             ("load.latency", "latency", "Latency at load"),
             ("load.errors", "errors", "Errors at load"),
@@ -232,25 +309,39 @@ class RateLimiterScenario(Scenario):
             status = Status.PASS if verdict.ok else Status.FAIL
             if result.unreliable and not verdict.ok:
                 status = Status.WARN
-            g.check(check_id, f"{title}: {self.spec.thresholds[name]} at {grading.rate:g} req/s",
-                    status, detail=verdict.description + note,
-                    evidence={"errors_by_kind": result.errors})
+            g.check(
+                check_id,
+                f"{title}: {self.spec.thresholds[name]} at {grading.rate:g} req/s",
+                status,
+                detail=verdict.description + note,
+                evidence={"errors_by_kind": result.errors},
+            )
 
         if not grading.faults:
             return
         if not g.can_inject:
             for check_id in ("faults.recovery", "faults.availability"):
-                g.check(check_id, "Behaviour under injected faults", Status.SKIP,
-                        detail="graded without an environment: no fault was injected")
+                g.check(
+                    check_id,
+                    "Behaviour under injected faults",
+                    Status.SKIP,
+                    detail="graded without an environment: no fault was injected",
+                )
             return
         steps = [
-            FaultStep(at_s=g.rng.uniform(*f.at_s), resource=f.resource.value, action=f.action,
-                      heal_action=f.heal_action, heal_after_s=f.heal_after_s)
+            FaultStep(
+                at_s=g.rng.uniform(*f.at_s),
+                resource=f.resource.value,
+                action=f.action,
+                heal_action=f.heal_action,
+                heal_after_s=f.heal_after_s,
+            )
             for f in grading.faults
         ]
         g.phase = "faults"
         result, windows = await g.run_load(
-            self.plan(g, grading.fault_duration_s, probes=False), faults=steps)
+            self.plan(g, grading.fault_duration_s, "faults"), faults=steps
+        )
         g.metric("faults.error_rate", round(result.error_rate, 4))
         errors = sum(w.errors_during for w in windows)
         g.metric("faults.errors", errors)
@@ -258,21 +349,27 @@ class RateLimiterScenario(Scenario):
         worst = None if any(r is None for r in recoveries) else max(recoveries, default=0.0)
         g.metric("faults.recovery_s", None if worst is None else round(worst, 2))
         observed = "; ".join(w.observed for w in windows)
-        g.check("faults.recovery", f"Recovers within {RECOVERY_LIMIT_S:g} s after each fault heals",
-                worst is not None and worst <= RECOVERY_LIMIT_S, detail=observed,
-                expected=f"recovery <= {RECOVERY_LIMIT_S:g} s",
-                actual="never recovered during the run" if worst is None else f"{worst:.2f} s")
-        g.check("faults.availability", "Keeps answering while a resource is down",
-                Status.PASS if result.error_rate == 0 else Status.WARN,
-                partial=max(0.0, 1 - result.error_rate * 10),
-                detail=f"{result.error_rate:.1%} of requests failed during the fault run "
-                       f"({errors} inside the fault windows)",
-                evidence={"errors_by_kind": result.errors})
+        g.check(
+            "faults.recovery",
+            f"Recovers within {RECOVERY_LIMIT_S:g} s after each fault heals",
+            worst is not None and worst <= RECOVERY_LIMIT_S,
+            detail=observed,
+            expected=f"recovery <= {RECOVERY_LIMIT_S:g} s",
+            actual="never recovered during the run" if worst is None else f"{worst:.2f} s",
+        )
+        g.check(
+            "faults.availability",
+            "Keeps answering while a resource is down",
+            Status.PASS if result.error_rate == 0 else Status.WARN,
+            partial=max(0.0, 1 - result.error_rate * 10),
+            detail=f"{result.error_rate:.1%} of requests failed during the fault run "
+            f"({errors} inside the fault windows)",
+            evidence={"errors_by_kind": result.errors},
+        )
 
     # -- verification -----------------------------------------------------------------
     async def verify(self, g: Grade) -> None:
         limit = g.param_int("RATE_LIMIT")
         window = g.param_float("RATE_WINDOW_SECONDS")
         found = over_admission(self.probes, limit=limit, window_s=window)
-        burst = max((v for v in found.counts.get("max_in_window", {}).values()), default=0)
-        g.metric("accuracy.boundary_burst", burst)
+        g.metric("accuracy.boundary_burst", found.counts.get("boundary_burst", 0))

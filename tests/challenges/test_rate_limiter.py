@@ -29,10 +29,14 @@ async def env(app: App) -> AsyncIterator[Environment]:
 
 
 @pytest.mark.parametrize("design", ["redis_lua", "postgres_upsert"])
-async def test_reference_designs_pass(app: App, env: Environment, tmp_path: Path, design: str) -> None:
+async def test_reference_designs_pass(
+    app: App, env: Environment, tmp_path: Path, design: str
+) -> None:
     module = app.coach.challenge(CHALLENGE).solution(design).module
     report = await grade_module(app, CHALLENGE, module, env, tmp_path, seed=11)
-    failed = [f"{c.id}: {c.detail}" for c in report.checks if c.status in (Status.FAIL, Status.ERROR)]
+    failed = [
+        f"{c.id}: {c.detail}" for c in report.checks if c.status in (Status.FAIL, Status.ERROR)
+    ]
     assert report.passed, failed
     assert report.metrics["accuracy.over_admitted"] == 0
     assert report.check("accuracy.atomic").status == Status.PASS

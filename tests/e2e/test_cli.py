@@ -67,14 +67,19 @@ def test_challenges_list_json(data_dir: Path) -> None:
         (("grade", "nope", "http://127.0.0.1:1"), "unknown challenge 'nope'"),
         (("grade", "rate-limiter", "not a url"), "not a url"),
         (("grade", "rate-limiter", "ftp://127.0.0.1/x"), "ftp"),
-        (("grade", "rate-limiter", "http://127.0.0.1:1", "--env", "env-nope"), "no environment 'env-nope'"),
+        (
+            ("grade", "rate-limiter", "http://127.0.0.1:1", "--env", "env-nope"),
+            "no environment 'env-nope'",
+        ),
         (("env", "up"), "name a CHALLENGE or pass --resources"),
         (("env", "up", "--resources", "postgres,mongo"), "unknown resource 'mongo'"),
         (("env", "fault", "env-x", "redis", "explode"), "explode"),
         (("env", "down", "env-nope"), "no environment 'env-nope'"),
     ],
 )
-def test_bad_input_is_one_clear_line_and_exit_2(data_dir: Path, args: tuple[str, ...], message: str) -> None:
+def test_bad_input_is_one_clear_line_and_exit_2(
+    data_dir: Path, args: tuple[str, ...], message: str
+) -> None:
     res = cli(*args, data_dir=data_dir)
     assert res.returncode == 2, (res.stdout, res.stderr)
     assert message in res.stderr
@@ -93,7 +98,9 @@ def test_a_service_answering_garbage_cannot_be_graded(data_dir: Path, garbage_se
     assert "healthz" in res.stderr and "Traceback" not in res.stderr
 
 
-async def test_grade_json_exit_1_when_the_service_breaks_the_contract(data_dir: Path, tmp_path: Path) -> None:
+async def test_grade_json_exit_1_when_the_service_breaks_the_contract(
+    data_dir: Path, tmp_path: Path
+) -> None:
     """/healthz fine, /v1/check nonsense: graded, failed, exit 1, report files written."""
     from aiohttp import web
 
@@ -113,8 +120,14 @@ async def test_grade_json_exit_1_when_the_service_breaks_the_contract(data_dir: 
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         res = await asyncio.to_thread(
-            cli, "grade", "rate-limiter", f"http://127.0.0.1:{port}", "--json",
-            "--out", str(tmp_path), data_dir=data_dir,
+            cli,
+            "grade",
+            "rate-limiter",
+            f"http://127.0.0.1:{port}",
+            "--json",
+            "--out",
+            str(tmp_path),
+            data_dir=data_dir,
         )
     finally:
         await runner.cleanup()

@@ -26,7 +26,7 @@ async def test_whole_loop_keeps_secrets_out_of_the_channel(app: App) -> None:
     assert len(envs) == 1
     env = envs[0]
     assert {r.value for r in env.resources} == {"postgres", "redis"}
-    (actor, dm), = box.dms
+    ((actor, dm),) = box.dms
     assert actor == LEARNER
     assert env.bundle["DATABASE_URL"] in dm.body and env.bundle["REDIS_URL"] in dm.body
     assert "RATE_LIMIT=20" in dm.body

@@ -17,7 +17,11 @@ def test_demo_shows_all_seven_steps_and_exits_0(data_dir: Path, tmp_path: Path) 
     env = {**os.environ, "CRUSCIBLE_DATA_DIR": str(data_dir), "COLUMNS": "160"}
     res = subprocess.run(
         [sys.executable, "-m", "bot", "demo", "--out", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=400, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
+        check=False,
     )
     out = res.stdout
     assert res.returncode == 0, out[-3000:] + res.stderr[-3000:]

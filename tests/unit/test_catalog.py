@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from challenges import Catalog, ChallengeError
-from challenges.catalog import ROOT, Challenge
+from challenges.catalog import ROOT, Catalog, Challenge, ChallengeError
 
 
 def test_real_catalog_loads_in_rotation_order() -> None:
@@ -61,17 +60,40 @@ def edit(folder: Path, change) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: d.update(difficulty=9), r"challenge.yaml: difficulty: Input should be less than or equal to 5"),
-        (lambda d: d.update(resources=["postgres", "mongo"]), r"challenge.yaml: resources.1: Input should be"),
+        (
+            lambda d: d.update(difficulty=9),
+            r"challenge.yaml: difficulty: Input should be less than or equal to 5",
+        ),
+        (
+            lambda d: d.update(resources=["postgres", "mongo"]),
+            r"challenge.yaml: resources.1: Input should be",
+        ),
         (lambda d: d.pop("scoring"), r"challenge.yaml: scoring: Field required"),
-        (lambda d: d["thresholds"].update(latency="p99 < fast"), r"challenge.yaml: thresholds: .*latency"),
-        (lambda d: d["scoring"].update(gates=["nope"]), r"challenge.yaml: scoring: .*gates not in weights: nope"),
-        (lambda d: d.update(surprise=1), r"challenge.yaml: surprise: Extra inputs are not permitted"),
-        (lambda d: d["grading"]["faults"][0].update(at_s=[30, 40]), r"challenge.yaml: grading: .*must lie within"),
-        (lambda d: d.update(id="other-id"), r"challenge.yaml: id: 'other-id' differs from the folder name"),
+        (
+            lambda d: d["thresholds"].update(latency="p99 < fast"),
+            r"challenge.yaml: thresholds: .*latency",
+        ),
+        (
+            lambda d: d["scoring"].update(gates=["nope"]),
+            r"challenge.yaml: scoring: .*gates not in weights: nope",
+        ),
+        (
+            lambda d: d.update(surprise=1),
+            r"challenge.yaml: surprise: Extra inputs are not permitted",
+        ),
+        (
+            lambda d: d["grading"]["faults"][0].update(at_s=[30, 40]),
+            r"challenge.yaml: grading: .*must lie within",
+        ),
+        (
+            lambda d: d.update(id="other-id"),
+            r"challenge.yaml: id: 'other-id' differs from the folder name",
+        ),
     ],
 )
-def test_malformed_challenge_yaml_gets_file_field_and_reason(copy: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_challenge_yaml_gets_file_field_and_reason(
+    copy: Path, change, message: str
+) -> None:  # type: ignore[no-untyped-def]
     edit(copy, change)
     with pytest.raises(ChallengeError, match=message):
         Challenge.load(copy)

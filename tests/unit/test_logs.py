@@ -35,7 +35,9 @@ def test_url_passwords_are_masked(captured: list[str]) -> None:
 
 def test_registered_secrets_are_masked_anywhere(captured: list[str]) -> None:
     SECRETS.add("AKIA-registered-key-123")
-    logging.getLogger("test.redaction").info("key=%s and again AKIA-registered-key-123", "AKIA-registered-key-123")
+    logging.getLogger("test.redaction").info(
+        "key=%s and again AKIA-registered-key-123", "AKIA-registered-key-123"
+    )
     assert captured == ["key=*** and again ***"]
 
 

@@ -36,7 +36,9 @@ RATE_LIMIT_RETRIES = 3
 def web_client(token: str | None, api_url: str) -> AsyncWebClient:
     """A Web API client at ``api_url`` that waits and retries when Slack answers 429."""
     client = AsyncWebClient(token=token, base_url=api_url)
-    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES))
+    client.retry_handlers.append(
+        AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES)
+    )
     return client
 
 

@@ -181,7 +181,10 @@ def to_blocks(msg: Message, *, max_blocks: int = MAX_BLOCKS) -> list[Block]:
     inline = [f for f in msg.fields if f.inline]
     for k in range(0, len(inline), FIELDS_PER_SECTION):
         texts = [
-            {"type": "mrkdwn", "text": truncate(f"*{escape(f.name)}*\n{escape(f.value)}", FIELD_MAX)}
+            {
+                "type": "mrkdwn",
+                "text": truncate(f"*{escape(f.name)}*\n{escape(f.value)}", FIELD_MAX),
+            }
             for f in inline[k : k + FIELDS_PER_SECTION]
         ]
         body.append({"type": "section", "fields": texts})
@@ -189,14 +192,19 @@ def to_blocks(msg: Message, *, max_blocks: int = MAX_BLOCKS) -> list[Block]:
         if not f.inline:
             body += [section(c) for c in split_text(f"*{escape(f.name)}*\n{mrkdwn(f.value)}")]
     tail = [
-        {"type": "actions", "elements": [button(b) for b in msg.buttons[k : k + BUTTONS_PER_ACTIONS]]}
+        {
+            "type": "actions",
+            "elements": [button(b) for b in msg.buttons[k : k + BUTTONS_PER_ACTIONS]],
+        }
         for k in range(0, len(msg.buttons), BUTTONS_PER_ACTIONS)
     ]
     if msg.footer:
         tail.append(context(mrkdwn(msg.footer)))
     room = max_blocks - len(head) - len(tail)
     if len(body) > room:
-        body = body[: room - 1] + [context("_… cut to fit Slack; the rest is in the report files._")]
+        body = body[: room - 1] + [
+            context("_… cut to fit Slack; the rest is in the report files._")
+        ]
     return head + body + tail
 
 

@@ -35,7 +35,9 @@ class SlackConfig:
         bot_token, app_token = get("SLACK_BOT_TOKEN"), get("SLACK_APP_TOKEN")
         signing_secret = get("SLACK_SIGNING_SECRET")
         if socket_mode and client_id:
-            raise ValueError("Socket Mode serves one workspace: set SLACK_BOT_TOKEN, not SLACK_CLIENT_*")
+            raise ValueError(
+                "Socket Mode serves one workspace: set SLACK_BOT_TOKEN, not SLACK_CLIENT_*"
+            )
         if not client_id:
             if bot_token is None:
                 raise ValueError("SLACK_BOT_TOKEN is not set (the xoxb- token of your Slack app)")
@@ -47,7 +49,9 @@ class SlackConfig:
             if not app_token.startswith("xapp-"):
                 raise ValueError("SLACK_APP_TOKEN must be an app-level token starting with xapp-")
         elif signing_secret is None:
-            raise ValueError("SLACK_SIGNING_SECRET is not set (HTTP mode verifies Slack's requests)")
+            raise ValueError(
+                "SLACK_SIGNING_SECRET is not set (HTTP mode verifies Slack's requests)"
+            )
         api_url = get("SLACK_API_URL") or DEFAULT_API_URL
         if not api_url.startswith(("http://", "https://")):
             raise ValueError(f"SLACK_API_URL {api_url!r} is not an http(s) URL")

@@ -52,9 +52,7 @@ async def post_daily(
         unfurl_links=False,
     )
     ts: str = resp["ts"]
-    await communities.record_daily_post(
-        community.id, day, challenge, community.channel_id, ts
-    )
+    await communities.record_daily_post(community.id, day, challenge, community.channel_id, ts)
     return ts
 
 

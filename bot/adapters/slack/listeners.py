@@ -40,10 +40,10 @@ class Inflight:
         finally:
             self.tasks.discard(task)
 
-    async def drain(self, timeout: float | None = None) -> None:
-        """Wait for the running work (tests; a graceful stop)."""
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=timeout)
+    async def drain(self) -> None:
+        """Wait until no work runs (bound it with ``asyncio.timeout``)."""
+        while self.tasks:
+            await asyncio.wait(set(self.tasks))
 
     def cancel(self) -> None:
         for task in self.tasks:
@@ -110,7 +110,10 @@ def register(bolt: AsyncApp, coach: Coach, inflight: Inflight) -> None:
             await ack()
 
     async def on_form(
-        body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+        body: dict[str, Any],
+        view: dict[str, Any],
+        client: AsyncWebClient,
+        context: AsyncBoltContext,
     ) -> None:
         form = modal.read_submission(view)
         if modal.errors(form) or form.challenge is None:

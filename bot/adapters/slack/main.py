@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
+import sys
 
 import aiohttp
 from aiohttp import web
@@ -17,20 +17,20 @@ from bot.adapters.slack.app import open_slack
 from bot.adapters.slack.config import SlackConfig
 from bot.app import App
 
-log = logging.getLogger(__name__)
-
 EVENTS_PATH = "/slack/events"
 
 
-async def check_token(client: AsyncWebClient, name: str = "SLACK_BOT_TOKEN") -> str:
-    """auth.test; returns the workspace's team id or raises ValueError with Slack's reason."""
+async def check_token(client: AsyncWebClient) -> str:
+    """auth.test of the bot token; returns the workspace's name, or raises ValueError."""
     try:
         resp = await client.auth_test()
     except SlackApiError as exc:
-        raise ValueError(f"{name} was refused by Slack: {exc.response.get('error')}") from None
+        raise ValueError(
+            f"SLACK_BOT_TOKEN was refused by Slack: {exc.response.get('error')}"
+        ) from None
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise ValueError(f"cannot reach the Slack API at {client.base_url}: {exc}") from None
-    return str(resp.get("team_id", ""))
+    return str(resp.get("team") or resp.get("team_id") or "?")
 
 
 async def start_http(bolt: AsyncApp, host: str, port: int) -> web.AppRunner:
@@ -41,13 +41,15 @@ async def start_http(bolt: AsyncApp, host: str, port: int) -> web.AppRunner:
     return runner
 
 
-async def serve(app: App, *, socket_mode: bool = False, port: int = 3000, host: str = "0.0.0.0") -> None:
+async def serve(
+    app: App, *, socket_mode: bool = False, port: int = 3000, host: str = "0.0.0.0"
+) -> None:
     """Run the coach on Slack until cancelled; a missing or refused credential is a ValueError."""
     config = SlackConfig.from_env(os.environ, socket_mode=socket_mode)
     async with open_slack(app.coach, config, app.settings.data_dir) as bot:
+        where = "every workspace that installs it"
         if not config.oauth:
-            team = await check_token(bot.bolt.client)
-            await app.coach.communities.get("slack", team)
+            where = f"workspace {await check_token(bot.bolt.client)}"
         if socket_mode:
             handler = AsyncSocketModeHandler(bot.bolt, config.app_token)
             try:
@@ -55,14 +57,14 @@ async def serve(app: App, *, socket_mode: bool = False, port: int = 3000, host: 
             except SlackApiError as exc:
                 error = exc.response.get("error")
                 raise ValueError(f"SLACK_APP_TOKEN was refused by Slack: {error}") from None
-            log.warning("Cruscible is connected to Slack (Socket Mode)")
+            print(f"Cruscible is on Slack in {where} (Socket Mode)", file=sys.stderr)
             try:
                 await asyncio.Event().wait()
             finally:
                 await handler.close_async()
         else:
             runner = await start_http(bot.bolt, host, port)
-            log.warning("Cruscible serves Slack at http://%s:%d%s", host, port, EVENTS_PATH)
+            print(f"Cruscible serves {where} at http://{host}:{port}{EVENTS_PATH}", file=sys.stderr)
             try:
                 await asyncio.Event().wait()
             finally:

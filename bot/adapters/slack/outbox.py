@@ -41,7 +41,9 @@ def redacted(msg: Message) -> Message:
         msg,
         title=SECRETS.redact(msg.title),
         body=SECRETS.redact(msg.body),
-        fields=[Field(SECRETS.redact(f.name), SECRETS.redact(f.value), f.inline) for f in msg.fields],
+        fields=[
+            Field(SECRETS.redact(f.name), SECRETS.redact(f.value), f.inline) for f in msg.fields
+        ],
         footer=SECRETS.redact(msg.footer),
     )
 
@@ -160,7 +162,9 @@ class SlackOutbox:
             return ref
         if self.channel:
             try:
-                await self.client.chat_postEphemeral(channel=self.channel, user=self.user, **payload)
+                await self.client.chat_postEphemeral(
+                    channel=self.channel, user=self.user, **payload
+                )
                 return ref
             except SlackApiError as exc:
                 log.warning("ephemeral refused in %s: %s", self.channel, exc.response.get("error"))
