@@ -14,6 +14,7 @@ class Resource(StrEnum):
     REDIS = "redis"
     S3 = "s3"
     QUEUE = "queue"
+    PROVIDER = "provider"  # a simulated third-party API (PROVIDER_URL), run from a module
 
     @classmethod
     def parse_list(cls, text: str) -> tuple[Resource, ...]:
@@ -42,3 +43,8 @@ class EnvironmentSpec:
     ttl: timedelta = timedelta(hours=2)
     parameters: dict[str, str] = field(default_factory=dict)
     label: str = ""  # e.g. the challenge id; informational
+    provider_module: str = ""  # ``python -m`` module serving PROVIDER_URL, when listed
+
+    def __post_init__(self) -> None:
+        if (Resource.PROVIDER in self.resources) != bool(self.provider_module):
+            raise ValueError("a provider resource and a provider_module go together")

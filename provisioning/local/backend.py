@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from provisioning.local.driver import Driver, NotReady, Slot
 from provisioning.local.nats import NatsDriver
 from provisioning.local.ports import PortPool
 from provisioning.local.postgres import PostgresDriver
+from provisioning.local.provider import ProviderDriver
 from provisioning.local.seaweed import SeaweedDriver
-from provisioning.local.users import run_as_for
+from provisioning.local.users import RunAs, run_as_for
 from provisioning.local.valkey import ValkeyDriver
 from provisioning.spec import EnvironmentSpec, Resource
 
@@ -76,6 +78,7 @@ class LocalBackend:
             Resource.REDIS: ValkeyDriver(),
             Resource.S3: SeaweedDriver(),
             Resource.QUEUE: NatsDriver(),
+            Resource.PROVIDER: ProviderDriver(),
         }
         self._children: dict[tuple[str, Resource], subprocess.Popen[bytes]] = {}
 
@@ -174,8 +177,8 @@ class LocalBackend:
             data_dir=self.data_dir,
             env_id=env_id,
             resource=kind.value,
-            run_as=self.run_as,
-            extra_env=driver.environment(slot),
+            run_as=self.run_as if driver.service_user else RunAs(),
+            extra_env=driver.environment(slot, info),
         )
         self._children[(env_id, kind)] = proc
         (slot.home / PID_FILE).write_text(f"{proc.pid}\n")
@@ -216,8 +219,12 @@ class LocalBackend:
             time.monotonic() - started,
         )
 
-    async def _create_resource(self, env_id: str, kind: Resource) -> ResourceInfo:
-        driver, slot = self.drivers[kind], self._slot(env_id, kind)
+    async def _create_resource(
+        self, env_id: str, kind: Resource, spec: EnvironmentSpec
+    ) -> ResourceInfo:
+        driver = self.drivers[kind]
+        options = {"module": spec.provider_module} if kind == Resource.PROVIDER else {}
+        slot = replace(self._slot(env_id, kind), options=options)
         slot.home.mkdir(mode=0o700)
         self.run_as.own(slot.home)
         avoid: set[int] = set()
@@ -268,7 +275,7 @@ class LocalBackend:
             self._write(env)
             kinds = list(dict.fromkeys(spec.resources))
             results = await asyncio.gather(
-                *(self._create_resource(env_id, k) for k in kinds), return_exceptions=True
+                *(self._create_resource(env_id, k, spec) for k in kinds), return_exceptions=True
             )
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:

@@ -8,7 +8,8 @@ import shutil
 import signal
 import string
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -49,6 +50,7 @@ class Slot:
     env_id: str
     home: Path  # <env dir>/<kind>, owned by the user servers run as
     run_as: RunAs
+    options: Mapping[str, str] = field(default_factory=dict)  # from the spec, at configure
 
     @property
     def log_path(self) -> Path:
@@ -63,6 +65,7 @@ class Driver(ABC):
     durable: ClassVar[bool] = False  # restart-lose-data is refused for durable resources
     host: ClassVar[str] = HOST
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
+    service_user: ClassVar[bool] = True  # drop to the unprivileged service user when root
 
     @abstractmethod
     def configure(self, slot: Slot, ports: dict[str, int]) -> ResourceInfo:
@@ -72,7 +75,7 @@ class Driver(ABC):
     def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
         """The command line that runs the server."""
 
-    def environment(self, slot: Slot) -> dict[str, str]:
+    def environment(self, slot: Slot, info: ResourceInfo) -> dict[str, str]:
         """Extra environment variables for the server process."""
         return {}
 

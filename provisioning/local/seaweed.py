@@ -114,7 +114,7 @@ class SeaweedDriver(Driver):
                 component = name.removesuffix(".grpc")
                 Path(f"/tmp/seaweedfs-{component}-grpc-{port}.sock").unlink(missing_ok=True)
 
-    def environment(self, slot: Slot) -> dict[str, str]:
+    def environment(self, slot: Slot, info: ResourceInfo) -> dict[str, str]:
         return {"TMPDIR": str(slot.home)}  # weed puts its gRPC sockets in the temp dir
 
     async def probe(self, slot: Slot, info: ResourceInfo, budget: float) -> str:

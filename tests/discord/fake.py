@@ -27,8 +27,21 @@ GUILD_ID = 1100000000000000100
 CHANNEL_ID = 1100000000000000200
 OTHER_CHANNEL_ID = 1100000000000000201
 ADMIN_ROLE_ID = 1100000000000000300
-BOT = {"id": "1100000000000000002", "username": "cruscible", "discriminator": "0", "bot": True}
-OWNER = {"id": "1100000000000000003", "username": "owner", "discriminator": "0"}
+BOT = {
+    "id": "1100000000000000002",
+    "username": "cruscible",
+    "global_name": None,
+    "discriminator": "0",
+    "avatar": None,
+    "bot": True,
+}
+OWNER = {
+    "id": "1100000000000000003",
+    "username": "owner",
+    "global_name": None,
+    "discriminator": "0",
+    "avatar": None,
+}
 EPHEMERAL = 64
 MANAGE_GUILD = 1 << 5
 EVERYONE_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 31)  # view, send, use application commands
@@ -41,7 +54,18 @@ def now() -> str:
 
 
 def user(uid: int, name: str) -> Json:
-    return {"id": str(uid), "username": name, "global_name": name, "discriminator": "0"}
+    return {
+        "id": str(uid),
+        "username": name,
+        "global_name": name,
+        "discriminator": "0",
+        "avatar": None,
+    }
+
+
+GRACE = user(1100000000000002001, "grace")  # a learner
+LINUS = user(1100000000000002002, "linus")  # another learner
+ADA = user(1100000000000002003, "ada")  # has Manage Server
 
 
 @dataclass
@@ -75,6 +99,9 @@ class FakeDiscord:
     channels: dict[int, Json] = field(default_factory=dict)
     dm_channels: set[int] = field(default_factory=set)
     commands: list[Json] = field(default_factory=list)
+    originals: dict[str, int] = field(default_factory=dict)  # interaction token -> message id
+    unknown: list[Call] = field(default_factory=list)  # requests the fake has no answer for
+    gateway_queries: list[dict[str, str]] = field(default_factory=list)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _sockets: list[tuple[web.WebSocketResponse, Callable[[str], Awaitable[None]]]] = field(
         default_factory=list
@@ -134,9 +161,9 @@ class FakeDiscord:
         m = re.fullmatch(r"/channels/(\d+)/messages(/\d+)?", call.path)
         return bool(m and int(m.group(1)) in self.dm_channels)
 
-    async def wait_for(self, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-        """Wait until ``check()`` returns something truthy (re-checked on every REST call)."""
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, check: Callable[[], Any], within: float = 10.0) -> Any:
+        """Wait until ``check()`` returns something truthy (re-checked on every request)."""
+        async with asyncio.timeout(within):
             while not (found := check()):
                 self._changed.clear()
                 await self._changed.wait()
@@ -232,6 +259,7 @@ class FakeDiscord:
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        self.gateway_queries.append(dict(request.query))
         if request.query.get("compress") == "zlib-stream":
             deflate = zlib.compressobj()
 
@@ -254,6 +282,7 @@ class FakeDiscord:
                 await send(json.dumps({"op": 11}))
             elif frame["op"] == 2:
                 self.identifies.append(frame["d"])
+                self._changed.set()
                 await send(json.dumps(self._ready()))
                 await send(json.dumps(self._guild_create()))
         return ws
@@ -382,7 +411,9 @@ class FakeDiscord:
             flags = body.get("flags", 0)
             return 200, self._message(CHANNEL_ID, body, call.files, flags=flags)
         if match := re.fullmatch(rf"/webhooks/{APP_ID}/([^/]+)/messages/(@original|\d+)", p):
-            return 200, self._message(CHANNEL_ID, body, call.files, flags=EPHEMERAL)
+            token, which = match.groups()
+            mid = self.originals[token] if which == "@original" else int(which)
+            return 200, self._message(CHANNEL_ID, body, call.files, flags=EPHEMERAL, mid=mid)
         if match := re.fullmatch(r"/channels/(\d+)", p):
             return 200, self.channels[int(match.group(1))]
         if match := re.fullmatch(r"/channels/(\d+)/messages", p):
@@ -396,6 +427,7 @@ class FakeDiscord:
             return 200, self._message(int(match.group(1)), body, call.files, mid=int(old["id"]))
         if match := re.fullmatch(r"/channels/(\d+)/messages/(\d+)/threads", p):
             return self._thread(int(match.group(1)), int(match.group(2)), body)
+        self.unknown.append(call)
         return 404, {"message": f"the fake does not know {m} {p}", "code": 0}
 
     def _callback(self, iid: int, token: str, body: Json, files: dict[str, bytes]) -> Json:
@@ -414,6 +446,7 @@ class FakeDiscord:
         if kind in (4, 5):
             msg = self._message(CHANNEL_ID, data, files, flags=flags)
             answer["interaction"]["response_message_id"] = msg["id"]
+            self.originals[token] = int(msg["id"])
             if kind == 4:
                 answer["resource"]["message"] = msg
         return answer

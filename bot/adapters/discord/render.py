@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import discord
 
-from bot.core.message import Message, Tone
+from bot.core.message import Field, Message, Tone
 
 TITLE_MAX = 256
 DESCRIPTION_MAX = 4096
@@ -40,36 +40,57 @@ class Rendered:
 
 
 def render(msg: Message) -> Rendered:
-    """Embeds for ``msg``: a long body is split across embeds, or attached as a .md file."""
+    """Embeds for ``msg``: a long body is split across embeds; what still does not fit in one
+    message goes, in full, into an attached .md file, the embed keeping its head."""
     body = msg.body
     if msg.progress is not None:
         body = f"{body}\n{progress_bar(msg.progress)}".strip()
-    files = [discord.File(p, filename=p.name) for p in msg.files][:FILES_MAX]
-    embeds = _embeds(msg, split_markdown(body, DESCRIPTION_MAX) if body else [])
+    files = [discord.File(p, filename=p.name) for p in msg.files]
+    fields = [_field(f) for f in msg.fields[:FIELDS_MAX]]
+    embeds = _embeds(msg, split_markdown(body, DESCRIPTION_MAX), fields)
     if len(embeds) > EMBEDS_MAX or sum(len(e) for e in embeds) > TOTAL_MAX:
         name = f"{slug(msg.title)}.md"
-        head = split_markdown(body, HEAD_MAX)[0]
-        note = f"\n\n*… the full text is attached as `{name}`.*"
-        embeds = _embeds(msg, [head + note])
-        files = [discord.File(io.BytesIO(body.encode()), filename=name), *files][:FILES_MAX]
+        head = (split_markdown(body, HEAD_MAX) or [""])[0]
+        description = f"{head}\n\n*… the full text is attached as `{name}`.*".strip()
+        budget = TOTAL_MAX - len(clip(msg.title, TITLE_MAX)) - len(description)
+        budget -= len(clip(msg.footer, FOOTER_MAX))
+        shown = []
+        for f in fields:
+            budget -= len(f.name) + len(f.value)
+            if budget < 0:
+                break
+            shown.append(f)
+        embeds = _embeds(msg, [description], shown)
+        full = "\n\n".join([body, *(f"**{f.name}**: {f.value}" for f in msg.fields)])
+        files.insert(0, discord.File(io.BytesIO(full.strip().encode()), filename=name))
+    files = files[:FILES_MAX]
     image = next((f.filename for f in files if f.filename.endswith(".png")), None)
     if image:
         embeds[-1].set_image(url=f"attachment://{image}")
     return Rendered(embeds, files)
 
 
-def _embeds(msg: Message, chunks: list[str]) -> list[discord.Embed]:
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    value: str
+    inline: bool
+
+
+def _field(f: Field) -> _Field:
+    return _Field(
+        clip(f.name, FIELD_NAME_MAX), clip(f.value, FIELD_VALUE_MAX) or "\u200b", f.inline
+    )
+
+
+def _embeds(msg: Message, chunks: list[str], fields: list[_Field]) -> list[discord.Embed]:
     """One embed per chunk: the title on the first, fields and footer on the last."""
     colour = COLOURS[msg.tone]
     embeds = [discord.Embed(description=chunk, colour=colour) for chunk in chunks or [""]]
     embeds[0].title = clip(msg.title, TITLE_MAX)
     last = embeds[-1]
-    for f in msg.fields[:FIELDS_MAX]:
-        last.add_field(
-            name=clip(f.name, FIELD_NAME_MAX),
-            value=clip(f.value, FIELD_VALUE_MAX) or "\u200b",
-            inline=f.inline,
-        )
+    for f in fields:
+        last.add_field(name=f.name, value=f.value, inline=f.inline)
     if msg.footer:
         last.set_footer(text=clip(msg.footer, FOOTER_MAX))
     return embeds

@@ -9,6 +9,8 @@ from bot.core.message import Button, Message, Tone
 
 Block = dict[str, Any]
 
+SLASH = "/cruscible"
+
 MAX_BLOCKS = 50  # per message (a modal or App Home takes 100)
 HEADER_MAX = 150
 SECTION_MAX = 3000
@@ -31,7 +33,11 @@ BULLET = re.compile(r"^(\s*)[-*+]\s+")
 TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
 TABLE_RULE = re.compile(r"^:?-{3,}:?$")
 CODE_SPAN = re.compile(r"(`+)(.+?)\1")
+IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")  # markdown's backslash escapes
+CORE_COMMAND = re.compile(r"(?<![\w/<])/(submit|provision|challenge|leaderboard|results)\b")
+HELD = re.compile("\ue000(\\d+)\ue001")
 ITALIC = re.compile(r"(?<![*\w])\*(?![\s*])(.+?)(?<![\s*])\*(?![*\w])")
 BOLD = re.compile(r"\*\*(.+?)\*\*|__(.+?)__")
 STRIKE = re.compile(r"~~(.+?)~~")
@@ -99,24 +105,37 @@ def _inline(text: str) -> str:
 
 
 def _emphasis(text: str) -> str:
+    held: list[str] = []
+
+    def hold(m: re.Match[str]) -> str:
+        held.append(m.group(1))
+        return f"\ue000{len(held) - 1}\ue001"
+
+    text = CORE_COMMAND.sub(
+        rf"{SLASH} \1", ESCAPED.sub(hold, text)
+    )  # commands are subcommands here
     text = escape(BR.sub("\n", text))
+    text = IMAGE.sub(_image, text)
     text = LINK.sub(lambda m: f"<{m.group(2)}|{m.group(1)}>", text)
     text = ITALIC.sub(r"_\1_", text)
     text = BOLD.sub(lambda m: f"*{m.group(1) or m.group(2)}*", text)
-    return STRIKE.sub(r"~\1~", text)
+    text = STRIKE.sub(r"~\1~", text)
+    return HELD.sub(lambda m: escape(held[int(m.group(1))]), text)
+
+
+def _image(m: re.Match[str]) -> str:
+    alt, src = m.group(1) or "image", m.group(2)
+    if src.startswith(("http://", "https://")):
+        return f"<{src}|{alt}>"
+    return f"{alt} (attached: {src})"
 
 
 def _table(rows: list[str]) -> list[str]:
-    """A markdown table as an aligned monospace block (Slack has no tables)."""
-    cells = [
-        [re.sub(r"\*\*|`", "", BR.sub(" — ", c)).strip() for c in row.strip().strip("|").split("|")]
-        for row in rows
-    ]
+    """A markdown table as lines (Slack has no tables): the header in bold, then one bullet per row."""
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", row.strip().strip("|"))] for row in rows]
     cells = [r for r in cells if not all(TABLE_RULE.match(c) for c in r if c)]
-    width = max(len(r) for r in cells)
-    widths = [max(len(r[k]) if k < len(r) else 0 for r in cells) for k in range(width)]
-    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in cells]
-    return ["```", *(escape(b) for b in body), "```"]
+    lines = [" · ".join(_inline(BR.sub(" — ", c)) for c in r if c) for r in cells]
+    return [f"*{lines[0]}*", *(f"• {line}" for line in lines[1:])] if lines else []
 
 
 def split_text(text: str, limit: int = SECTION_MAX) -> list[str]:

@@ -12,6 +12,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack import modal
+from bot.adapters.slack.blocks import SLASH
 from bot.adapters.slack.daily import local_today, post_daily, todays_thread
 from bot.adapters.slack.outbox import SlackOutbox
 from bot.core import commands, views
@@ -23,7 +24,6 @@ from bot.store import Community
 
 log = logging.getLogger(__name__)
 
-SLASH = "/cruscible"
 SLACK_LINK = re.compile(r"<([#@!]?)([^|>]+)(?:\|[^>]*)?>")
 ADMIN_HELP = f"""\
 `{SLASH} submit` — a form to submit your service's URL

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -11,6 +13,8 @@ from bot.adapters.slack.blocks import fallback_text, to_blocks
 from bot.core.communities import Communities
 from bot.core.message import Message
 from bot.store import Community
+
+_posting: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)  # one poster per community
 
 
 def local_today(community: Community) -> date:

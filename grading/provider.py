@@ -1,0 +1,236 @@
+"""A simulated third-party API: the building block behind ``PROVIDER_URL``.
+
+It starts with the environment, so a learner's service can call it from the start. It
+checks the bearer token, validates bodies, and keeps its own record of every call. During
+a grade the grader scripts it through an admin API: windows of slow answers, 429s, 5xx,
+or a full outage (connections dropped unanswered) — the faults a real provider has.
+
+A challenge declares its endpoints and runs it with ``python -m <its module> --port N``:
+
+    from grading.provider import Endpoint, main
+    main([Endpoint("POST", "/v1/send", required=("idempotency_key", "message"), key="idempotency_key")])
+
+Tokens come from the environment (``PROVIDER_TOKEN``, ``PROVIDER_ADMIN_TOKEN``), never argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+from aiohttp import web
+
+ADMIN_HEADER = "X-Admin-Token"
+Mode = Literal["slow", "throttle", "error", "outage"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    required: tuple[str, ...] = ()
+    key: str | None = None  # body field identifying the operation (e.g. an idempotency key)
+
+
+@dataclass(frozen=True)
+class Window:
+    """From ``start_s`` to ``end_s`` after the script was set, answer a share of calls badly."""
+
+    start_s: float
+    end_s: float
+    mode: Mode
+    rate: float = 1.0  # share of calls affected, decided per (seed, key, attempt)
+    status: int = 503  # for "error"; "throttle" answers 429
+    delay_ms: int = 1000  # for "slow"
+    retry_after_s: int = 1  # for "throttle"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("slow", "throttle", "error", "outage"):
+            raise ValueError(f"unknown mode {self.mode!r}")
+        if not 0 <= self.start_s <= self.end_s or not 0 <= self.rate <= 1:
+            raise ValueError("a window needs 0 <= start_s <= end_s and 0 <= rate <= 1")
+
+
+@dataclass
+class Call:
+    at: float  # epoch seconds when it arrived
+    method: str
+    path: str
+    key: str | None
+    status: int  # what was answered (0: the connection was dropped)
+    body: dict[str, Any] = field(default_factory=dict)
+    mode: str | None = None  # the scripted window that shaped the answer
+
+    @property
+    def delivered(self) -> bool:
+        return self.status == 200
+
+
+class Provider:
+    def __init__(self, endpoints: Sequence[Endpoint], token: str, admin_token: str) -> None:
+        self.endpoints = list(endpoints)
+        self.token = token
+        self.admin_token = admin_token
+        self.calls: list[Call] = []
+        self.windows: list[Window] = []
+        self.script_t0 = time.time()
+        self.seed = 0
+        self.attempts: dict[str, int] = {}
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=256 * 1024)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/_admin/ping", self.ping)
+        app.router.add_put("/_admin/script", self.set_script)
+        app.router.add_get("/_admin/calls", self.list_calls)
+        app.router.add_post("/_admin/reset", self.reset)
+        for ep in self.endpoints:
+            app.router.add_route(ep.method, ep.path, self.handler(ep))
+        return app
+
+    # -- admin ------------------------------------------------------------------------
+    def _admin(self, request: web.Request) -> None:
+        given = request.headers.get(ADMIN_HEADER, "")
+        if not hmac.compare_digest(given.encode(), self.admin_token.encode()):
+            raise web.HTTPUnauthorized(text="admin token required")
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def ping(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        return web.json_response({"ok": True, "calls": len(self.calls)})
+
+    async def set_script(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        try:
+            data = await request.json()
+            windows = [Window(**w) for w in data.get("windows", [])]
+            seed = int(data.get("seed", 0))
+        except (ValueError, TypeError) as exc:
+            raise web.HTTPBadRequest(text=f"bad script: {exc}") from None
+        self.windows, self.seed, self.script_t0 = windows, seed, time.time()
+        return web.json_response({"ok": True, "t0": self.script_t0})
+
+    async def list_calls(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        since = int(request.query.get("since", "0"))
+        return web.json_response({"calls": [asdict(c) for c in self.calls[since:]]})
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        self.calls.clear()
+        self.attempts.clear()
+        self.windows = []
+        return web.json_response({"ok": True})
+
+    # -- the simulated API ------------------------------------------------------------
+    def _window(self, key: str | None, now: float) -> Window | None:
+        """The scripted window shaping this call, if any (deterministic per key attempt)."""
+        t = now - self.script_t0
+        attempt = self.attempts.get(key or "", 0)
+        self.attempts[key or ""] = attempt + 1
+        for w in self.windows:
+            if w.start_s <= t < w.end_s:
+                digest = hashlib.sha256(f"{self.seed}:{key}:{attempt}".encode()).digest()
+                if int.from_bytes(digest[:8], "big") / 2**64 < w.rate:
+                    return w
+        return None
+
+    def handler(self, ep: Endpoint):  # type: ignore[no-untyped-def]
+        async def handle(request: web.Request) -> web.StreamResponse:
+            now = time.time()
+            auth = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
+                self.calls.append(Call(now, ep.method, ep.path, None, 401))
+                return web.json_response({"error": "invalid token"}, status=401)
+            try:
+                body = await request.json()
+                if not isinstance(body, dict):
+                    raise ValueError("the body must be a JSON object")
+            except (ValueError, json.JSONDecodeError) as exc:
+                self.calls.append(Call(now, ep.method, ep.path, None, 400))
+                return web.json_response({"error": f"bad JSON: {exc}"}, status=400)
+            missing = [f for f in ep.required if body.get(f) in (None, "")]
+            key = str(body.get(ep.key)) if ep.key and body.get(ep.key) is not None else None
+            if missing:
+                self.calls.append(Call(now, ep.method, ep.path, key, 400, body))
+                return web.json_response({"error": f"missing {', '.join(missing)}"}, status=400)
+            window = self._window(key, now)
+            call = Call(now, ep.method, ep.path, key, 200, body, window.mode if window else None)
+            self.calls.append(call)
+            if window is None:
+                return web.json_response({"id": str(uuid.uuid4()), "status": "accepted"})
+            if window.mode == "outage":
+                call.status = 0
+                if request.transport is not None:
+                    request.transport.abort()  # no answer at all: the connection drops
+                return web.Response(status=503)
+            if window.mode == "throttle":
+                call.status = 429
+                return web.json_response(
+                    {"error": "rate limited"},
+                    status=429,
+                    headers={"Retry-After": str(window.retry_after_s)},
+                )
+            if window.mode == "error":
+                call.status = window.status
+                return web.json_response({"error": "provider failure"}, status=window.status)
+            await asyncio.sleep(window.delay_ms / 1000)
+            return web.json_response({"id": str(uuid.uuid4()), "status": "accepted"})
+
+        return handle
+
+
+class ProviderAdmin:
+    """The grader's handle on a running provider."""
+
+    def __init__(self, url: str, admin_token: str, timeout_s: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        self.headers = {ADMIN_HEADER: admin_token}
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        async with (
+            aiohttp.ClientSession(timeout=self.timeout, headers=self.headers) as http,
+            http.request(method, f"{self.url}{path}", **kwargs) as resp,
+        ):
+            resp.raise_for_status()
+            return await resp.json()
+
+    async def script(self, windows: Sequence[Window], seed: int = 0) -> float:
+        """Replace the script; return its time origin (epoch seconds)."""
+        data = await self._call(
+            "PUT", "/_admin/script", json={"windows": [asdict(w) for w in windows], "seed": seed}
+        )
+        return float(data["t0"])
+
+    async def calls(self, since: int = 0) -> list[Call]:
+        data = await self._call("GET", f"/_admin/calls?since={since}")
+        return [Call(**c) for c in data["calls"]]
+
+    async def reset(self) -> None:
+        await self._call("POST", "/_admin/reset")
+
+
+def main(endpoints: Sequence[Endpoint], argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="a simulated third-party API")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    token, admin = os.environ.get("PROVIDER_TOKEN"), os.environ.get("PROVIDER_ADMIN_TOKEN")
+    if not token or not admin:
+        sys.exit("error: PROVIDER_TOKEN and PROVIDER_ADMIN_TOKEN must be set")
+    provider = Provider(endpoints, token, admin)
+    web.run_app(provider.app(), host=args.host, port=args.port, access_log=None, print=None)

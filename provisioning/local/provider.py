@@ -1,0 +1,70 @@
+"""A simulated third-party API (``PROVIDER_URL``): a Python module the challenge names, run per environment."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+from provisioning.environment import ResourceInfo
+from provisioning.local.driver import Driver, NotReady, Slot, password
+from provisioning.spec import Resource
+
+ADMIN_HEADER = "X-Admin-Token"
+
+
+class ProviderDriver(Driver):
+    kind = Resource.PROVIDER
+    service_user = False  # the project's Python may live where the service user cannot read
+
+    def configure(self, slot: Slot, ports: dict[str, int]) -> ResourceInfo:
+        module = slot.options.get("module", "")
+        if not module:
+            raise ValueError("the provider needs the module that serves it")
+        port = ports["port"]
+        token, admin_token = password(), password()
+        url = f"http://{self.host}:{port}"
+        return ResourceInfo(
+            kind=self.kind,
+            host=self.host,
+            port=port,
+            learner={"PROVIDER_URL": url, "PROVIDER_TOKEN": token},
+            admin={"url": url, "admin_token": admin_token},
+            secrets=[token, admin_token],
+            extra={"ports": ports, "module": module},
+        )
+
+    def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
+        return [sys.executable, "-m", info.extra["module"], "--port", str(info.port)]
+
+    def environment(self, slot: Slot, info: ResourceInfo) -> dict[str, str]:
+        """Tokens travel in the environment, never in argv (which ``ps`` shows); the module is
+        found on the same import path as this process's."""
+        return {
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+            "PROVIDER_TOKEN": info.learner["PROVIDER_TOKEN"],
+            "PROVIDER_ADMIN_TOKEN": info.admin["admin_token"],
+        }
+
+    async def probe(self, slot: Slot, info: ResourceInfo, budget: float) -> str:
+        return await asyncio.to_thread(self._ping, info, budget)
+
+    @staticmethod
+    def _ping(info: ResourceInfo, budget: float) -> str:
+        req = urllib.request.Request(
+            f"{info.admin['url']}/_admin/ping", headers={ADMIN_HEADER: info.admin["admin_token"]}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=budget) as resp:  # noqa: S310 - loopback
+                data = json.loads(resp.read())
+        except (OSError, ValueError, urllib.error.URLError) as exc:
+            raise NotReady(f"provider not answering: {exc}") from None
+        if not (isinstance(data, dict) and data.get("ok") is True):
+            raise NotReady("something else answers on the provider's port")
+        return f"provider answering ({data.get('calls', 0)} calls recorded)"
+
+    def wipe(self, slot: Slot) -> None:
+        """The provider keeps its record in memory: a restart loses it anyway."""
