@@ -221,14 +221,14 @@ def env_up(
         settings.backend = backend
 
     async def go(a: App) -> None:
+        owner, lifetime = a.coach.owner(TERMINAL), parse_ttl(ttl)
         if challenge:
-            ch = a.catalog.get(challenge)
-            kinds, params, label = ch.spec.resources, dict(ch.spec.parameters), ch.id
+            spec = a.catalog.get(challenge).environment_spec(owner, lifetime)
         else:
-            kinds, params, label = Resource.parse_list(resources or ""), {}, ""
-        spec = EnvironmentSpec(
-            kinds, owner=a.coach.owner(TERMINAL), ttl=parse_ttl(ttl), parameters=params, label=label
-        )
+            kinds = Resource.parse_list(resources or "")
+            if Resource.PROVIDER in kinds:
+                raise ValueError("a provider comes with the challenge that defines it")
+            spec = EnvironmentSpec(kinds, owner=owner, ttl=lifetime)
         env = await a.coach.create_environment(TERMINAL, spec)
         if as_json:
             print(json.dumps(_env_json(env, with_bundle=True), indent=2))

@@ -6,7 +6,7 @@ import importlib.util
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from challenges.schema import ChallengeSpec
 from grading.config import GradeConfig
 from grading.report import Report
 from grading.scenario import Scenario
+from provisioning import EnvironmentSpec, Resource
 
 ROOT = Path(__file__).resolve().parent
 REQUIRED_FILES = ("challenge.yaml", "statement.md.j2", "discussion.md.j2", "scenario.py")
@@ -74,6 +75,10 @@ class Challenge:
             raise ChallengeError(_format_validation(yaml_path, exc)) from None
         if spec.id != path.name:
             raise ChallengeError(f"{yaml_path}: id: {spec.id!r} differs from the folder name")
+        if Resource.PROVIDER in spec.resources and not (path / "provider.py").is_file():
+            raise ChallengeError(
+                f"{yaml_path}: resources: 'provider' is listed but provider.py is missing"
+            )
         return cls(path, spec)
 
     @property
@@ -84,6 +89,18 @@ class Challenge:
     def module(self) -> str:
         """Dotted module prefix of this folder (folder names may hold hyphens)."""
         return f"challenges.{self.path.name}" if self.path.parent == ROOT else self.path.name
+
+    def environment_spec(self, owner: str, ttl: timedelta = timedelta(hours=2)) -> EnvironmentSpec:
+        """What to provision for this challenge: its resources, parameters and provider."""
+        provider = Resource.PROVIDER in self.spec.resources
+        return EnvironmentSpec(
+            resources=self.spec.resources,
+            owner=owner,
+            ttl=ttl,
+            parameters=dict(self.spec.parameters),
+            label=self.id,
+            provider_module=f"{self.module}.provider" if provider else "",
+        )
 
     def grade_config(self) -> GradeConfig:
         s = self.spec

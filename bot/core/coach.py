@@ -95,13 +95,7 @@ class Coach:
     async def provision(self, actor: Actor, challenge_id: str, out: Outbox) -> Environment:
         challenge = self.challenge(challenge_id)
         ref = await out.reply(views.provisioning(challenge.id))
-        spec = EnvironmentSpec(
-            resources=challenge.spec.resources,
-            owner=self.owner(actor),
-            ttl=self.settings.env_ttl,
-            parameters=dict(challenge.spec.parameters),
-            label=challenge.id,
-        )
+        spec = challenge.environment_spec(self.owner(actor), self.settings.env_ttl)
         try:
             env = await self.create_environment(actor, spec)
         except CoachError as exc:

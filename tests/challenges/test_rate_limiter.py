@@ -10,7 +10,7 @@ import pytest
 from bot.app import App
 from bot.core.outbox import Actor
 from grading.report import Status
-from provisioning import Environment, EnvironmentSpec
+from provisioning import Environment
 from tests.challenges.grading import grade_module, verdict
 
 pytestmark = pytest.mark.slow
@@ -19,10 +19,7 @@ CHALLENGE = "rate-limiter"
 
 @pytest.fixture(scope="module")
 async def env(app: App) -> AsyncIterator[Environment]:
-    ch = app.coach.challenge(CHALLENGE)
-    spec = EnvironmentSpec(
-        ch.spec.resources, owner="test:validity", parameters=dict(ch.spec.parameters), label=ch.id
-    )
+    spec = app.coach.challenge(CHALLENGE).environment_spec("test:validity")
     environment = await app.coach.create_environment(Actor("test", "validity", "v"), spec)
     yield environment
     await app.coach.destroy_environment(environment.id)

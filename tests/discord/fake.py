@@ -86,7 +86,7 @@ class Call:
         return "\n".join(parts)
 
     def embeds(self) -> list[Json]:
-        body = self.json or {}
+        body = self.json if isinstance(self.json, dict) else {}
         return body.get("embeds") or (body.get("data") or {}).get("embeds") or []
 
 

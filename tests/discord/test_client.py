@@ -49,7 +49,7 @@ async def test_the_tree_is_synced_once_and_not_again_on_a_second_start(
 
 
 async def test_a_changed_tree_is_synced_again(fake: FakeDiscord, tmp_path) -> None:
-    client = discord.Client(intents=discord.Intents.none())
+    client = discord.Client(intents=discord.Intents.default())
     tree = app_commands.CommandTree(client)
 
     async def ping(interaction: discord.Interaction) -> None: ...

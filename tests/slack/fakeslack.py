@@ -65,6 +65,7 @@ class FakeSlack:
     _runner: web.AppRunner | None = None
     _port: int = 0
     _socket: web.WebSocketResponse | None = None
+    _connected: asyncio.Event = field(default_factory=asyncio.Event)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     # -- server -----------------------------------------------------------------------------
@@ -106,8 +107,9 @@ class FakeSlack:
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
-    async def wait_for(self, predicate: Callable[[Call], bool], timeout: float = WAIT_S) -> Call:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, predicate: Callable[[Call], bool], within: float = WAIT_S) -> Call:
+        """The first call that matches, waiting up to ``within`` seconds for it."""
+        async with asyncio.timeout(within):
             while True:
                 for call in self.calls:
                     if predicate(call):
@@ -177,6 +179,7 @@ class FakeSlack:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self._socket = ws
+        self._connected.set()
         await ws.send_json(
             {"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}}
         )
@@ -188,8 +191,8 @@ class FakeSlack:
     async def send_envelope(self, kind: str, payload: dict[str, Any]) -> str:
         """Push a Socket Mode envelope to the connected app; returns its id."""
         async with asyncio.timeout(WAIT_S):
-            while self._socket is None:
-                await asyncio.sleep(0.05)
+            await self._connected.wait()
+        assert self._socket is not None
         envelope_id = f"env-{next(self._ids)}"
         await self._socket.send_json(
             {
@@ -236,6 +239,8 @@ class FakeSlack:
         return {"channel": {"id": f"D{user}"}}
 
     def m_conversations_join(self, call: Call) -> dict[str, Any]:
+        if call.channel.startswith("G"):
+            raise Refuse("method_not_supported_for_channel_type")
         return {"channel": {"id": call.channel}}
 
     def m_users_info(self, call: Call) -> dict[str, Any]:

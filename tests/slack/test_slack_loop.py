@@ -44,7 +44,7 @@ async def test_the_loop_threads_results_and_keeps_bundles_in_dms(
         "start:rate-limiter", user=LEARNER, channel=CHANNEL, message_ts=daily_ts
     )
     assert pressed.status == 200
-    bundle_dm = await fake.wait_for(posted(DM, "DATABASE_URL"), timeout=60)
+    bundle_dm = await fake.wait_for(posted(DM, "DATABASE_URL"), within=60)
     (env,) = await coach.environments(slack_actor(TEAM, LEARNER, ""))
     assert (
         env.bundle["DATABASE_URL"] in bundle_dm.dump and env.bundle["REDIS_URL"] in bundle_dm.dump
@@ -57,8 +57,8 @@ async def test_the_loop_threads_results_and_keeps_bundles_in_dms(
         acked = await sender.command(
             f"submit rate-limiter <{service.url}>", user=LEARNER, channel="C1"
         )
-        card = await fake.wait_for(posted(CHANNEL, "scored"), timeout=GRADE_S)
-        full = await fake.wait_for(posted(DM, "Your full grade report"), timeout=30)
+        card = await fake.wait_for(posted(CHANNEL, "scored"), within=GRADE_S)
+        full = await fake.wait_for(posted(DM, "Your full grade report"), within=30)
         await slack.bot.inflight.drain()
     assert (
         acked.status == 200 and acked.received_at < card.at

@@ -74,9 +74,11 @@ async def test_admins_set_the_channel_and_post_once_a_day(slack: Workspace, app:
     refused = await fake.wait_for(lambda c: c.method == "response_url")
     assert "Only workspace admins" in refused.dump
 
+    await sender.command("admin channel <#GSECRET|secret>", user="UADMIN", team=ADMIN_TEAM)
+    await fake.wait_for(lambda c: c.method == "response_url" and "/invite @Cruscible" in c.dump)
     await sender.command("admin channel <#CDAILY|daily>", user="UADMIN", team=ADMIN_TEAM)
     await fake.wait_for(lambda c: c.method == "response_url" and "CDAILY" in c.dump)
-    assert fake.calls_to("conversations.join")[0].channel == "CDAILY"
+    assert fake.calls_to("conversations.join")[-1].channel == "CDAILY"
     community = await app.coach.communities.get("slack", ADMIN_TEAM)
     assert community.channel_id == "CDAILY"
 

@@ -117,16 +117,17 @@ async def admin(inv: Invocation, args: list[str]) -> None:
         await out.reply(views.error("Only workspace admins and owners can change the settings."))
         return
     cid = inv.community.id
+    note = ""
     try:
         match args:
             case [] | ["show"]:
                 community = inv.community
             case ["channel"] | ["channel", "here"]:
                 community = await communities.configure(cid, channel_id=inv.channel)
-                await join(inv.client, inv.channel)
+                note = await join(inv.client, inv.channel)
             case ["channel", channel]:
                 community = await communities.configure(cid, channel_id=channel)
-                await join(inv.client, channel)
+                note = await join(inv.client, channel)
             case ["post-time", hhmm]:
                 community = await communities.configure(cid, post_time=hhmm)
             case ["timezone", tz]:
@@ -139,15 +140,21 @@ async def admin(inv: Invocation, args: list[str]) -> None:
     except ConfigError as exc:
         await out.reply(views.error(str(exc)))
         return
-    await out.reply(settings_message(community))
+    settings = settings_message(community)
+    settings.body = note
+    await out.reply(settings)
 
 
-async def join(client: AsyncWebClient, channel: str) -> None:
-    """Join a public channel so that files can be shared there (private ones need an invite)."""
+async def join(client: AsyncWebClient, channel: str) -> str:
+    """Join the channel (plots are shared there); what to do when that is impossible."""
     try:
         await client.conversations_join(channel=channel)
     except SlackApiError as exc:
-        log.info("not joining %s: %s", channel, exc.response.get("error"))
+        return (
+            f"I could not join that channel ({exc.response.get('error')}): "
+            "invite me there with `/invite @Cruscible`."
+        )
+    return ""
 
 
 async def post_now(inv: Invocation) -> None:

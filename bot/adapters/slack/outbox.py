@@ -182,8 +182,13 @@ class SlackOutbox:
         return resp.status_code == 200
 
     async def _upload(self, files: list[Path], channel: str, thread: str | None) -> None:
+        """Share ``files`` (the plot, the report) in ``channel``; a refusal costs only the files."""
         uploads = [{"file": str(f), "filename": f.name, "title": f.name} for f in files]
-        if uploads:
+        if not uploads:
+            return
+        try:
             await self.client.files_upload_v2(
                 file_uploads=uploads, channel=channel, thread_ts=thread
             )
+        except SlackApiError as exc:
+            log.warning("files not shared in %s: %s", channel, exc.response.get("error"))

@@ -1,0 +1,137 @@
+"""`serve`: credentials checked at start-up, Socket Mode, and OAuth installs into many workspaces."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.adapters.slack.config import SlackConfig
+from bot.adapters.slack.main import serve
+from bot.app import App
+from tests.slack.conftest import Workspace, serve_bot
+from tests.slack.fakeslack import (
+    APP_TOKEN,
+    BOT_TOKEN,
+    OAUTH_CODE,
+    OAUTH_TEAM,
+    OAUTH_TOKEN,
+    SIGNING_SECRET,
+    FakeSlack,
+)
+
+SLACK_VARS = [
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "SLACK_CLIENT_ID",
+    "SLACK_CLIENT_SECRET",
+    "SLACK_API_URL",
+]
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in SLACK_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+async def test_a_missing_token_is_a_one_line_value_error(
+    app: App, clean_env: pytest.MonkeyPatch
+) -> None:
+    clean_env.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+    with pytest.raises(ValueError, match=r"^SLACK_BOT_TOKEN is not set \(the xoxb- token"):
+        await serve(app)
+
+
+async def test_a_refused_token_is_a_value_error(
+    app: App, fake: FakeSlack, clean_env: pytest.MonkeyPatch
+) -> None:
+    clean_env.setenv("SLACK_BOT_TOKEN", "xoxb-revoked")
+    clean_env.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+    clean_env.setenv("SLACK_API_URL", fake.api_url)
+    with pytest.raises(ValueError, match="^SLACK_BOT_TOKEN was refused by Slack: invalid_auth$"):
+        await serve(app, port=0, host="127.0.0.1")
+    assert [c.method for c in fake.calls] == ["auth.test"]
+
+
+def test_the_cli_prints_the_error_and_exits_2(data_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in SLACK_VARS}
+    env["CRUSCIBLE_DATA_DIR"] = str(data_dir / "cli")  # its own store, nothing to reconcile
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "run", "--platform", "slack"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "error: SLACK_BOT_TOKEN is not set" in done.stderr
+
+
+async def test_socket_mode_acknowledges_and_answers(
+    app: App, fake: FakeSlack, clean_env: pytest.MonkeyPatch
+) -> None:
+    clean_env.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    clean_env.setenv("SLACK_APP_TOKEN", APP_TOKEN)
+    clean_env.setenv("SLACK_API_URL", fake.api_url)
+    server = asyncio.create_task(serve(app, socket_mode=True))
+    try:
+        payload = {
+            "team_id": "T0SOCKET",
+            "team_domain": "socket",
+            "channel_id": "C1",
+            "user_id": "U1",
+            "user_name": "u1",
+            "command": "/cruscible",
+            "text": "help",
+            "response_url": fake.response_url("socket"),
+            "trigger_id": "trigger-socket",
+        }
+        envelope = await fake.send_envelope("slash_commands", payload)
+        await fake.wait_for(lambda c: c.method == "response_url" and "/cruscible submit" in c.dump)
+        assert any(ack.get("envelope_id") == envelope for ack in fake.socket_acks)
+        assert fake.calls_to("apps.connections.open")[0].token == APP_TOKEN
+    finally:
+        server.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await server
+
+
+@pytest.fixture
+async def oauth_slack(app: App, fake: FakeSlack) -> AsyncIterator[Workspace]:
+    config = SlackConfig(
+        signing_secret=SIGNING_SECRET,
+        client_id="111.222",
+        client_secret="client-secret",
+        api_url=fake.api_url,
+    )
+    async for workspace in serve_bot(app, fake, config):
+        yield workspace
+
+
+async def test_oauth_install_then_commands_use_that_workspace_token(oauth_slack: Workspace) -> None:
+    fake, base = oauth_slack.fake, oauth_slack.url.removesuffix("/slack/events")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/slack/install", allow_redirects=False) as page:
+            html, cookie = await page.text(), page.headers["Set-Cookie"].split(";")[0]
+        state = re.search(r"state=([\w-]+)", html)
+        assert page.status == 200 and state is not None and "client_id=111.222" in html
+        callback = f"{base}/slack/oauth_redirect?code={OAUTH_CODE}&state={state.group(1)}"
+        async with http.get(callback, headers={"Cookie": cookie}) as done:
+            assert done.status == 200, await done.text()
+    (access,) = fake.calls_to("oauth.v2.access")
+    assert access.args["code"] == OAUTH_CODE
+
+    await oauth_slack.sender.command("admin show", user="U9", team=OAUTH_TEAM)
+    await fake.wait_for(lambda c: c.method == "response_url" and "Only workspace admins" in c.dump)
+    assert fake.calls_to("users.info")[0].token == OAUTH_TOKEN
+    assert (await oauth_slack.bot.client_for(OAUTH_TEAM)).token == OAUTH_TOKEN
