@@ -209,9 +209,8 @@ class _Conn(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.headers_done = True
         if self.active is not None and self.active[1].method == "HEAD":
-            parser = self.parser
-            self.parser = httptools.HttpResponseParser(self)  # HEAD has no body to parse
-            self.run.complete(self, parser.get_status_code(), parser.should_keep_alive())
+            # no body follows, but the parser cannot be told: answer now, then drop the connection
+            self.run.complete(self, self.parser.get_status_code(), False)
 
     def on_body(self, body: bytes) -> None:
         if self.run.want_body and self.body_len < BODY_CAP:

@@ -19,6 +19,7 @@ from grading.http import Client, Exchange
 from grading.load import LoadPlan, LoadResult, run_load
 from grading.nemesis import FaultStep, FaultWindow, Nemesis
 from grading.report import Check, Report, Status
+from grading.thresholds import Threshold, Verdict, judge
 from grading.timeline import Timeline
 from grading.urlguard import Target
 from provisioning import Environment, FaultRecord
@@ -122,6 +123,30 @@ class Grade:
         check = Check(check_id, title, status, round(points, 2), max_points, detail, ev)
         self.report.checks = [c for c in self.report.checks if c.id != check_id] + [check]
         return check
+
+    def judge(self, check_id: str, title: str, threshold: str, result: LoadResult) -> Verdict:
+        """Record a k6-style threshold check over a load run.
+
+        It passes when the threshold holds over the whole run and in every sliding window; a
+        run that holds overall but breaks it in some window (a stall, a fault's effect) earns a
+        warning with half the points; a run that breaks it overall fails — unless the load
+        generator itself fell behind, which makes the figure unreliable: then it only warns.
+        """
+        verdict = judge(Threshold.parse(threshold), result)
+        whole_ok = verdict.whole_value is None or verdict.threshold.passes(verdict.whole_value)
+        detail = verdict.description
+        if result.unreliable:
+            detail += f" (the load generator fell behind: {result.unreliable_reason})"
+        if verdict.ok:
+            status = Status.PASS
+        elif whole_ok or result.unreliable:
+            status = Status.WARN
+        else:
+            status = Status.FAIL
+        self.check(
+            check_id, title, status, detail=detail, evidence={"errors_by_kind": result.errors}
+        )
+        return verdict
 
     # -- traffic ----------------------------------------------------------------------
     async def request(self, method: str, path: str, **kwargs: Any) -> Exchange:

@@ -8,8 +8,6 @@ import logging
 import os
 import re
 import shutil
-import signal
-import subprocess
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -18,21 +16,20 @@ from pathlib import Path
 from provisioning.backend import ProvisioningError, ResourceHealth
 from provisioning.environment import Environment, ResourceInfo
 from provisioning.faults import FaultAction, FaultRecord
-from provisioning.local import processes
 from provisioning.local.driver import Driver, NotReady, Slot
 from provisioning.local.nats import NatsDriver
 from provisioning.local.ports import PortPool
 from provisioning.local.postgres import PostgresDriver
 from provisioning.local.provider import ProviderDriver
+from provisioning.local.runtime import ProcessRuntime, Runtime, State
 from provisioning.local.seaweed import SeaweedDriver
-from provisioning.local.users import RunAs, run_as_for
+from provisioning.local.users import run_as_for
 from provisioning.local.valkey import ValkeyDriver
 from provisioning.spec import EnvironmentSpec, Resource
 
 log = logging.getLogger(__name__)
 
 METADATA = "environment.json"
-PID_FILE = "server.pid"
 _ENV_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _START_ATTEMPTS = 3
 
@@ -80,7 +77,7 @@ class LocalBackend:
             Resource.QUEUE: NatsDriver(),
             Resource.PROVIDER: ProviderDriver(),
         }
-        self._children: dict[tuple[str, Resource], subprocess.Popen[bytes]] = {}
+        self.runtimes = self._make_runtimes()
 
     # -- paths and metadata -------------------------------------------------
 
@@ -107,54 +104,26 @@ class LocalBackend:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    @staticmethod
-    def _stub(env_dir: Path) -> Environment:
+    def _stub(self, env_dir: Path) -> Environment:
         """An environment whose metadata is missing or broken (a crash mid-create)."""
         when = datetime.fromtimestamp(env_dir.stat().st_mtime, UTC)
-        return Environment(env_dir.name, "", "local", "incomplete", when, when, {})
+        return Environment(env_dir.name, "", self.name, "incomplete", when, when, {})
 
-    # -- processes ------------------------------------------------------------
+    # -- servers ----------------------------------------------------------------
 
-    def _marked(self, env_id: str, kind: Resource | None = None) -> list[processes.Marked]:
-        return [
-            m
-            for m in processes.scan(self.data_dir)
-            if m.env_id == env_id and (kind is None or m.resource == kind.value)
-        ]
+    def _make_runtimes(self) -> dict[Resource, Runtime]:
+        """Which runtime runs each kind: here, every server is a local process."""
+        runtime = ProcessRuntime(self.data_dir, self.run_as, Resource)
+        return dict.fromkeys(Resource, runtime)
 
-    def _reap(self, env_id: str) -> None:
-        for key in [k for k in self._children if k[0] == env_id]:
-            if self._children[key].poll() is not None:
-                del self._children[key]
-
-    async def _kill(self, env_id: str, kind: Resource | None = None) -> None:
-        """SIGKILL every marked process of ``env_id`` (one resource or all); wait until gone."""
-        for _ in range(3):
-            procs = self._marked(env_id, kind)
-            if not procs:
-                break
-            processes.signal_groups(procs, signal.SIGKILL)
-            await processes.wait_until(lambda: not self._marked(env_id, kind), 5.0)
-        self._reap(env_id)
-        if self._marked(env_id, kind):
-            raise ProvisioningError(f"could not kill the processes of {env_id}")
-
-    def _main_pid(self, env_id: str, kind: Resource) -> int | None:
-        try:
-            pid = int((self._slot(env_id, kind).home / PID_FILE).read_text())
-        except (OSError, ValueError):
-            pid = None
-        if pid and processes.is_ours(pid, self.data_dir, env_id, kind.value):
-            return pid
-        leaders = [m.pid for m in self._marked(env_id, kind) if m.pid == m.pgid]
-        return leaders[0] if leaders else None
+    def _distinct_runtimes(self) -> list[Runtime]:
+        return list({id(r): r for r in self.runtimes.values()}.values())
 
     async def _stop(self, env_id: str, kind: Resource, info: ResourceInfo) -> None:
         """Stop cleanly (the driver persists what it must first); SIGKILL if that hangs."""
-        driver = self.drivers[kind]
-        processes.signal_groups(self._marked(env_id, kind), signal.SIGCONT)
-        pid = self._main_pid(env_id, kind)
-        if pid is None:
+        driver, runtime = self.drivers[kind], self.runtimes[kind]
+        await runtime.resume(env_id, kind)
+        if await runtime.state(env_id, kind) is State.STOPPED:
             return
         try:
             await driver.prepare_stop(info)
@@ -162,37 +131,31 @@ class LocalBackend:
             raise ProvisioningError(
                 f"{kind.value} could not persist its data before stopping: {exc}"
             ) from None
-        os.kill(pid, driver.stop_signal)
-        if not await processes.wait_until(lambda: not self._marked(env_id, kind), 15.0):
+        if not await runtime.terminate(env_id, kind, driver.stop_signal):
             log.warning("%s of %s did not stop in time; killing it", kind.value, env_id)
-        await self._kill(env_id, kind)
+        await runtime.kill(env_id, kind)
 
-    async def _start(self, env_id: str, kind: Resource, info: ResourceInfo, *, first: bool) -> None:
+    async def _start(
+        self, env: Environment, kind: Resource, info: ResourceInfo, *, first: bool, fresh: bool
+    ) -> None:
         """Run the server and return once its probe passed (bootstrapping it on ``first``)."""
-        driver, slot = self.drivers[kind], self._slot(env_id, kind)
-        proc = processes.spawn(
-            driver.argv(slot, info),
-            cwd=slot.home,
-            log_path=slot.log_path,
-            data_dir=self.data_dir,
-            env_id=env_id,
-            resource=kind.value,
-            run_as=self.run_as if driver.service_user else RunAs(),
-            extra_env=driver.environment(slot, info),
+        env_id = env.id
+        driver, slot, runtime = self.drivers[kind], self._slot(env_id, kind), self.runtimes[kind]
+        await runtime.start(
+            env_id, kind, driver, slot, info, fresh=fresh, expires_at=env.expires_at
         )
-        self._children[(env_id, kind)] = proc
-        (slot.home / PID_FILE).write_text(f"{proc.pid}\n")
         started = time.monotonic()
         deadline = started + self.ready_timeout
         last = "no answer yet"
         while True:
-            if proc.poll() is not None:
-                tail = _redact(processes.log_tail(slot.log_path), info.secrets)
+            code = await runtime.exit_code(env_id, kind)
+            if code is not None:
+                tail = _redact(await runtime.log_tail(env_id, kind, slot), info.secrets)
                 if "address already in use" in tail.lower():
                     raise _PortTaken(tail)
                 raise ProvisioningError(
-                    f"{kind.value} exited with code {proc.returncode} before it was ready; "
-                    f"last lines of {slot.log_path}:\n{tail}"
+                    f"{kind.value} exited with code {code} before it was ready; "
+                    f"last lines of its log:\n{tail}"
                 )
             try:
                 if first:
@@ -203,11 +166,11 @@ class LocalBackend:
             except NotReady as exc:
                 last = _redact(str(exc), info.secrets)
             if time.monotonic() >= deadline:
-                await self._kill(env_id, kind)
-                tail = _redact(processes.log_tail(slot.log_path), info.secrets)
+                await runtime.kill(env_id, kind)
+                tail = _redact(await runtime.log_tail(env_id, kind, slot), info.secrets)
                 raise ProvisioningError(
                     f"{kind.value} was not ready after {self.ready_timeout:.0f}s ({last}); "
-                    f"last lines of {slot.log_path}:\n{tail}"
+                    f"last lines of its log:\n{tail}"
                 )
             await asyncio.sleep(0.02)
         await driver.after_start(slot, info)
@@ -220,9 +183,9 @@ class LocalBackend:
         )
 
     async def _create_resource(
-        self, env_id: str, kind: Resource, spec: EnvironmentSpec
+        self, env: Environment, kind: Resource, spec: EnvironmentSpec
     ) -> ResourceInfo:
-        driver = self.drivers[kind]
+        env_id, driver = env.id, self.drivers[kind]
         options = {"module": spec.provider_module} if kind == Resource.PROVIDER else {}
         slot = replace(self._slot(env_id, kind), options=options)
         slot.home.mkdir(mode=0o700)
@@ -234,7 +197,7 @@ class LocalBackend:
                 driver.configure, slot, dict(zip(driver.port_names, ports, strict=True))
             )
             try:
-                await self._start(env_id, kind, info, first=True)
+                await self._start(env, kind, info, first=True, fresh=True)
                 return info
             except _PortTaken:
                 log.warning(
@@ -242,7 +205,7 @@ class LocalBackend:
                     env_id,
                     kind.value,
                 )
-                await self._kill(env_id, kind)
+                await self.runtimes[kind].kill(env_id, kind)
                 self.ports.release(env_id, ports)
                 avoid.update(ports)
         raise ProvisioningError(
@@ -275,7 +238,7 @@ class LocalBackend:
             self._write(env)
             kinds = list(dict.fromkeys(spec.resources))
             results = await asyncio.gather(
-                *(self._create_resource(env_id, k, spec) for k in kinds), return_exceptions=True
+                *(self._create_resource(env, k, spec) for k in kinds), return_exceptions=True
             )
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:
@@ -299,7 +262,8 @@ class LocalBackend:
 
     async def destroy(self, env_id: str) -> None:
         env_dir = self._env_dir(env_id)
-        await self._kill(env_id)
+        for runtime in self._distinct_runtimes():
+            await runtime.remove(env_id)
         for kind, driver in self.drivers.items():
             driver.cleanup(self._slot(env_id, kind))
         if env_dir.exists():
@@ -327,52 +291,41 @@ class LocalBackend:
         env = await self.get(env_id)
         if env is None or resource not in env.resources:
             raise ProvisioningError(f"{env_id} has no {resource.value}")
-        info = env.resources[resource]
         requested = time.time()
-        detail = await self._apply(env_id, resource, info, FaultAction(action))
+        detail = await self._apply(env, resource, FaultAction(action))
         log.info("%s: %s %s took effect", env_id, resource.value, action)
         return FaultRecord(
             env_id, resource.value, FaultAction(action), requested, time.time(), detail
         )
 
-    async def _apply(
-        self, env_id: str, kind: Resource, info: ResourceInfo, action: FaultAction
-    ) -> str:
-        procs = self._marked(env_id, kind)
-        running = bool(procs)
+    async def _apply(self, env: Environment, kind: Resource, action: FaultAction) -> str:
+        env_id, info, runtime = env.id, env.resources[kind], self.runtimes[kind]
+        running = await runtime.state(env_id, kind) is not State.STOPPED
         if action in (FaultAction.PAUSE, FaultAction.RESUME) and not running:
             raise ProvisioningError(f"{kind.value} of {env_id} is not running")
         if action is FaultAction.PAUSE:
-            processes.signal_groups(procs, signal.SIGSTOP)
-            await processes.wait_until(
-                lambda: all(s == "T" for s in processes.states(self._marked(env_id, kind))), 5.0
-            )
-            return f"stopped {len(procs)} process(es)"
+            return await runtime.pause(env_id, kind)
         if action is FaultAction.RESUME:
-            processes.signal_groups(procs, signal.SIGCONT)
-            await processes.wait_until(
-                lambda: "T" not in processes.states(self._marked(env_id, kind)), 5.0
-            )
-            return f"continued {len(procs)} process(es)"
+            return await runtime.resume(env_id, kind)
         if action is FaultAction.KILL:
-            await self._kill(env_id, kind)
-            return f"killed {len(procs)} process(es)" if running else "was not running"
+            killed = await runtime.kill(env_id, kind)
+            return f"killed {killed} process(es)" if running else "was not running"
         if action is FaultAction.START:
             if running:
                 return "already running"
-            await self._start(env_id, kind, info, first=False)
+            await self._start(env, kind, info, first=False, fresh=False)
             return "started, data kept"
         if action is FaultAction.RESTART:
             await self._stop(env_id, kind, info)
-            await self._start(env_id, kind, info, first=False)
+            await self._start(env, kind, info, first=False, fresh=False)
             return "restarted, data kept"
         if self.drivers[kind].durable:
             raise ProvisioningError(
                 f"{kind.value} is durable: restart-lose-data does not apply to it"
             )
-        await self._kill(env_id, kind)
+        await runtime.kill(env_id, kind)
         await asyncio.to_thread(self.drivers[kind].wipe, self._slot(env_id, kind))
-        await self._start(env_id, kind, info, first=False)
+        await self._start(env, kind, info, first=False, fresh=True)
         return "restarted empty"
 
     async def health(self, env_id: str) -> list[ResourceHealth]:
@@ -384,11 +337,9 @@ class LocalBackend:
         )
 
     async def _health(self, env_id: str, kind: Resource, info: ResourceInfo) -> ResourceHealth:
-        state = processes.states(self._marked(env_id, kind))
-        if not state:
-            return ResourceHealth(kind, False, "not running")
-        if "T" in state:
-            return ResourceHealth(kind, False, "paused")
+        state = await self.runtimes[kind].state(env_id, kind)
+        if state is not State.RUNNING:
+            return ResourceHealth(kind, False, "paused" if state is State.PAUSED else "not running")
         try:
             detail = await self.drivers[kind].probe(self._slot(env_id, kind), info, 2.0)
         except NotReady as exc:
@@ -396,16 +347,12 @@ class LocalBackend:
         return ResourceHealth(kind, True, detail)
 
     async def close(self) -> None:
-        """Forget child handles; the environments keep running."""
-        for proc in self._children.values():
-            proc.poll()
-        self._children.clear()
+        """Forget handles on servers; the environments keep running."""
+        for runtime in self._distinct_runtimes():
+            await runtime.close()
 
     async def _collect_orphans(self) -> None:
-        """Kill marked processes whose environment directory is gone; drop stale leases."""
-        for env_id in {m.env_id for m in processes.scan(self.data_dir)}:
-            if not self._exists(env_id):
-                log.warning("killing orphaned processes of vanished environment %s", env_id)
-                procs = [m for m in processes.scan(self.data_dir) if m.env_id == env_id]
-                processes.signal_groups(procs, signal.SIGKILL)
+        """Remove servers whose environment directory is gone; drop stale leases."""
+        for runtime in self._distinct_runtimes():
+            await runtime.collect(self._exists)
         self.ports.collect()

@@ -51,6 +51,7 @@ class Slot:
     home: Path  # <env dir>/<kind>, owned by the user servers run as
     run_as: RunAs
     options: Mapping[str, str] = field(default_factory=dict)  # from the spec, at configure
+    bind: str = HOST  # the address servers listen on (0.0.0.0 inside a bridged container)
 
     @property
     def log_path(self) -> Path:

@@ -37,7 +37,7 @@ class NatsDriver(Driver):
         conf = slot.home / "nats.conf"
         conf.write_text(
             f"server_name: {json.dumps(self._server_name(slot))}\n"
-            f'listen: "{self.host}:{port}"\n'
+            f'listen: "{slot.bind}:{port}"\n'
             "http_port: 0\n"
             "jetstream {\n"
             f"  store_dir: {json.dumps(str(data))}\n"

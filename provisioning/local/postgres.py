@@ -36,6 +36,9 @@ class PostgresDriver(Driver):
         data = slot.home / "data"
         shutil.rmtree(data, ignore_errors=True)
         template_pw = pgtemplate.clone(template, data)
+        if slot.bind != self.host:  # a bridged container sees clients from its gateway
+            with open(data / "pg_hba.conf", "a") as hba:
+                hba.write("host  all all 0.0.0.0/0 scram-sha-256\n")
         (slot.home / SOCKET_DIR).mkdir(mode=0o700, exist_ok=True)
         slot.run_as.own(slot.home / SOCKET_DIR)
         port = ports["port"]
@@ -60,7 +63,7 @@ class PostgresDriver(Driver):
             str(binaries.postgres_bin_dir() / "postgres"),
             "-D", str(slot.home / "data"),
             "-c", f"port={info.port}",
-            "-c", f"listen_addresses={self.host}",
+            "-c", f"listen_addresses={slot.bind}",
             "-c", f"unix_socket_directories={slot.home / SOCKET_DIR}",
             "-c", "unix_socket_permissions=0700",
         ]  # fmt: skip

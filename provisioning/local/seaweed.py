@@ -84,7 +84,7 @@ class SeaweedDriver(Driver):
             f"-dir={home / 'data'}",
             f"-admin.dataDir={home / 'data' / 'admin'}",
             f"-ip={self.host}",
-            f"-ip.bind={self.host}",
+            f"-ip.bind={slot.bind}",
             *(
                 f"-{name.replace('.grpc', '.port.grpc')}={port}"
                 for name, port in ports.items()

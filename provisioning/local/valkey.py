@@ -42,7 +42,7 @@ class ValkeyDriver(Driver):
         conf = slot.home / "valkey.conf"
         conf.write_text(
             f"port {port}\n"
-            f"bind {self.host}\n"
+            f"bind {slot.bind}\n"
             "protected-mode yes\n"
             "daemonize no\n"
             f'dir "{data}"\n'

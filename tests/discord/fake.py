@@ -26,7 +26,10 @@ APP_ID = 1100000000000000001
 GUILD_ID = 1100000000000000100
 CHANNEL_ID = 1100000000000000200
 OTHER_CHANNEL_ID = 1100000000000000201
-ADMIN_ROLE_ID = 1100000000000000300
+SECOND_GUILD_ID = 1100000000000000101  # one process serves both guilds
+SECOND_CHANNEL_ID = 1100000000000000202
+ROLE_ID = 1100000000000000300
+GUILDS = {GUILD_ID: [CHANNEL_ID, OTHER_CHANNEL_ID], SECOND_GUILD_ID: [SECOND_CHANNEL_ID]}
 BOT = {
     "id": "1100000000000000002",
     "username": "cruscible",
@@ -122,25 +125,21 @@ class FakeDiscord:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
-        guild_channel = {
-            "id": str(CHANNEL_ID),
-            "type": 0,
-            "guild_id": str(GUILD_ID),
-            "name": "daily-challenge",
-            "position": 0,
-            "permission_overwrites": [],
-            "nsfw": False,
-            "parent_id": None,
-            "topic": None,
-            "last_message_id": None,
-            "rate_limit_per_user": 0,
-        }
-        self.channels[CHANNEL_ID] = guild_channel
-        self.channels[OTHER_CHANNEL_ID] = guild_channel | {
-            "id": str(OTHER_CHANNEL_ID),
-            "name": "general",
-            "position": 1,
-        }
+        for guild_id, channel_ids in GUILDS.items():
+            for position, channel_id in enumerate(channel_ids):
+                self.channels[channel_id] = {
+                    "id": str(channel_id),
+                    "type": 0,
+                    "guild_id": str(guild_id),
+                    "name": f"channel-{position}",
+                    "position": position,
+                    "permission_overwrites": [],
+                    "nsfw": False,
+                    "parent_id": None,
+                    "topic": None,
+                    "last_message_id": None,
+                    "rate_limit_per_user": 0,
+                }
 
     async def stop(self) -> None:
         for ws, _ in self._sockets:
@@ -171,17 +170,24 @@ class FakeDiscord:
 
     # -- interactions -----------------------------------------------------------------------------
     def _interaction(
-        self, kind: int, data: Json, who: Json, permissions: int, **extra: Any
+        self,
+        kind: int,
+        data: Json,
+        who: Json,
+        permissions: int,
+        channel_id: int = CHANNEL_ID,
+        **extra: Any,
     ) -> Json:
         iid = self.snowflake()
+        channel = self.channels[channel_id]
         return {
             "id": str(iid),
             "application_id": str(APP_ID),
             "type": kind,
             "data": data,
-            "guild_id": str(GUILD_ID),
-            "channel_id": str(CHANNEL_ID),
-            "channel": self.channels[CHANNEL_ID] | {"permissions": str(permissions)},
+            "guild_id": channel["guild_id"],
+            "channel_id": str(channel_id),
+            "channel": channel | {"permissions": str(permissions)},
             "member": {
                 "user": who,
                 "roles": [],
@@ -198,7 +204,7 @@ class FakeDiscord:
             "locale": "en-US",
             "guild_locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(GUILD_ID)},
+            "authorizing_integration_owners": {"0": channel["guild_id"]},
             "context": 0,
             "attachment_size_limit": 25 * 2**20,
             **extra,
@@ -211,23 +217,37 @@ class FakeDiscord:
         *,
         who: Json,
         permissions: int = EVERYONE_PERMISSIONS,
+        channel_id: int = CHANNEL_ID,
         resolved: Json | None = None,
+        focused: str | None = None,
         **options: Any,
     ) -> Json:
-        """A slash command interaction (``/name sub option:value``); option types are guessed."""
-        opts = [{"name": k, "type": _option_type(k), "value": v} for k, v in options.items()]
+        """``/name sub option:value`` (option types are guessed), or its autocompletion of the
+        ``focused`` option."""
+        opts: list[Json] = [
+            {"name": k, "type": _option_type(k), "value": v}
+            | ({"focused": True} if k == focused else {})
+            for k, v in options.items()
+        ]
         if sub is not None:
             opts = [{"name": sub, "type": 1, "options": opts}]
         command = next((c for c in self.commands if c["name"] == name), {"id": "1"})
         data = {"id": command["id"], "name": name, "type": 1, "options": opts}
         if resolved:
             data["resolved"] = resolved
-        return self._interaction(2, data, who, permissions)
+        return self._interaction(4 if focused else 2, data, who, permissions, channel_id)
 
     def press(self, custom_id: str, message: Json, *, who: Json) -> Json:
         """A button press on ``message``."""
         data = {"custom_id": custom_id, "component_type": 2}
-        return self._interaction(3, data, who, EVERYONE_PERMISSIONS, message=message)
+        channel_id = int(message["channel_id"])
+        return self._interaction(3, data, who, EVERYONE_PERMISSIONS, channel_id, message=message)
+
+    def posted(self, *custom_ids: str, channel_id: int = CHANNEL_ID) -> Json:
+        """A message with buttons, as if the bot had sent it before it last restarted."""
+        buttons = [{"type": 2, "style": 1, "label": c, "custom_id": c} for c in custom_ids]
+        components = [{"type": 1, "components": buttons}]
+        return self._message(channel_id, {"components": components}, {})
 
     def modal_submit(self, custom_id: str, values: dict[str, str], *, who: Json) -> Json:
         rows = [
@@ -284,7 +304,8 @@ class FakeDiscord:
                 self.identifies.append(frame["d"])
                 self._changed.set()
                 await send(json.dumps(self._ready()))
-                await send(json.dumps(self._guild_create()))
+                for guild_id in GUILDS:
+                    await send(json.dumps(self._guild_create(guild_id)))
         return ws
 
     def _ready(self) -> Json:
@@ -295,7 +316,7 @@ class FakeDiscord:
             "d": {
                 "v": 10,
                 "user": BOT,
-                "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+                "guilds": [{"id": str(g), "unavailable": True} for g in GUILDS],
                 "session_id": "fake-session",
                 "resume_gateway_url": str(self.gateway_url),
                 "application": {"id": str(APP_ID), "flags": 0},
@@ -304,14 +325,14 @@ class FakeDiscord:
             },
         }
 
-    def _guild_create(self) -> Json:
+    def _guild_create(self, guild_id: int) -> Json:
         return {
             "op": 0,
             "t": "GUILD_CREATE",
             "s": next(self._seq),
             "d": {
-                "id": str(GUILD_ID),
-                "name": "Test Guild",
+                "id": str(guild_id),
+                "name": f"Guild {list(GUILDS).index(guild_id) + 1}",
                 "owner_id": OWNER["id"],
                 "unavailable": False,
                 "member_count": 3,
@@ -322,7 +343,7 @@ class FakeDiscord:
                 "stickers": [],
                 "roles": [
                     {
-                        "id": str(GUILD_ID),
+                        "id": str(guild_id),
                         "name": "@everyone",
                         "permissions": str(EVERYONE_PERMISSIONS),
                         "position": 0,
@@ -332,7 +353,7 @@ class FakeDiscord:
                         "mentionable": False,
                     },
                     {
-                        "id": str(ADMIN_ROLE_ID),
+                        "id": str(ROLE_ID + list(GUILDS).index(guild_id)),
                         "name": "learners",
                         "permissions": "0",
                         "position": 1,
@@ -342,7 +363,7 @@ class FakeDiscord:
                         "mentionable": True,
                     },
                 ],
-                "channels": [self.channels[CHANNEL_ID], self.channels[OTHER_CHANNEL_ID]],
+                "channels": [self.channels[c] for c in GUILDS[guild_id]],
                 "threads": [],
                 "members": [{"user": BOT, "roles": [], "joined_at": now(), "flags": 0}],
                 "voice_states": [],

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import discord
 import pytest
@@ -48,7 +52,7 @@ async def test_the_tree_is_synced_once_and_not_again_on_a_second_start(
     assert command_puts(fake) == puts
 
 
-async def test_a_changed_tree_is_synced_again(fake: FakeDiscord, tmp_path) -> None:
+async def test_a_changed_tree_is_synced_again(fake: FakeDiscord, tmp_path: Path) -> None:
     client = discord.Client(intents=discord.Intents.default())
     tree = app_commands.CommandTree(client)
 
@@ -90,3 +94,20 @@ async def test_an_invalid_token_is_a_one_line_error(
     with pytest.raises(ValueError, match="DISCORD_TOKEN was refused") as caught:
         await serve(app)
     assert "\n" not in str(caught.value)
+
+
+def test_the_cli_prints_the_error_and_exits_2(data_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN"}
+    env["CRUSCIBLE_DATA_DIR"] = str(data_dir)
+    res = subprocess.run(
+        [sys.executable, "-m", "bot", "run", "--platform", "discord"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "error: DISCORD_TOKEN is not set (the bot token from the developer portal)"
+    ]

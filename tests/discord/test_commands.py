@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.adapters.discord.client import CruscibleClient
+from bot.adapters.discord.daily import post_daily
 from bot.app import App
 from tests.discord.fake import (
     ADA,
@@ -13,6 +14,9 @@ from tests.discord.fake import (
     LINUS,
     MANAGE_GUILD,
     OTHER_CHANNEL_ID,
+    ROLE_ID,
+    SECOND_CHANNEL_ID,
+    SECOND_GUILD_ID,
     FakeDiscord,
 )
 
@@ -87,7 +91,7 @@ async def test_an_admin_configures_the_guild(
     await answer(fake, await fake.interact(command))
     community = await app.coach.communities.get("discord", str(GUILD_ID))
     assert (community.channel_id, community.post_time) == (str(CHANNEL_ID), "07:30")
-    assert community.name == "Test Guild"
+    assert community.name == "Guild 1"
 
 
 async def test_submit_without_a_url_opens_a_form(bot: CruscibleClient, fake: FakeDiscord) -> None:
@@ -99,3 +103,60 @@ async def test_submit_without_a_url_opens_a_form(bot: CruscibleClient, fake: Fak
     answered = fake.modal_submit(form["custom_id"], {field["custom_id"]: "ftp://nope"}, who=LINUS)
     embed = await answer(fake, await fake.interact(answered))
     assert "'ftp://nope' is not an http(s) URL" in embed["description"]
+
+
+async def test_each_guild_has_its_own_settings_and_daily_post(
+    bot: CruscibleClient, fake: FakeDiscord, app: App
+) -> None:
+    role_id = ROLE_ID + 1  # the second guild's role
+    role = {
+        "id": str(role_id),
+        "name": "learners",
+        "permissions": "0",
+        "position": 1,
+        "color": 0,
+        "hoist": False,
+        "managed": False,
+        "mentionable": True,
+    }
+    channel = fake.channels[SECOND_CHANNEL_ID] | {"permissions": str(EVERYONE_PERMISSIONS)}
+    admin = {"who": ADA, "permissions": ADMIN, "channel_id": SECOND_CHANNEL_ID}
+    for command in (
+        fake.slash("admin", "timezone", **admin, timezone="Asia/Tokyo"),
+        fake.slash(
+            "admin",
+            "channel",
+            **admin,
+            resolved={"channels": {str(SECOND_CHANNEL_ID): channel}},
+            channel=str(SECOND_CHANNEL_ID),
+        ),
+        fake.slash(
+            "admin", "role", **admin, resolved={"roles": {str(role_id): role}}, role=str(role_id)
+        ),
+    ):
+        await answer(fake, await fake.interact(command))
+    second = await app.coach.communities.get("discord", str(SECOND_GUILD_ID))
+    assert (second.timezone, second.channel_id, second.ping_role) == (
+        "Asia/Tokyo",
+        str(SECOND_CHANNEL_ID),
+        str(role_id),
+    )
+    first = await app.coach.communities.get("discord", str(GUILD_ID))
+    assert first.timezone != "Asia/Tokyo" and first.id != second.id
+
+    post_id = await post_daily(bot, second, app.coach.daily_post("rate-limiter"))
+    (sent,) = fake.calls_to("POST", f"/channels/{SECOND_CHANNEL_ID}/messages")
+    assert sent.json["content"] == f"<@&{role_id}>"
+    assert [int(r) for r in sent.json["allowed_mentions"]["roles"]] == [role_id]
+    assert sent.json["allowed_mentions"]["parse"] == []
+    assert fake.messages[int(post_id)]["channel_id"] == str(SECOND_CHANNEL_ID)
+
+
+async def test_challenge_options_autocomplete(bot: CruscibleClient, fake: FakeDiscord) -> None:
+    token = await fake.interact(
+        fake.slash("env", "provision", who=LINUS, focused="challenge", challenge="rate")
+    )
+    callback = await fake.wait_for(lambda: fake.callback(token))
+    assert callback.json["type"] == 8
+    choices = callback.json["data"]["choices"]
+    assert {"name": "rate-limiter — Design a rate limiter", "value": "rate-limiter"} in choices

@@ -102,11 +102,8 @@ async def test_daily_post_start_submit_results(
 async def test_closed_dms_fall_back_to_a_private_reply(
     bot: CruscibleClient, fake: FakeDiscord, app: App
 ) -> None:
-    daily = fake.messages[max(fake.messages)] | {
-        "components": [
-            {"type": 1, "components": [{"type": 2, "style": 1, "custom_id": "start:rate-limiter"}]}
-        ]
-    }
+    """On a post made before the bot restarted: its buttons still work (dynamic items)."""
+    daily = fake.posted("start:rate-limiter", "tradeoffs:rate-limiter")
     fake.dms_closed = True
     posts = len(fake.calls_to("POST", r"/channels/\d+/messages"))
     try:

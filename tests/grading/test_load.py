@@ -168,6 +168,13 @@ async def test_body_delimited_by_close_is_a_response() -> None:
     assert result.ok == 10 and bodies == [b"until close"] * 10
 
 
+async def test_head_requests_complete_without_a_body(app_url: str) -> None:
+    plan = constant("HEAD", "/fast")
+    plan.rate, plan.duration_s = 100, 0.3
+    result = await run_load(await target_of(app_url), plan)
+    assert result.ok == 30 and result.statuses == {200: 30}
+
+
 async def test_connection_refused_is_connect_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -24,6 +24,11 @@ class Workspace:
     sender: SlackSender
     url: str
 
+    async def settle(self) -> None:
+        """Wait until the lazy listeners' work has ended."""
+        async with asyncio.timeout(DRAIN_S):
+            await self.bot.inflight.drain()
+
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeSlack]:
@@ -39,9 +44,9 @@ async def serve_bot(app: App, fake: FakeSlack, config: SlackConfig) -> AsyncIter
         port = runner.addresses[0][1]
         url = f"http://127.0.0.1:{port}{EVENTS_PATH}"
         try:
-            yield Workspace(fake, bot, SlackSender(url, fake), url)
-            async with asyncio.timeout(DRAIN_S):
-                await bot.inflight.drain()
+            workspace = Workspace(fake, bot, SlackSender(url, fake), url)
+            yield workspace
+            await workspace.settle()
         finally:
             await runner.cleanup()
 

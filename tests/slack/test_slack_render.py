@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 
 from bot.adapters.slack import modal
+from bot.adapters.slack.app import BOT_SCOPES
 from bot.adapters.slack.blocks import (
     HEADER_MAX,
     MAX_BLOCKS,
     SECTION_MAX,
+    SLASH,
     mrkdwn,
     split_text,
     to_blocks,
@@ -19,6 +23,7 @@ from bot.adapters.slack.blocks import (
 from bot.adapters.slack.commands import unescape
 from bot.adapters.slack.config import SlackConfig
 from bot.adapters.slack.home import streak
+from bot.adapters.slack.main import EVENTS_PATH
 from bot.core.message import Button, Field, Message, Tone
 
 
@@ -157,3 +162,12 @@ def test_configuration_modes() -> None:
         {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"}, socket_mode=True
     )
     assert socket.app_token == "xapp-1" and socket.signing_secret is None
+
+
+def test_the_manifest_matches_the_app() -> None:
+    manifest = yaml.safe_load((Path(__file__).parents[2] / "manifest.yml").read_text())
+    (command,) = manifest["features"]["slash_commands"]
+    assert command["command"] == SLASH and command["url"].endswith(EVENTS_PATH)
+    assert manifest["oauth_config"]["scopes"]["bot"] == BOT_SCOPES
+    assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    assert manifest["settings"]["interactivity"]["request_url"].endswith(EVENTS_PATH)

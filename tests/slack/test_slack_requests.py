@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from bot.adapters.slack import modal
 from bot.adapters.slack.daily import local_today, post_daily
-from bot.adapters.slack.outbox import SlackOutbox
+from bot.adapters.slack.outbox import SlackOutbox, slack_actor
 from bot.app import App
 from bot.core.message import Message
 from bot.core.outbox import Actor, DirectMessageClosed
@@ -64,7 +66,7 @@ async def test_submit_without_url_opens_the_form_and_refuses_a_bad_url(slack: Wo
         "errors": {modal.URL: "Enter the http:// or https:// URL where your service runs."},
     }
     before = len(slack.fake.calls)
-    await slack.bot.inflight.drain()
+    await slack.settle()
     assert len(slack.fake.calls) == before  # nothing graded
 
 
@@ -87,7 +89,7 @@ async def test_admins_set_the_channel_and_post_once_a_day(slack: Workspace, app:
     await sender.command("admin post", user="UADMIN", team=ADMIN_TEAM)
     await sender.command("admin post", user="UADMIN", team=ADMIN_TEAM)
     await fake.wait_for(lambda c: c.method == "response_url" and "posted" in c.dump)
-    await slack.bot.inflight.drain()
+    await slack.settle()
     (daily,) = fake.calls_to("chat.postMessage")
     assert daily.channel == "CDAILY"
     actions = [b for b in daily.args["blocks"] if b["type"] == "actions"]
@@ -114,13 +116,23 @@ async def test_a_rate_limited_call_is_retried(slack: Workspace, app: App) -> Non
 async def test_closed_dms_raise_direct_message_closed(slack: Workspace) -> None:
     slack.fake.dm_closed.add("U2")
     out = SlackOutbox(slack.bot.bolt.client, user="U2", channel="C1")
-    try:
+    with pytest.raises(DirectMessageClosed):
         await out.dm(Actor("slack", f"{TEAM}:U2", "u2"), Message(title="hello"))
-    except DirectMessageClosed:
-        pass
-    else:
-        raise AssertionError("the DM went through")
-    assert not [c for c in slack.fake.calls if c.method == "chat.postMessage"]
+    assert not slack.fake.calls_to("chat.postMessage")
+
+
+async def test_with_dms_closed_the_bundle_is_an_ephemeral_reply(slack: Workspace, app: App) -> None:
+    slack.fake.dm_closed.add("U4")
+    await slack.sender.press("start:rate-limiter", user="U4", channel="C1", message_ts="1.1")
+    bundle = await slack.fake.wait_for(
+        lambda c: c.method == "response_url" and "DATABASE_URL" in c.dump, within=60
+    )
+    (env,) = await app.coach.environments(slack_actor(TEAM, "U4", ""))
+    try:
+        assert env.bundle["REDIS_URL"] in bundle.dump
+        assert not slack.fake.calls_to("chat.postMessage")
+    finally:
+        await app.coach.destroy_environment(env.id)
 
 
 async def test_the_home_tab_is_published(slack: Workspace) -> None:

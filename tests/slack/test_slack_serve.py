@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -61,6 +62,17 @@ async def test_a_refused_token_is_a_value_error(
     with pytest.raises(ValueError, match="^SLACK_BOT_TOKEN was refused by Slack: invalid_auth$"):
         await serve(app, port=0, host="127.0.0.1")
     assert [c.method for c in fake.calls] == ["auth.test"]
+
+
+async def test_an_unreachable_api_is_a_value_error(app: App, clean_env: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    clean_env.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    clean_env.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+    clean_env.setenv("SLACK_API_URL", f"http://127.0.0.1:{port}/api/")
+    with pytest.raises(ValueError, match=f"^cannot reach the Slack API at http://127.0.0.1:{port}"):
+        await serve(app, port=0, host="127.0.0.1")
 
 
 def test_the_cli_prints_the_error_and_exits_2(data_dir: Path) -> None:

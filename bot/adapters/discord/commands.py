@@ -89,6 +89,7 @@ class EnvCommands(
     app_commands.Group, name="env", description="Your private infrastructure", guild_only=True
 ):
     @app_commands.command(description="Start the infrastructure of a challenge (bundle by DM)")
+    @app_commands.describe(challenge="challenge id")
     @app_commands.autocomplete(challenge=challenge_ids)
     async def provision(self, interaction: discord.Interaction, challenge: str) -> None:
         await turns_of(interaction).run(
@@ -103,6 +104,7 @@ class EnvCommands(
         await turns_of(interaction).run(interaction, use)
 
     @app_commands.command(description="Give an environment more time")
+    @app_commands.describe(environment="environment id")
     @app_commands.autocomplete(environment=environment_ids)
     async def extend(self, interaction: discord.Interaction, environment: str) -> None:
         async def use(t: Turn) -> None:
@@ -111,6 +113,7 @@ class EnvCommands(
         await turns_of(interaction).run(interaction, use)
 
     @app_commands.command(description="Tear an environment down now")
+    @app_commands.describe(environment="environment id")
     @app_commands.autocomplete(environment=environment_ids)
     async def destroy(self, interaction: discord.Interaction, environment: str) -> None:
         async def use(t: Turn) -> None:
@@ -146,6 +149,7 @@ class AdminCommands(
         await turns_of(interaction).run(interaction, use)
 
     @app_commands.command(description="The channel of the daily post and the results")
+    @app_commands.describe(channel="a text channel the bot can post in")
     async def channel(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
         await self._configure(interaction, channel_id=str(channel.id))
 
@@ -161,6 +165,7 @@ class AdminCommands(
         await self._configure(interaction, timezone=timezone)
 
     @app_commands.command(description="The role pinged by the daily post (none: no ping)")
+    @app_commands.describe(role="leave empty to stop pinging")
     async def role(
         self, interaction: discord.Interaction, role: discord.Role | None = None
     ) -> None:

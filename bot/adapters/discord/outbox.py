@@ -147,24 +147,24 @@ class DiscordOutbox:
         return FOLLOWUP + str(sent.id)
 
     async def edit(self, ref: str, msg: Message) -> None:
+        """Best effort: a failed edit (an interaction past its 15 minutes…) is logged, so the
+        use-case goes on to post its results."""
         edits = self._edits[ref]
-        if not _in_progress(msg):
+        if _in_progress(msg):
+            edits.latest = msg
+        else:
             edits.settled = True
-            async with edits.lock:
-                await self._apply(ref, msg)
-                edits.last = time.monotonic()
-            return
-        edits.latest = msg
         async with edits.lock:
-            delay = edits.last + EDIT_EVERY_S - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if edits.settled or edits.latest is not msg:
-                return  # superseded while waiting
+            if _in_progress(msg):
+                delay = edits.last + EDIT_EVERY_S - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if edits.settled or edits.latest is not msg:
+                    return  # superseded while waiting
             try:
                 await self._apply(ref, msg)
             except discord.HTTPException as exc:
-                log.warning("progress edit of %s failed: %s", ref, exc)
+                log.warning("edit of %s failed: %s", ref, exc)
             edits.last = time.monotonic()
 
     async def _apply(self, ref: str, msg: Message) -> None:

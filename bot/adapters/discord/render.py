@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import discord
 
@@ -36,7 +36,7 @@ class Rendered:
     """What one Discord message carries; files are fresh objects, good for one send."""
 
     embeds: list[discord.Embed]
-    files: list[discord.File] = field(default_factory=list)
+    files: list[discord.File]
 
 
 def render(msg: Message) -> Rendered:
@@ -70,23 +70,14 @@ def render(msg: Message) -> Rendered:
     return Rendered(embeds, files)
 
 
-@dataclass(frozen=True)
-class _Field:
-    name: str
-    value: str
-    inline: bool
+def _field(f: Field) -> Field:
+    return Field(clip(f.name, FIELD_NAME_MAX), clip(f.value, FIELD_VALUE_MAX) or "\u200b", f.inline)
 
 
-def _field(f: Field) -> _Field:
-    return _Field(
-        clip(f.name, FIELD_NAME_MAX), clip(f.value, FIELD_VALUE_MAX) or "\u200b", f.inline
-    )
-
-
-def _embeds(msg: Message, chunks: list[str], fields: list[_Field]) -> list[discord.Embed]:
+def _embeds(msg: Message, chunks: list[str], fields: list[Field]) -> list[discord.Embed]:
     """One embed per chunk: the title on the first, fields and footer on the last."""
     colour = COLOURS[msg.tone]
-    embeds = [discord.Embed(description=chunk, colour=colour) for chunk in chunks or [""]]
+    embeds = [discord.Embed(description=chunk or None, colour=colour) for chunk in chunks or [""]]
     embeds[0].title = clip(msg.title, TITLE_MAX)
     last = embeds[-1]
     for f in fields:

@@ -10,7 +10,7 @@ import discord
 
 from bot.core.message import Button
 
-ACTION = r"(?P<verb>[a-z]+):(?P<arg>[a-z0-9-]+)"  # "start:rate-limiter", "tradeoffs:rate-limiter"
+ACTION = r"[a-z]+:[a-z0-9-]+"  # "start:rate-limiter", "tradeoffs:rate-limiter"; core decides
 
 
 class Presser(Protocol):

@@ -56,7 +56,8 @@ def truncate(text: str, limit: int) -> str:
 def mrkdwn(markdown: str) -> str:
     """CommonMark-ish markdown → Slack mrkdwn: **bold** → *bold*, links, headings, tables.
 
-    Code fences stay fences (their language tag dropped); tables become aligned code blocks.
+    Code fences stay fences (their language tag dropped); tables become bulleted lines; the
+    core's ``/submit``-style commands become ``/cruscible submit``.
     """
     out: list[str] = []
     lines = markdown.splitlines()
@@ -111,9 +112,8 @@ def _emphasis(text: str) -> str:
         held.append(m.group(1))
         return f"\ue000{len(held) - 1}\ue001"
 
-    text = CORE_COMMAND.sub(
-        rf"{SLASH} \1", ESCAPED.sub(hold, text)
-    )  # commands are subcommands here
+    text = ESCAPED.sub(hold, text)
+    text = CORE_COMMAND.sub(rf"{SLASH} \1", text)  # the core's commands are subcommands here
     text = escape(BR.sub("\n", text))
     text = IMAGE.sub(_image, text)
     text = LINK.sub(lambda m: f"<{m.group(2)}|{m.group(1)}>", text)
@@ -131,7 +131,7 @@ def _image(m: re.Match[str]) -> str:
 
 
 def _table(rows: list[str]) -> list[str]:
-    """A markdown table as lines (Slack has no tables): the header in bold, then one bullet per row."""
+    """A markdown table as lines (Slack has none): the header in bold, a bullet per row."""
     cells = [[c.strip() for c in re.split(r"(?<!\\)\|", row.strip().strip("|"))] for row in rows]
     cells = [r for r in cells if not all(TABLE_RULE.match(c) for c in r if c)]
     lines = [" · ".join(_inline(BR.sub(" — ", c)) for c in r if c) for r in cells]
@@ -155,7 +155,7 @@ def split_text(text: str, limit: int = SECTION_MAX) -> list[str]:
             if piece.startswith("```"):
                 in_fence = not in_fence
     text_left = "\n".join(current)
-    if text_left.strip() and text_left != "```":
+    if text_left.replace("```", "").strip():
         chunks.append(text_left)
     return chunks
 
@@ -221,9 +221,7 @@ def to_blocks(msg: Message, *, max_blocks: int = MAX_BLOCKS) -> list[Block]:
         tail.append(context(mrkdwn(msg.footer)))
     room = max_blocks - len(head) - len(tail)
     if len(body) > room:
-        body = body[: room - 1] + [
-            context("_… cut to fit Slack; the rest is in the report files._")
-        ]
+        body = body[: room - 1] + [context("_… cut to fit in a Slack message._")]
     return head + body + tail
 
 

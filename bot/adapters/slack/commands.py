@@ -6,6 +6,8 @@ import html
 import logging
 import re
 import shlex
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from slack_sdk.errors import SlackApiError
@@ -55,27 +57,36 @@ class Invocation:
 
 
 async def run(inv: Invocation, text: str) -> None:
-    """Route one `/cruscible` command; the learner reads a private error on any refusal."""
+    """Route one `/cruscible` command; the learner reads a private error on any failure."""
     text = unescape(text)
     try:
         words: list[str] | None = shlex.split(text)
     except ValueError:
         words = None  # the core's dispatch says what is wrong with it
-    try:
+    async with apologising(inv.out, f"{SLASH} {text}"):
         match words:
             case [] | ["help"]:
                 await inv.out.reply(help_message())
             case ["admin", *args]:
                 await admin(inv, args)
-            case ["submit"] | ["submit", _]:
-                await open_submit_form(inv, words[1] if len(words) > 1 else None)
+            case ["submit"]:
+                await open_submit_form(inv, None)
+            case ["submit", challenge]:
+                await open_submit_form(inv, challenge)
             case ["submit", challenge, url]:
                 await submit(inv.coach, inv.community, inv.actor, challenge, url, inv.out)
             case _:
                 await commands.dispatch(inv.coach, inv.actor, text, inv.out)
+
+
+@asynccontextmanager
+async def apologising(out: SlackOutbox, what: str) -> AsyncIterator[None]:
+    """An unexpected failure is logged, and the learner told privately rather than left waiting."""
+    try:
+        yield
     except Exception:
-        log.exception("/cruscible %s failed", text)
-        await inv.out.reply(views.error("Something went wrong on my side; it has been logged."))
+        log.exception("%s failed", what)
+        await out.reply(views.error("Something went wrong on my side; it has been logged."))
 
 
 async def submit(
@@ -86,8 +97,6 @@ async def submit(
     thread = None
     if where is not None:
         out.post_channel, thread = where
-    elif community.channel_id:
-        out.post_channel = community.channel_id
     try:
         await coach.submit(actor, challenge, url, out, thread=thread)
     except CoachError as exc:

@@ -45,19 +45,20 @@ async def post_daily(
     if not community.channel_id:
         raise ValueError(f"workspace {community.name or community.platform_id} has no channel set")
     day = day or local_today(community)
-    done = await communities.daily_post(community.id, day)
-    if done is not None and done.message_ref:
-        return done.message_ref
     challenge = challenge_of(message)
-    resp = await client.chat_postMessage(
-        channel=community.channel_id,
-        text=fallback_text(message),
-        blocks=to_blocks(message),
-        unfurl_links=False,
-    )
-    ts: str = resp["ts"]
-    await communities.record_daily_post(community.id, day, challenge, community.channel_id, ts)
-    return ts
+    async with _posting[community.id]:
+        done = await communities.daily_post(community.id, day)
+        if done is not None and done.message_ref:
+            return done.message_ref
+        resp = await client.chat_postMessage(
+            channel=community.channel_id,
+            text=fallback_text(message),
+            blocks=to_blocks(message),
+            unfurl_links=False,
+        )
+        ts: str = resp["ts"]
+        await communities.record_daily_post(community.id, day, challenge, community.channel_id, ts)
+        return ts
 
 
 async def todays_thread(

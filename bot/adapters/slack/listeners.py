@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,11 +14,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters.slack import commands, modal
 from bot.adapters.slack.home import home_view
 from bot.adapters.slack.outbox import SlackOutbox, slack_actor
-from bot.core import views
 from bot.core.coach import Coach
 from bot.core.commands import press
-
-log = logging.getLogger(__name__)
 
 BUTTONS = re.compile(r"^(start|tradeoffs):")
 
@@ -96,11 +92,9 @@ def register(bolt: AsyncApp, coach: Coach, inflight: Inflight) -> None:
                 response_url=body.get("response_url"),
             )
             actor = slack_actor(team, user["id"], user.get("username") or user.get("name", ""))
-            try:
-                await press(coach, actor, body["actions"][0]["action_id"], out)
-            except Exception:
-                log.exception("button %s failed", body["actions"][0]["action_id"])
-                await out.reply(views.error("Something went wrong on my side; it has been logged."))
+            action = body["actions"][0]["action_id"]
+            async with commands.apologising(out, f"button {action}"):
+                await press(coach, actor, action, out)
 
     async def check_form(ack: AsyncAck, view: dict[str, Any]) -> None:
         errors = modal.errors(modal.read_submission(view))
@@ -129,11 +123,8 @@ def register(bolt: AsyncApp, coach: Coach, inflight: Inflight) -> None:
                 post_channel=community.channel_id or form.channel,
             )
             actor = slack_actor(team, user["id"], user.get("username") or user.get("name", ""))
-            try:
+            async with commands.apologising(out, "the submission form"):
                 await commands.submit(coach, community, actor, form.challenge, form.url, out)
-            except Exception:
-                log.exception("submission from the form failed")
-                await out.reply(views.error("Something went wrong on my side; it has been logged."))
 
     async def on_home(
         event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext

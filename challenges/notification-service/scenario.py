@@ -1,0 +1,452 @@
+"""Grades a notification service: the contract, ingest under load while the provider
+misbehaves, faults on the environment, then every accepted event against the provider's
+own record of calls (lost, duplicated, how late)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from challenges.schema import ChallengeSpec
+from grading.checkers import duplicates
+from grading.http import Exchange
+from grading.load import LoadPlan, LoadResult, Request, Response
+from grading.nemesis import FaultStep
+from grading.provider import Call, ProviderAdmin, Window
+from grading.report import Status
+from grading.scenario import Grade, Scenario
+from grading.thresholds import Threshold, judge
+from provisioning import Resource
+
+TYPES = ("order_placed", "order_shipped", "order_delivered")
+USERS = 500
+RESEND_SHARE = 0.1  # of load requests resend an event_id sent 0.1–2 s earlier
+LAG_LIMIT_S = 5.0
+DELIVERY_WAIT_S = 10.0  # contract: how long the first event may take to arrive
+DRAIN_LIMIT_S = 20.0  # after the load: how long accepted events may take to arrive
+SETTLE_S = 1.0  # then how long to keep watching for late duplicates
+POLL_S = 0.5
+EXAMPLES = 5
+
+# The provider's script, in seconds from each run's start (rate: share of calls affected).
+STEADY_WINDOWS = (
+    Window(1.0, 3.0, "throttle", rate=0.3, retry_after_s=1),
+    Window(3.0, 5.0, "error", rate=0.3, status=503),
+    Window(5.0, 7.0, "slow", rate=0.3, delay_ms=800),
+)
+FAULT_WINDOWS = (Window(2.5, 5.5, "outage"),)
+
+
+@dataclass(frozen=True)
+class Sent:
+    event_id: str
+    body: bytes
+
+
+def event_body(event_id: str, kind: str, user: str, order: int) -> bytes:
+    return json.dumps(
+        {"event_id": event_id, "type": kind, "user_id": user, "data": {"order_id": order}}
+    ).encode()
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def describe_calls(calls: list[Call]) -> str:
+    if not calls:
+        return "the provider never saw a call for it"
+    parts = [f"{c.status or 'dropped'}" + (f" ({c.mode})" if c.mode else "") for c in calls]
+    return f"the provider saw {len(calls)} call(s): " + ", ".join(parts)
+
+
+class NotificationScenario(Scenario):
+    def __init__(self, spec: ChallengeSpec) -> None:
+        self.spec = spec
+        self.t0 = time.time()
+        self.sent: set[str] = set()  # every valid event_id the grader sent
+        self.accepted: dict[str, float] = {}  # event_id -> epoch seconds of its first 2xx
+        self.resent: list[str] = []  # contract-phase events sent more than once
+        self.admin: ProviderAdmin | None = None
+
+    # -- helpers ----------------------------------------------------------------------
+    def new_event(self, g: Grade) -> Sent:
+        event_id = str(uuid.uuid4())  # fresh on every run; never affects the verdict
+        self.sent.add(event_id)
+        body = event_body(
+            event_id, g.rng.choice(TYPES), f"user-{g.rng.randrange(USERS)}", g.rng.randrange(10**6)
+        )
+        return Sent(event_id, body)
+
+    async def post(self, g: Grade, event: Sent) -> Exchange:
+        ex = await g.request(
+            "POST", "/v1/events", body=event.body, headers={"Content-Type": "application/json"}
+        )
+        if ex.status is not None and 200 <= ex.status < 300:
+            self.accepted.setdefault(event.event_id, time.time())
+        return ex
+
+    def since_start(self, epoch: float) -> str:
+        return f"{epoch - self.t0:.1f} s"
+
+    # -- contract ---------------------------------------------------------------------
+    async def contract(self, g: Grade) -> None:
+        if g.env is not None and Resource.PROVIDER in g.env.resources:
+            info = g.env.admin(Resource.PROVIDER)
+            self.admin = ProviderAdmin(info["url"], info["admin_token"])
+            await self.admin.reset()  # this grade's record starts empty; old windows are gone
+
+        ex = await g.request("GET", "/healthz")
+        g.check(
+            "contract.healthz",
+            "GET /healthz answers 200",
+            ex.status == 200,
+            exchange=ex,
+            expected=200,
+            actual=ex.status,
+        )
+
+        first = self.new_event(g)
+        ex = await self.post(g, first)
+        g.check(
+            "contract.accept",
+            "A valid event is accepted with 202",
+            ex.status == 202,
+            exchange=ex,
+            expected=202,
+            actual=f"{ex.status} {ex.text(200)}",
+        )
+        g.progress(0.2)
+        await self.bad_input(g)
+        g.progress(0.4)
+
+        again = await self.post(g, first)
+        twin = self.new_event(g)
+        burst = await g.burst(
+            [
+                ("POST", "/v1/events", {"body": twin.body, "headers": {"Content-Type": "application/json"}})
+                for _ in range(4)
+            ]
+        )
+        for b in burst:
+            if b.status is not None and 200 <= b.status < 300:
+                self.accepted.setdefault(twin.event_id, time.time())
+        self.resent = [first.event_id, twin.event_id]
+        bad = next((e for e in [again, *burst] if not (e.status and 200 <= e.status < 300)), None)
+        g.check(
+            "contract.resend",
+            "Resending an event_id is answered 2xx (sequentially and concurrently)",
+            bad is None,
+            detail="one resend again, then 4 concurrent sends of a fresh event",
+            exchange=bad,
+            expected="202" if bad else None,
+            actual=f"{bad.status} {bad.text(200)}" if bad else None,
+        )
+        g.progress(0.5)
+        await self.first_delivery(g, first)
+        g.progress(1.0)
+
+    async def bad_input(self, g: Grade) -> None:
+        good = {"event_id": str(uuid.uuid4()), "type": "order_placed", "user_id": "u1", "data": {}}
+        cases: list[tuple[str, dict[str, Any]]] = [
+            ("body not JSON", {"body": b"event_id=1", "headers": {"Content-Type": "text/plain"}}),
+            ("missing event_id", {"json": {k: v for k, v in good.items() if k != "event_id"}}),
+            ("event_id not a string", {"json": {**good, "event_id": 42}}),
+            ("unknown type", {"json": {**good, "type": "order_cancelled"}}),
+            ("missing user_id", {"json": {k: v for k, v in good.items() if k != "user_id"}}),
+            ("data not an object", {"json": {**good, "data": [1, 2]}}),
+        ]
+        failures = []
+        for label, kwargs in cases:
+            ex = await g.request("POST", "/v1/events", **kwargs)
+            if ex.status != 400:
+                failures.append((label, ex))
+        first = failures[0][1] if failures else None
+        g.check(
+            "contract.bad-input",
+            "Invalid events get 400",
+            not failures,
+            detail=", ".join(f"{label}: {ex.status}" for label, ex in failures),
+            exchange=first,
+            expected="400" if first else None,
+            actual=first.status if first else None,
+            partial=1 - len(failures) / len(cases),
+        )
+
+    async def first_delivery(self, g: Grade, event: Sent) -> None:
+        """The first accepted event reaches the provider, well-formed, with the token."""
+        title = f"The first event reaches the provider within {DELIVERY_WAIT_S:g} s, well-formed"
+        if self.admin is None:
+            g.check("contract.delivery", title, Status.SKIP, detail="graded without a provider")
+            return
+        if event.event_id not in self.accepted:
+            g.check("contract.delivery", title, False, detail="the event was not accepted")
+            return
+        end = time.monotonic() + DELIVERY_WAIT_S
+        calls: list[Call] = []
+        while time.monotonic() < end:
+            calls = await self.admin.calls()
+            if any(c.key == event.event_id and c.delivered for c in calls):
+                break
+            await asyncio.sleep(0.2)
+        mine = [c for c in calls if c.key == event.event_id]
+        delivered = next((c for c in mine if c.delivered), None)
+        sent = json.loads(event.body)
+        want = {
+            "idempotency_key": event.event_id,
+            "event_id": event.event_id,
+            "user_id": sent["user_id"],
+            "channel": "email",
+        }
+        if delivered is None:
+            refused = sum(1 for c in calls if c.status == 401)
+            detail = describe_calls(mine)
+            if refused:
+                detail += f"; {refused} call(s) were refused 401: check PROVIDER_TOKEN"
+            g.check("contract.delivery", title, False, detail=detail, expected=want)
+            return
+        wrong = {k: delivered.body.get(k) for k, v in want.items() if delivered.body.get(k) != v}
+        message = delivered.body.get("message")
+        if not isinstance(message, str) or not message.strip():
+            wrong["message"] = message
+        g.check(
+            "contract.delivery",
+            title,
+            not wrong,
+            detail=(
+                f"delivered {delivered.at - self.accepted[event.event_id]:.2f} s after the 202"
+                + (f"; wrong fields: {', '.join(wrong)}" if wrong else "")
+            ),
+            expected={**want, "message": "a non-empty string"},
+            actual=delivered.body,
+        )
+
+    # -- load and faults --------------------------------------------------------------
+    def plan(self, g: Grade, duration_s: float) -> LoadPlan:
+        """Fresh events at the graded rate; a share resends an event sent shortly before."""
+        rate = self.spec.grading.rate
+        total = math.ceil(rate * duration_s)
+        events: list[Sent] = []
+        for i in range(total):
+            if i >= 20 and g.rng.random() < RESEND_SHARE:
+                events.append(events[i - g.rng.randint(12, min(i, int(2 * rate)))])
+            else:
+                events.append(self.new_event(g))
+        headers = (("Content-Type", "application/json"),)
+        requests = [Request("POST", "/v1/events", e.body, headers, tag=e.event_id) for e in events]
+
+        def classify(_req: Request, resp: Response) -> str | None:
+            return None if 200 <= resp.status < 300 else f"http_{resp.status}"
+
+        def on_result(
+            _i: int, req: Request, resp: Response | None, kind: str | None, *_: float
+        ) -> None:
+            if resp is not None and kind is None:
+                self.accepted.setdefault(req.tag, time.time())
+
+        return LoadPlan(
+            rate=rate,
+            duration_s=duration_s,
+            make_request=requests.__getitem__,
+            classify=classify,
+            on_result=on_result,
+        )
+
+    async def script(self, windows: tuple[Window, ...], seed: int) -> None:
+        if self.admin is not None:
+            await self.admin.script(windows, seed)
+
+    async def load(self, g: Grade) -> None:
+        grading = self.spec.grading
+        await self.script(STEADY_WINDOWS, g.seed)
+        try:
+            result, _ = await g.run_load(self.plan(g, grading.duration_s))
+        finally:
+            await self.script((), g.seed)
+        self.judge_steady(g, result)
+
+        steps = [
+            FaultStep(
+                at_s=g.rng.uniform(*f.at_s),
+                resource=f.resource.value,
+                action=f.action,
+                heal_action=f.heal_action,
+                heal_after_s=f.heal_after_s,
+            )
+            for f in grading.faults
+        ]
+        g.phase = "faults"
+        await self.script(FAULT_WINDOWS, g.seed + 1)
+        try:
+            result, windows = await g.run_load(
+                self.plan(g, grading.fault_duration_s), faults=steps if g.can_inject else ()
+            )
+        finally:
+            await self.script((), g.seed)
+        self.load_ended = time.monotonic()
+        g.metric("faults.error_rate", round(result.error_rate, 4))
+        errors = sum(w.errors_during for w in windows)
+        g.metric("faults.errors", errors)
+        outage = FAULT_WINDOWS[0]
+        injected = "; ".join(w.observed for w in windows) or "no fault injected into the environment"
+        g.check(
+            "faults.availability",
+            "Keeps accepting events while the provider is down and the environment is faulted",
+            Status.PASS if result.error_rate == 0 else Status.WARN,
+            partial=max(0.0, 1 - result.error_rate * 10),
+            detail=f"{result.error_rate:.1%} of events were refused or timed out during the run "
+            f"(provider outage from {outage.start_s:g} s to {outage.end_s:g} s); {injected}",
+            evidence={"errors_by_kind": result.errors},
+        )
+
+    def judge_steady(self, g: Grade, result: LoadResult) -> None:
+        rate = self.spec.grading.rate
+        g.metric("load.rate_target", rate)
+        g.metric("load.achieved_rate", round(result.achieved_rate, 1))
+        g.metric("ingest.p50_ms", round(result.percentile_ms(50), 2))
+        g.metric("ingest.p99_ms", round(result.percentile_ms(99), 2))
+        g.metric("load.error_rate", round(result.error_rate, 4))
+        note = (
+            f" (the load generator fell behind: {result.unreliable_reason})"
+            if result.unreliable
+            else ""
+        )
+        for check_id, name, title in (
+            ("load.latency", "latency", "Ingest latency"),
+            ("load.errors", "errors", "Ingest errors"),
+        ):
+            verdict = judge(Threshold.parse(self.spec.thresholds[name]), result)
+            status = Status.PASS if verdict.ok else Status.FAIL
+            if result.unreliable and not verdict.ok:
+                status = Status.WARN
+            g.check(
+                check_id,
+                f"{title}: {self.spec.thresholds[name]} at {rate:g} events/s "
+                "while the provider throttles, fails and slows down",
+                status,
+                detail=verdict.description + note,
+                evidence={"errors_by_kind": result.errors},
+            )
+
+    # -- verification -----------------------------------------------------------------
+    async def drain(self, g: Grade) -> list[Call]:
+        """Wait (bounded) until every accepted event was delivered; then watch a little longer."""
+        assert self.admin is not None
+        end = time.monotonic() + DRAIN_LIMIT_S
+        while True:
+            calls = await self.admin.calls()
+            delivered = {c.key for c in calls if c.delivered}
+            missing = len(self.accepted.keys() - delivered)
+            g.progress(1 - missing / max(1, len(self.accepted)))
+            if not missing or time.monotonic() >= end:
+                break
+            await asyncio.sleep(POLL_S)
+        await asyncio.sleep(SETTLE_S)
+        return await self.admin.calls()
+
+    async def verify(self, g: Grade) -> None:
+        ids = ("delivery.no-loss", "delivery.no-duplicates", "delivery.lag", "contract.idempotent")
+        if self.admin is None:
+            for check_id in ids:
+                g.check(
+                    check_id,
+                    "Deliveries at the provider",
+                    Status.SKIP,
+                    detail="graded without an environment: the provider's record is not available",
+                )
+            return
+        started = time.monotonic()
+        calls = await self.drain(g)
+        g.metric("delivery.drain_s", round(time.monotonic() - started - SETTLE_S, 1))
+        ours = sorted((c for c in calls if c.key in self.sent), key=lambda c: c.at)
+        by_key: dict[str, list[Call]] = {}
+        for c in ours:
+            by_key.setdefault(str(c.key), []).append(c)
+        first_ok = {k: next(c.at for c in cs if c.delivered) for k, cs in by_key.items() if any(c.delivered for c in cs)}
+        self.check_loss(g, by_key, first_ok)
+        self.check_duplicates(g, ours)
+        self.check_lag(g, first_ok)
+        g.metric("provider.calls", len(ours))
+        g.metric(
+            "provider.calls_per_event", round(len(ours) / len(first_ok), 2) if first_ok else None
+        )
+
+    def check_loss(
+        self, g: Grade, by_key: dict[str, list[Call]], first_ok: dict[str, float]
+    ) -> None:
+        lost = sorted(
+            (k for k in self.accepted if k not in first_ok), key=lambda k: self.accepted[k]
+        )
+        g.metric("delivery.accepted", len(self.accepted))
+        g.metric("delivery.lost", len(lost))
+        examples = [
+            f"{k} accepted at {self.since_start(self.accepted[k])}: "
+            f"{describe_calls(by_key.get(k, []))}"
+            for k in lost[:EXAMPLES]
+        ]
+        g.check(
+            "delivery.no-loss",
+            "Every accepted event is delivered",
+            not lost,
+            detail=(
+                f"{len(lost)} of {len(self.accepted)} accepted events never reached the provider "
+                f"(waited {DRAIN_LIMIT_S:g} s after the load)"
+                if lost
+                else f"all {len(self.accepted)} accepted events were delivered"
+            ),
+            expected="a 200 at the provider for every event answered 202",
+            actual=f"{len(lost)} missing" if lost else None,
+            evidence={"lost": examples} if lost else None,
+        )
+
+    def check_duplicates(self, g: Grade, ours: list[Call]) -> None:
+        found = duplicates([str(c.key) for c in ours if c.delivered])
+        extra = int(found.counts.get("extra", 0))
+        g.metric("delivery.duplicates", extra)
+        worst = sorted(found.counts.get("duplicated", {}).items(), key=lambda kv: -kv[1])
+        g.check(
+            "delivery.no-duplicates",
+            "No event is notified twice",
+            extra == 0,
+            detail=found.reason,
+            expected="one 200 per idempotency_key",
+            actual=f"{extra} extra notifications" if extra else None,
+            evidence={"duplicated": [f"{k}: {n} times" for k, n in worst[:EXAMPLES]]}
+            if extra
+            else None,
+        )
+        twice = [k for k in self.resent if sum(1 for c in ours if c.key == k and c.delivered) != 1]
+        g.check(
+            "contract.idempotent",
+            "Events resent in the contract phase were notified exactly once",
+            not twice,
+            detail=", ".join(
+                f"{k}: {sum(1 for c in ours if c.key == k and c.delivered)} notifications"
+                for k in twice
+            ),
+        )
+
+    def check_lag(self, g: Grade, first_ok: dict[str, float]) -> None:
+        lags = [max(0.0, first_ok[k] - at) for k, at in self.accepted.items() if k in first_ok]
+        p50, p95 = percentile(lags, 50), percentile(lags, 95)
+        g.metric("delivery.lag_p50_s", None if p50 is None else round(p50, 2))
+        g.metric("delivery.lag_p95_s", None if p95 is None else round(p95, 2))
+        g.metric("delivery.lag_max_s", round(max(lags), 2) if lags else None)
+        g.check(
+            "delivery.lag",
+            f"Delivery lag p95 <= {LAG_LIMIT_S:g} s (from the 202 to the provider's 200)",
+            p95 is not None and p95 <= LAG_LIMIT_S,
+            detail="nothing was delivered"
+            if p95 is None
+            else f"p50 {p50:.2f} s, p95 {p95:.2f} s, max {max(lags):.2f} s over {len(lags)} events",
+            expected=f"p95 <= {LAG_LIMIT_S:g} s",
+            actual=None if p95 is None else f"{p95:.2f} s",
+        )

@@ -1,0 +1,279 @@
+"""Servers as labelled docker containers: the docker backend's runtime.
+
+Each resource directory is bind-mounted at the same path inside its container,
+so the local drivers' configuration files, command lines and readiness probes
+apply unchanged. Containers carry the environment's id, expiry, resource and
+backend data directory as labels; that is how they are found again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+from docker.errors import APIError, NotFound
+from docker.models.containers import Container
+
+from provisioning.backend import ProvisioningError
+from provisioning.environment import ResourceInfo
+from provisioning.local import processes
+from provisioning.local.driver import Driver, Slot
+from provisioning.local.runtime import Runtime, State
+from provisioning.spec import Resource
+
+log = logging.getLogger(__name__)
+
+LABEL_ENV = "cruscible.env"
+LABEL_EXPIRES = "cruscible.expires"
+LABEL_RESOURCE = "cruscible.resource"
+LABEL_DATA_DIR = "cruscible.data_dir"
+STOP_GRACE = 15  # seconds docker waits after the stop signal before SIGKILL
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-container resource caps."""
+
+    memory: str = "512m"
+    cpus: float = 1.0
+
+
+class ContainerRuntime(Runtime):
+    """One container per (environment, resource), on the host network or a bridge."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        data_dir: Path,
+        images: dict[Resource, str],
+        entrypoints: dict[Resource, str],
+        *,
+        network: str,
+        user: str,
+        limits: dict[Resource, Limits],
+    ) -> None:
+        self.client = client
+        self.data_dir = data_dir
+        self.images = images
+        self.entrypoints = entrypoints
+        self.network = network
+        self.user = user
+        self.limits = limits
+        self._prefix = "cruscible-" + hashlib.sha256(str(data_dir).encode()).hexdigest()[:8]
+
+    # -- finding containers -------------------------------------------------
+
+    def _name(self, env_id: str, kind: Resource) -> str:
+        return f"{self._prefix}-{env_id}-{kind.value}"
+
+    def _find(self, env_id: str | None = None, kind: Resource | None = None) -> list[Container]:
+        labels = [f"{LABEL_DATA_DIR}={self.data_dir}"]
+        if env_id is not None:
+            labels.append(f"{LABEL_ENV}={env_id}")
+        if kind is not None:
+            labels.append(f"{LABEL_RESOURCE}={kind.value}")
+        return self.client.containers.list(all=True, filters={"label": labels})
+
+    def _one(self, env_id: str, kind: Resource) -> Container | None:
+        try:
+            return self.client.containers.get(self._name(env_id, kind))
+        except NotFound:
+            return None
+
+    def env_ids(self) -> set[str]:
+        """Environments that have at least one container."""
+        return {c.labels.get(LABEL_ENV, "") for c in self._find()} - {""}
+
+    # -- starting -------------------------------------------------------------
+
+    def _run(
+        self, env_id: str, kind: Resource, driver: Driver, slot: Slot, info: ResourceInfo, **kw: Any
+    ) -> None:
+        argv = driver.argv(slot, info)
+        limits = self.limits.get(kind, Limits())
+        ports = info.extra.get("ports", {}).values()
+        self.client.containers.run(
+            self.images[kind],
+            entrypoint=[self.entrypoints[kind]],
+            command=argv[1:],
+            name=self._name(env_id, kind),
+            labels={
+                LABEL_ENV: env_id,
+                LABEL_RESOURCE: kind.value,
+                LABEL_DATA_DIR: str(self.data_dir),
+                LABEL_EXPIRES: kw["expires_at"].isoformat(),
+            },
+            environment={
+                **driver.environment(slot, info),
+                processes.MARK_ENV: env_id,
+                processes.MARK_DIR: str(self.data_dir),
+                processes.MARK_RESOURCE: kind.value,
+            },
+            user=self.user,
+            working_dir=str(slot.home),
+            volumes={str(slot.home): {"bind": str(slot.home), "mode": "rw"}},
+            network_mode=self.network,
+            ports=None if self.network == "host" else {f"{p}/tcp": ("127.0.0.1", p) for p in ports},
+            mem_limit=limits.memory,
+            nano_cpus=int(limits.cpus * 1e9),
+            stop_signal=driver.stop_signal.name,
+            detach=True,
+        )
+
+    def _start_sync(
+        self,
+        env_id: str,
+        kind: Resource,
+        driver: Driver,
+        slot: Slot,
+        info: ResourceInfo,
+        fresh: bool,
+        expires_at: datetime,
+    ) -> None:
+        container = self._one(env_id, kind)
+        if container is not None and fresh:
+            container.remove(force=True, v=True)
+            container = None
+        if container is None:
+            self._run(env_id, kind, driver, slot, info, expires_at=expires_at)
+        else:
+            container.start()
+
+    async def start(
+        self,
+        env_id: str,
+        kind: Resource,
+        driver: Driver,
+        slot: Slot,
+        info: ResourceInfo,
+        *,
+        fresh: bool,
+        expires_at: datetime,
+    ) -> None:
+        try:
+            await asyncio.to_thread(
+                self._start_sync, env_id, kind, driver, slot, info, fresh, expires_at
+            )
+        except APIError as exc:
+            raise ProvisioningError(f"docker could not start {kind.value}: {exc}") from None
+
+    # -- state --------------------------------------------------------------------
+
+    def _attrs(self, env_id: str, kind: Resource) -> dict[str, Any] | None:
+        try:
+            return self.client.api.inspect_container(self._name(env_id, kind))["State"]
+        except NotFound:
+            return None
+
+    async def exit_code(self, env_id: str, kind: Resource) -> int | None:
+        state = await asyncio.to_thread(self._attrs, env_id, kind)
+        if state is None:
+            return -1
+        if state["Status"] in ("exited", "dead"):
+            return int(state["ExitCode"])
+        return None
+
+    async def log_tail(self, env_id: str, kind: Resource, slot: Slot) -> str:
+        container = await asyncio.to_thread(self._one, env_id, kind)
+        if container is None:
+            return "(no container)"
+        raw = await asyncio.to_thread(container.logs, tail=15)
+        return raw.decode(errors="replace").rstrip()
+
+    async def state(self, env_id: str, kind: Resource) -> State:
+        state = await asyncio.to_thread(self._attrs, env_id, kind)
+        if state is None or not state["Running"]:
+            return State.STOPPED
+        return State.PAUSED if state["Paused"] else State.RUNNING
+
+    # -- signals ------------------------------------------------------------------
+
+    async def _call(self, env_id: str, kind: Resource, method: str, **kw: Any) -> None:
+        try:
+            await asyncio.to_thread(
+                getattr(self.client.api, method), self._name(env_id, kind), **kw
+            )
+        except APIError as exc:
+            raise ProvisioningError(f"docker {method} of {kind.value} failed: {exc}") from None
+
+    async def pause(self, env_id: str, kind: Resource) -> str:
+        await self._call(env_id, kind, "pause")
+        return "container paused"
+
+    async def resume(self, env_id: str, kind: Resource) -> str:
+        if await self.state(env_id, kind) is not State.PAUSED:
+            return "was not paused"
+        await self._call(env_id, kind, "unpause")
+        return "container unpaused"
+
+    async def terminate(self, env_id: str, kind: Resource, sig: signal.Signals) -> bool:
+        if await self.state(env_id, kind) is State.STOPPED:
+            return True
+        await self._call(env_id, kind, "kill", signal=sig.name)
+        return await asyncio.to_thread(self._wait_stopped, env_id, kind, STOP_GRACE)
+
+    async def kill(self, env_id: str, kind: Resource | None = None) -> int:
+        killed = 0
+        for k in [kind] if kind is not None else list(self.images):
+            state = await self.state(env_id, k)
+            if state is State.STOPPED:
+                continue
+            if state is State.PAUSED:
+                await self._call(env_id, k, "unpause")
+            try:
+                await self._call(env_id, k, "kill")
+            except ProvisioningError:
+                if await self.state(env_id, k) is not State.STOPPED:
+                    raise
+            if not await asyncio.to_thread(self._wait_stopped, env_id, k, 10.0):
+                raise ProvisioningError(f"could not kill the {k.value} container of {env_id}")
+            killed += 1
+        return killed
+
+    def _wait_stopped(self, env_id: str, kind: Resource, budget: float) -> bool:
+        try:
+            self.client.api.wait(self._name(env_id, kind), timeout=budget)
+        except NotFound:
+            pass
+        except requests.exceptions.RequestException:
+            return False
+        return True
+
+    # -- removal ------------------------------------------------------------------
+
+    @staticmethod
+    def _remove(containers: list[Container]) -> None:
+        for container in containers:
+            with contextlib.suppress(NotFound):
+                container.remove(force=True, v=True)
+
+    async def remove(self, env_id: str) -> None:
+        await asyncio.to_thread(lambda: self._remove(self._find(env_id)))
+
+    async def collect(self, alive: Callable[[str], bool]) -> None:
+        def sweep() -> None:
+            stale = [c for c in self._find() if not alive(c.labels.get(LABEL_ENV, ""))]
+            for env_id in sorted({c.labels.get(LABEL_ENV, "") for c in stale}):
+                log.warning("removing containers of vanished environment %s", env_id)
+            self._remove(stale)
+
+        await asyncio.to_thread(sweep)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.client.close)
+
+
+def container_user(uid: int | None, gid: int | None) -> str:
+    """``uid:gid`` the servers run as: the service user when root, else ourselves."""
+    return f"{os.getuid() if uid is None else uid}:{os.getgid() if gid is None else gid}"
