@@ -291,7 +291,6 @@ class NotificationScenario(Scenario):
             )
         finally:
             await self.script((), g.seed)
-        self.load_ended = time.monotonic()
         g.metric("faults.error_rate", round(result.error_rate, 4))
         errors = sum(w.errors_during for w in windows)
         g.metric("faults.errors", errors)
