@@ -333,6 +333,8 @@ def challenges_list(as_json: Annotated[bool, typer.Option("--json")] = False) ->
         catalog = Catalog.load()
     except ChallengeError as exc:
         raise fail(str(exc)) from None
+    for problem in catalog.errors:
+        err.print(f"[yellow]left out:[/] {problem}", highlight=False, soft_wrap=True)
     if as_json:
         rows = [
             {

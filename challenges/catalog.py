@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -21,6 +22,7 @@ from grading.report import Report
 from grading.scenario import Scenario
 from provisioning import EnvironmentSpec, Resource
 
+log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
 REQUIRED_FILES = ("challenge.yaml", "statement.md.j2", "discussion.md.j2", "scenario.py")
 
@@ -182,13 +184,23 @@ class Challenge:
 
 
 class Catalog:
-    def __init__(self, challenges: list[Challenge]) -> None:
+    def __init__(self, challenges: list[Challenge], errors: list[str] | None = None) -> None:
         self._by_id = {c.id: c for c in challenges}
+        self.errors = errors or []  # challenges left out, each with its reason
 
     @classmethod
     def load(cls, root: Path = ROOT) -> Catalog:
-        folders = sorted(p for p in root.iterdir() if (p / "challenge.yaml").is_file())
-        return cls([Challenge.load(p) for p in folders])
+        """Every valid challenge under ``root``; a broken one is left out and its error kept."""
+        loaded, errors = [], []
+        for folder in sorted(p for p in root.iterdir() if (p / "challenge.yaml").is_file()):
+            try:
+                loaded.append(Challenge.load(folder))
+            except ChallengeError as exc:
+                log.error("challenge left out of the catalog: %s", exc)
+                errors.append(str(exc))
+        if not loaded:
+            raise ChallengeError(f"no usable challenge under {root}: " + "; ".join(errors))
+        return cls(loaded, errors)
 
     def __iter__(self) -> Iterator[Challenge]:
         return iter(sorted(self._by_id.values(), key=lambda c: (c.spec.rotation, c.id)))

@@ -9,8 +9,7 @@ import json
 import math
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from challenges.schema import ChallengeSpec
 from grading.checkers import duplicates
@@ -42,8 +41,7 @@ STEADY_WINDOWS = (
 FAULT_WINDOWS = (Window(2.5, 5.5, "outage"),)
 
 
-@dataclass(frozen=True)
-class Sent:
+class Sent(NamedTuple):
     event_id: str
     body: bytes
 

@@ -9,16 +9,30 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import docker
 import pytest
 
 from provisioning.backend import Backend
 from provisioning.backends import make_backend
+from provisioning.docker.backend import NETWORK_ENV
+from provisioning.docker.containers import container_user
+from provisioning.docker.engine import EngineUnavailable, ensure_engine
+from provisioning.docker.images import ENV_PREFIX, build_local
 from provisioning.environment import Environment
+from provisioning.local.users import run_as_for
 from provisioning.spec import EnvironmentSpec, Resource
 
 ALL = tuple(Resource)
-BACKENDS = ["local"]  # add "docker" here once it exists
+BACKENDS = ["local", "docker"]
+PROVIDER_MODULE = "tests.fixtures.provider_send"
+
+
+def spec(kinds: tuple[Resource, ...] = ALL, **kw: Any) -> EnvironmentSpec:
+    """A spec for ``kinds``, naming the test provider module when the provider is listed."""
+    module = PROVIDER_MODULE if Resource.PROVIDER in kinds else ""
+    return EnvironmentSpec(resources=kinds, provider_module=module, **kw)
 
 
 class Recorder(logging.Handler):
@@ -53,10 +67,35 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def docker_engine(data_dir: Path) -> Iterator[str]:
+    """A Docker engine (started here if none runs) with the local images, configured through
+    the environment (so that subprocesses making a docker backend see the same settings)."""
+    try:
+        engine = ensure_engine()
+    except EngineUnavailable as exc:
+        pytest.skip(f"no Docker engine: {exc}")
+    run_as = run_as_for(data_dir)
+    user = container_user(run_as.uid, run_as.gid)
+    client = docker.DockerClient(base_url=engine.url)
+    uid, gid = (int(x) for x in user.split(":"))
+    refs = build_local(client, uid, gid)
+    client.close()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DOCKER_HOST", engine.url)
+        patch.setenv(NETWORK_ENV, "host")  # no bridge on these machines (see DESIGN.md)
+        for kind, ref in refs.items():
+            patch.setenv(ENV_PREFIX + kind.value.upper(), ref)
+        yield engine.url
+    engine.stop()
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 async def backend(
     request: pytest.FixtureRequest, data_dir: Path, log_lines: list[str]
 ) -> AsyncIterator[Backend]:
+    if request.param == "docker":
+        request.getfixturevalue("docker_engine")
     be = make_backend(request.param, data_dir / request.param)
     yield be
     for env in await be.list():
@@ -66,8 +105,7 @@ async def backend(
 
 async def _make(backend: Backend, env_id: str, kinds: tuple[Resource, ...]) -> Environment:
     return await backend.create(
-        env_id,
-        EnvironmentSpec(resources=kinds, owner=f"owner-{env_id}", parameters={"RATE_LIMIT": "20"}),
+        env_id, spec(kinds, owner=f"owner-{env_id}", parameters={"RATE_LIMIT": "20"})
     )
 
 
@@ -89,6 +127,15 @@ def env_a(envs: tuple[Environment, Environment]) -> Environment:
 @pytest.fixture(scope="session")
 def env_b(envs: tuple[Environment, Environment]) -> Environment:
     return envs[1]
+
+
+def containers_of(backend: Backend, env_id: str) -> list[str]:
+    """Names of the containers (any state) the docker backend holds for ``env_id``."""
+    client = getattr(backend, "client", None)
+    if client is None:
+        return []
+    labels = [f"cruscible.env={env_id}", f"cruscible.data_dir={backend.data_dir}"]  # type: ignore[attr-defined]
+    return [c.name for c in client.containers.list(all=True, filters={"label": labels})]
 
 
 def marked_pids(data_dir: Path, env_id: str | None = None) -> list[int]:

@@ -24,13 +24,14 @@ from .clients import TIMEOUT, admin_s3, learner_s3, nats_connect, with_port
 
 BUNDLE = {
     "DATABASE_URL", "REDIS_URL", "S3_ENDPOINT_URL", "S3_BUCKET", "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "NATS_URL",
+    "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "NATS_URL", "PROVIDER_URL", "PROVIDER_TOKEN",
 }  # fmt: skip
 ADMIN_KEYS = {
     Resource.POSTGRES: {"dsn"},
     Resource.REDIS: {"url"},
     Resource.S3: {"endpoint_url", "access_key", "secret_key", "bucket"},
     Resource.QUEUE: {"url", "learner_url"},
+    Resource.PROVIDER: {"url", "admin_token"},
 }
 
 
@@ -44,6 +45,7 @@ def test_bundle_has_the_public_names(env_a: Environment) -> None:
         ("REDIS_URL", "redis"),
         ("NATS_URL", "nats"),
         ("S3_ENDPOINT_URL", "http"),
+        ("PROVIDER_URL", "http"),
     ]:
         url = urlsplit(bundle[name])
         assert url.scheme == scheme and url.hostname == "127.0.0.1" and url.port
@@ -68,9 +70,8 @@ async def test_metadata_is_persisted_privately(backend: Backend, env_a: Environm
     again = await backend.get(env_a.id)
     assert again is not None and again.bundle == env_a.bundle
     assert env_a.id in {e.id for e in await backend.list()}
-    if backend.name == "local":
-        path = Path(backend.envs_dir) / env_a.id / "environment.json"  # type: ignore[attr-defined]
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path = Path(backend.envs_dir) / env_a.id / "environment.json"  # type: ignore[attr-defined]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def _listening(port: int) -> list[str]:
@@ -85,9 +86,8 @@ def _listening(port: int) -> list[str]:
     return found
 
 
-def test_servers_listen_on_loopback_only(backend: Backend, env_a: Environment) -> None:
-    if backend.name != "local":
-        pytest.skip("host ports are the local backend's concern")
+def test_servers_listen_on_loopback_only(env_a: Environment) -> None:
+    """Local processes, host-network containers and ports published by docker alike."""
     ports = [p for info in env_a.resources.values() for p in info.extra["ports"].values()]
     assert len(ports) >= 4
     for port in ports:

@@ -15,14 +15,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from provisioning.backend import Backend, ProvisioningError
 from provisioning.environment import Environment
 from provisioning.faults import FaultAction, FaultRecord
-from provisioning.spec import EnvironmentSpec, Resource
+from provisioning.spec import Resource
 
 from .clients import TIMEOUT, learner_s3, nats_connect
+from .conftest import spec
 
 
 @pytest.fixture(scope="module")
 async def env(backend: Backend) -> AsyncIterator[Environment]:
-    made = await backend.create("env-faults", EnvironmentSpec(resources=tuple(Resource)))
+    made = await backend.create("env-faults", spec())
     yield made
     await backend.destroy(made.id)
 

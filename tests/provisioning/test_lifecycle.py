@@ -20,7 +20,7 @@ from provisioning.local.ports import PortPool, port_is_free
 from provisioning.manager import Provisioner
 from provisioning.spec import EnvironmentSpec, Resource
 
-from .conftest import marked_pids
+from .conftest import containers_of, marked_pids
 
 REDIS_ONLY = (Resource.REDIS,)
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,6 +98,7 @@ async def test_destroy_is_idempotent(backend: Backend) -> None:
     await backend.destroy("env-never")
     assert await backend.get(env.id) is None
     assert marked_pids(backend_dir(backend), env.id) == []
+    assert containers_of(backend, env.id) == []
     with pytest.raises(ProvisioningError, match="invalid"):
         await backend.destroy("../etc")
 
@@ -107,23 +108,23 @@ CREATOR = textwrap.dedent(
     import asyncio, sys, time
     from pathlib import Path
     from provisioning.backends import make_backend
-    from provisioning.spec import EnvironmentSpec, Resource
+    from tests.provisioning.conftest import spec
 
-    async def main(data_dir, env_id, wait):
-        backend = make_backend("local", Path(data_dir))
+    async def main(name, data_dir, env_id):
+        backend = make_backend(name, Path(data_dir))
         print("creating", flush=True)
-        await backend.create(env_id, EnvironmentSpec(resources=tuple(Resource)))
+        await backend.create(env_id, spec())
         print("created", flush=True)
         time.sleep(600)
 
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
+    asyncio.run(main(*sys.argv[1:]))
     """
 )
 
 
-def _creator(data_dir: Path, env_id: str) -> subprocess.Popen[str]:
+def _creator(backend: Backend, env_id: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", CREATOR, str(data_dir), env_id, "0"],
+        [sys.executable, "-c", CREATOR, backend.name, str(backend_dir(backend)), env_id],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -134,8 +135,8 @@ def _creator(data_dir: Path, env_id: str) -> subprocess.Popen[str]:
 async def test_reconcile_after_the_creator_was_killed(backend: Backend) -> None:
     """A process made environments then died by SIGKILL (once done, once mid-create)."""
     data_dir = backend_dir(backend)
-    done = _creator(data_dir, "env-crash1")
-    midway = _creator(data_dir, "env-crash2")
+    done = _creator(backend, "env-crash1")
+    midway = _creator(backend, "env-crash2")
     assert await asyncio.to_thread(done.stdout.readline) == "creating\n"  # type: ignore[union-attr]
     assert await asyncio.to_thread(midway.stdout.readline) == "creating\n"  # type: ignore[union-attr]
     await asyncio.sleep(0.5)
@@ -146,7 +147,7 @@ async def test_reconcile_after_the_creator_was_killed(backend: Backend) -> None:
     midway.wait()
     assert marked_pids(data_dir, "env-crash1"), "the finished environment should still be running"
 
-    fresh = make_backend("local", data_dir)
+    fresh = make_backend(backend.name, data_dir)
     gone = await Provisioner(fresh).reconcile(
         known={e.id for e in await fresh.list()} - {"env-crash1", "env-crash2"}
     )
@@ -155,6 +156,7 @@ async def test_reconcile_after_the_creator_was_killed(backend: Backend) -> None:
         assert marked_pids(data_dir, env_id) == []
         assert not (data_dir / "envs" / env_id).exists()
         assert fresh.ports.leased(env_id) == []  # type: ignore[attr-defined]
+        assert containers_of(fresh, env_id) == []
     await fresh.close()
 
 
@@ -174,6 +176,7 @@ async def test_orphans_of_a_vanished_environment_are_killed(backend: Backend) ->
         await asyncio.sleep(0.05)
     assert marked_pids(data_dir, env.id) == []
     assert backend.ports.leased(env.id) == []  # type: ignore[attr-defined]
+    assert containers_of(backend, env.id) == []
 
 
 def _listener() -> socket.socket:
@@ -205,13 +208,13 @@ def test_port_pool_skips_ports_in_use_and_leased(tmp_path: Path) -> None:
 
 
 async def test_a_port_taken_after_leasing_is_retried(
-    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A foreign process binds the leased port before our server does: create retries elsewhere."""
     foreign = _listener()
     taken = foreign.getsockname()[1]
     try:
-        backend = make_backend("local", data_dir / "race")
+        backend = make_backend(backend.name, data_dir / f"race-{backend.name}")
         pool = backend.ports  # type: ignore[attr-defined]
         monkeypatch.setattr("provisioning.local.ports.port_is_free", lambda port: True)
         monkeypatch.setattr(pool, "range", range(taken, taken + 2))

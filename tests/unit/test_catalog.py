@@ -109,3 +109,19 @@ def test_missing_files_are_named(copy: Path) -> None:
     (copy / "discussion.md.j2").unlink()
     with pytest.raises(ChallengeError, match=r"missing discussion.md.j2"):
         Challenge.load(copy)
+
+
+def test_a_broken_challenge_is_left_out_with_its_reason(tmp_path: Path) -> None:
+    good = tmp_path / "rate-limiter"
+    shutil.copytree(ROOT / "rate-limiter", good, ignore=shutil.ignore_patterns("solutions"))
+    broken = tmp_path / "half-done"
+    broken.mkdir()
+    (broken / "challenge.yaml").write_text("id: half-done\n")
+    catalog = Catalog.load(tmp_path)
+    assert [c.id for c in catalog] == ["rate-limiter"]
+    assert len(catalog.errors) == 1 and "half-done" in catalog.errors[0]
+
+
+def test_an_empty_catalog_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ChallengeError, match="no usable challenge"):
+        Catalog.load(tmp_path)

@@ -1,0 +1,445 @@
+"""Grades a URL shortener: the contract, Zipf-distributed redirects under load while hot links
+change, a Redis outage, and whether any redirect answered a target already replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from challenges.schema import ChallengeSpec
+from grading.checkers import stale_reads
+from grading.history import History, Outcome
+from grading.http import Exchange
+from grading.load import LoadPlan, LoadResult, Request, Response
+from grading.nemesis import FaultStep
+from grading.report import Status
+from grading.scenario import Grade, Scenario
+from grading.thresholds import Threshold, judge
+
+CODE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+LINKS = 1000  # links created before the load; read with Zipf popularity
+ZIPF_S = 1.1
+HOT = 16  # the most popular links: these are updated, deleted and probed during the load
+WRITE_EVERY_S = 0.25  # one update of a hot link this often…
+DELETES_PER_RUN = 2  # …and a few deletes late in each run
+PROBE_RATE = 150.0  # redirects of hot links per second whose Location is recorded
+PROBE_IN_FLIGHT = 64
+RECOVERY_LIMIT_S = 5.0
+
+
+def location(ex: Exchange) -> str | None:
+    for name, value in ex.response_headers.items():
+        if name.lower() == "location":
+            return value
+    return None
+
+
+def code_of(ex: Exchange) -> str | None:
+    """The code a create answered, or None when it answered none usable."""
+    try:
+        data = ex.json()
+    except ValueError:
+        return None
+    code = data.get("code") if isinstance(data, dict) else None
+    return code if isinstance(code, str) and CODE_RE.fullmatch(code) else None
+
+
+class Write(NamedTuple):
+    at_s: float
+    kind: str  # "write" (PUT) or "delete"
+    rank: int
+
+
+class UrlShortenerScenario(Scenario):
+    def __init__(self, spec: ChallengeSpec) -> None:
+        self.spec = spec
+        self.nonce = secrets.token_hex(3)  # fresh URLs on every run; never affects the verdict
+        self.history = History()
+        self.codes: list[str] = []  # by popularity rank (0 = most popular)
+        self.versions = 0
+        self.fault_run_start_s: float | None = None
+
+    def url(self, *parts: object) -> str:
+        return "https://example.com/" + "/".join(str(p) for p in (self.nonce, *parts))
+
+    # -- contract -------------------------------------------------------------------------
+    async def contract(self, g: Grade) -> None:
+        ex = await g.request("GET", "/healthz")
+        g.check(
+            "contract.healthz",
+            "GET /healthz answers 200",
+            ex.status == 200,
+            exchange=ex,
+            expected=200,
+            actual=ex.status,
+        )
+        target = self.url("docs", "page?q=a%20b&lang=en#top")
+        ex = await g.request("POST", "/v1/links", json={"url": target})
+        code = code_of(ex) if ex.status == 201 else None
+        g.check(
+            "contract.create",
+            "POST /v1/links answers 201 with a code",
+            code is not None,
+            exchange=ex,
+            expected='201 {"code": "<1..64 of A-Z a-z 0-9 _ ->"}',
+            actual=f"{ex.status} {ex.text(200)}",
+        )
+        g.progress(0.2)
+        if code is None:
+            for check_id in ("contract.redirect", "contract.update", "contract.delete"):
+                g.check(check_id, "Needs a created link", Status.FAIL, detail="no link created")
+        else:
+            await self.lifecycle(g, code, target)
+        g.progress(0.6)
+
+        unknown = "zz" + secrets.token_hex(4)
+        ex = await g.request("GET", f"/{unknown}")
+        g.check(
+            "contract.unknown",
+            "GET of an unknown code answers 404",
+            ex.status == 404,
+            exchange=ex,
+            expected=404,
+            actual=ex.status,
+        )
+        await self.bad_input(g, code)
+        g.progress(1.0)
+
+    async def lifecycle(self, g: Grade, code: str, target: str) -> None:
+        ex = await g.request("GET", f"/{code}")
+        got = location(ex)
+        g.check(
+            "contract.redirect",
+            "GET /{code} answers 302 with the stored URL in Location, byte for byte",
+            ex.status == 302 and got == target,
+            exchange=ex,
+            expected=f"302 Location: {target}",
+            actual=f"{ex.status} Location: {got}",
+        )
+
+        new = self.url("docs", "moved")
+        put = await g.request("PUT", f"/v1/links/{code}", json={"url": new})
+        after = await g.request("GET", f"/{code}")
+        missing = await g.request("PUT", f"/v1/links/zz{secrets.token_hex(4)}", json={"url": new})
+        steps = [
+            ("PUT answers 200", put, put.status == 200),
+            ("the next GET redirects to the new URL", after, location(after) == new),
+            ("PUT of an unknown code answers 404", missing, missing.status == 404),
+        ]
+        bad = [(label, e) for label, e, ok in steps if not ok]
+        g.check(
+            "contract.update",
+            "PUT changes where the code redirects, at once",
+            not bad,
+            detail="; ".join(label for label, _ in bad),
+            exchange=bad[0][1] if bad else None,
+            expected=None if not bad else f"{bad[0][0]} (new URL {new})",
+            actual=None if not bad else f"{bad[0][1].status} Location: {location(bad[0][1])}",
+            partial=1 - len(bad) / len(steps),
+        )
+
+        delete = await g.request("DELETE", f"/v1/links/{code}")
+        gone = await g.request("GET", f"/{code}")
+        steps = [
+            ("DELETE answers 204", delete, delete.status == 204),
+            ("the next GET answers 404", gone, gone.status == 404),
+        ]
+        bad = [(label, e) for label, e, ok in steps if not ok]
+        g.check(
+            "contract.delete",
+            "DELETE answers 204, and the code is gone at once",
+            not bad,
+            detail="; ".join(label for label, _ in bad),
+            exchange=bad[0][1] if bad else None,
+            expected=bad[0][0] if bad else None,
+            actual=f"{bad[0][1].status} {bad[0][1].text(120)}" if bad else None,
+            partial=1 - len(bad) / len(steps),
+        )
+
+    async def bad_input(self, g: Grade, code: str | None) -> None:
+        cases: list[tuple[str, str, str, dict[str, Any]]] = [
+            ("body not JSON", "POST", "/v1/links", {"body": b"url=https://example.com"}),
+            ("missing url", "POST", "/v1/links", {"json": {}}),
+            ("url not a string", "POST", "/v1/links", {"json": {"url": 42}}),
+            ("ftp scheme", "POST", "/v1/links", {"json": {"url": "ftp://example.com/f"}}),
+            ("not a URL", "POST", "/v1/links", {"json": {"url": "not a url"}}),
+            ("no host", "POST", "/v1/links", {"json": {"url": "https://"}}),
+            ("space inside", "POST", "/v1/links", {"json": {"url": "https://exa mple.com/"}}),
+        ]
+        if code is not None:
+            cases.append(("PUT with a bad URL", "PUT", f"/v1/links/{code}", {"json": {"url": ""}}))
+        failures = []
+        for label, method, path, kwargs in cases:
+            ex = await g.request(method, path, **kwargs)
+            # A PUT on the link deleted above may answer 404 first: that is not a bad answer.
+            if ex.status != 400 and not (method == "PUT" and ex.status == 404):
+                failures.append((label, ex))
+        first = failures[0] if failures else None
+        g.check(
+            "contract.bad-input",
+            "Invalid URLs and bodies get 400",
+            not failures,
+            detail=", ".join(f"{label}: {ex.status}" for label, ex in failures),
+            exchange=first[1] if first else None,
+            expected="400" if first else None,
+            actual=first[1].status if first else None,
+            partial=1 - len(failures) / len(cases),
+        )
+
+    # -- load -----------------------------------------------------------------------------
+    async def create_links(self, g: Grade) -> None:
+        """Create LINKS links; the hot ones are recorded as the first writes of the history."""
+        calls = [("POST", "/v1/links", {"json": {"url": self.url(i, "v0")}}) for i in range(LINKS)]
+        t_before = self.history.now()
+        exchanges = await g.burst(calls)
+        t_after = self.history.now()
+        for i, ex in enumerate(exchanges):
+            code = code_of(ex) if ex.status == 201 else None
+            if code is None:
+                continue
+            if len(self.codes) < HOT:
+                op = self.history.invoke("setup", "write", code, self.url(i, "v0"), invoked_s=t_before)
+                self.history.complete(op, "ok", completed_s=t_after)
+            self.codes.append(code)
+
+    def plan(self, g: Grade, duration_s: float) -> LoadPlan:
+        """Redirects at the graded rate; link ``k`` (by rank) is read with weight 1/k^s."""
+        rate = self.spec.grading.rate
+        total = int(rate * duration_s) + 1
+        n = len(self.codes)
+        weights = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** ZIPF_S
+        rng = np.random.default_rng(g.rng.getrandbits(63))
+        picks = rng.choice(n, size=total, p=weights / weights.sum())
+        requests = [Request("GET", f"/{code}") for code in self.codes]
+
+        def make(i: int) -> Request:
+            return requests[picks[i % total]]
+
+        def classify(_req: Request, resp: Response) -> str | None:
+            return None if resp.status in (302, 404) else f"http_{resp.status}"
+
+        return LoadPlan(rate=rate, duration_s=duration_s, make_request=make, classify=classify)
+
+    def writes(self, g: Grade, duration_s: float, deleted: set[int]) -> list[Write]:
+        """A seeded schedule: updates of hot links all along, a few deletes late in the run."""
+        hot = min(HOT, len(self.codes))
+        out: list[Write] = []
+        candidates = [r for r in range(hot // 2, hot) if r not in deleted]
+        for _ in range(min(DELETES_PER_RUN, len(candidates))):
+            rank = candidates.pop(g.rng.randrange(len(candidates)))
+            deleted.add(rank)
+            out.append(Write(g.rng.uniform(0.5, 0.8) * duration_s, "delete", rank))
+        alive = [r for r in range(hot) if r not in deleted]
+        t = WRITE_EVERY_S
+        while t < duration_s - 0.5:
+            out.append(Write(t + g.rng.uniform(0, 0.05), "write", g.rng.choice(alive)))
+            t += WRITE_EVERY_S
+        return sorted(out, key=lambda w: w.at_s)
+
+    async def writer(self, g: Grade, schedule: list[Write], t0: float) -> None:
+        for w in schedule:
+            await asyncio.sleep(max(0.0, t0 + w.at_s - time.monotonic()))
+            code = self.codes[w.rank]
+            if w.kind == "delete":
+                op = self.history.invoke("writer", "delete", code)
+                ex = await g.request("DELETE", f"/v1/links/{code}")
+                ok = ex.status == 204
+            else:
+                self.versions += 1
+                value = self.url(w.rank, f"v{self.versions}")
+                op = self.history.invoke("writer", "write", code, value)
+                ex = await g.request("PUT", f"/v1/links/{code}", json={"url": value})
+                ok = ex.status == 200
+            outcome: Outcome = "ok" if ok else "failed" if ex.status in (400, 404) else "unknown"
+            self.history.complete(op, outcome, {"status": ex.status})
+
+    async def probe(self, g: Grade, code: str) -> None:
+        op = self.history.invoke("reader", "read", code)
+        ex = await g.request("GET", f"/{code}")
+        if ex.status == 302:
+            self.history.complete(op, "ok", {"value": location(ex), "status": 302})
+        elif ex.status == 404:
+            self.history.complete(op, "ok", {"value": None, "status": 404})
+        else:
+            self.history.complete(op, "unknown", {"status": ex.status, "error": ex.error})
+
+    async def prober(self, g: Grade, duration_s: float) -> None:
+        """Redirects of the hot links at PROBE_RATE, each recorded with its Location."""
+        hot = self.codes[: min(HOT, len(self.codes))]
+        tasks: set[asyncio.Task[None]] = set()
+        t0 = time.monotonic()
+        for i in range(int(PROBE_RATE * duration_s)):
+            await asyncio.sleep(max(0.0, t0 + i / PROBE_RATE - time.monotonic()))
+            if len(tasks) >= PROBE_IN_FLIGHT:
+                continue  # the service is stalled; the load already measures that
+            task = asyncio.create_task(self.probe(g, hot[i % len(hot)]))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def run(
+        self, g: Grade, duration_s: float, deleted: set[int], faults: list[FaultStep]
+    ) -> tuple[LoadResult, Any]:
+        plan = self.plan(g, duration_s)
+        schedule = self.writes(g, duration_s, deleted)
+        t0 = time.monotonic()
+        side = asyncio.gather(self.writer(g, schedule, t0), self.prober(g, duration_s))
+        try:
+            return await g.run_load(plan, faults=faults)
+        finally:
+            await side
+
+    async def load(self, g: Grade) -> None:
+        grading = self.spec.grading
+        await self.create_links(g)
+        g.metric("links.created", len(self.codes))
+        if len(self.codes) < 2 * HOT:
+            for check_id in ("load.latency", "load.errors", "faults.recovery", "faults.availability"):
+                g.check(
+                    check_id,
+                    "Load with changing links",
+                    Status.ERROR,
+                    detail=f"only {len(self.codes)} of {LINKS} links could be created; "
+                    f"the load needs at least {2 * HOT}",
+                )
+            return
+        deleted: set[int] = set()
+        result, _ = await self.run(g, grading.duration_s, deleted, [])
+        self.report_load(g, result)
+
+        if not grading.faults:
+            return
+        if not g.can_inject:
+            for check_id in ("faults.recovery", "faults.availability"):
+                g.check(
+                    check_id,
+                    "Behaviour under injected faults",
+                    Status.SKIP,
+                    detail="graded without an environment: no fault was injected",
+                )
+            return
+        steps = [
+            FaultStep(
+                at_s=g.rng.uniform(*f.at_s),
+                resource=f.resource.value,
+                action=f.action,
+                heal_action=f.heal_action,
+                heal_after_s=f.heal_after_s,
+            )
+            for f in grading.faults
+        ]
+        g.phase = "faults"
+        self.fault_run_start_s = self.history.now()
+        result, windows = await self.run(g, grading.fault_duration_s, deleted, steps)
+        self.report_faults(g, result, windows)
+
+    def report_load(self, g: Grade, result: LoadResult) -> None:
+        grading = self.spec.grading
+        g.metric("load.rate_target", grading.rate)
+        g.metric("load.achieved_rate", round(result.achieved_rate, 1))
+        g.metric("load.p50_ms", round(result.percentile_ms(50), 2))
+        g.metric("load.p99_ms", round(result.percentile_ms(99), 2))
+        g.metric("load.error_rate", round(result.error_rate, 4))
+        note = (
+            f" (the load generator fell behind: {result.unreliable_reason})"
+            if result.unreliable
+            else ""
+        )
+        for check_id, name, title in (
+            ("load.latency", "latency", "Latency at load"),
+            ("load.errors", "errors", "Errors at load"),
+        ):
+            verdict = judge(Threshold.parse(self.spec.thresholds[name]), result)
+            status = Status.PASS if verdict.ok else Status.FAIL
+            if result.unreliable and not verdict.ok:
+                status = Status.WARN
+            g.check(
+                check_id,
+                f"{title}: {self.spec.thresholds[name]} at {grading.rate:g} redirects/s",
+                status,
+                detail=verdict.description + note,
+                evidence={"errors_by_kind": result.errors},
+            )
+
+    def report_faults(self, g: Grade, result: LoadResult, windows: list[Any]) -> None:
+        g.metric("faults.p99_ms", round(result.percentile_ms(99), 2))
+        g.metric("faults.error_rate", round(result.error_rate, 4))
+        errors = sum(w.errors_during for w in windows)
+        g.metric("faults.errors", errors)
+        recoveries = [w.recovery_s for w in windows]
+        worst = None if any(r is None for r in recoveries) else max(recoveries, default=0.0)
+        g.metric("faults.recovery_s", None if worst is None else round(worst, 2))
+        observed = "; ".join(w.observed for w in windows)
+        g.check(
+            "faults.recovery",
+            f"Recovers within {RECOVERY_LIMIT_S:g} s after each fault heals",
+            worst is not None and worst <= RECOVERY_LIMIT_S,
+            detail=observed,
+            expected=f"recovery <= {RECOVERY_LIMIT_S:g} s",
+            actual="never recovered during the run" if worst is None else f"{worst:.2f} s",
+        )
+        g.check(
+            "faults.availability",
+            "Keeps redirecting while Redis is down",
+            Status.PASS if result.error_rate == 0 else Status.WARN,
+            partial=max(0.0, 1 - result.error_rate * 10),
+            detail=f"{result.error_rate:.1%} of redirects failed during the fault run "
+            f"({errors} inside the fault windows)",
+            evidence={"errors_by_kind": result.errors},
+        )
+
+    # -- verification ---------------------------------------------------------------------
+    async def verify(self, g: Grade) -> None:
+        reads = self.history.filter(kind="read")
+        found = stale_reads(self.history)
+        stale, unwritten = found.counts.get("stale", 0), found.counts.get("unwritten", 0)
+        g.metric("cache.stale_reads", stale)
+        g.metric("cache.unwritten_reads", unwritten)
+        g.metric("cache.reads_checked", found.counts.get("reads", 0))
+        writes = [op for op in self.history.filter(kind=("write", "delete")) if op.process == "writer"]
+        g.metric("cache.writes_acknowledged", sum(op.outcome == "ok" for op in writes))
+        if self.fault_run_start_s is not None:
+            g.metric("cache.stale_reads_fault_run", self.stale_since(self.fault_run_start_s))
+        checked = found.counts.get("reads", 0)
+        if checked < len(reads) / 2 or checked == 0:
+            g.check(
+                "cache.fresh",
+                "No redirect answers a target already replaced",
+                Status.ERROR,
+                detail=f"only {checked} of {len(reads)} probe redirects were answered 302/404; "
+                "freshness could not be judged",
+            )
+            return
+        first = found.anomalies[0] if found.anomalies else None
+        status = Status.PASS if found.valid is True else Status.FAIL
+        if found.valid == "unknown":
+            status = Status.WARN
+        g.check(
+            "cache.fresh",
+            "No redirect answers a target already replaced",
+            status,
+            detail=(
+                f"{checked} redirects of the {HOT} hot links checked against "
+                f"{len(writes)} writes made during the "
+                f"load: {stale} answered a target an acknowledged PUT or DELETE had already "
+                f"replaced, {unwritten} answered a target never written. {found.reason}"
+            ),
+            expected="every redirect that starts after a PUT/DELETE was acknowledged sees it",
+            actual=first["message"] if first else "no stale redirect",
+            evidence={"anomalies": found.anomalies[:5]},
+        )
+
+    def stale_since(self, start_s: float) -> int:
+        """Stale reads among the redirects sent from ``start_s`` on (the fault run)."""
+        part = History(clock=lambda: 0.0, origin=0.0)
+        part.ops = [
+            op for op in self.history.ops if op.kind != "read" or op.invoked_s >= start_s
+        ]
+        return int(stale_reads(part).counts.get("stale", 0))
+

@@ -1,0 +1,64 @@
+"""Grader validity for notification-service: both reference designs pass; a service that
+never retries and one that acknowledges queue messages before the work is done both lose
+accepted events, and the loss check says so, with the same verdict twice."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.app import App
+from bot.core.outbox import Actor
+from grading.report import Status
+from provisioning import Environment
+from tests.challenges.grading import grade_module, verdict
+
+pytestmark = pytest.mark.slow
+CHALLENGE = "notification-service"
+
+
+@pytest.fixture(scope="module")
+async def env(app: App) -> AsyncIterator[Environment]:
+    spec = app.coach.challenge(CHALLENGE).environment_spec("test:validity")
+    environment = await app.coach.create_environment(Actor("test", "validity", "v"), spec)
+    yield environment
+    await app.coach.destroy_environment(environment.id)
+
+
+@pytest.mark.parametrize("design", ["sync_delivery", "queue_worker"])
+async def test_reference_designs_pass(
+    app: App, env: Environment, tmp_path: Path, design: str
+) -> None:
+    module = app.coach.challenge(CHALLENGE).solution(design).module
+    report = await grade_module(app, CHALLENGE, module, env, tmp_path, seed=11)
+    failed = [
+        f"{c.id}: {c.detail}" for c in report.checks if c.status in (Status.FAIL, Status.ERROR)
+    ]
+    assert report.passed, failed
+    assert report.metrics["delivery.lost"] == 0
+    assert report.metrics["delivery.duplicates"] == 0
+    assert report.check("delivery.no-loss").status == Status.PASS
+    assert {f.resource for f in report.faults} == {"queue", "redis"}
+    assert report.discussion
+
+
+@pytest.mark.parametrize(
+    "fixture", ["notification_no_retry", "notification_ack_before_process"]
+)
+async def test_losing_designs_are_caught_with_the_same_verdict_twice(
+    app: App, env: Environment, tmp_path: Path, fixture: str
+) -> None:
+    module = f"tests.fixtures.flawed.{fixture}"
+    first = await grade_module(app, CHALLENGE, module, env, tmp_path / "1", seed=7)
+    second = await grade_module(app, CHALLENGE, module, env, tmp_path / "2", seed=7)
+    for report in (first, second):
+        assert not report.passed
+        loss = report.check("delivery.no-loss")
+        assert loss.status == Status.FAIL
+        assert report.metrics["delivery.lost"] > 0
+        assert "never reached the provider" in loss.detail
+        assert report.check("contract.accept").status == Status.PASS
+        assert report.metrics["delivery.duplicates"] == 0
+    assert verdict(first) == verdict(second)
