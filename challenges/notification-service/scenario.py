@@ -130,7 +130,11 @@ class NotificationScenario(Scenario):
         twin = self.new_event(g)
         burst = await g.burst(
             [
-                ("POST", "/v1/events", {"body": twin.body, "headers": {"Content-Type": "application/json"}})
+                (
+                    "POST",
+                    "/v1/events",
+                    {"body": twin.body, "headers": {"Content-Type": "application/json"}},
+                )
                 for _ in range(4)
             ]
         )
@@ -282,6 +286,11 @@ class NotificationScenario(Scenario):
             for f in grading.faults
         ]
         g.phase = "faults"
+        tl = g.timeline
+        offset = tl.buckets[-1].t_s + tl.bucket_s if tl is not None and tl.buckets else 0.0
+        outage = FAULT_WINDOWS[0]
+        g.metric("provider.outage_from_s", round(offset + outage.start_s, 1))
+        g.metric("provider.outage_to_s", round(offset + outage.end_s, 1))
         await self.script(FAULT_WINDOWS, g.seed + 1)
         try:
             result, windows = await g.run_load(
@@ -292,15 +301,17 @@ class NotificationScenario(Scenario):
         g.metric("faults.error_rate", round(result.error_rate, 4))
         errors = sum(w.errors_during for w in windows)
         g.metric("faults.errors", errors)
-        outage = FAULT_WINDOWS[0]
-        injected = "; ".join(w.observed for w in windows) or "no fault injected into the environment"
+        injected = (
+            "; ".join(w.observed for w in windows) or "no fault injected into the environment"
+        )
         g.check(
             "faults.availability",
             "Keeps accepting events while the provider is down and the environment is faulted",
             Status.PASS if result.error_rate == 0 else Status.WARN,
             partial=max(0.0, 1 - result.error_rate * 10),
             detail=f"{result.error_rate:.1%} of events were refused or timed out during the run "
-            f"(provider outage from {outage.start_s:g} s to {outage.end_s:g} s); {injected}",
+            f"(provider outage from {offset + outage.start_s:.1f} s to {offset + outage.end_s:.1f} s); "
+            f"{injected}",
             evidence={"errors_by_kind": result.errors},
         )
 
@@ -367,7 +378,11 @@ class NotificationScenario(Scenario):
         by_key: dict[str, list[Call]] = {}
         for c in ours:
             by_key.setdefault(str(c.key), []).append(c)
-        first_ok = {k: next(c.at for c in cs if c.delivered) for k, cs in by_key.items() if any(c.delivered for c in cs)}
+        first_ok = {
+            k: next(c.at for c in cs if c.delivered)
+            for k, cs in by_key.items()
+            if any(c.delivered for c in cs)
+        }
         self.check_loss(g, by_key, first_ok)
         self.check_duplicates(g, ours)
         self.check_lag(g, first_ok)

@@ -108,7 +108,9 @@ def ensure_engine(root: Path = ROOT, *, install: bool = True, timeout: float = 6
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise EngineUnavailable(f"dockerd exited with {proc.returncode}; see {root}/dockerd.log")
+            raise EngineUnavailable(
+                f"dockerd exited with {proc.returncode}; see {root}/dockerd.log"
+            )
         if reachable(url):
             return Engine(url, proc)
         time.sleep(0.2)

@@ -44,9 +44,7 @@ async def test_reference_designs_pass(
     assert report.discussion
 
 
-@pytest.mark.parametrize(
-    "fixture", ["notification_no_retry", "notification_ack_before_process"]
-)
+@pytest.mark.parametrize("fixture", ["notification_no_retry", "notification_ack_before_process"])
 async def test_losing_designs_are_caught_with_the_same_verdict_twice(
     app: App, env: Environment, tmp_path: Path, fixture: str
 ) -> None:

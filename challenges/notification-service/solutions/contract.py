@@ -44,7 +44,12 @@ class Event:
 
     def to_json(self) -> bytes:
         return json.dumps(
-            {"event_id": self.event_id, "type": self.type, "user_id": self.user_id, "data": self.data}
+            {
+                "event_id": self.event_id,
+                "type": self.type,
+                "user_id": self.user_id,
+                "data": self.data,
+            }
         ).encode()
 
     @property

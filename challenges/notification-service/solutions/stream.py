@@ -87,17 +87,13 @@ class Stream:
             if left <= 0:
                 raise StoreUnavailable("queue did not store the event in time")
             try:
-                await js.publish(
-                    SUBJECT, payload, timeout=left, headers={"Nats-Msg-Id": event_id}
-                )
+                await js.publish(SUBJECT, payload, timeout=left, headers={"Nats-Msg-Id": event_id})
                 return
             except (NatsError, TimeoutError) as exc:
                 warn_throttled("publish", f"publish failed, retrying: {type(exc).__name__}")
                 await asyncio.sleep(min(RETRY_PAUSE_S, max(0.0, end - time.monotonic())))
 
-    async def consume(
-        self, handle: Callable[[Msg], Awaitable[None]], *, concurrency: int
-    ) -> None:
+    async def consume(self, handle: Callable[[Msg], Awaitable[None]], *, concurrency: int) -> None:
         """Fetch messages forever; run ``handle`` on each, at most ``concurrency`` at once."""
         await self.ready.wait()
         assert self.nc is not None

@@ -34,7 +34,7 @@ class PostgresLinks:
     def __init__(self, dsn: str, *, timeout_s: float, max_size: int = 16) -> None:
         self.pool = AsyncConnectionPool(
             dsn,
-            min_size=4,
+            min_size=max_size,
             max_size=max_size,
             open=False,
             timeout=timeout_s,  # waiting for a free connection

@@ -7,8 +7,11 @@ never for the provider: a slow, throttling or absent provider cannot touch the i
 latency. A resend of the same event_id inside the stream's duplicate window is dropped
 by JetStream itself, so it is stored once.
 
-Delivery: a worker in the same process pulls from a durable consumer and calls the
-provider, up to :data:`CONCURRENCY` calls at once. It acknowledges a message only
+Delivery: a worker *process* (started and watched by the API process, as a second
+deployment would be) pulls from a durable consumer and calls the provider, up to
+:data:`CONCURRENCY` calls at once. Keeping it out of the API's event loop matters: a
+batch of deliveries is milliseconds of CPU that would otherwise sit in front of the
+next 202. It acknowledges a message only
 *after* the provider answered 200 and the delivery was recorded in PostgreSQL
 (``notify_delivered``, keyed by event_id). Anything else is a ``nak`` with a delay, and
 JetStream delivers the message again: a 429 waits its ``Retry-After``, a 5xx or a
@@ -34,9 +37,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import sys
 from collections.abc import AsyncIterator, Mapping
 
 import psycopg
+import uvloop
 from aiohttp import web
 from nats.aio.msg import Msg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -50,6 +57,7 @@ NAME = "notification-service/queue_worker"
 PUBLISH_DEADLINE_S = 1.5
 SEND_TIMEOUT_S = 5.0
 CONCURRENCY = 256
+WORKER_FLAG = "--worker"
 CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS notify_delivered (
     event_id     text PRIMARY KEY,
@@ -63,7 +71,24 @@ def backoff_s(deliveries: int) -> float:
     return min(0.25 * 2 ** max(0, deliveries - 1), 1.0)
 
 
+class Ingest:
+    """The API process: publish, then answer."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+
+    async def accept(self, event: contract.Event) -> web.Response:
+        try:
+            await self.stream.publish(event.event_id, event.to_json(), PUBLISH_DEADLINE_S)
+        except StoreUnavailable as exc:
+            warn_throttled("accept", f"not accepted: {exc}")
+            return json_error(503, "cannot accept events right now; retry")
+        return contract.accepted()
+
+
 class Worker:
+    """The worker process: one queue message at a time per task."""
+
     def __init__(
         self, stream: Stream, pool: AsyncConnectionPool, provider: contract.ProviderClient
     ) -> None:
@@ -80,14 +105,6 @@ class Worker:
             except (psycopg.Error, PoolTimeout) as exc:
                 warn_throttled("schema", f"cannot create the table yet: {type(exc).__name__}")
                 await asyncio.sleep(0.5)
-
-    async def accept(self, event: contract.Event) -> web.Response:
-        try:
-            await self.stream.publish(event.event_id, event.to_json(), PUBLISH_DEADLINE_S)
-        except StoreUnavailable as exc:
-            warn_throttled("accept", f"not accepted: {exc}")
-            return json_error(503, "cannot accept events right now; retry")
-        return contract.accepted()
 
     async def already_delivered(self, event_id: str) -> bool:
         async with self.pool.connection() as conn:
@@ -129,14 +146,9 @@ class Worker:
         warn_throttled("deliver", f"provider did not take an event ({attempt.detail}); retrying")
         await msg.nak(delay=retry)
 
-    async def health(self) -> None:
-        if not self.stream.ready.is_set():
-            raise StoreUnavailable("queue not ready")
-        async with self.pool.connection() as conn:
-            await conn.execute("SELECT 1")
 
-
-def build(env: Mapping[str, str]) -> web.Application:
+async def work(env: Mapping[str, str]) -> None:
+    """The worker process: deliver from the queue until killed."""
     stream = Stream(env["NATS_URL"], consumer="queue-worker")
     pool = AsyncConnectionPool(
         env["DATABASE_URL"],
@@ -149,32 +161,64 @@ def build(env: Mapping[str, str]) -> web.Application:
     )
     provider = contract.ProviderClient(env["PROVIDER_URL"], env["PROVIDER_TOKEN"])
     worker = Worker(stream, pool, provider)
-    app = contract.build_app(worker.accept)
-    add_health_check(app, "stores", worker.health)
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await pool.open(wait=False)
-        await provider.open()
+    await pool.open(wait=False)
+    await provider.open()
+    try:
         await asyncio.gather(stream.connect(), worker.ensure_schema())
-        consumer = asyncio.create_task(stream.consume(worker.deliver, concurrency=CONCURRENCY))
-        yield
-        consumer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer
+        await stream.consume(worker.deliver, concurrency=CONCURRENCY)
+    finally:
         await stream.close()
         await provider.close()
         await pool.close(timeout=1.0)
+
+
+async def supervise(proc: list[asyncio.subprocess.Process]) -> None:
+    """Run the worker process; start it again if it exits."""
+    while True:
+        proc[:] = [
+            await asyncio.create_subprocess_exec(sys.executable, "-m", __package__, WORKER_FLAG)
+        ]
+        code = await proc[0].wait()
+        warn_throttled("worker", f"worker process exited with {code}; starting it again")
+        await asyncio.sleep(0.5)
+
+
+def build(env: Mapping[str, str]) -> web.Application:
+    stream = Stream(env["NATS_URL"], consumer="queue-worker")
+    ingest = Ingest(stream)
+    worker: list[asyncio.subprocess.Process] = []
+    app = contract.build_app(ingest.accept)
+
+    async def health() -> None:
+        if not stream.ready.is_set():
+            raise StoreUnavailable("queue not ready")
+        if not worker or worker[0].returncode is not None:
+            raise StoreUnavailable("worker not running")
+
+    add_health_check(app, "queue+worker", health)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await stream.connect()
+        supervisor = asyncio.create_task(supervise(worker))
+        yield
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+        if worker and worker[0].returncode is None:
+            worker[0].terminate()
+            await worker[0].wait()
+        await stream.close()
 
     app.cleanup_ctx.append(lifecycle)
     return app
 
 
 def main() -> None:
-    run(
-        NAME,
-        build,
-        required_env=["NATS_URL", "DATABASE_URL", "PROVIDER_URL", "PROVIDER_TOKEN"],
-    )
+    if WORKER_FLAG in sys.argv[1:]:
+        logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s worker: %(message)s")
+        uvloop.run(work(os.environ))
+        return
+    run(NAME, build, required_env=["NATS_URL", "DATABASE_URL", "PROVIDER_URL", "PROVIDER_TOKEN"])
 
 
 if __name__ == "__main__":

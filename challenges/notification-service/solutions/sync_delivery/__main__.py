@@ -117,7 +117,11 @@ class SyncDelivery:
                     break
                 if attempt.outcome is contract.Outcome.UNKNOWN:  # it may have been delivered
                     raise Unavailable(f"provider did not answer ({attempt.detail})")
-                wait = attempt.retry_after_s if attempt.outcome is contract.Outcome.THROTTLED else pause
+                wait = (
+                    attempt.retry_after_s
+                    if attempt.outcome is contract.Outcome.THROTTLED
+                    else pause
+                )
                 pause *= 2
                 if time.monotonic() + wait >= end:
                     raise Unavailable(f"provider did not take it ({attempt.detail})")
