@@ -1,4 +1,5 @@
-"""Lifecycle over a backend: ids, TTL and extension ceiling, quotas, reaping, reconciliation."""
+"""Lifecycle over a backend: ids, TTL and extension ceiling, quotas, warm pool, reaping,
+reconciliation."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from provisioning.backend import Backend, ProvisioningError, ResourceHealth
 from provisioning.environment import Environment
 from provisioning.faults import FaultAction, FaultRecord
+from provisioning.pool import WarmPool, is_pool_member
 from provisioning.spec import EnvironmentSpec, Resource
 
 log = logging.getLogger(__name__)
@@ -28,15 +30,23 @@ class Provisioner:
         max_total: int = 50,
         max_ttl: timedelta = timedelta(hours=8),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        pool_size: int = 0,
     ) -> None:
+        """``pool_size`` idle environments are kept per resource set asked for (0: no pool);
+        they are not counted in the quotas."""
         self.backend = backend
         self.max_per_owner = max_per_owner
         self.max_total = max_total
         self.max_ttl = max_ttl
         self.clock = clock
+        self.pool = WarmPool(backend, pool_size, new_env_id, clock=clock)
+
+    def warm(self, spec: EnvironmentSpec) -> None:
+        """Keep environments like ``spec`` ready in the warm pool (when it is on)."""
+        self.pool.warm(spec)
 
     async def up(self, spec: EnvironmentSpec) -> Environment:
-        live = await self.backend.list()
+        live = await self.list()
         if len(live) >= self.max_total:
             raise ProvisioningError(
                 f"the machine is at its limit of {self.max_total} environments; try again later"
@@ -50,7 +60,7 @@ class Provisioner:
             )
         if spec.ttl <= timedelta(0) or spec.ttl > self.max_ttl:
             raise ProvisioningError(f"ttl must be between 1s and {self.max_ttl}")
-        return await self.backend.create(new_env_id(), spec)
+        return await self.pool.take(spec) or await self.backend.create(new_env_id(), spec)
 
     async def get(self, env_id: str) -> Environment:
         env = await self.backend.get(env_id)
@@ -59,8 +69,9 @@ class Provisioner:
         return env
 
     async def list(self, owner: str | None = None) -> list[Environment]:
+        """Environments handed out (not the warm pool's idle ones), optionally of ``owner``."""
         envs = await self.backend.list()
-        return [e for e in envs if owner is None or e.owner == owner]
+        return [e for e in envs if not is_pool_member(e) and (owner is None or e.owner == owner)]
 
     async def extend(self, env_id: str, by: timedelta) -> Environment:
         env = await self.get(env_id)
@@ -100,14 +111,18 @@ class Provisioner:
         return gone
 
     async def reconcile(self, known: set[str]) -> list[str]:
-        """Destroy what the backend holds that the caller's store does not know."""
+        """Destroy what the backend holds that the caller's store does not know (idle pool
+        members of an earlier process included: the pool refills)."""
         gone = []
+        keep = known | self.pool.members()
         for env in await self.backend.list():
-            if env.id not in known:
+            if env.id not in keep:
                 log.info("reconciling: tearing down unknown environment %s", env.id)
                 await self.backend.destroy(env.id)
                 gone.append(env.id)
         return gone
 
     async def close(self) -> None:
+        """Destroy the warm pool's idle environments; handed-out ones keep running."""
+        await self.pool.close()
         await self.backend.close()

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from challenges.schema import ChallengeSpec
+from grading import fingerprint
 from grading.checkers import stale_reads
 from grading.history import History, Outcome
 from grading.http import Exchange
@@ -30,6 +31,9 @@ DELETES_PER_RUN = 2  # …and a few deletes late in each run
 PROBE_RATE = 150.0  # redirects of hot links per second whose Location is recorded
 PROBE_IN_FLIGHT = 64
 RECOVERY_LIMIT_S = 5.0
+WARM_UP = 200  # links redirected once, unmeasured, before the load
+STATS_FLUSH_S = 1.1
+SNAPSHOT_TIMEOUT_S = 10.0
 
 
 def location(ex: Exchange) -> str | None:
@@ -309,9 +313,13 @@ class UrlShortenerScenario(Scenario):
                     f"the load needs at least {2 * HOT}",
                 )
             return
+        # Unmeasured warm-up: a service is not graded on its first second (pools, caches).
+        await g.burst([("GET", f"/{code}", {}) for code in self.codes[:WARM_UP]])
         deleted: set[int] = set()
+        before, sent = await self.snapshot(g), g.requests_sent
         result, _ = await self.run(g, grading.duration_s, deleted, [])
         self.report_load(g, result)
+        await self.report_usage(g, before, g.requests_sent - sent)
 
         if not grading.faults:
             return
@@ -338,6 +346,30 @@ class UrlShortenerScenario(Scenario):
         self.fault_run_start_s = self.history.now()
         result, windows = await self.run(g, grading.fault_duration_s, deleted, steps)
         self.report_faults(g, result, windows)
+
+    async def snapshot(self, g: Grade) -> fingerprint.Snapshot | None:
+        if g.env is None:
+            return None
+        try:
+            return await asyncio.wait_for(fingerprint.snapshot(g.env), SNAPSHOT_TIMEOUT_S)
+        except Exception:  # usage figures are for the discussion; never fail a grade
+            return None
+
+    async def report_usage(self, g: Grade, before: fingerprint.Snapshot | None, requests: int) -> None:
+        """How the steady run used each store, per request.
+
+        Measured here rather than taken from the grade's fingerprint: killing Redis resets
+        its command counters, so a fingerprint across the fault run cannot see a cache.
+        """
+        if before is None:
+            return
+        await asyncio.sleep(STATS_FLUSH_S)  # PostgreSQL publishes table statistics ~1/s
+        after = await self.snapshot(g)
+        if after is None:
+            return
+        signals = fingerprint.diff(before, after, requests).signals
+        g.metric("usage.redis_ops_per_request", signals.get("redis", {}).get("ops_per_request"))
+        g.metric("usage.pg_scans_per_request", signals.get("postgres", {}).get("scans_per_request"))
 
     def report_load(self, g: Grade, result: LoadResult) -> None:
         grading = self.spec.grading

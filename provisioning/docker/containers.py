@@ -38,6 +38,7 @@ LABEL_ENV = "cruscible.env"
 LABEL_EXPIRES = "cruscible.expires"
 LABEL_RESOURCE = "cruscible.resource"
 LABEL_DATA_DIR = "cruscible.data_dir"
+_STATUS = {"running": State.RUNNING, "paused": State.PAUSED}
 STOP_GRACE = 15  # seconds docker waits after the stop signal before SIGKILL
 
 
@@ -196,6 +197,12 @@ class ContainerRuntime(Runtime):
         if state is None or not state["Running"]:
             return State.STOPPED
         return State.PAUSED if state["Paused"] else State.RUNNING
+
+    async def states(self, env_id: str) -> dict[Resource, State]:
+        found = await asyncio.to_thread(self._find, env_id)
+        return {
+            Resource(c.labels[LABEL_RESOURCE]): _STATUS.get(c.status, State.STOPPED) for c in found
+        }
 
     # -- signals ------------------------------------------------------------------
 

@@ -145,8 +145,10 @@ def _stage(context: Path, files: dict[str, Path], texts: dict[str, str]) -> None
         dest.chmod(0o644)
 
 
-def build_local(client: docker.DockerClient, uid: int, gid: int) -> dict[Resource, str]:
-    """Build (or find) the local image of every kind; return kind -> ``cruscible/<kind>:<hash>``."""
+def build_local(client: docker.DockerClient, user: str) -> dict[Resource, str]:
+    """Build (or find) the local image of every kind, naming ``user`` (``uid:gid``, the
+    containers' user) in its /etc/passwd; return kind -> ``cruscible/<kind>:<hash>``."""
+    uid, gid = (int(part) for part in user.split(":"))
     refs = {}
     for kind in OFFICIAL:
         files = _files(kind)

@@ -332,12 +332,21 @@ class LocalBackend:
         env = await self.get(env_id)
         if env is None:
             raise ProvisioningError(f"no environment {env_id!r}")
+        states: dict[Resource, State] = {}
+        for runtime in self._distinct_runtimes():
+            states.update(await runtime.states(env_id))
         return list(
-            await asyncio.gather(*(self._health(env_id, k, i) for k, i in env.resources.items()))
+            await asyncio.gather(
+                *(
+                    self._health(env_id, k, i, states.get(k, State.STOPPED))
+                    for k, i in env.resources.items()
+                )
+            )
         )
 
-    async def _health(self, env_id: str, kind: Resource, info: ResourceInfo) -> ResourceHealth:
-        state = await self.runtimes[kind].state(env_id, kind)
+    async def _health(
+        self, env_id: str, kind: Resource, info: ResourceInfo, state: State
+    ) -> ResourceHealth:
         if state is not State.RUNNING:
             return ResourceHealth(kind, False, "paused" if state is State.PAUSED else "not running")
         try:

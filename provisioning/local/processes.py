@@ -84,7 +84,9 @@ def _environ(pid: int) -> dict[str, str]:
             raw = f.read()
     except OSError:
         return {}
-    out = {}
+    out: dict[str, str] = {}
+    if b"CRUSCIBLE_" not in raw:  # most processes: skip splitting
+        return out
     for item in raw.split(b"\0"):
         key, sep, value = item.partition(b"=")
         if sep and key.startswith(b"CRUSCIBLE_"):

@@ -63,6 +63,10 @@ class Runtime(ABC):
     async def state(self, env_id: str, kind: Resource) -> State: ...
 
     @abstractmethod
+    async def states(self, env_id: str) -> dict[Resource, State]:
+        """The state of every server of ``env_id`` this runtime has (one look for all)."""
+
+    @abstractmethod
     async def pause(self, env_id: str, kind: Resource) -> str:
         """Freeze the server (connections hang); return what was done."""
 
@@ -88,6 +92,13 @@ class Runtime(ABC):
 
     async def close(self) -> None:  # noqa: B027
         """Release the runtime's own handles; the servers keep running."""
+
+
+def _state_of(procs: list[processes.Marked]) -> State:
+    found = processes.states(procs)
+    if not found:
+        return State.STOPPED
+    return State.PAUSED if "T" in found else State.RUNNING
 
 
 class ProcessRuntime(Runtime):
@@ -151,10 +162,14 @@ class ProcessRuntime(Runtime):
         return processes.log_tail(slot.log_path)
 
     async def state(self, env_id: str, kind: Resource) -> State:
-        found = processes.states(self._marked(env_id, kind))
-        if not found:
-            return State.STOPPED
-        return State.PAUSED if "T" in found else State.RUNNING
+        return _state_of(self._marked(env_id, kind))
+
+    async def states(self, env_id: str) -> dict[Resource, State]:
+        procs = self._marked(env_id)
+        return {
+            Resource(kind): _state_of([m for m in procs if m.resource == kind])
+            for kind in {m.resource for m in procs}
+        }
 
     async def pause(self, env_id: str, kind: Resource) -> str:
         procs = self._marked(env_id, kind)

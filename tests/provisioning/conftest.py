@@ -78,8 +78,7 @@ def docker_engine(data_dir: Path) -> Iterator[str]:
     run_as = run_as_for(data_dir)
     user = container_user(run_as.uid, run_as.gid)
     client = docker.DockerClient(base_url=engine.url)
-    uid, gid = (int(x) for x in user.split(":"))
-    refs = build_local(client, uid, gid)
+    refs = build_local(client, user)
     client.close()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DOCKER_HOST", engine.url)

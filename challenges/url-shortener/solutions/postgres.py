@@ -1,8 +1,10 @@
 """The links table in PostgreSQL, the source of truth for both reference designs.
 
 One row per link, keyed by its code (the primary key, so a redirect is one index
-lookup). Statements run in autocommit through a small pool; psycopg prepares them
-after a few uses, so a lookup is one round trip of an already planned statement.
+lookup). Statements run in autocommit through a small fixed-size pool (a connection
+handshake in the middle of a burst would stall every request queued behind it);
+psycopg prepares them after a few uses, so a lookup is one round trip of an already
+planned statement.
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ DELETE = "DELETE FROM links WHERE code = %s"
 
 
 class PostgresLinks:
-    def __init__(self, dsn: str, *, timeout_s: float, max_size: int = 16) -> None:
+    def __init__(self, dsn: str, *, timeout_s: float, size: int = 8) -> None:
         self.pool = AsyncConnectionPool(
             dsn,
-            min_size=max_size,
-            max_size=max_size,
+            min_size=size,  # all opened at start: growing the pool under load stalls it
+            max_size=size,
             open=False,
             timeout=timeout_s,  # waiting for a free connection
             kwargs={"autocommit": True, "connect_timeout": 2},

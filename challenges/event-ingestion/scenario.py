@@ -1,0 +1,508 @@
+"""Grades an event-ingestion service: the contract and window semantics, batches under
+load with a share retried (whole or overlapping), stores paused mid-load, then every
+count compared with what was sent, and how fresh the counts are."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import secrets
+import time
+from collections import Counter
+from typing import Any, NamedTuple
+
+from challenges.schema import ChallengeSpec
+from grading.checkers import counter_exactness
+from grading.http import Exchange
+from grading.load import LoadPlan, LoadResult, Request, Response
+from grading.nemesis import FaultStep
+from grading.report import Status
+from grading.scenario import Grade, Scenario
+from grading.thresholds import Threshold, judge
+
+SITES = 4
+PATHS = ("/", "/pricing", "/docs", "/blog", "/about", "/signup", "/login", "/cart")
+PATH_WEIGHTS = (30, 15, 12, 10, 8, 6, 5, 4)
+SPAN_S = 3600  # event times spread over one hour
+BATCH_SIZES = (10, 90)
+RESEND_SHARE = 0.15  # batches sent again as they were
+OVERLAP_SHARE = 0.10  # batches holding half of an earlier batch plus new events
+SUBWINDOWS = 3  # per site, besides the whole hour
+FRESHNESS_LIMIT_S = 5.0
+MARKER_EVERY_S = 0.5
+CONVERGE_S = 10.0  # how long counts may take to settle after the load
+RESEND_BUDGET_S = 10.0
+EXAMPLES = 5
+JSON = {"Content-Type": "application/json"}
+
+
+class Ev(NamedTuple):
+    event_id: str
+    site: str
+    path: str
+    ts: int
+
+
+class Batch(NamedTuple):
+    key: str
+    events: tuple[Ev, ...]
+
+    def body(self) -> bytes:
+        return json.dumps({"events": [e._asdict() for e in self.events]}).encode()
+
+
+def paths_of(data: Any) -> dict[str, int] | None:
+    """The ``paths`` map of a stats answer without zero entries, or None when malformed."""
+    if not isinstance(data, dict) or not isinstance(data.get("paths"), dict):
+        return None
+    paths = data["paths"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in paths.values()):
+        return None
+    return {p: n for p, n in paths.items() if n}
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+class EventIngestionScenario(Scenario):
+    def __init__(self, spec: ChallengeSpec) -> None:
+        self.spec = spec
+        self.nonce = secrets.token_hex(4)  # fresh ids on every run; never affects the verdict
+        self.base = int(time.time()) - 2 * SPAN_S
+        self.sites = [f"site-{self.nonce}-{i}" for i in range(SITES)]
+        self.counter = 0
+        self.batches: list[Batch] = []
+        self.accepted: set[str] = set()  # batch keys answered 2xx
+        self.freshness: list[float] = []
+
+    # -- helpers ----------------------------------------------------------------------
+    def fresh(self, g: Grade) -> Ev:
+        self.counter += 1
+        return Ev(
+            f"{self.nonce}-{self.counter}",
+            g.rng.choice(self.sites),
+            g.rng.choices(PATHS, PATH_WEIGHTS)[0],
+            self.base + g.rng.randrange(SPAN_S),
+        )
+
+    async def post(self, g: Grade, events: list[Ev] | tuple[Ev, ...]) -> Exchange:
+        body = json.dumps({"events": [e._asdict() for e in events]}).encode()
+        return await g.request("POST", "/v1/events", body=body, headers=JSON)
+
+    async def stats(self, g: Grade, site: str, start: int, end: int) -> Exchange:
+        return await g.request("GET", f"/v1/stats?site={site}&from={start}&to={end}")
+
+    async def until(
+        self, g: Grade, site: str, start: int, end: int, want: int, limit_s: float
+    ) -> tuple[Exchange, float | None]:
+        """Poll stats until ``total >= want``; return the last answer and how long it took."""
+        t0 = time.monotonic()
+        while True:
+            ex = await self.stats(g, site, start, end)
+            paths = paths_of(_json(ex))
+            if ex.status == 200 and paths is not None and sum(paths.values()) >= want:
+                return ex, time.monotonic() - t0
+            if time.monotonic() - t0 >= limit_s:
+                return ex, None
+            await asyncio.sleep(0.05)
+
+    # -- contract ---------------------------------------------------------------------
+    async def contract(self, g: Grade) -> None:
+        ex = await g.request("GET", "/healthz")
+        g.check(
+            "contract.healthz",
+            "GET /healthz answers 200",
+            ex.status == 200,
+            exchange=ex,
+            expected=200,
+            actual=ex.status,
+        )
+        site, other = f"c-{self.nonce}", f"c-{self.nonce}-other"
+        b = self.base - SPAN_S
+        cid = f"c-{self.nonce}"
+        batch = [
+            Ev(f"{cid}-1", site, "/a", b),
+            Ev(f"{cid}-2", site, "/a", b + 1),
+            Ev(f"{cid}-3", site, "/b", b + 1),
+            Ev(f"{cid}-4", site, "/b", b + 2),  # at `to` of the narrow window: left out
+            Ev(f"{cid}-5", site, "/a", b - 1),  # before `from`: left out
+            Ev(f"{cid}-6", site, "/c", b + 5),
+            Ev(f"{cid}-7", other, "/a", b),  # another site
+        ]
+        ex = await self.post(g, batch)
+        g.check(
+            "contract.accept",
+            "A batch of valid events is accepted with 202",
+            ex.status == 202,
+            exchange=ex,
+            expected=202,
+            actual=f"{ex.status} {ex.text(200)}",
+        )
+        g.progress(0.2)
+        await self.window_semantics(g, site, b)
+        g.progress(0.5)
+        await self.retry(g, site, b, batch, cid)
+        g.progress(0.75)
+        await self.bad_input(g)
+        g.progress(1.0)
+
+    async def window_semantics(self, g: Grade, site: str, b: int) -> None:
+        title = "Stats count one site's events with from <= ts < to, per path"
+        ex, took = await self.until(g, site, b - 1, b + 6, 6, CONVERGE_S)
+        if took is None:
+            g.check(
+                "contract.stats-window",
+                title,
+                False,
+                detail=f"the 6 events of the site never all showed in {CONVERGE_S:g} s",
+                exchange=ex,
+                expected='{"total": 6, ...}',
+                actual=f"{ex.status} {ex.text(200)}",
+            )
+            return
+        cases = [
+            ((site, b - 1, b + 6), {"/a": 3, "/b": 2, "/c": 1}),
+            ((site, b, b + 2), {"/a": 2, "/b": 1}),
+            ((site, b + 2, b + 3), {"/b": 1}),
+            ((site, b + 6, b + 100), {}),
+            ((f"nobody-{self.nonce}", b - 1, b + 6), {}),
+        ]
+        for (s, start, end), paths in cases:
+            ex = await self.stats(g, s, start, end)
+            data = _json(ex)
+            got = paths_of(data)
+            total = data.get("total") if isinstance(data, dict) else None
+            if ex.status != 200 or got != paths or total != sum(paths.values()):
+                g.check(
+                    "contract.stats-window",
+                    title,
+                    False,
+                    detail=f"site {s}, from {start} to {end}",
+                    exchange=ex,
+                    expected=f"200 {json.dumps({'total': sum(paths.values()), 'paths': paths})}",
+                    actual=f"{ex.status} {ex.text(300)}",
+                )
+                return
+        g.check(
+            "contract.stats-window",
+            title,
+            True,
+            detail=f"{len(cases)} windows exact; the first batch was visible after {took:.2f} s",
+        )
+
+    async def retry(self, g: Grade, site: str, b: int, batch: list[Ev], cid: str) -> None:
+        """The same batch again, then one overlapping it: nothing is counted twice."""
+        title = "A retried or overlapping batch is not counted twice"
+        again = await self.post(g, batch)
+        overlap = [batch[0], batch[5], Ev(f"{cid}-8", site, "/c", b + 3)]
+        more = await self.post(g, overlap)
+        bad = next((e for e in (again, more) if e.status != 202), None)
+        if bad is not None:
+            g.check(
+                "contract.retry",
+                title,
+                False,
+                detail="a resent batch was not accepted",
+                exchange=bad,
+                expected=202,
+                actual=f"{bad.status} {bad.text(200)}",
+            )
+            return
+        ex, took = await self.until(g, site, b - 1, b + 6, 7, CONVERGE_S)
+        await asyncio.sleep(max(0.5, 2 * (took or 0.0)))  # time for a double count to show
+        ex = await self.stats(g, site, b - 1, b + 6)
+        want = {"/a": 3, "/b": 2, "/c": 2}
+        got = paths_of(_json(ex))
+        g.check(
+            "contract.retry",
+            title,
+            ex.status == 200 and got == want,
+            detail="the 7-event batch sent twice, then 2 of its events with 1 new one",
+            exchange=ex,
+            expected=f"200 with paths {json.dumps(want)} (7 distinct events)",
+            actual=f"{ex.status} {ex.text(300)}",
+        )
+
+    async def bad_input(self, g: Grade) -> None:
+        ev = {"event_id": f"bad-{self.nonce}", "site": f"bad-{self.nonce}", "path": "/", "ts": self.base}
+        too_many = [{**ev, "event_id": f"bad-{self.nonce}-{i}"} for i in range(501)]
+        posts: list[tuple[str, dict[str, Any]]] = [
+            ("501 events", {"json": {"events": too_many}}),
+            ("body not JSON", {"body": b"events=1", "headers": {"Content-Type": "text/plain"}}),
+            ("events not a list", {"json": {"events": "x"}}),
+            ("event without ts", {"json": {"events": [{k: v for k, v in ev.items() if k != "ts"}]}}),
+            ("ts a string", {"json": {"events": [{**ev, "ts": "soon"}]}}),
+            ("event without site", {"json": {"events": [{k: v for k, v in ev.items() if k != "site"}]}}),
+        ]
+        failures = []
+        for label, kwargs in posts:
+            ex = await g.request("POST", "/v1/events", **kwargs)
+            if ex.status != 400:
+                failures.append((label, ex))
+        for label, path in (
+            ("stats without site", f"/v1/stats?from=0&to={self.base}"),
+            ("stats with from not a number", f"/v1/stats?site=x&from=abc&to={self.base}"),
+        ):
+            ex = await g.request("GET", path)
+            if ex.status != 400:
+                failures.append((label, ex))
+        total = len(posts) + 2
+        first = failures[0][1] if failures else None
+        g.check(
+            "contract.bad-input",
+            "Invalid batches and stats queries get 400",
+            not failures,
+            detail=", ".join(f"{label}: {ex.status}" for label, ex in failures),
+            exchange=first,
+            expected="400" if first else None,
+            actual=first.status if first else None,
+            partial=1 - len(failures) / total,
+        )
+
+    # -- load and faults --------------------------------------------------------------
+    def plan(self, g: Grade, duration_s: float, segment: str) -> LoadPlan:
+        """Batches at the graded rate; a share resent whole, a share overlapping an earlier one."""
+        rate = self.spec.grading.rate
+        total = math.ceil(rate * duration_s)
+        mine: list[Batch] = []
+        for i in range(total):
+            r = g.rng.random()
+            earlier = mine[i - g.rng.randint(1, min(i, 30))].events if i >= 4 else ()
+            if earlier and r < RESEND_SHARE:
+                events = earlier
+            elif earlier and r < RESEND_SHARE + OVERLAP_SHARE:
+                kept = g.rng.sample(earlier, len(earlier) // 2)
+                events = (*kept, *(self.fresh(g) for _ in range(g.rng.randint(5, 40))))
+            else:
+                events = tuple(self.fresh(g) for _ in range(g.rng.randint(*BATCH_SIZES)))
+            mine.append(Batch(f"{segment}-{i}", events))
+        self.batches += mine
+        requests = [Request("POST", "/v1/events", b.body(), (("Content-Type", "application/json"),), tag=b.key) for b in mine]
+
+        def classify(_req: Request, resp: Response) -> str | None:
+            return None if resp.status == 202 else f"http_{resp.status}"
+
+        def on_result(
+            _i: int, req: Request, resp: Response | None, kind: str | None, *_: float
+        ) -> None:
+            if resp is not None and kind is None:
+                self.accepted.add(req.tag)
+
+        return LoadPlan(
+            rate=rate,
+            duration_s=duration_s,
+            make_request=requests.__getitem__,
+            classify=classify,
+            on_result=on_result,
+        )
+
+    async def markers(self, g: Grade, duration_s: float) -> None:
+        """One-event batches on a site of their own; how long until stats show each."""
+        site = f"marker-{self.nonce}"
+        ts = self.base + 2 * SPAN_S
+        t0 = time.monotonic()
+        for k in range(int(duration_s / MARKER_EVERY_S)):
+            await asyncio.sleep(max(0.0, t0 + k * MARKER_EVERY_S - time.monotonic()))
+            ex = await self.post(g, [Ev(f"{site}-{k}", site, "/m", ts + k)])
+            if ex.status != 202:
+                continue
+            _, took = await self.until(g, site, ts + k, ts + k + 1, 1, FRESHNESS_LIMIT_S * 2)
+            self.freshness.append(FRESHNESS_LIMIT_S * 2 if took is None else took)
+
+    async def load(self, g: Grade) -> None:
+        grading = self.spec.grading
+        markers = asyncio.create_task(self.markers(g, grading.duration_s))
+        try:
+            result, _ = await g.run_load(self.plan(g, grading.duration_s, "steady"))
+        finally:
+            await markers
+        self.judge_steady(g, result)
+
+        steps = [
+            FaultStep(
+                at_s=g.rng.uniform(*f.at_s),
+                resource=f.resource.value,
+                action=f.action,
+                heal_action=f.heal_action,
+                heal_after_s=f.heal_after_s,
+            )
+            for f in grading.faults
+        ]
+        g.phase = "faults"
+        result, windows = await g.run_load(
+            self.plan(g, grading.fault_duration_s, "faults"), faults=steps if g.can_inject else ()
+        )
+        g.metric("faults.error_rate", round(result.error_rate, 4))
+        g.metric("faults.errors", sum(w.errors_during for w in windows))
+        observed = "; ".join(w.observed for w in windows) or "no fault was injected"
+        g.check(
+            "faults.availability",
+            "Keeps accepting batches while a store is paused",
+            Status.PASS if result.error_rate == 0 else Status.WARN,
+            partial=max(0.0, 1 - result.error_rate * 10),
+            detail=f"{result.error_rate:.1%} of batches were refused or timed out; {observed}",
+            evidence={"errors_by_kind": result.errors},
+        )
+
+    def judge_steady(self, g: Grade, result: LoadResult) -> None:
+        rate = self.spec.grading.rate
+        sizes = [len(b.events) for b in self.batches]
+        g.metric("load.batches_per_s", rate)
+        g.metric("load.events_per_s", round(rate * sum(sizes) / max(1, len(sizes)), 1))
+        g.metric("load.achieved_rate", round(result.achieved_rate, 1))
+        g.metric("ingest.p50_ms", round(result.percentile_ms(50), 2))
+        g.metric("ingest.p99_ms", round(result.percentile_ms(99), 2))
+        g.metric("load.error_rate", round(result.error_rate, 4))
+        note = f" (the load generator fell behind: {result.unreliable_reason})" if result.unreliable else ""
+        for check_id, name, title in (
+            ("load.latency", "latency", "Ingest latency"),
+            ("load.errors", "errors", "Ingest errors"),
+        ):
+            verdict = judge(Threshold.parse(self.spec.thresholds[name]), result)
+            status = Status.PASS if verdict.ok else Status.FAIL
+            if result.unreliable and not verdict.ok:
+                status = Status.WARN
+            g.check(
+                check_id,
+                f"{title}: {self.spec.thresholds[name]} at {rate:g} batches/s "
+                f"(≈{g.report.metrics['load.events_per_s']:g} events/s)",
+                status,
+                detail=verdict.description + note,
+                evidence={"errors_by_kind": result.errors},
+            )
+        p50, p95 = percentile(self.freshness, 50), percentile(self.freshness, 95)
+        g.metric("stats.freshness_p50_s", None if p50 is None else round(p50, 3))
+        g.metric("stats.freshness_p95_s", None if p95 is None else round(p95, 3))
+        g.check(
+            "stats.freshness",
+            f"Events show in stats within {FRESHNESS_LIMIT_S:g} s of their 202 (p95), under load",
+            p95 is not None and p95 <= FRESHNESS_LIMIT_S,
+            detail="no marker was accepted"
+            if p95 is None
+            else f"{len(self.freshness)} markers: p50 {p50:.3f} s, p95 {p95:.3f} s",
+            expected=f"p95 <= {FRESHNESS_LIMIT_S:g} s",
+            actual=None if p95 is None else f"{p95:.3f} s",
+        )
+
+    # -- verification -----------------------------------------------------------------
+    async def resend_failed(self, g: Grade) -> int:
+        """Resend, like a client would, every batch that never got its 202; how many never did."""
+        end = time.monotonic() + RESEND_BUDGET_S
+        pending = [b for b in self.batches if b.key not in self.accepted]
+        slots = asyncio.Semaphore(8)
+
+        async def resend(batch: Batch) -> None:
+            async with slots:
+                while time.monotonic() < end:
+                    ex = await self.post(g, batch.events)
+                    if ex.status == 202:
+                        self.accepted.add(batch.key)
+                        return
+                    await asyncio.sleep(0.2)
+
+        await asyncio.gather(*(resend(b) for b in pending))
+        g.metric("stats.batches_resent", len(pending))
+        return sum(1 for b in self.batches if b.key not in self.accepted)
+
+    def windows(self, g: Grade) -> list[tuple[str, int, int]]:
+        out = []
+        for site in self.sites:
+            out.append((site, self.base, self.base + SPAN_S))
+            for _ in range(SUBWINDOWS):
+                start = self.base + g.rng.randrange(SPAN_S - 60)
+                out.append((site, start, min(self.base + SPAN_S, start + g.rng.randrange(60, 900))))
+        return out
+
+    def bounds(self, wins: list[tuple[str, int, int]]) -> tuple[Counter[str], Counter[str]]:
+        """Per counter, what must be counted (accepted events) and what may be (all sent)."""
+        sent = {e.event_id: e for b in self.batches for e in b.events}
+        acked = {e.event_id for b in self.batches if b.key in self.accepted for e in b.events}
+        lo: Counter[str] = Counter()
+        hi: Counter[str] = Counter()
+        for site, start, end in wins:
+            for e in sent.values():
+                if e.site == site and start <= e.ts < end:
+                    for key in (_key(site, start, end), _key(site, start, end, e.path)):
+                        hi[key] += 1
+                        lo[key] += e.event_id in acked
+        return lo, hi
+
+    async def read(self, g: Grade, wins: list[tuple[str, int, int]]) -> tuple[dict[str, int], list[Exchange]]:
+        actual: dict[str, int] = {}
+        broken = []
+        for site, start, end in wins:
+            ex = await self.stats(g, site, start, end)
+            data = _json(ex)
+            paths = paths_of(data)
+            if ex.status != 200 or paths is None or not isinstance(data.get("total"), int):
+                broken.append(ex)
+                actual[_key(site, start, end)] = -1
+                continue
+            actual[_key(site, start, end)] = data["total"]
+            for path, n in paths.items():
+                actual[_key(site, start, end, path)] = n
+        return actual, broken
+
+    async def verify(self, g: Grade) -> None:
+        unknown = await self.resend_failed(g)
+        wins = self.windows(g)
+        lo, hi = self.bounds(wins)
+        end = time.monotonic() + CONVERGE_S
+        while True:  # counts may settle after the last 202 (a queue, a batch flush)
+            actual, broken = await self.read(g, wins)
+            expected = {k: min(max(actual.get(k, 0), lo[k]), hi[k]) for k in hi}
+            found = counter_exactness(expected, actual)
+            if found.valid is True or time.monotonic() >= end:
+                break
+            await asyncio.sleep(0.5)
+        errors: dict[str, int] = found.counts.get("errors", {})
+        whole = {_key(s, a, b) for s, a, b in wins if (a, b) == (self.base, self.base + SPAN_S)}
+        # events over- or under-counted over each site's whole hour, counted per path
+        miscounted = sum(
+            abs(v) for k, v in errors.items() if k not in whole and _window_of(k) in whole
+        )
+        g.metric("stats.events_sent", len({e.event_id for b in self.batches for e in b.events}))
+        g.metric("stats.miscounted", miscounted)
+        g.metric("stats.counters_wrong", int(found.counts.get("miscounted", 0)))
+        g.metric("stats.counters_checked", len(hi))
+        over = sum(1 for v in errors.values() if v > 0)
+        examples = [a["message"] for a in found.anomalies[:EXAMPLES]]
+        ok = found.valid is True and not broken
+        g.check(
+            "stats.exact",
+            "Stats match what was sent exactly (retries not double counted, nothing lost)",
+            ok,
+            detail=(
+                f"{len(errors)} of {len(hi)} counters wrong over {len(wins)} windows "
+                f"({over} too high: double counts; {len(errors) - over} too low: lost events); "
+                f"{miscounted} events miscounted over the sites' whole hour"
+                if errors
+                else f"{len(hi)} counters over {len(wins)} windows exact"
+            )
+            + (f"; {len(broken)} stats queries failed" if broken else "")
+            + (f"; {unknown} batches were never accepted (their events may count or not)" if unknown else ""),
+            exchange=broken[0] if broken else None,
+            expected="every counter between the accepted and the sent distinct events",
+            evidence={"examples": examples} if examples else None,
+        )
+
+
+def _key(site: str, start: int, end: int, path: str | None = None) -> str:
+    return f"{site} [{start},{end}) {path if path is not None else 'total'}"
+
+
+def _window_of(key: str) -> str:
+    """The total's key of the window a path counter belongs to."""
+    return key.rsplit(" ", 1)[0] + " total"
+
+
+def _json(ex: Exchange) -> Any:
+    try:
+        return ex.json()
+    except ValueError:
+        return None
