@@ -138,7 +138,7 @@ def grade(
         ch = a.catalog.get(challenge)
         environment = await a.provisioner.get(env) if env else None
         target_dir = out_dir or a.settings.reports_dir / f"{ch.id}-{seed}"
-        with Progress(console=err, transient=True, disable=as_json) as bar:
+        with Progress(console=err, transient=True, disable=as_json or not err.is_terminal) as bar:
             task = bar.add_task(f"grading {ch.id}", total=1.0)
 
             def progress(phase: str, fraction: float) -> None:

@@ -229,15 +229,26 @@ class EventIngestionScenario(Scenario):
         )
 
     async def bad_input(self, g: Grade) -> None:
-        ev = {"event_id": f"bad-{self.nonce}", "site": f"bad-{self.nonce}", "path": "/", "ts": self.base}
+        ev = {
+            "event_id": f"bad-{self.nonce}",
+            "site": f"bad-{self.nonce}",
+            "path": "/",
+            "ts": self.base,
+        }
         too_many = [{**ev, "event_id": f"bad-{self.nonce}-{i}"} for i in range(501)]
         posts: list[tuple[str, dict[str, Any]]] = [
             ("501 events", {"json": {"events": too_many}}),
             ("body not JSON", {"body": b"events=1", "headers": {"Content-Type": "text/plain"}}),
             ("events not a list", {"json": {"events": "x"}}),
-            ("event without ts", {"json": {"events": [{k: v for k, v in ev.items() if k != "ts"}]}}),
+            (
+                "event without ts",
+                {"json": {"events": [{k: v for k, v in ev.items() if k != "ts"}]}},
+            ),
             ("ts a string", {"json": {"events": [{**ev, "ts": "soon"}]}}),
-            ("event without site", {"json": {"events": [{k: v for k, v in ev.items() if k != "site"}]}}),
+            (
+                "event without site",
+                {"json": {"events": [{k: v for k, v in ev.items() if k != "site"}]}},
+            ),
         ]
         failures = []
         for label, kwargs in posts:
@@ -282,7 +293,12 @@ class EventIngestionScenario(Scenario):
                 events = tuple(self.fresh(g) for _ in range(g.rng.randint(*BATCH_SIZES)))
             mine.append(Batch(f"{segment}-{i}", events))
         self.batches += mine
-        requests = [Request("POST", "/v1/events", b.body(), (("Content-Type", "application/json"),), tag=b.key) for b in mine]
+        requests = [
+            Request(
+                "POST", "/v1/events", b.body(), (("Content-Type", "application/json"),), tag=b.key
+            )
+            for b in mine
+        ]
 
         def classify(_req: Request, resp: Response) -> str | None:
             return None if resp.status == 202 else f"http_{resp.status}"
@@ -358,7 +374,11 @@ class EventIngestionScenario(Scenario):
         g.metric("ingest.p50_ms", round(result.percentile_ms(50), 2))
         g.metric("ingest.p99_ms", round(result.percentile_ms(99), 2))
         g.metric("load.error_rate", round(result.error_rate, 4))
-        note = f" (the load generator fell behind: {result.unreliable_reason})" if result.unreliable else ""
+        note = (
+            f" (the load generator fell behind: {result.unreliable_reason})"
+            if result.unreliable
+            else ""
+        )
         for check_id, name, title in (
             ("load.latency", "latency", "Ingest latency"),
             ("load.errors", "errors", "Ingest errors"),
@@ -432,7 +452,9 @@ class EventIngestionScenario(Scenario):
                         lo[key] += e.event_id in acked
         return lo, hi
 
-    async def read(self, g: Grade, wins: list[tuple[str, int, int]]) -> tuple[dict[str, int], list[Exchange]]:
+    async def read(
+        self, g: Grade, wins: list[tuple[str, int, int]]
+    ) -> tuple[dict[str, int], list[Exchange]]:
         actual: dict[str, int] = {}
         broken = []
         for site, start, end in wins:
@@ -485,7 +507,11 @@ class EventIngestionScenario(Scenario):
                 else f"{len(hi)} counters over {len(wins)} windows exact"
             )
             + (f"; {len(broken)} stats queries failed" if broken else "")
-            + (f"; {unknown} batches were never accepted (their events may count or not)" if unknown else ""),
+            + (
+                f"; {unknown} batches were never accepted (their events may count or not)"
+                if unknown
+                else ""
+            ),
             exchange=broken[0] if broken else None,
             expected="every counter between the accepted and the sent distinct events",
             evidence={"examples": examples} if examples else None,

@@ -59,7 +59,7 @@ class DockerBackend(LocalBackend):
         if self.network not in NETWORKS:
             raise ProvisioningError(f"docker network must be one of {NETWORKS}")
         try:
-            self.client = client or docker.from_env()
+            self.client = client or docker.from_env(max_pool_size=32)
             self.client.ping()
         except DockerException as exc:
             raise ProvisioningError(f"cannot reach the Docker engine: {exc}") from None

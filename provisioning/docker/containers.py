@@ -78,12 +78,11 @@ class ContainerRuntime(Runtime):
     def _name(self, env_id: str, kind: Resource) -> str:
         return f"{self._prefix}-{env_id}-{kind.value}"
 
-    def _find(self, env_id: str | None = None, kind: Resource | None = None) -> list[Container]:
+    def _find(self, env_id: str | None = None) -> list[Container]:
+        """Our containers (this data directory's), of one environment or all."""
         labels = [f"{LABEL_DATA_DIR}={self.data_dir}"]
         if env_id is not None:
             labels.append(f"{LABEL_ENV}={env_id}")
-        if kind is not None:
-            labels.append(f"{LABEL_RESOURCE}={kind.value}")
         return self.client.containers.list(all=True, filters={"label": labels})
 
     def _one(self, env_id: str, kind: Resource) -> Container | None:
@@ -92,14 +91,16 @@ class ContainerRuntime(Runtime):
         except NotFound:
             return None
 
-    def env_ids(self) -> set[str]:
-        """Environments that have at least one container."""
-        return {c.labels.get(LABEL_ENV, "") for c in self._find()} - {""}
-
     # -- starting -------------------------------------------------------------
 
     def _run(
-        self, env_id: str, kind: Resource, driver: Driver, slot: Slot, info: ResourceInfo, **kw: Any
+        self,
+        env_id: str,
+        kind: Resource,
+        driver: Driver,
+        slot: Slot,
+        info: ResourceInfo,
+        expires_at: datetime,
     ) -> None:
         argv = driver.argv(slot, info)
         limits = self.limits.get(kind, Limits())
@@ -113,7 +114,7 @@ class ContainerRuntime(Runtime):
                 LABEL_ENV: env_id,
                 LABEL_RESOURCE: kind.value,
                 LABEL_DATA_DIR: str(self.data_dir),
-                LABEL_EXPIRES: kw["expires_at"].isoformat(),
+                LABEL_EXPIRES: expires_at.isoformat(),
             },
             environment={
                 **driver.environment(slot, info),
@@ -147,7 +148,7 @@ class ContainerRuntime(Runtime):
             container.remove(force=True, v=True)
             container = None
         if container is None:
-            self._run(env_id, kind, driver, slot, info, expires_at=expires_at)
+            self._run(env_id, kind, driver, slot, info, expires_at)
         else:
             container.start()
 

@@ -65,7 +65,7 @@ def test_challenges_list_json(data_dir: Path) -> None:
     ("args", "message"),
     [
         (("grade", "nope", "http://127.0.0.1:1"), "unknown challenge 'nope'"),
-        (("grade", "rate-limiter", "not a url"), "not a url"),
+        (("grade", "rate-limiter", "not a url"), "refused: the URL contains whitespace"),
         (("grade", "rate-limiter", "ftp://127.0.0.1/x"), "ftp"),
         (
             ("grade", "rate-limiter", "http://127.0.0.1:1", "--env", "env-nope"),

@@ -84,7 +84,12 @@ def parse_batch(body: bytes) -> list[Event]:
         if not isinstance(e, dict):
             raise Invalid("each event must be a JSON object")
         out.append(
-            Event(_text(e, "event_id"), _text(e, "site"), _text(e, "path"), _integer(e.get("ts"), "ts"))
+            Event(
+                _text(e, "event_id"),
+                _text(e, "site"),
+                _text(e, "path"),
+                _integer(e.get("ts"), "ts"),
+            )
         )
     return out
 
@@ -117,7 +122,9 @@ async def within(deadline_s: float, work: Awaitable[T]) -> T:
     return task.result()
 
 
-def build_app(store: Store, *, deadline_s: float, errors: tuple[type[Exception], ...] = ()) -> web.Application:
+def build_app(
+    store: Store, *, deadline_s: float, errors: tuple[type[Exception], ...] = ()
+) -> web.Application:
     """The two routes; ``errors`` are the store's exceptions that mean "unavailable" (503)."""
     unavailable = (StoreUnavailable, OSError, *errors)
 

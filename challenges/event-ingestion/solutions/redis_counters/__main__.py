@@ -77,9 +77,7 @@ class RedisStore:
 
     async def stats(self, window: contract.Window) -> dict[str, int]:
         flat = await self.stats_script(args=[window.site, window.start, window.end])
-        return {
-            flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)
-        }
+        return {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 def build(env: Mapping[str, str]) -> web.Application:

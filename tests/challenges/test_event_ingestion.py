@@ -1,0 +1,61 @@
+"""Grader validity for event-ingestion: both reference designs count exactly through
+retries and paused stores; a service without dedupe double counts retried batches and the
+exactness check says so, with the same verdict twice."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.app import App
+from bot.core.outbox import Actor
+from grading.report import Status
+from provisioning import Environment
+from tests.challenges.grading import grade_module, verdict
+
+pytestmark = pytest.mark.slow
+CHALLENGE = "event-ingestion"
+
+
+@pytest.fixture(scope="module")
+async def env(app: App) -> AsyncIterator[Environment]:
+    spec = app.coach.challenge(CHALLENGE).environment_spec("test:validity")
+    environment = await app.coach.create_environment(Actor("test", "validity", "v"), spec)
+    yield environment
+    await app.coach.destroy_environment(environment.id)
+
+
+@pytest.mark.parametrize("design", ["postgres_exact", "redis_counters"])
+async def test_reference_designs_pass(
+    app: App, env: Environment, tmp_path: Path, design: str
+) -> None:
+    module = app.coach.challenge(CHALLENGE).solution(design).module
+    report = await grade_module(app, CHALLENGE, module, env, tmp_path, seed=11)
+    failed = [
+        f"{c.id}: {c.detail}" for c in report.checks if c.status in (Status.FAIL, Status.ERROR)
+    ]
+    assert report.passed, failed
+    assert report.metrics["stats.miscounted"] == 0
+    assert report.check("stats.exact").status == Status.PASS
+    assert report.check("contract.retry").status == Status.PASS
+    assert {f.resource for f in report.faults} == {"redis", "postgres"}
+    assert report.discussion
+
+
+async def test_double_counting_is_caught_with_the_same_verdict_twice(
+    app: App, env: Environment, tmp_path: Path
+) -> None:
+    module = "tests.fixtures.flawed.ingestion_double_count"
+    first = await grade_module(app, CHALLENGE, module, env, tmp_path / "1", seed=7)
+    second = await grade_module(app, CHALLENGE, module, env, tmp_path / "2", seed=7)
+    for report in (first, second):
+        assert not report.passed
+        exact = report.check("stats.exact")
+        assert exact.status == Status.FAIL
+        assert "too high: double counts" in exact.detail
+        assert report.metrics["stats.miscounted"] > 0
+        assert report.check("contract.retry").status == Status.FAIL
+        assert report.check("contract.stats-window").status == Status.PASS
+    assert verdict(first) == verdict(second)
