@@ -279,7 +279,7 @@ class Coach:
         if not subs:
             return Message(title="Your results", body="No submission yet.")
         rows = [
-            f"#{s.id} {s.challenge}: "
+            f"- #{s.id} {s.challenge}: "
             + (
                 f"{s.score}/100 {'passed' if s.passed else 'not yet'}"
                 if s.status == "done"

@@ -10,12 +10,12 @@ from bot.core.message import Message
 from bot.core.outbox import Actor, Outbox
 
 HELP = """\
-`today` — today's challenge
-`list` — every challenge · `show ID` — one challenge
-`provision ID` — start your private infrastructure (bundle by private message)
-`env` — your environments · `env extend ENV` · `env destroy ENV`
-`submit ID URL` — grade your service
-`results` — your results · `leaderboard [ID]` · `tradeoffs ID`"""
+- `today` — today's challenge
+- `list` — every challenge · `show ID` — one challenge
+- `provision ID` — start your private infrastructure (bundle by private message)
+- `env` — your environments · `env extend ENV` · `env destroy ENV`
+- `submit ID URL` — grade your service
+- `results` — your results · `leaderboard [ID]` · `tradeoffs ID`"""
 
 
 def help_message() -> Message:

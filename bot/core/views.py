@@ -41,7 +41,7 @@ def daily_post(challenge: Challenge, day: datetime | None = None) -> Message:
 
 def challenge_list(challenges: list[Challenge]) -> Message:
     lines = [
-        f"**{c.id}** — {c.spec.title} ({DIFFICULTY[c.spec.difficulty]}): {c.spec.summary}"
+        f"- **{c.id}** — {c.spec.title} ({DIFFICULTY[c.spec.difficulty]}): {c.spec.summary}"
         for c in challenges
     ]
     return Message(title="Challenges", body="\n".join(lines))
@@ -91,7 +91,7 @@ def environments(envs: list[Environment]) -> Message:
         return Message(title="Your environments", body="You have no live environment.")
     now = datetime.now(envs[0].expires_at.tzinfo)
     rows = [
-        f"**{e.id}** ({e.label or 'custom'}): {', '.join(r.value for r in e.resources)} — "
+        f"- **{e.id}** ({e.label or 'custom'}): {', '.join(r.value for r in e.resources)} — "
         f"expires in {_duration((e.expires_at - now).total_seconds())}"
         for e in envs
     ]
