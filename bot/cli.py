@@ -370,6 +370,69 @@ def challenges_show(challenge: str) -> None:
     out.print(Markdown(f"# {ch.spec.title}\n\n" + ch.statement()))
 
 
+@challenges_app.command("validate")
+def challenges_validate(
+    path: Annotated[
+        Path | None, typer.Argument(help="a challenge folder (default: the catalog)")
+    ] = None,
+    grade_designs: Annotated[
+        bool, typer.Option("--grade/--no-grade", help="grade the reference designs")
+    ] = True,
+) -> None:
+    """Check challenge folders against the schema and grade their reference designs."""
+    from bot.core.references import grade_references
+    from challenges.catalog import Challenge
+
+    async def go(a: App) -> int:
+        if path is not None:
+            targets = [Challenge.load(path)]
+        else:
+            for problem in a.catalog.errors:
+                err.print(f"[red]invalid:[/] {problem}", highlight=False, soft_wrap=True)
+            targets = list(a.catalog)
+        failures = len(a.catalog.errors) if path is None else 0
+        for ch in targets:
+            try:
+                ch.scenario()
+                ch.statement()
+                ch.tradeoffs()
+            except Exception as exc:  # a challenge's own code: report it, check the others
+                err.print(f"[red]{ch.id}:[/] {type(exc).__name__}: {exc}", highlight=False)
+                failures += 1
+                continue
+            if len(ch.solutions) < 2:
+                err.print(f"[red]{ch.id}:[/] needs at least two reference designs under solutions/")
+                failures += 1
+            out.print(f"[green]{ch.id}[/]: schema, templates and scenario load")
+            if not grade_designs:
+                continue
+            graded = await grade_references(
+                a.coach, ch, a.settings.reports_dir / f"validate-{ch.id}"
+            )
+            for name, g in graded.items():
+                verdict = "[green]passed[/]" if g.report.passed else "[red]FAILED[/]"
+                out.print(
+                    f"  {name}: {g.report.score}/100 {verdict} in {g.report.duration_s:.0f} s"
+                )
+                failures += not g.report.passed
+        return EXIT_PASSED if failures == 0 else EXIT_FAILED
+
+    raise typer.Exit(run(go))
+
+
+@challenges_app.command("baseline")
+def challenges_baseline(challenge: str) -> None:
+    """Grade the reference designs and store their results as the challenge's baselines."""
+    from bot.core.references import grade_references, write_baselines
+
+    async def go(a: App) -> None:
+        ch = a.catalog.get(challenge)
+        graded = await grade_references(a.coach, ch, a.settings.reports_dir / f"baseline-{ch.id}")
+        out.print(f"wrote {write_baselines(ch, graded)}")
+
+    run(go)
+
+
 def main() -> None:
     try:
         app()

@@ -88,6 +88,11 @@ class Challenge:
         return self.spec.id
 
     @property
+    def import_root(self) -> Path:
+        """The folder from which :attr:`module` imports (for ``python -m``)."""
+        return ROOT.parent if self.path.parent == ROOT else self.path.parent
+
+    @property
     def module(self) -> str:
         """Dotted module prefix of this folder (folder names may hold hyphens)."""
         return f"challenges.{self.path.name}" if self.path.parent == ROOT else self.path.name

@@ -72,11 +72,12 @@ async def _healthy(service: RunningService, deadline_s: float) -> bool:
 
 
 async def start_service(
-    module: str, bundle: Mapping[str, str], *, attempts: int = 5
+    module: str, bundle: Mapping[str, str], *, cwd: Path = PROJECT_ROOT, attempts: int = 5
 ) -> RunningService:
     """Start ``python -m module --port N`` with ``bundle`` in its environment; wait for /healthz.
 
-    A port another process holds makes the service exit at bind; it is retried on another.
+    ``cwd`` is where the module's top package is found. A port another process holds makes
+    the service exit at bind; it is retried on another.
     """
     env = {**os.environ, **bundle, "PYTHONUNBUFFERED": "1"}
     last = ""
@@ -91,7 +92,7 @@ async def start_service(
                 "--port",
                 str(port),
                 env=env,
-                cwd=PROJECT_ROOT,
+                cwd=cwd,
                 stdout=sink,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
@@ -108,8 +109,10 @@ async def start_service(
 
 
 @contextlib.asynccontextmanager
-async def running(module: str, bundle: Mapping[str, str]) -> AsyncIterator[RunningService]:
-    service = await start_service(module, bundle)
+async def running(
+    module: str, bundle: Mapping[str, str], *, cwd: Path = PROJECT_ROOT
+) -> AsyncIterator[RunningService]:
+    service = await start_service(module, bundle, cwd=cwd)
     try:
         yield service
     finally:

@@ -1,6 +1,23 @@
 """Persistence: SQLAlchemy 2 (async), SQLite by default, PostgreSQL by URL; Alembic migrations."""
 
 from bot.store.db import Store
-from bot.store.models import Community, DailyPost, EnvironmentRecord, Submission, User
+from bot.store.models import (
+    Community,
+    Contest,
+    DailyPost,
+    EnvironmentRecord,
+    LeaderboardMessage,
+    Submission,
+    User,
+)
 
-__all__ = ["Community", "DailyPost", "EnvironmentRecord", "Store", "Submission", "User"]
+__all__ = [
+    "Community",
+    "Contest",
+    "DailyPost",
+    "EnvironmentRecord",
+    "LeaderboardMessage",
+    "Store",
+    "Submission",
+    "User",
+]

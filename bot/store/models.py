@@ -1,10 +1,22 @@
-"""Tables: learners, their environments, their submissions with reports."""
+"""Tables: learners, their environments, submissions (the grading queue), communities,
+daily posts, contests and self-updating leaderboard messages."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -60,10 +72,27 @@ class EnvironmentRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     destroyed_at: Mapped[datetime | None] = mapped_column(default=None)
+    warned_at: Mapped[datetime | None] = mapped_column(default=None)  # expiry warning sent
+
+
+ACTIVE = ("queued", "running")  # a learner has at most one submission in these states
 
 
 class Submission(Base):
+    """A submitted URL and its grade; ``status`` is the persistent grading queue:
+    queued → running → done | error | cancelled."""
+
     __tablename__ = "submissions"
+    __table_args__ = (
+        Index(
+            "one_active_submission_per_user",
+            "user_id",
+            unique=True,
+            sqlite_where=text("status IN ('queued', 'running')"),
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+        Index("submissions_by_status", "status", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
@@ -71,7 +100,7 @@ class Submission(Base):
     url: Mapped[str] = mapped_column(String(2048))
     environment: Mapped[str | None] = mapped_column(String(32), default=None)
     seed: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|done|error
+    status: Mapped[str] = mapped_column(String(16), default="queued")
     score: Mapped[int | None] = mapped_column(default=None)
     passed: Mapped[bool | None] = mapped_column(default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
@@ -79,6 +108,10 @@ class Submission(Base):
     report_dir: Mapped[str | None] = mapped_column(String(1024), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    community_id: Mapped[int | None] = mapped_column(ForeignKey("communities.id"), default=None)
+    thread: Mapped[str | None] = mapped_column(String(128), default=None)  # post results under
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # times a worker started it
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Community(Base):
@@ -111,3 +144,37 @@ class DailyPost(Base):
     channel_id: Mapped[str] = mapped_column(String(64))
     message_ref: Mapped[str | None] = mapped_column(String(128), default=None)
     posted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Contest(Base):
+    """A weekly contest in a community: one challenge, a window, announcements made once each."""
+
+    __tablename__ = "contests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"))
+    challenge: Mapped[str] = mapped_column(String(64))
+    channel_id: Mapped[str] = mapped_column(String(64))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    opened_at: Mapped[datetime | None] = mapped_column(default=None)
+    reminded_at: Mapped[datetime | None] = mapped_column(default=None)
+    closed_at: Mapped[datetime | None] = mapped_column(default=None)
+    standings_at: Mapped[datetime | None] = mapped_column(default=None)  # final standings posted
+    cancelled_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class LeaderboardMessage(Base):
+    """The one self-updating leaderboard message of a channel: posted once, then edited."""
+
+    __tablename__ = "leaderboard_messages"
+    __table_args__ = (UniqueConstraint("community_id", "channel_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"))
+    channel_id: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(80))  # all | challenge:<id> | contest:<id>
+    message_ref: Mapped[str | None] = mapped_column(String(128), default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -330,7 +330,11 @@ class FilePipelineScenario(Scenario):
             not problems,
             detail="; ".join(problems),
             exchange=ex,
-            expected={"rows": csv.rows, "sha256": csv.sha256, "amount_total": str(csv.amount_total)},
+            expected={
+                "rows": csv.rows,
+                "sha256": csv.sha256,
+                "amount_total": str(csv.amount_total),
+            },
             actual=final.get("result"),
         )
         await self.stored(g, upload_id, csv)
@@ -602,6 +606,8 @@ class FilePipelineScenario(Scenario):
         g.metric("pipeline.unfinished", len(unfinished))
         g.metric("pipeline.missing_originals", len(missing))
         g.metric("pipeline.wrong_results", len(wrong))
+        p50 = done_s[max(0, math.ceil(0.5 * len(done_s)) - 1)] if done_s else None
+        g.metric("pipeline.done_p50_s", None if p50 is None else round(p50, 2))
         g.metric("pipeline.done_p95_s", None if p95 is None else round(p95, 2))
         g.metric("pipeline.done_max_s", round(done_s[-1], 2) if done_s else None)
         g.metric("pipeline.seen_unfinished", sum(t.seen_unfinished for t in tracked))
@@ -610,8 +616,13 @@ class FilePipelineScenario(Scenario):
             for check_id in ("pipeline.durable", "pipeline.correct", "pipeline.latency"):
                 g.check(check_id, "Needs accepted uploads", Status.ERROR, detail="none accepted")
             return
-        examples = [f"{t.id}: never finished (last seen {t.data.get('status')!r})" for t in unfinished]
-        examples += [f"{t.id}: ended {t.status!r} but s3://<S3_BUCKET>/uploads/{t.id} is missing or different" for t in missing]
+        examples = [
+            f"{t.id}: never finished (last seen {t.data.get('status')!r})" for t in unfinished
+        ]
+        examples += [
+            f"{t.id}: ended {t.status!r} but s3://<S3_BUCKET>/uploads/{t.id} is missing or different"
+            for t in missing
+        ]
         status = Status.PASS if lost == 0 else Status.FAIL
         if lost == 0 and unreadable:
             status = Status.ERROR

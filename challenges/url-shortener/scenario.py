@@ -207,7 +207,9 @@ class UrlShortenerScenario(Scenario):
             if code is None:
                 continue
             if len(self.codes) < HOT:
-                op = self.history.invoke("setup", "write", code, self.url(i, "v0"), invoked_s=t_before)
+                op = self.history.invoke(
+                    "setup", "write", code, self.url(i, "v0"), invoked_s=t_before
+                )
                 self.history.complete(op, "ok", completed_s=t_after)
             self.codes.append(code)
 
@@ -304,7 +306,12 @@ class UrlShortenerScenario(Scenario):
         await self.create_links(g)
         g.metric("links.created", len(self.codes))
         if len(self.codes) < 2 * HOT:
-            for check_id in ("load.latency", "load.errors", "faults.recovery", "faults.availability"):
+            for check_id in (
+                "load.latency",
+                "load.errors",
+                "faults.recovery",
+                "faults.availability",
+            ):
                 g.check(
                     check_id,
                     "Load with changing links",
@@ -355,7 +362,9 @@ class UrlShortenerScenario(Scenario):
         except Exception:  # usage figures are for the discussion; never fail a grade
             return None
 
-    async def report_usage(self, g: Grade, before: fingerprint.Snapshot | None, requests: int) -> None:
+    async def report_usage(
+        self, g: Grade, before: fingerprint.Snapshot | None, requests: int
+    ) -> None:
         """How the steady run used each store, per request.
 
         Measured here rather than taken from the grade's fingerprint: killing Redis resets
@@ -434,7 +443,9 @@ class UrlShortenerScenario(Scenario):
         g.metric("cache.stale_reads", stale)
         g.metric("cache.unwritten_reads", unwritten)
         g.metric("cache.reads_checked", found.counts.get("reads", 0))
-        writes = [op for op in self.history.filter(kind=("write", "delete")) if op.process == "writer"]
+        writes = [
+            op for op in self.history.filter(kind=("write", "delete")) if op.process == "writer"
+        ]
         g.metric("cache.writes_acknowledged", sum(op.outcome == "ok" for op in writes))
         if self.fault_run_start_s is not None:
             g.metric("cache.stale_reads_fault_run", self.stale_since(self.fault_run_start_s))
@@ -470,8 +481,5 @@ class UrlShortenerScenario(Scenario):
     def stale_since(self, start_s: float) -> int:
         """Stale reads among the redirects sent from ``start_s`` on (the fault run)."""
         part = History(clock=lambda: 0.0, origin=0.0)
-        part.ops = [
-            op for op in self.history.ops if op.kind != "read" or op.invoked_s >= start_s
-        ]
+        part.ops = [op for op in self.history.ops if op.kind != "read" or op.invoked_s >= start_s]
         return int(stale_reads(part).counts.get("stale", 0))
-

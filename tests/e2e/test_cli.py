@@ -140,3 +140,23 @@ async def test_grade_json_exit_1_when_the_service_breaks_the_contract(
     assert statuses["contract.healthz"] == "pass"
     assert statuses["contract.allow-first"] == "fail"
     assert (tmp_path / "report.json").is_file() and (tmp_path / "report.md").is_file()
+
+
+def test_validate_reports_a_broken_challenge_folder_precisely(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for name in ("statement.md.j2", "discussion.md.j2", "scenario.py"):
+        (folder / name).write_text("")
+    (folder / "challenge.yaml").write_text("id: broken\ntitle: T\ndifficulty: 7\n")
+    res = cli("challenges", "validate", str(folder), "--no-grade", data_dir=data_dir)
+    assert res.returncode == 2
+    assert "challenge.yaml: difficulty: Input should be less than or equal to 5" in res.stderr
+    assert "challenge.yaml: summary: Field required" in res.stderr
+
+
+def test_validate_the_catalog_without_grading(data_dir: Path) -> None:
+    res = cli("challenges", "validate", "--no-grade", data_dir=data_dir)
+    assert res.returncode == 0, res.stderr
+    assert "rate-limiter: schema, templates and scenario load" in res.stdout

@@ -98,7 +98,9 @@ def process(data: bytes) -> Result:
                     )
                 amount = record[column]
                 if not AMOUNT.fullmatch(amount):
-                    raise Malformed(f"line {reader.line_num}: amount {amount[:40]!r} is not a decimal")
+                    raise Malformed(
+                        f"line {reader.line_num}: amount {amount[:40]!r} is not a decimal"
+                    )
                 total += decimal.Decimal(amount)
     except csv.Error as exc:
         raise Malformed(f"line {reader.line_num}: {exc}") from None
@@ -114,8 +116,7 @@ class Uploads(Protocol):
         """Take an upload; raise StoreUnavailable (or OSError) when it cannot be kept."""
         ...
 
-    async def get(self, upload_id: str) -> Upload | None:
-        ...
+    async def get(self, upload_id: str) -> Upload | None: ...
 
 
 def build_app(uploads: Uploads) -> web.Application:

@@ -32,7 +32,7 @@ from challenges.service import StoreUnavailable, json_error, warn_throttled
 MAX_URL_LENGTH = 2048
 CODE_LENGTH = 8
 CODE_ALPHABET = string.ascii_letters + string.digits
-CODE_ROUTE = "{code:[0-9A-Za-z]{%d}}" % CODE_LENGTH
+CODE_ROUTE = f"{{code:[0-9A-Za-z]{{{CODE_LENGTH}}}}}"
 MAX_BODY = 16 * 1024
 CREATE_ATTEMPTS = 5
 

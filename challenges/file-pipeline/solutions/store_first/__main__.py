@@ -41,8 +41,8 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 
 import nats
-from nats.aio.msg import Msg
 from aiohttp import web
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig

@@ -1,0 +1,72 @@
+"""Grader validity for url-shortener: both reference designs pass; a cache that is never
+invalidated fails the freshness check, with the same verdict twice."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.app import App
+from bot.core.outbox import Actor
+from grading.report import Report, Status
+from provisioning import Environment
+from tests.challenges.grading import grade_module, verdict
+
+pytestmark = pytest.mark.slow
+CHALLENGE = "url-shortener"
+# Latency on a shared two-core machine is noise, not the verdict under test.
+TIMING_CHECKS = frozenset({"load.latency"})
+
+
+@pytest.fixture(scope="module")
+async def env(app: App) -> AsyncIterator[Environment]:
+    spec = app.coach.challenge(CHALLENGE).environment_spec("test:validity")
+    environment = await app.coach.create_environment(Actor("test", "validity", "v"), spec)
+    yield environment
+    await app.coach.destroy_environment(environment.id)
+
+
+def stable_verdict(report: Report) -> tuple[bool, frozenset[str]]:
+    passed, failed = verdict(report)
+    return passed, failed - TIMING_CHECKS
+
+
+@pytest.mark.parametrize("design", ["cache_aside", "no_cache"])
+async def test_reference_designs_pass(
+    app: App, env: Environment, tmp_path: Path, design: str
+) -> None:
+    challenge = app.coach.challenge(CHALLENGE)
+    report = await grade_module(
+        app, CHALLENGE, challenge.solution(design).module, env, tmp_path, seed=11
+    )
+    failed = [
+        f"{c.id}: {c.detail}" for c in report.checks if c.status in (Status.FAIL, Status.ERROR)
+    ]
+    assert report.passed, failed
+    assert report.metrics["cache.stale_reads"] == 0
+    assert report.metrics["cache.reads_checked"] > 1000
+    assert report.check("cache.fresh").status == Status.PASS
+    assert report.faults and report.faults[0].resource == "redis"
+    assert report.metrics["faults.errors"] == 0  # both fall back to / live in PostgreSQL
+    assert "Freshness" in report.discussion
+    if design == "cache_aside":
+        assert report.metrics["usage.redis_ops_per_request"] > 0.5
+    assert challenge.tradeoffs()  # renders without a report
+
+
+async def test_never_invalidated_cache_is_caught_with_the_same_verdict_twice(
+    app: App, env: Environment, tmp_path: Path
+) -> None:
+    module = "tests.fixtures.flawed.shortener_never_invalidates"
+    first = await grade_module(app, CHALLENGE, module, env, tmp_path / "1", seed=7)
+    second = await grade_module(app, CHALLENGE, module, env, tmp_path / "2", seed=7)
+    for report in (first, second):
+        assert not report.passed
+        fresh = report.check("cache.fresh")
+        assert fresh.status == Status.FAIL
+        assert report.metrics["cache.stale_reads"] > 0
+        assert "had already" in fresh.detail
+        assert report.check("contract.redirect").status == Status.PASS
+    assert stable_verdict(first) == stable_verdict(second)
