@@ -85,7 +85,11 @@ def _install() -> None:
 
 
 def ensure_engine(root: Path = ROOT, *, install: bool = True, timeout: float = 60.0) -> Engine:
-    """An engine to talk to: the configured one, ours under ``root``, or a new one."""
+    """An engine to talk to: the configured one, ours under ``root``, or a new one.
+
+    A new engine tries the default storage driver first, then ``vfs`` (which works where
+    overlay mounts are refused, e.g. inside another container).
+    """
     for url in (os.environ.get("DOCKER_HOST", ""), f"unix://{root}/docker.sock"):
         if url and reachable(url):
             return Engine(url)
@@ -94,12 +98,20 @@ def ensure_engine(root: Path = ROOT, *, install: bool = True, timeout: float = 6
             raise EngineUnavailable("dockerd is not installed")
         _install()
     root.mkdir(parents=True, exist_ok=True)
+    try:
+        return _start(root, [], timeout)
+    except EngineUnavailable as first:
+        log.warning("dockerd did not start (%s); retrying with the vfs storage driver", first)
+        return _start(root, ["--storage-driver=vfs"], timeout)
+
+
+def _start(root: Path, extra: list[str], timeout: float) -> Engine:
     with contextlib.suppress(FileNotFoundError):
         (root / "docker.sock").unlink()
     url = f"unix://{root}/docker.sock"
     with open(root / "dockerd.log", "ab") as out:
         proc = subprocess.Popen(
-            dockerd_argv(root),
+            dockerd_argv(root) + extra,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -118,35 +118,48 @@ class SeaweedDriver(Driver):
         return {"TMPDIR": str(slot.home)}  # weed puts its gRPC sockets in the temp dir
 
     async def probe(self, slot: Slot, info: ResourceInfo, budget: float) -> str:
-        """Write and read back an object with the admin key (only our server knows it).
+        """Write and read back an object with the admin key (only our server knows it), then
+        check that the learner's key is accepted on its bucket.
 
         The write needs a volume server registered with the master, so once it passes,
         objects stored before a restart can be read again too.
         """
-        admin = info.admin
+        admin, learner = info.admin, info.learner
         url = f"{admin['endpoint_url']}/{HEALTH_BUCKET}/probe"
         nonce = secrets.token_hex(8).encode()
-        credentials = Credentials(admin["access_key"], admin["secret_key"])
+        as_admin = Credentials(admin["access_key"], admin["secret_key"])
+        as_learner = Credentials(learner["AWS_ACCESS_KEY_ID"], learner["AWS_SECRET_ACCESS_KEY"])
         try:
             async with aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=budget)
             ) as session:
-                for method, body in (("PUT", nonce), ("GET", b"")):
-                    request = AWSRequest(
-                        method=method,
-                        url=url,
-                        data=body,
-                        headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"},
-                    )
-                    S3SigV4Auth(credentials, "s3", REGION).add_auth(request)
-                    async with session.request(
-                        method, url, data=body, headers=dict(request.headers.items())
-                    ) as response:
-                        got = await response.read()
-                        if response.status != 200:
-                            raise NotReady(f"{method} answered {response.status}")
+                await _signed(session, as_admin, "PUT", url, nonce)
+                got = await _signed(session, as_admin, "GET", url)
+                await _signed(
+                    session, as_learner, "HEAD", f"{admin['endpoint_url']}/{admin['bucket']}"
+                )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise NotReady(f"cannot reach S3: {type(exc).__name__}") from None
         if got != nonce:
             raise NotReady("S3 did not return what was written")
         return f"S3 (SeaweedFS) serving bucket {admin['bucket']}"
+
+
+async def _signed(
+    session: aiohttp.ClientSession,
+    credentials: Credentials,
+    method: str,
+    url: str,
+    body: bytes = b"",
+) -> bytes:
+    """A SigV4-signed request; its body, or NotReady unless it answered 200."""
+    request = AWSRequest(
+        method=method, url=url, data=body, headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"}
+    )
+    S3SigV4Auth(credentials, "s3", REGION).add_auth(request)
+    async with session.request(
+        method, url, data=body, headers=dict(request.headers.items())
+    ) as response:
+        if response.status != 200:
+            raise NotReady(f"{method} answered {response.status}")
+        return await response.read()
