@@ -355,6 +355,8 @@ class EventIngestionScenario(Scenario):
         )
         g.metric("faults.error_rate", round(result.error_rate, 4))
         g.metric("faults.errors", sum(w.errors_during for w in windows))
+        for w in windows:  # refused while each store was paused: whose request path it is on
+            g.metric(f"faults.errors.{w.resource}", w.errors_during)
         observed = "; ".join(w.observed for w in windows) or "no fault was injected"
         g.check(
             "faults.availability",
