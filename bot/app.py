@@ -11,6 +11,7 @@ from bot.config import Settings
 from bot.core.coach import Coach
 from bot.core.grader import Grader
 from bot.logs import SECRETS
+from bot.scheduler import Operations
 from bot.store import Store
 from challenges.catalog import Catalog
 from grading.urlguard import Policy
@@ -69,7 +70,22 @@ async def open_app(
                 log.warning(
                     "tore down %d environment(s) left behind: %s", len(gone), ", ".join(gone)
                 )
-        yield App(settings, store, catalog, provisioner, coach)
+        try:
+            yield App(settings, store, catalog, provisioner, coach)
+        finally:
+            await coach.close()
     finally:
         await provisioner.close()
         await store.close()
+
+
+@asynccontextmanager
+async def operations(app: App) -> AsyncIterator[Operations]:
+    """A running bot's community operations: the schedules (daily posts, contests, reaper) and
+    the grading queue resumed from the store. Register the platform's ``Channels`` first."""
+    ops = Operations(app.coach)
+    await ops.start()
+    try:
+        yield ops
+    finally:
+        await ops.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,6 +12,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "cruscible"
+
+
+def _default_grading_concurrency() -> int:
+    """A grade runs load and faults on this machine: one per two cores, 1 to 4."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def sync_url(url: str) -> str:
+    """The synchronous twin of an async database URL (APScheduler 3's job store is sync)."""
+    scheme, sep, rest = url.partition("://")
+    dialect = scheme.split("+", 1)[0]
+    if dialect == "sqlite":
+        return f"sqlite{sep}{rest}"
+    if dialect in {"postgresql", "postgres"}:
+        return f"postgresql+psycopg{sep}{rest}"
+    return url
 
 
 class Settings(BaseSettings):
@@ -27,12 +44,27 @@ class Settings(BaseSettings):
     allow_loopback_targets: bool = True
     allow_private_targets: bool = False
     log_level: str = "WARNING"
+    # community operations
+    grading_concurrency: int = Field(default_factory=_default_grading_concurrency)
+    grading_max_attempts: int = 2  # starts of one grade before a restart gives up on it
+    commands_per_minute: float = 30.0  # per learner, sustained (0: no limit)
+    command_burst: int = 20  # per learner, at once
+    daily_grace: timedelta = timedelta(hours=3)  # a missed daily post is made this late
+    contest_reminder: timedelta = timedelta(hours=24)  # before a contest closes
+    env_warn_before: timedelta = timedelta(minutes=15)  # expiry warning by DM
+    reap_every: timedelta = timedelta(minutes=1)
+    leaderboard_refresh: timedelta = timedelta(seconds=10)  # edits of a board, at most
 
     @property
     def db_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'cruscible.db'}"
+
+    @property
+    def scheduler_url(self) -> str:
+        """The database of APScheduler's persistent job store: the store's, synchronously."""
+        return sync_url(self.db_url)
 
     @property
     def reports_dir(self) -> Path:

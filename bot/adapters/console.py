@@ -13,6 +13,7 @@ from rich.text import Text
 
 from bot.core.message import Message, Tone
 from bot.core.outbox import Actor
+from bot.store import Community
 
 COLOURS = {Tone.INFO: "cyan", Tone.SUCCESS: "green", Tone.WARNING: "yellow", Tone.ERROR: "red"}
 DM_PREVIEW_LINES = 40
@@ -105,3 +106,29 @@ class ConsoleOutbox:
             self._progress.stop()
             self._progress = None
             self._task = None
+
+
+class ConsoleChannels:
+    """Implements the coach's ``Channels`` on a terminal: scheduled posts, board edits and
+    DMs are printed like the Outbox's (for ``cruscible chat``-style local runs)."""
+
+    def __init__(self, console: Console) -> None:
+        self.box = ConsoleOutbox(console)
+
+    async def post(
+        self,
+        community: Community,
+        message: Message,
+        *,
+        channel_id: str | None = None,
+        thread: str | None = None,
+        ping: bool = False,
+    ) -> str:
+        self.box.channel = f"#{channel_id or community.channel_id or 'daily-challenge'}"
+        return await self.box.post(message, thread=thread)
+
+    async def edit(self, community: Community, ref: str, message: Message) -> None:
+        await self.box.edit(ref, message)
+
+    async def dm(self, community: Community | None, user_id: str, message: Message) -> str:
+        return await self.box.dm(Actor("console", user_id, user_id), message)

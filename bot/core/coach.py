@@ -6,18 +6,28 @@ import asyncio
 import logging
 import secrets
 import time
-from datetime import UTC, date, datetime
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.orm import defer
 
 from bot.config import Settings
-from bot.core import views
-from bot.core.communities import Communities
+from bot.core import boards, views
+from bot.core.boardposts import BoardPosts
+from bot.core.channels import ChannelRegistry
+from bot.core.clock import Clock, utcnow
+from bot.core.communities import Communities, check_timezone
+from bot.core.contests import Contests, standings_message
+from bot.core.errors import CoachError
 from bot.core.grader import Graded, Grader
-from bot.core.message import Message
+from bot.core.message import Field, Message
 from bot.core.outbox import Actor, DirectMessageClosed, Outbox
+from bot.core.queue import AlreadyQueued, GradingQueue, QueueStopped, Watcher
+from bot.core.ratelimit import RateLimiter
+from bot.core.streaks import current_streak, local_days
 from bot.logs import SECRETS
-from bot.store import EnvironmentRecord, Store, Submission, User
+from bot.store import Community, EnvironmentRecord, Store, Submission, User
 from challenges.catalog import Catalog, Challenge, ChallengeError
 from grading.render import render_markdown
 from grading.runner import CannotGrade
@@ -30,9 +40,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 1.0  # chat platforms rate-limit edits
 
-
-class CoachError(Exception):
-    """A refusal the learner should read (unknown challenge, quota, bad URL…)."""
+__all__ = ["Coach", "CoachError"]
 
 
 class Coach:
@@ -43,14 +51,43 @@ class Coach:
         catalog: Catalog,
         provisioner: Provisioner,
         grader: Grader,
+        *,
+        clock: Clock = utcnow,
     ) -> None:
         self.settings = settings
         self.store = store
         self.catalog = catalog
         self.provisioner = provisioner
         self.grader = grader
+        self.clock = clock
         self.communities = Communities(store)
-        self._grading = asyncio.Semaphore(1)
+        self.channels = ChannelRegistry()
+        self.limits = RateLimiter(settings.commands_per_minute, settings.command_burst)
+        self.queue = GradingQueue(
+            store,
+            concurrency=settings.grading_concurrency,
+            execute=self._grade,
+            show_position=lambda sub, n: views.queued(sub.challenge, n),
+            on_settled=self._settled,
+            clock=clock,
+            max_attempts=settings.grading_max_attempts,
+        )
+        self.contests = Contests(
+            store, catalog, self.channels, reminder_before=settings.contest_reminder, clock=clock
+        )
+        self._boards = boards.BoardCache()
+        self.boards = BoardPosts(
+            store,
+            self.channels,
+            self.board,
+            min_interval=settings.leaderboard_refresh,
+            clock=clock,
+        )
+
+    async def close(self) -> None:
+        """Stop grading (unfinished grades resume at the next start) and board refreshes."""
+        await self.queue.stop()
+        await self.boards.close()
 
     # -- catalog ------------------------------------------------------------------------
     def challenge(self, challenge_id: str) -> Challenge:
@@ -60,7 +97,7 @@ class Coach:
             raise CoachError(str(exc)) from None
 
     def today(self, day: date | None = None) -> Message:
-        day = day or datetime.now(UTC).date()
+        day = day or self.clock().date()
         challenge = self.catalog.for_day(day)
         return views.daily_post(challenge, datetime.combine(day, datetime.min.time()))
 
@@ -86,6 +123,31 @@ class Coach:
             elif found.display_name != actor.name:
                 found.display_name = actor.name
             return found
+
+    async def set_privacy(self, actor: Actor, public: bool) -> Message:
+        """Show (``public``) or hide the learner on public boards and contest standings."""
+        user = await self.user(actor)
+        async with self.store.session() as s:
+            (await s.get_one(User, user.id)).public = public
+        self._boards.clear()
+        if public:
+            return Message(title="Privacy", body="You are shown on public leaderboards.")
+        return Message(
+            title="Privacy",
+            body="You are hidden from public leaderboards and contest standings; "
+            "your results stay yours (`results`).",
+        )
+
+    async def set_timezone(self, actor: Actor, timezone: str) -> Message:
+        """The learner's own timezone: the days their streak counts in."""
+        try:
+            check_timezone(timezone)
+        except ValueError as exc:
+            raise CoachError(str(exc)) from None
+        user = await self.user(actor)
+        async with self.store.session() as s:
+            (await s.get_one(User, user.id)).timezone = timezone
+        return Message(title="Timezone", body=f"Your days (and streak) now follow {timezone}.")
 
     @staticmethod
     def owner(actor: Actor) -> str:
@@ -150,7 +212,7 @@ class Coach:
         async with self.store.session() as s:
             rec = await s.get(EnvironmentRecord, env_id)
             if rec is not None:
-                rec.expires_at = env.expires_at
+                rec.expires_at, rec.warned_at = env.expires_at, None  # warn again before then
         return views.environments([env])
 
     async def env_destroy(self, actor: Actor, env_id: str) -> Message:
@@ -166,7 +228,7 @@ class Coach:
         async with self.store.session() as s:
             rec = await s.get(EnvironmentRecord, env_id)
             if rec is not None:
-                rec.destroyed_at = datetime.now(UTC)
+                rec.destroyed_at = self.clock()
 
     async def known_environment_ids(self) -> set[str]:
         async with self.store.session() as s:
@@ -185,52 +247,107 @@ class Coach:
         *,
         thread: str | None = None,
         seed: int | None = None,
+        community: Community | None = None,
     ) -> Submission:
-        """Grade ``url``; post the score card (and discussion) to the channel, the report by DM."""
+        """Queue ``url`` for grading and wait for it: the progress message shows the place in
+        the queue, then the grade; the score card (and discussion) go to the channel (under
+        ``thread``), the report by DM. Returns the finished (or cancelled) submission."""
         challenge = self.challenge(challenge_id)
         url = url.strip()
         if not url.lower().startswith(("http://", "https://")):
             raise CoachError(f"{url!r} is not an http(s) URL")
         user = await self.user(actor)
         envs = [e for e in await self.environments(actor) if e.label == challenge.id]
-        env = envs[0] if envs else None
-        seed = secrets.randbelow(2**31) if seed is None else seed
-        async with self.store.session() as s:
-            sub = Submission(
-                user_id=user.id,
-                challenge=challenge.id,
-                url=url,
-                environment=env.id if env else None,
-                seed=seed,
+        watcher = Watcher(out, actor, thread)
+        try:
+            sub = await self.queue.add(
+                Submission(
+                    user_id=user.id,
+                    challenge=challenge.id,
+                    url=url,
+                    environment=envs[0].id if envs else None,
+                    seed=secrets.randbelow(2**31) if seed is None else seed,
+                    community_id=community.id if community else None,
+                    thread=thread,
+                    created_at=self.clock(),
+                ),
+                watcher,
             )
-            s.add(sub)
-        ref = await out.reply(views.grading_progress(challenge.id, "queued", 0.0))
+        except AlreadyQueued as exc:
+            raise CoachError(
+                f"your submission #{exc.existing.id} ({exc.existing.challenge}) is still "
+                f"{exc.existing.status} — one at a time: wait for it, or `cancel` it first"
+            ) from None
+        ref: str | None = None
+        try:
+            watcher.position = await self.queue.position(sub.id)
+            ref = await out.reply(views.queued(challenge.id, watcher.position))
+        finally:
+            watcher.attach(ref)
+        try:
+            done = await watcher.done
+        except QueueStopped:
+            raise CoachError(
+                "the bot is restarting; your submission stays queued and is graded when it is back"
+            ) from None
+        if done.status == "cancelled" and ref is not None:
+            await out.edit(ref, views.cancelled(challenge.id, done.id))
+        elif done.status == "error":
+            raise CoachError(f"could not grade {url}: {done.error}")
+        return done
+
+    async def cancel(self, actor: Actor) -> Message:
+        """Cancel the learner's queued or running grade."""
+        user = await self.user(actor)
+        sub = await self.queue.cancel(user.id)
+        if sub is None:
+            return Message(title="Nothing to cancel", body="You have no submission waiting.")
+        return views.cancelled(sub.challenge, sub.id)
+
+    async def _grade(self, sub: Submission, watcher: Watcher | None) -> None:
+        """Grade one submission the queue started; record it, then publish the results."""
+        try:
+            challenge = self.challenge(sub.challenge)
+            env = await self.provisioner.get(sub.environment) if sub.environment else None
+        except (CoachError, ProvisioningError) as exc:
+            await self._finish(sub.id, error=f"{exc}; submit again")
+            return
         last = 0.0
+        loop = asyncio.get_running_loop()
 
         def progress(phase: str, fraction: float) -> None:
             nonlocal last
             now = time.monotonic()
-            if now - last >= PROGRESS_EVERY_S or fraction >= 1.0:
+            if watcher is not None and (now - last >= PROGRESS_EVERY_S or fraction >= 1.0):
                 last = now
-                msg = views.grading_progress(challenge.id, phase, fraction)
-                asyncio.get_running_loop().create_task(out.edit(ref, msg))
-
-        async with self._grading:
-            await self._set_status(sub.id, "running")
-            out_dir = self.settings.reports_dir / f"submission-{sub.id}"
-            try:
-                graded = await self.grader.grade(
-                    challenge, url, out_dir, seed=seed, env=env, progress=progress
+                loop.create_task(
+                    watcher.show(views.grading_progress(challenge.id, phase, fraction))
                 )
-            except CannotGrade as exc:
-                await self._finish(sub.id, error=str(exc))
-                await out.edit(ref, views.cannot_grade(url, str(exc)))
-                raise CoachError(f"could not grade {url}: {exc}") from None
+
+        progress("preflight", 0.0)
+        out_dir = self.settings.reports_dir / f"submission-{sub.id}"
+        try:
+            graded = await self.grader.grade(
+                challenge, sub.url, out_dir, seed=sub.seed, env=env, progress=progress
+            )
+        except CannotGrade as exc:
+            await self._finish(sub.id, error=str(exc))
+            if watcher is not None:
+                await watcher.show(views.cannot_grade(sub.url, str(exc)))
+            return
         await self._finish(sub.id, graded=graded)
-        await out.edit(ref, views.grading_progress(challenge.id, "done", 1.0))
-        await self.publish(actor, graded, out, thread=thread)
-        async with self.store.session() as s:
-            return await s.get_one(Submission, sub.id)
+        if watcher is not None:
+            await watcher.show(views.grading_progress(challenge.id, "done", 1.0))
+            await self.publish(watcher.actor, graded, watcher.out, thread=watcher.thread)
+        else:
+            await self._publish_resumed(sub, graded)
+
+    async def _settled(self, sub: Submission) -> None:
+        """A submission left the queue: boards and waiting contest standings may move."""
+        if sub.status == "done":
+            self._boards.clear()
+            self.boards.touch()
+        await self.contests.settle_all()
 
     async def publish(
         self, actor: Actor, graded: Graded, out: Outbox, *, thread: str | None = None
@@ -246,16 +363,53 @@ class Coach:
         except DirectMessageClosed:
             await out.reply(full)
 
-    async def _set_status(self, sub_id: int, status: str) -> None:
+    async def _publish_resumed(self, sub: Submission, graded: Graded) -> None:
+        """A grade resumed after a restart has no interaction: post through the channels."""
         async with self.store.session() as s:
-            (await s.get_one(Submission, sub_id)).status = status
+            user = await s.get_one(User, sub.user_id)
+            community = await s.get(Community, sub.community_id) if sub.community_id else None
+        channels = self.channels.get(user.platform)
+        if channels is None:
+            log.info("submission %d graded after a restart; no channel to tell", sub.id)
+            return
+        if community is not None and community.channel_id:
+            plot = next((f for f in graded.files if f.suffix == ".png"), None)
+            card = await channels.post(
+                community,
+                views.scorecard(graded.report, user.display_name, plot),
+                thread=sub.thread,
+            )
+            await channels.post(
+                community, views.discussion(graded.report), thread=sub.thread or card
+            )
+        full = views.full_report(
+            render_markdown(graded.report), [f for f in graded.files if f.suffix != ".md"]
+        )
+        try:
+            await channels.dm(community, user.platform_id, full)
+        except DirectMessageClosed:
+            log.info("submission %d: the learner's DMs are closed", sub.id)
+
+    async def notify_interrupted(self, subs: list[Submission]) -> None:
+        """Tell learners whose grade restarts interrupted too often (never drop one silently)."""
+        for sub in subs:
+            async with self.store.session() as s:
+                user = await s.get_one(User, sub.user_id)
+                community = await s.get(Community, sub.community_id) if sub.community_id else None
+            channels = self.channels.get(user.platform)
+            if channels is None:
+                continue
+            try:
+                await channels.dm(community, user.platform_id, views.interrupted(sub))
+            except DirectMessageClosed:
+                log.info("submission %d: interrupted, and the learner's DMs are closed", sub.id)
 
     async def _finish(
         self, sub_id: int, *, graded: Graded | None = None, error: str | None = None
     ) -> None:
         async with self.store.session() as s:
             sub = await s.get_one(Submission, sub_id)
-            sub.finished_at = datetime.now(UTC)
+            sub.finished_at = self.clock()
             if graded is None:
                 sub.status, sub.error = "error", error
                 return
@@ -271,6 +425,7 @@ class Coach:
             subs = list(
                 await s.scalars(
                     select(Submission)
+                    .options(defer(Submission.report))  # reports are large; not shown here
                     .where(Submission.user_id == user.id)
                     .order_by(Submission.id.desc())
                     .limit(10)
@@ -279,7 +434,7 @@ class Coach:
         if not subs:
             return Message(title="Your results", body="No submission yet.")
         rows = [
-            f"- #{s.id} {s.challenge}: "
+            f"#{s.id} {s.challenge}: "
             + (
                 f"{s.score}/100 {'passed' if s.passed else 'not yet'}"
                 if s.status == "done"
@@ -288,29 +443,62 @@ class Coach:
             + (f" — {s.error}" if s.error else "")
             for s in subs
         ]
-        return Message(title="Your results", body="\n".join(rows))
+        streak = await self.streak(user)
+        return Message(
+            title="Your results",
+            body="\n".join(rows),
+            fields=[Field("Streak", f"{streak} day{'' if streak == 1 else 's'}")],
+            footer="" if user.public else "hidden from public boards (privacy on)",
+        )
 
-    async def leaderboard(self, challenge_id: str | None = None) -> Message:
+    async def streak(self, user: User) -> int:
+        """Active days in a row (one missed day forgiven), in the learner's timezone."""
         async with self.store.session() as s:
-            q = (
-                select(User.display_name, func.max(Submission.score), func.count(Submission.id))
-                .join(User, User.id == Submission.user_id)
-                .where(Submission.status == "done", User.public.is_(True))
-                .group_by(User.id)
-                .order_by(func.max(Submission.score).desc(), func.min(Submission.finished_at))
-                .limit(10)
+            moments = list(
+                await s.scalars(
+                    select(Submission.created_at).where(
+                        Submission.user_id == user.id, Submission.status != "cancelled"
+                    )
+                )
             )
-            if challenge_id:
-                self.challenge(challenge_id)
-                q = q.where(Submission.challenge == challenge_id)
-            rows = (await s.execute(q)).all()
-        title = f"Leaderboard — {challenge_id}" if challenge_id else "Leaderboard — all challenges"
-        if not rows:
-            return Message(title=title, body="No graded submission yet.")
-        lines = [
-            f"{i}. {name} — {best}/100 ({n} tries)" for i, (name, best, n) in enumerate(rows, 1)
-        ]
-        return Message(title=title, body="\n".join(lines))
+        today = self.clock().astimezone(ZoneInfo(user.timezone)).date()
+        return current_streak(local_days(moments, user.timezone), today)
+
+    async def leaderboard(
+        self, challenge_id: str | None = None, *, community: Community | None = None
+    ) -> Message:
+        """The all-time board (sum of best scores per challenge) or one challenge's board."""
+        if challenge_id:
+            self.challenge(challenge_id)
+        key = (challenge_id, community.id if community else None)
+        cached = self._boards.get(key)
+        if cached is not None:
+            return cached
+        rows = await boards.graded(self.store, challenge=challenge_id, community_id=key[1])
+        if challenge_id:
+            board = boards.render(f"Leaderboard — {challenge_id}", boards.best_per_learner(rows))
+        else:
+            board = boards.render(
+                "Leaderboard — all challenges (sum of best scores)",
+                boards.all_time(rows),
+                points="",
+            )
+        return self._boards.put(key, board)
+
+    async def board(self, community: Community, scope: str) -> Message:
+        """The board a self-updating message shows: ``all``, ``challenge:ID``, ``contest:N``."""
+        kind, _, arg = scope.partition(":")
+        if kind == "all":
+            return await self.leaderboard(community=community)
+        if kind == "challenge" and arg:
+            return await self.leaderboard(arg, community=community)
+        if kind == "contest" and arg.isdigit():
+            contest = await self.contests.get(int(arg))
+            if contest is None or contest.community_id != community.id:
+                raise CoachError(f"there is no contest #{arg} here")
+            entries = await self.contests.standings(contest)
+            return standings_message(contest, entries, final=contest.standings_at is not None)
+        raise CoachError(f"unknown board {scope!r}: all, challenge:ID or contest:N")
 
     async def tradeoffs(self, actor: Actor, challenge_id: str) -> Message:
         """The trade-off discussion of the learner's latest grade, or of the reference designs."""

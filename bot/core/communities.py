@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Awaitable, Callable
 from datetime import date
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -11,6 +13,7 @@ from sqlalchemy import select
 from bot.core.message import Field, Message
 from bot.store import Community, DailyPost, Store
 
+log = logging.getLogger(__name__)
 HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
@@ -32,9 +35,24 @@ def check_timezone(text: str) -> str:
     return text
 
 
+Listener = Callable[[Community], Awaitable[None]]
+
+
 class Communities:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._listeners: list[Listener] = []
+
+    def on_change(self, listener: Listener) -> None:
+        """Call ``listener`` after every configuration change (the scheduler re-plans)."""
+        self._listeners.append(listener)
+
+    def off_change(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    async def by_id(self, community_id: int) -> Community | None:
+        async with self.store.session() as s:
+            return await s.get(Community, community_id)
 
     async def get(self, platform: str, platform_id: str, name: str = "") -> Community:
         async with self.store.session() as s:
@@ -82,7 +100,12 @@ class Communities:
                 c.timezone = timezone
             if ping_role is not None:
                 c.ping_role = ping_role or None
-            return c
+        for listener in list(self._listeners):
+            try:
+                await listener(c)
+            except Exception:
+                log.exception("a listener of %s's settings failed", c.name or c.platform_id)
+        return c
 
     async def daily_post(self, community_id: int, day: date) -> DailyPost | None:
         async with self.store.session() as s:
@@ -95,15 +118,17 @@ class Communities:
     async def record_daily_post(
         self, community_id: int, day: date, challenge: str, channel_id: str, message_ref: str
     ) -> DailyPost:
+        """Record the day's post (completing an unfinished record of it, if one exists)."""
         async with self.store.session() as s:
-            post = DailyPost(
-                community_id=community_id,
-                day=day.isoformat(),
-                challenge=challenge,
-                channel_id=channel_id,
-                message_ref=message_ref,
+            post = await s.scalar(
+                select(DailyPost).where(
+                    DailyPost.community_id == community_id, DailyPost.day == day.isoformat()
+                )
             )
-            s.add(post)
+            if post is None:
+                post = DailyPost(community_id=community_id, day=day.isoformat())
+                s.add(post)
+            post.challenge, post.channel_id, post.message_ref = challenge, channel_id, message_ref
             return post
 
 

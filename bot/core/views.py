@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bot.core.message import Button, Field, Message, Tone
+from bot.store import Submission
 from challenges.catalog import Challenge
 from grading.render import render_scorecard
 from grading.report import Report
@@ -104,6 +105,28 @@ def grading_progress(challenge_id: str, phase: str, fraction: float) -> Message:
         title=f"Grading {challenge_id}…",
         body=f"{phase} ({done:.0%})" if phase != "done" else "graded",
         progress=done,
+    )
+
+
+def queued(challenge_id: str, position: int | None) -> Message:
+    place = f"queued — position {position}" if position else "starting"
+    return Message(title=f"Grading {challenge_id}…", body=place, progress=0.0)
+
+
+def cancelled(challenge_id: str, sub_id: int | None = None) -> Message:
+    which = f"#{sub_id} " if sub_id else ""
+    return Message(
+        title=f"Submission {which}cancelled",
+        body=f"Your {challenge_id} grade will not run. Submit again whenever you are ready.",
+    )
+
+
+def interrupted(sub: Submission) -> Message:
+    return Message(
+        title=f"Your {sub.challenge} grade was interrupted",
+        body=f"Submission #{sub.id} ({sub.url}) was interrupted by restarts of the bot "
+        f"{sub.attempts} times; it is not graded. Submit again when you are ready.",
+        tone=Tone.WARNING,
     )
 
 

@@ -1,4 +1,4 @@
-"""Grades a file pipeline: the contract, a stream of CSV uploads of mixed sizes while S3 restarts
+"""Grades a file pipeline: the contract, a stream of CSV uploads of mixed sizes while S3 crashes
 and the queue dies, then every accepted upload against its result and its stored original."""
 
 from __future__ import annotations

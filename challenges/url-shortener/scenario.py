@@ -17,7 +17,7 @@ from grading.checkers import stale_reads
 from grading.history import History, Outcome
 from grading.http import Exchange
 from grading.load import LoadPlan, LoadResult, Request, Response
-from grading.nemesis import FaultStep
+from grading.nemesis import FaultStep, FaultWindow
 from grading.report import Status
 from grading.scenario import Grade, Scenario
 from grading.thresholds import Threshold, judge
@@ -291,7 +291,7 @@ class UrlShortenerScenario(Scenario):
 
     async def run(
         self, g: Grade, duration_s: float, deleted: set[int], faults: list[FaultStep]
-    ) -> tuple[LoadResult, Any]:
+    ) -> tuple[LoadResult, list[FaultWindow]]:
         plan = self.plan(g, duration_s)
         schedule = self.writes(g, duration_s, deleted)
         t0 = time.monotonic()
@@ -408,7 +408,7 @@ class UrlShortenerScenario(Scenario):
                 evidence={"errors_by_kind": result.errors},
             )
 
-    def report_faults(self, g: Grade, result: LoadResult, windows: list[Any]) -> None:
+    def report_faults(self, g: Grade, result: LoadResult, windows: list[FaultWindow]) -> None:
         g.metric("faults.p99_ms", round(result.percentile_ms(99), 2))
         g.metric("faults.error_rate", round(result.error_rate, 4))
         errors = sum(w.errors_during for w in windows)

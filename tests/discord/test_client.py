@@ -38,6 +38,10 @@ async def test_the_tree_is_synced_once_and_not_again_on_a_second_start(
         "results",
         "leaderboard",
         "tradeoffs",
+        "contest",
+        "cancel",
+        "privacy",
+        "timezone",
     }
     admin = next(c for c in first.json if c["name"] == "admin")
     assert int(admin["default_member_permissions"]) == 1 << 5  # hidden from members

@@ -42,7 +42,7 @@ class CruscibleClient(discord.Client):
         """A button (*Start*, *Show trade-offs*) pressed on any message, however old."""
 
         async def use(t: Turn) -> None:
-            await press(t.coach, t.actor, action, t.out)
+            await press(t.coach, t.actor, action, t.out, community=t.community)
 
         await self.turns.run(interaction, use)
 

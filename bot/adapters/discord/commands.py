@@ -5,16 +5,21 @@ from __future__ import annotations
 import logging
 import zoneinfo
 from datetime import UTC, datetime
+from typing import Literal
 
 import discord
 from discord import app_commands
 
-from bot.adapters.discord.outbox import message_ref
+from bot.adapters.discord.outbox import message_ref, parse_ref
 from bot.adapters.discord.render import clip, render
 from bot.adapters.discord.turn import Turn, actor_of, local_day, turns_of
 from bot.adapters.discord.views import SubmitModal
 from bot.core import views
 from bot.core.communities import settings_message
+from bot.core.contests import contest_message, parse_local, standings_message
+from bot.core.errors import CoachError
+from bot.core.message import Message
+from bot.store import Community, Contest
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +61,25 @@ async def todays(t: Turn, challenge: str | None) -> tuple[str, str | None]:
     if challenge is None:
         challenge = post.challenge if post else t.coach.catalog.for_day(day).id
     if post and post.challenge == challenge and post.message_ref:
-        return challenge, message_ref(int(post.channel_id), int(post.message_ref))
+        return challenge, message_ref(*parse_ref(post.message_ref, int(post.channel_id)))
     return challenge, None
+
+
+def here(t: Turn) -> Community:
+    assert t.community is not None  # guild-only commands
+    return t.community
+
+
+async def contest_numbered(t: Turn, number: int | None) -> Contest:
+    """Contest ``number`` of this guild, or its current one."""
+    community = here(t)
+    if number is None:
+        contest = await t.coach.contests.current(community)
+    else:
+        contest = await t.coach.contests.get(number)
+    if contest is None or contest.community_id != community.id:
+        raise CoachError("no such contest here" if number else "no contest here yet")
+    return contest
 
 
 # -- /challenge ----------------------------------------------------------------------------
@@ -123,6 +145,12 @@ class EnvCommands(
 
 
 # -- /admin ----------------------------------------------------------------------------------
+def require_manage_guild(interaction: discord.Interaction) -> bool:
+    if interaction.guild_id is None or not interaction.permissions.manage_guild:
+        raise app_commands.MissingPermissions(["manage_guild"])
+    return True
+
+
 class AdminCommands(
     app_commands.Group,
     name="admin",
@@ -132,9 +160,7 @@ class AdminCommands(
 ):
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         """Enforced here, whatever the server did with the command's default permissions."""
-        if interaction.guild_id is None or not interaction.permissions.manage_guild:
-            raise app_commands.MissingPermissions(["manage_guild"])
-        return True
+        return require_manage_guild(interaction)
 
     @staticmethod
     async def _configure(interaction: discord.Interaction, **settings: str) -> None:
@@ -175,6 +201,100 @@ class AdminCommands(
     async def show(self, interaction: discord.Interaction) -> None:
         await self._configure(interaction)
 
+    @app_commands.command(description="One self-updating leaderboard message in the channel")
+    @app_commands.describe(board="all (default), a challenge id, or contest:N")
+    async def leaderboard(self, interaction: discord.Interaction, board: str = "all") -> None:
+        async def use(t: Turn) -> None:
+            kind = board if board == "all" or ":" in board else f"challenge:{board}"
+            await t.coach.boards.place(here(t), kind)
+            await t.out.reply(Message(title="Leaderboard placed", body="It updates itself."))
+
+        await turns_of(interaction).run(interaction, use)
+
+
+class AdminContestCommands(app_commands.Group, name="contest", description="Weekly contests"):
+    """``/admin contest …`` (discord.py checks a nested group's own ``interaction_check``)."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return require_manage_guild(interaction)
+
+    @app_commands.command(description="Create a contest (times in the server's timezone)")
+    @app_commands.describe(
+        challenge="challenge id",
+        start="e.g. 2026-11-30T09:00",
+        end="e.g. 2026-12-07T09:00",
+        channel="where it is announced (the Cruscible channel by default)",
+    )
+    @app_commands.autocomplete(challenge=challenge_ids)
+    async def create(
+        self,
+        interaction: discord.Interaction,
+        challenge: str,
+        start: str,
+        end: str,
+        channel: discord.TextChannel | None = None,
+    ) -> None:
+        async def use(t: Turn) -> None:
+            community = here(t)
+            contest = await t.coach.contests.create(
+                community,
+                challenge,
+                parse_local(start, community.timezone),
+                parse_local(end, community.timezone),
+                created_by=t.actor.id,
+                channel_id=str(channel.id) if channel else None,
+            )
+            await t.out.reply(contest_message(contest, [], t.coach.clock()))
+
+        await turns_of(interaction).run(interaction, use)
+
+    @app_commands.command(name="list", description="This server's contests")
+    async def list_(self, interaction: discord.Interaction) -> None:
+        async def use(t: Turn) -> None:
+            contests = await t.coach.contests.of(here(t))
+            lines = [
+                f"#{c.id} {c.challenge}: {c.starts_at:%Y-%m-%d %H:%M} → "
+                f"{c.ends_at:%Y-%m-%d %H:%M} UTC"
+                for c in contests
+            ]
+            await t.out.reply(Message(title="Contests", body="\n".join(lines) or "None yet."))
+
+        await turns_of(interaction).run(interaction, use)
+
+    @app_commands.command(description="Cancel a contest before it closes")
+    @app_commands.describe(number="the contest's number")
+    async def cancel(self, interaction: discord.Interaction, number: int) -> None:
+        async def use(t: Turn) -> None:
+            contest = await t.coach.contests.cancel(here(t), number)
+            await t.out.reply(Message(title=f"Contest #{contest.id} cancelled"))
+
+        await turns_of(interaction).run(interaction, use)
+
+
+# -- /contest --------------------------------------------------------------------------------
+class ContestCommands(
+    app_commands.Group, name="contest", description="This week's contest", guild_only=True
+):
+    @app_commands.command(description="The current (or next) contest and its standings")
+    async def show(self, interaction: discord.Interaction) -> None:
+        async def use(t: Turn) -> None:
+            contest = await contest_numbered(t, None)
+            entries = await t.coach.contests.standings(contest)
+            await t.out.reply(contest_message(contest, entries, t.coach.clock()))
+
+        await turns_of(interaction).run(interaction, use)
+
+    @app_commands.command(description="A contest's standings (the current one by default)")
+    @app_commands.describe(number="the contest's number")
+    async def standings(self, interaction: discord.Interaction, number: int | None = None) -> None:
+        async def use(t: Turn) -> None:
+            contest = await contest_numbered(t, number)
+            entries = await t.coach.contests.standings(contest)
+            final = contest.standings_at is not None
+            await t.out.reply(standings_message(contest, entries, final=final))
+
+        await turns_of(interaction).run(interaction, use)
+
 
 # -- learner commands ------------------------------------------------------------------------
 @app_commands.command(description="Grade your running service")
@@ -189,7 +309,7 @@ async def submit(
     async def grade(i: discord.Interaction, link: str) -> None:
         async def use(t: Turn) -> None:
             cid, thread = await todays(t, challenge)
-            await t.coach.submit(t.actor, cid, link, t.out, thread=thread)
+            await t.coach.submit(t.actor, cid, link, t.out, thread=thread, community=t.community)
 
         await turns_of(i).run(i, use)
 
@@ -214,7 +334,7 @@ async def results(interaction: discord.Interaction) -> None:
 @app_commands.guild_only()
 async def leaderboard(interaction: discord.Interaction, challenge: str | None = None) -> None:
     async def use(t: Turn) -> None:
-        await t.out.reply(await t.coach.leaderboard(challenge))
+        await t.out.reply(await t.coach.leaderboard(challenge, community=t.community))
 
     await turns_of(interaction).run(interaction, use)
 
@@ -227,6 +347,34 @@ async def tradeoffs(interaction: discord.Interaction, challenge: str | None = No
     async def use(t: Turn) -> None:
         cid, _ = await todays(t, challenge)
         await t.out.reply(await t.coach.tradeoffs(t.actor, cid))
+
+    await turns_of(interaction).run(interaction, use)
+
+
+@app_commands.command(description="Cancel your queued or running grade")
+@app_commands.guild_only()
+async def cancel(interaction: discord.Interaction) -> None:
+    async def use(t: Turn) -> None:
+        await t.out.reply(await t.coach.cancel(t.actor))
+
+    await turns_of(interaction).run(interaction, use)
+
+
+@app_commands.command(description="Hide you from (on) or show you on (off) public leaderboards")
+@app_commands.describe(state="on: hidden; off: shown")
+async def privacy(interaction: discord.Interaction, state: Literal["on", "off"]) -> None:
+    async def use(t: Turn) -> None:
+        await t.out.reply(await t.coach.set_privacy(t.actor, public=state == "off"))
+
+    await turns_of(interaction).run(interaction, use)
+
+
+@app_commands.command(description="Your timezone: the days your streak counts in")
+@app_commands.describe(timezone="an IANA name, e.g. Europe/Paris")
+@app_commands.autocomplete(timezone=timezones)
+async def timezone(interaction: discord.Interaction, timezone: str) -> None:
+    async def use(t: Turn) -> None:
+        await t.out.reply(await t.coach.set_timezone(t.actor, timezone))
 
     await turns_of(interaction).run(interaction, use)
 
@@ -252,8 +400,10 @@ class CruscibleTree(app_commands.CommandTree):
 
 def build_tree(client: discord.Client) -> CruscibleTree:
     tree = CruscibleTree(client)
-    for group in (ChallengeCommands(), EnvCommands(), AdminCommands()):
+    admin = AdminCommands()
+    admin.add_command(AdminContestCommands())
+    for group in (ChallengeCommands(), EnvCommands(), admin, ContestCommands()):
         tree.add_command(group)
-    for command in (submit, results, leaderboard, tradeoffs):
+    for command in (submit, results, leaderboard, tradeoffs, cancel, privacy, timezone):
         tree.add_command(command)
     return tree

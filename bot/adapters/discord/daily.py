@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import discord
-
+from bot.adapters.discord.channels import ping_kwargs
 from bot.adapters.discord.client import CruscibleClient
 from bot.adapters.discord.outbox import public, send_kwargs
 from bot.adapters.discord.turn import local_day
@@ -38,13 +37,7 @@ async def post_daily(client: CruscibleClient, community: Community, message: Mes
     )
     kwargs = send_kwargs(public(message))
     if community.ping_role:
-        role = discord.Object(int(community.ping_role))
-        kwargs |= {
-            "content": f"<@&{role.id}>",
-            "allowed_mentions": discord.AllowedMentions(
-                everyone=False, users=False, roles=[role], replied_user=False
-            ),
-        }
+        kwargs |= ping_kwargs(community.ping_role)
     sent = await channel.send(**kwargs)
     await communities.record_daily_post(
         community.id, day, challenge, community.channel_id, str(sent.id)

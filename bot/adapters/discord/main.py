@@ -6,8 +6,10 @@ import os
 
 import discord
 
+from bot.adapters.discord.channels import DiscordChannels
 from bot.adapters.discord.client import CruscibleClient
-from bot.app import App
+from bot.adapters.discord.turn import PLATFORM
+from bot.app import App, operations
 
 
 async def serve(app: App, *, socket_mode: bool = False, port: int = 0) -> None:
@@ -17,6 +19,12 @@ async def serve(app: App, *, socket_mode: bool = False, port: int = 0) -> None:
         raise ValueError("DISCORD_TOKEN is not set (the bot token from the developer portal)")
     async with CruscibleClient(app) as client:
         try:
-            await client.start(token)
+            await client.login(token)
         except discord.LoginFailure:
             raise ValueError("DISCORD_TOKEN was refused by Discord (invalid or reset)") from None
+        app.coach.channels.register(PLATFORM, DiscordChannels(client, client.turns.threads))
+        try:
+            async with operations(app):  # schedules and the grading queue, posting via REST
+                await client.connect()
+        finally:
+            app.coach.channels.unregister(PLATFORM)

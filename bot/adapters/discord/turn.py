@@ -67,8 +67,10 @@ class Turns:
         out = DiscordOutbox(
             interaction, channel_id=channel or interaction.channel_id, threads=self.threads
         )
+        actor = actor_of(interaction.user)
         try:
-            await use_case(Turn(self.coach, actor_of(interaction.user), community, out))
+            self.coach.limits.take(self.coach.owner(actor))
+            await use_case(Turn(self.coach, actor, community, out))
         except (CoachError, ConfigError) as exc:
             await out.reply(views.error(str(exc)))
         except Exception:

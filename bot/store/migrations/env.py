@@ -4,11 +4,19 @@ from alembic import context
 
 from bot.store.models import Base
 
+SCHEDULER_TABLES = {"apscheduler_jobs"}  # APScheduler's job store owns these
+
+
+def include_name(name: str | None, type_: str, _parents: dict[str, str | None]) -> bool:
+    return not (type_ == "table" and name in SCHEDULER_TABLES)
+
+
 connection = context.config.attributes["connection"]
 context.configure(
     connection=connection,
     target_metadata=Base.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
+    include_name=include_name,
 )
 with context.begin_transaction():
     context.run_migrations()

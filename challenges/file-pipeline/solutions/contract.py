@@ -35,7 +35,6 @@ from challenges.service import StoreUnavailable, json_error, warn_throttled
 
 MAX_UPLOAD = 20 * 1024 * 1024
 AMOUNT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
-STATUSES = ("pending", "processing", "done", "failed")
 
 
 class Malformed(ValueError):
