@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from grading.nemesis import FaultStep
 from grading.thresholds import Threshold
 from provisioning import Resource
 
@@ -30,6 +32,16 @@ class FaultPlan(Strict):
     at_s: tuple[float, float] = Field(description="seeded time window after the load starts")
     heal_action: str | None = None
     heal_after_s: float | None = Field(default=None, gt=0)
+
+    def step(self, rng: random.Random) -> FaultStep:
+        """This fault at a seeded time within ``at_s``."""
+        return FaultStep(
+            at_s=rng.uniform(*self.at_s),
+            resource=self.resource.value,
+            action=self.action,
+            heal_action=self.heal_action,
+            heal_after_s=self.heal_after_s,
+        )
 
 
 class LoadPlanSpec(Strict):

@@ -148,6 +148,50 @@ class Grade:
         )
         return verdict
 
+    def recovery(
+        self, windows: Sequence[FaultWindow], limit_s: float, *, title: str = ""
+    ) -> float | None:
+        """``faults.recovery``: back to good answers within ``limit_s`` of every fault healing.
+
+        Records ``faults.recovery_s`` (the worst; None when some fault never recovered).
+        """
+        recoveries = [w.recovery_s for w in windows]
+        worst = None if any(r is None for r in recoveries) else max(recoveries, default=0.0)
+        self.metric("faults.recovery_s", None if worst is None else round(worst, 2))
+        self.check(
+            "faults.recovery",
+            title or f"Recovers within {limit_s:g} s after each fault heals",
+            worst is not None and worst <= limit_s,
+            detail="; ".join(w.observed for w in windows),
+            expected=f"recovery <= {limit_s:g} s",
+            actual="never recovered during the run" if worst is None else f"{worst:.2f} s",
+        )
+        return worst
+
+    def availability(
+        self, title: str, result: LoadResult, detail: str, *, penalty: float = 10.0
+    ) -> None:
+        """``faults.availability``: what failing requests during faults cost — a trade-off, so
+        it warns rather than fails, its points shrinking ``penalty`` times the error rate."""
+        self.check(
+            "faults.availability",
+            title,
+            Status.PASS if result.error_rate == 0 else Status.WARN,
+            partial=max(0.0, 1 - result.error_rate * penalty),
+            detail=detail,
+            evidence={"errors_by_kind": result.errors},
+        )
+
+    def skip_faults(self, *check_ids: str) -> None:
+        """Fault checks of a grade made without an environment: skipped, and said so."""
+        for check_id in check_ids:
+            self.check(
+                check_id,
+                "Behaviour under injected faults",
+                Status.SKIP,
+                detail="graded without an environment: no fault was injected",
+            )
+
     # -- traffic ----------------------------------------------------------------------
     async def request(self, method: str, path: str, **kwargs: Any) -> Exchange:
         self.requests_sent += 1

@@ -20,10 +20,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from challenges.schema import ChallengeSpec
 from grading.http import Exchange
 from grading.load import LoadPlan, LoadResult, Request, Response
-from grading.nemesis import FaultStep, FaultWindow
+from grading.nemesis import FaultWindow
 from grading.report import Status
 from grading.scenario import Grade, Scenario
-from grading.thresholds import Threshold, judge
 from provisioning import Resource
 
 HEADER = b"id,customer,amount,note\n"
@@ -495,16 +494,7 @@ class FilePipelineScenario(Scenario):
         faulty = self.uploads(g, gen, fault_n, MAX_TOTAL_BYTES - budget)
         self.bytes_sent = sum(len(c.body) for c in steady + faulty)
         g.metric("pipeline.bytes_uploaded", self.bytes_sent)
-        steps = [
-            FaultStep(
-                at_s=g.rng.uniform(*f.at_s),
-                resource=f.resource.value,
-                action=f.action,
-                heal_action=f.heal_action,
-                heal_after_s=f.heal_after_s,
-            )
-            for f in grading.faults
-        ]
+        steps = [f.step(g.rng) for f in grading.faults]
         loads_done = asyncio.Event()
         poller = asyncio.create_task(self.poller(g, loads_done))
         try:
@@ -517,13 +507,7 @@ class FilePipelineScenario(Scenario):
                 )
                 self.report_faults(g, result, windows)
             elif steps:
-                for check_id in ("faults.recovery", "faults.availability"):
-                    g.check(
-                        check_id,
-                        "Behaviour under injected faults",
-                        Status.SKIP,
-                        detail="graded without an environment: no fault was injected",
-                    )
+                g.skip_faults("faults.recovery", "faults.availability")
         finally:
             loads_done.set()
             await poller
@@ -538,16 +522,11 @@ class FilePipelineScenario(Scenario):
             ("load.latency", "latency", "Acknowledgement latency"),
             ("load.errors", "errors", "Refused uploads"),
         ):
-            verdict = judge(Threshold.parse(self.spec.thresholds[name]), result)
-            status = Status.PASS if verdict.ok else Status.FAIL
-            if result.unreliable and not verdict.ok:
-                status = Status.WARN
-            g.check(
+            g.judge(
                 check_id,
                 f"{title}: {self.spec.thresholds[name]} at {grading.rate:g} uploads/s",
-                status,
-                detail=verdict.description,
-                evidence={"errors_by_kind": result.errors},
+                self.spec.thresholds[name],
+                result,
             )
 
     def report_faults(self, g: Grade, result: LoadResult, windows: list[FaultWindow]) -> None:
@@ -555,26 +534,18 @@ class FilePipelineScenario(Scenario):
         g.metric("faults.error_rate", round(result.error_rate, 4))
         errors = sum(w.errors_during for w in windows)
         g.metric("faults.errors", errors)
-        recoveries = [w.recovery_s for w in windows]
-        worst = None if any(r is None for r in recoveries) else max(recoveries, default=0.0)
-        g.metric("faults.recovery_s", None if worst is None else round(worst, 2))
-        g.check(
-            "faults.recovery",
-            f"Accepts uploads again within {RECOVERY_LIMIT_S:g} s after each fault heals",
-            worst is not None and worst <= RECOVERY_LIMIT_S,
-            detail="; ".join(w.observed for w in windows),
-            expected=f"recovery <= {RECOVERY_LIMIT_S:g} s",
-            actual="never recovered during the run" if worst is None else f"{worst:.2f} s",
+        g.recovery(
+            windows,
+            RECOVERY_LIMIT_S,
+            title=f"Accepts uploads again within {RECOVERY_LIMIT_S:g} s after each fault heals",
         )
-        g.check(
-            "faults.availability",
+        g.availability(
             "Keeps accepting uploads while a store is down",
-            Status.PASS if result.error_rate == 0 else Status.WARN,
-            partial=max(0.0, 1 - result.error_rate * 4),
-            detail=f"{result.error_rate:.1%} of uploads were refused during the fault run "
+            result,
+            f"{result.error_rate:.1%} of uploads were refused during the fault run "
             f"({errors} inside the fault windows); a refused upload was never accepted, "
             "so it is not lost — the client still holds it",
-            evidence={"errors_by_kind": result.errors},
+            penalty=4,
         )
 
     # -- verification ---------------------------------------------------------------------

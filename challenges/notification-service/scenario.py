@@ -15,11 +15,9 @@ from challenges.schema import ChallengeSpec
 from grading.checkers import duplicates
 from grading.http import Exchange
 from grading.load import LoadPlan, LoadResult, Request, Response
-from grading.nemesis import FaultStep
 from grading.provider import Call, ProviderAdmin, Window
 from grading.report import Status
 from grading.scenario import Grade, Scenario
-from grading.thresholds import Threshold, judge
 from provisioning import Resource
 
 TYPES = ("order_placed", "order_shipped", "order_delivered")
@@ -275,16 +273,7 @@ class NotificationScenario(Scenario):
             await self.script((), g.seed)
         self.judge_steady(g, result)
 
-        steps = [
-            FaultStep(
-                at_s=g.rng.uniform(*f.at_s),
-                resource=f.resource.value,
-                action=f.action,
-                heal_action=f.heal_action,
-                heal_after_s=f.heal_after_s,
-            )
-            for f in grading.faults
-        ]
+        steps = [f.step(g.rng) for f in grading.faults]
         g.phase = "faults"
         tl = g.timeline
         offset = tl.buckets[-1].t_s + tl.bucket_s if tl is not None and tl.buckets else 0.0
@@ -304,15 +293,12 @@ class NotificationScenario(Scenario):
         injected = (
             "; ".join(w.observed for w in windows) or "no fault injected into the environment"
         )
-        g.check(
-            "faults.availability",
+        g.availability(
             "Keeps accepting events while the provider is down and the environment is faulted",
-            Status.PASS if result.error_rate == 0 else Status.WARN,
-            partial=max(0.0, 1 - result.error_rate * 10),
-            detail=f"{result.error_rate:.1%} of events were refused or timed out during the run "
+            result,
+            f"{result.error_rate:.1%} of events were refused or timed out during the run "
             f"(provider outage from {offset + outage.start_s:.1f} s to {offset + outage.end_s:.1f} s); "
             f"{injected}",
-            evidence={"errors_by_kind": result.errors},
         )
 
     def judge_steady(self, g: Grade, result: LoadResult) -> None:
@@ -322,26 +308,16 @@ class NotificationScenario(Scenario):
         g.metric("ingest.p50_ms", round(result.percentile_ms(50), 2))
         g.metric("ingest.p99_ms", round(result.percentile_ms(99), 2))
         g.metric("load.error_rate", round(result.error_rate, 4))
-        note = (
-            f" (the load generator fell behind: {result.unreliable_reason})"
-            if result.unreliable
-            else ""
-        )
         for check_id, name, title in (
             ("load.latency", "latency", "Ingest latency"),
             ("load.errors", "errors", "Ingest errors"),
         ):
-            verdict = judge(Threshold.parse(self.spec.thresholds[name]), result)
-            status = Status.PASS if verdict.ok else Status.FAIL
-            if result.unreliable and not verdict.ok:
-                status = Status.WARN
-            g.check(
+            g.judge(
                 check_id,
                 f"{title}: {self.spec.thresholds[name]} at {rate:g} events/s "
                 "while the provider throttles, fails and slows down",
-                status,
-                detail=verdict.description + note,
-                evidence={"errors_by_kind": result.errors},
+                self.spec.thresholds[name],
+                result,
             )
 
     # -- verification -----------------------------------------------------------------

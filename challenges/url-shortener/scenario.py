@@ -20,7 +20,6 @@ from grading.load import LoadPlan, LoadResult, Request, Response
 from grading.nemesis import FaultStep, FaultWindow
 from grading.report import Status
 from grading.scenario import Grade, Scenario
-from grading.thresholds import Threshold, judge
 
 CODE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 LINKS = 1000  # links created before the load; read with Zipf popularity
@@ -331,24 +330,9 @@ class UrlShortenerScenario(Scenario):
         if not grading.faults:
             return
         if not g.can_inject:
-            for check_id in ("faults.recovery", "faults.availability"):
-                g.check(
-                    check_id,
-                    "Behaviour under injected faults",
-                    Status.SKIP,
-                    detail="graded without an environment: no fault was injected",
-                )
+            g.skip_faults("faults.recovery", "faults.availability")
             return
-        steps = [
-            FaultStep(
-                at_s=g.rng.uniform(*f.at_s),
-                resource=f.resource.value,
-                action=f.action,
-                heal_action=f.heal_action,
-                heal_after_s=f.heal_after_s,
-            )
-            for f in grading.faults
-        ]
+        steps = [f.step(g.rng) for f in grading.faults]
         g.phase = "faults"
         self.fault_run_start_s = self.history.now()
         result, windows = await self.run(g, grading.fault_duration_s, deleted, steps)
@@ -387,25 +371,15 @@ class UrlShortenerScenario(Scenario):
         g.metric("load.p50_ms", round(result.percentile_ms(50), 2))
         g.metric("load.p99_ms", round(result.percentile_ms(99), 2))
         g.metric("load.error_rate", round(result.error_rate, 4))
-        note = (
-            f" (the load generator fell behind: {result.unreliable_reason})"
-            if result.unreliable
-            else ""
-        )
         for check_id, name, title in (
             ("load.latency", "latency", "Latency at load"),
             ("load.errors", "errors", "Errors at load"),
         ):
-            verdict = judge(Threshold.parse(self.spec.thresholds[name]), result)
-            status = Status.PASS if verdict.ok else Status.FAIL
-            if result.unreliable and not verdict.ok:
-                status = Status.WARN
-            g.check(
+            g.judge(
                 check_id,
                 f"{title}: {self.spec.thresholds[name]} at {grading.rate:g} redirects/s",
-                status,
-                detail=verdict.description + note,
-                evidence={"errors_by_kind": result.errors},
+                self.spec.thresholds[name],
+                result,
             )
 
     def report_faults(self, g: Grade, result: LoadResult, windows: list[FaultWindow]) -> None:
@@ -413,26 +387,12 @@ class UrlShortenerScenario(Scenario):
         g.metric("faults.error_rate", round(result.error_rate, 4))
         errors = sum(w.errors_during for w in windows)
         g.metric("faults.errors", errors)
-        recoveries = [w.recovery_s for w in windows]
-        worst = None if any(r is None for r in recoveries) else max(recoveries, default=0.0)
-        g.metric("faults.recovery_s", None if worst is None else round(worst, 2))
-        observed = "; ".join(w.observed for w in windows)
-        g.check(
-            "faults.recovery",
-            f"Recovers within {RECOVERY_LIMIT_S:g} s after each fault heals",
-            worst is not None and worst <= RECOVERY_LIMIT_S,
-            detail=observed,
-            expected=f"recovery <= {RECOVERY_LIMIT_S:g} s",
-            actual="never recovered during the run" if worst is None else f"{worst:.2f} s",
-        )
-        g.check(
-            "faults.availability",
+        g.recovery(windows, RECOVERY_LIMIT_S)
+        g.availability(
             "Keeps redirecting while Redis is down",
-            Status.PASS if result.error_rate == 0 else Status.WARN,
-            partial=max(0.0, 1 - result.error_rate * 10),
-            detail=f"{result.error_rate:.1%} of redirects failed during the fault run "
+            result,
+            f"{result.error_rate:.1%} of redirects failed during the fault run "
             f"({errors} inside the fault windows)",
-            evidence={"errors_by_kind": result.errors},
         )
 
     # -- verification ---------------------------------------------------------------------

@@ -19,6 +19,11 @@ async def grade_module(
     return graded.report
 
 
+def failures(report: Report) -> list[str]:
+    """The failed and errored checks with their details, for an assertion message."""
+    return [f"{c.id}: {c.detail}" for c in report.checks if c.status in (Status.FAIL, Status.ERROR)]
+
+
 def verdict(report: Report) -> tuple[bool, frozenset[str]]:
     """What must not change between two grades with the same seed: pass/fail and what failed."""
     failed = frozenset(c.id for c in report.checks if c.status in (Status.FAIL, Status.ERROR))

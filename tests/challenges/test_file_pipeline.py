@@ -3,29 +3,19 @@ before the original is stored loses uploads while S3 restarts, with the same ver
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bot.app import App
-from bot.core.outbox import Actor
 from grading.report import Report, Status
 from provisioning import Environment
-from tests.challenges.grading import grade_module, verdict
+from tests.challenges.grading import failures, grade_module, verdict
 
 pytestmark = pytest.mark.slow
 CHALLENGE = "file-pipeline"
 # Latency on a shared two-core machine is noise, not the verdict under test.
 TIMING_CHECKS = frozenset({"load.latency", "pipeline.latency"})
-
-
-@pytest.fixture(scope="module")
-async def env(app: App) -> AsyncIterator[Environment]:
-    spec = app.coach.challenge(CHALLENGE).environment_spec("test:validity")
-    environment = await app.coach.create_environment(Actor("test", "validity", "v"), spec)
-    yield environment
-    await app.coach.destroy_environment(environment.id)
 
 
 def stable_verdict(report: Report) -> tuple[bool, frozenset[str]]:
@@ -41,10 +31,7 @@ async def test_reference_designs_pass(
     report = await grade_module(
         app, CHALLENGE, challenge.solution(design).module, env, tmp_path, seed=11
     )
-    failed = [
-        f"{c.id}: {c.detail}" for c in report.checks if c.status in (Status.FAIL, Status.ERROR)
-    ]
-    assert report.passed, failed
+    assert report.passed, failures(report)
     assert report.metrics["pipeline.accepted"] > 40
     assert report.metrics["pipeline.lost"] == 0
     assert report.metrics["pipeline.wrong_results"] == 0

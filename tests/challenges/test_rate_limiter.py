@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bot.app import App
-from bot.core.outbox import Actor
 from grading.report import Status
 from provisioning import Environment
-from tests.challenges.grading import grade_module, verdict
+from tests.challenges.grading import failures, grade_module, verdict
 
 pytestmark = pytest.mark.slow
 CHALLENGE = "rate-limiter"
-
-
-@pytest.fixture(scope="module")
-async def env(app: App) -> AsyncIterator[Environment]:
-    spec = app.coach.challenge(CHALLENGE).environment_spec("test:validity")
-    environment = await app.coach.create_environment(Actor("test", "validity", "v"), spec)
-    yield environment
-    await app.coach.destroy_environment(environment.id)
 
 
 @pytest.mark.parametrize("design", ["redis_lua", "postgres_upsert"])
@@ -31,10 +21,7 @@ async def test_reference_designs_pass(
 ) -> None:
     module = app.coach.challenge(CHALLENGE).solution(design).module
     report = await grade_module(app, CHALLENGE, module, env, tmp_path, seed=11)
-    failed = [
-        f"{c.id}: {c.detail}" for c in report.checks if c.status in (Status.FAIL, Status.ERROR)
-    ]
-    assert report.passed, failed
+    assert report.passed, failures(report)
     assert report.metrics["accuracy.over_admitted"] == 0
     assert report.check("accuracy.atomic").status == Status.PASS
     assert report.faults and report.faults[0].resource == "redis"
