@@ -44,6 +44,7 @@ def make_provisioner(settings: Settings) -> Provisioner:
         max_per_owner=settings.max_envs_per_owner,
         max_total=settings.max_envs_total,
         max_ttl=settings.env_max_ttl,
+        pool_size=settings.pool_size,
     )
 
 
@@ -81,8 +82,11 @@ async def open_app(
 
 @asynccontextmanager
 async def operations(app: App) -> AsyncIterator[Operations]:
-    """A running bot's community operations: the schedules (daily posts, contests, reaper) and
-    the grading queue resumed from the store. Register the platform's ``Channels`` first."""
+    """A running bot's community operations: the schedules (daily posts, contests, reaper), the
+    grading queue resumed from the store, and the warm pool of environments per challenge.
+    Register the platform's ``Channels`` first."""
+    for challenge in app.catalog:  # a no-op unless CRUSCIBLE_POOL_SIZE is set
+        app.provisioner.warm(challenge.environment_spec("pool"))
     ops = Operations(app.coach)
     await ops.start()
     try:

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     env_extend_by: timedelta = timedelta(hours=1)
     max_envs_per_owner: int = 2
     max_envs_total: int = 50
+    pool_size: int = 0  # environments kept ready per challenge by a running bot (0: none)
     allow_loopback_targets: bool = True
     allow_private_targets: bool = False
     log_level: str = "WARNING"
