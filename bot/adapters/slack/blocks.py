@@ -226,5 +226,5 @@ def to_blocks(msg: Message, *, max_blocks: int = MAX_BLOCKS) -> list[Block]:
 
 
 def fallback_text(msg: Message) -> str:
-    """The notification text that goes with the blocks."""
-    return truncate(msg.title or msg.text(), FALLBACK_MAX)
+    """The notification text that goes with the blocks (escaped: it mentions no one)."""
+    return escape(truncate(msg.title or msg.text(), FALLBACK_MAX))

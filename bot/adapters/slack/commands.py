@@ -16,7 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters.slack import modal
 from bot.adapters.slack.blocks import SLASH
 from bot.adapters.slack.daily import local_today, post_daily, todays_thread
-from bot.adapters.slack.outbox import SlackOutbox
+from bot.adapters.slack.outbox import SlackOutbox, message_ref
 from bot.core import commands, views
 from bot.core.coach import Coach, CoachError
 from bot.core.communities import ConfigError, settings_message
@@ -33,9 +33,14 @@ ADMIN_HELP = f"""\
 `admin timezone Area/City` · `admin post` (post today's challenge now) — settings, for admins"""
 
 
+def slashed(help_text: str) -> str:
+    """The core's help with each `command` written as `/cruscible command`."""
+    return re.sub(r"`([^`]+)`", rf"`{SLASH} \1`", help_text)
+
+
 def help_message() -> Message:
-    core = re.sub(r"`([^`]+)`", rf"`{SLASH} \1`", commands.HELP)
-    return Message(title="Cruscible commands", body=f"{core}\n{ADMIN_HELP}")
+    body = f"{slashed(commands.HELP)}\n{ADMIN_HELP}\n{slashed(commands.ADMIN_HELP)}"
+    return Message(title="Cruscible commands", body=body)
 
 
 def unescape(text: str) -> str:
@@ -76,7 +81,9 @@ async def run(inv: Invocation, text: str) -> None:
             case ["submit", challenge, url]:
                 await submit(inv.coach, inv.community, inv.actor, challenge, url, inv.out)
             case _:
-                await commands.dispatch(inv.coach, inv.actor, text, inv.out)
+                await commands.dispatch(
+                    inv.coach, inv.actor, text, inv.out, community=inv.community
+                )
 
 
 @asynccontextmanager
@@ -92,13 +99,15 @@ async def apologising(out: SlackOutbox, what: str) -> AsyncIterator[None]:
 async def submit(
     coach: Coach, community: Community, actor: Actor, challenge: str, url: str, out: SlackOutbox
 ) -> None:
-    """Grade ``url``; results go in the thread of today's post when it is this challenge."""
+    """Grade ``url`` for ``community`` (its boards and contests count it); results go in the
+    thread of today's post when it is this challenge."""
     where = await todays_thread(coach.communities, community, challenge)
     thread = None
     if where is not None:
-        out.post_channel, thread = where
+        out.post_channel = where[0]
+        thread = message_ref(*where)  # a ref SlackChannels can thread under after a restart
     try:
-        await coach.submit(actor, challenge, url, out, thread=thread)
+        await coach.submit(actor, challenge, url, out, thread=thread, community=community)
     except CoachError as exc:
         await out.reply(views.error(str(exc)))
 
@@ -120,10 +129,16 @@ async def is_admin(client: AsyncWebClient, user: str) -> bool:
 
 
 async def admin(inv: Invocation, args: list[str]) -> None:
-    """Workspace settings; only Slack admins and owners may use them."""
+    """Workspace settings, contests and boards; only Slack admins and owners may use them."""
     out, communities = inv.out, inv.coach.communities
     if not await is_admin(inv.client, inv.out.user):
         await out.reply(views.error("Only workspace admins and owners can change the settings."))
+        return
+    if args[:1] in (["contest"], ["leaderboard"]):  # the core's community operations
+        text = shlex.join(["admin", *args])
+        await commands.dispatch(
+            inv.coach, inv.actor, text, out, community=inv.community, admin=True
+        )
         return
     cid = inv.community.id
     note = ""

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack.blocks import fallback_text, to_blocks
+from bot.adapters.slack.outbox import parse_ref
 from bot.core.communities import Communities
 from bot.core.message import Message
 from bot.store import Community
@@ -64,8 +65,12 @@ async def post_daily(
 async def todays_thread(
     communities: Communities, community: Community, challenge_id: str
 ) -> tuple[str, str] | None:
-    """``(channel, ts)`` of today's post when it is about ``challenge_id``: results go under it."""
+    """``(channel, ts)`` of today's post when it is about ``challenge_id``: results go under it.
+
+    The post is recorded as a bare ts (``post_daily``) or as a ``"<channel>/<ts>"`` ref (the
+    scheduler's, through ``SlackChannels``).
+    """
     post = await communities.daily_post(community.id, local_today(community))
     if post is None or post.challenge != challenge_id or not post.message_ref:
         return None
-    return post.channel_id, post.message_ref
+    return parse_ref(post.message_ref, post.channel_id)

@@ -94,7 +94,7 @@ def register(bolt: AsyncApp, coach: Coach, inflight: Inflight) -> None:
             actor = slack_actor(team, user["id"], user.get("username") or user.get("name", ""))
             action = body["actions"][0]["action_id"]
             async with commands.apologising(out, f"button {action}"):
-                await press(coach, actor, action, out)
+                await press(coach, actor, action, out, community=community)
 
     async def check_form(ack: AsyncAck, view: dict[str, Any]) -> None:
         errors = modal.errors(modal.read_submission(view))

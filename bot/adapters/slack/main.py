@@ -14,8 +14,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack.app import open_slack
+from bot.adapters.slack.channels import PLATFORM, SlackChannels
 from bot.adapters.slack.config import SlackConfig
-from bot.app import App
+from bot.app import App, operations
 
 EVENTS_PATH = "/slack/events"
 
@@ -50,22 +51,35 @@ async def serve(
         where = "every workspace that installs it"
         if not config.oauth:
             where = f"workspace {await check_token(bot.bolt.client)}"
-        if socket_mode:
-            handler = AsyncSocketModeHandler(bot.bolt, config.app_token)
-            try:
-                await handler.connect_async()
-            except SlackApiError as exc:
-                error = exc.response.get("error")
-                raise ValueError(f"SLACK_APP_TOKEN was refused by Slack: {error}") from None
-            print(f"Cruscible is on Slack in {where} (Socket Mode)", file=sys.stderr)
-            try:
-                await asyncio.Event().wait()
-            finally:
-                await handler.close_async()
-        else:
-            runner = await start_http(bot.bolt, host, port)
-            print(f"Cruscible serves {where} at http://{host}:{port}{EVENTS_PATH}", file=sys.stderr)
-            try:
-                await asyncio.Event().wait()
-            finally:
-                await runner.cleanup()
+        app.coach.channels.register(PLATFORM, SlackChannels(bot.client_for))
+        try:
+            async with operations(app):  # schedules and the grading queue, posting via the API
+                if socket_mode:
+                    await run_socket_mode(bot.bolt, config, where)
+                else:
+                    await run_http(bot.bolt, host, port, where)
+        finally:
+            app.coach.channels.unregister(PLATFORM)
+
+
+async def run_socket_mode(bolt: AsyncApp, config: SlackConfig, where: str) -> None:
+    handler = AsyncSocketModeHandler(bolt, config.app_token)
+    try:
+        await handler.connect_async()
+    except SlackApiError as exc:
+        error = exc.response.get("error")
+        raise ValueError(f"SLACK_APP_TOKEN was refused by Slack: {error}") from None
+    print(f"Cruscible is on Slack in {where} (Socket Mode)", file=sys.stderr)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await handler.close_async()
+
+
+async def run_http(bolt: AsyncApp, host: str, port: int, where: str) -> None:
+    runner = await start_http(bolt, host, port)
+    print(f"Cruscible serves {where} at http://{host}:{port}{EVENTS_PATH}", file=sys.stderr)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

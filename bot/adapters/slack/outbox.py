@@ -35,6 +35,21 @@ def slack_user(actor: Actor) -> str:
     return actor.id.rpartition(":")[2]
 
 
+def message_ref(channel: str, ts: str) -> str:
+    """A channel, thread or DM message that outlives the process: ``"<channel>/<ts>"``."""
+    return f"{channel}/{ts}"
+
+
+def parse_ref(ref: str, channel: str | None = None) -> tuple[str, str]:
+    """``(channel, ts)`` of a ref; a bare ``ts`` means a message in ``channel``."""
+    head, _, ts = ref.rpartition("/")
+    if head:
+        return head, ts
+    if channel is None:
+        raise ValueError(f"message ref {ref!r} names no channel")
+    return channel, ts
+
+
 def redacted(msg: Message) -> Message:
     """``msg`` with every known secret masked: what may go into a channel."""
     return replace(
@@ -78,18 +93,23 @@ class SlackOutbox:
 
     # -- the Outbox protocol -----------------------------------------------------------------
     async def post(self, msg: Message, *, thread: str | None = None) -> str:
+        """Post in ``post_channel``, or under ``thread`` (a ts there, or a ``"<channel>/<ts>"``
+        ref, as a submission records the daily post); returns the new message's ts."""
         if self.post_channel is None:
             raise RuntimeError("no channel to post in")
+        channel = self.post_channel
+        if thread is not None:
+            channel, thread = parse_ref(thread, channel)
         msg = redacted(msg)
         resp = await self.client.chat_postMessage(
-            channel=self.post_channel,
+            channel=channel,
             text=fallback_text(msg),
             blocks=to_blocks(msg),
             thread_ts=thread,
             unfurl_links=False,
         )
         ts: str = resp["ts"]
-        await self._upload(msg.files, self.post_channel, thread or ts)
+        await share_files(self.client, msg.files, channel, thread or ts)
         return ts
 
     async def reply(self, msg: Message) -> str:
@@ -138,17 +158,8 @@ class SlackOutbox:
     # -- the ways to Slack -------------------------------------------------------------------
     async def _direct(self, user: str, msg: Message) -> str:
         """A DM (``channel:ts``); any refusal means DMs are closed to us."""
-        try:
-            opened = await self.client.conversations_open(users=user)
-            channel = opened["channel"]["id"]
-            resp = await self.client.chat_postMessage(
-                channel=channel, text=fallback_text(msg), blocks=to_blocks(msg), unfurl_links=False
-            )
-        except SlackApiError as exc:
-            log.warning("cannot DM %s: %s", user, exc.response.get("error"))
-            raise DirectMessageClosed(user) from None
-        await self._upload(msg.files, channel, None)
-        return f"{channel}:{resp['ts']}"
+        channel, ts = await direct_message(self.client, user, msg)
+        return f"{channel}:{ts}"
 
     async def _ephemeral(self, msg: Message) -> str:
         """Only the learner sees it: the response_url, else chat.postEphemeral, else a DM."""
@@ -181,14 +192,33 @@ class SlackOutbox:
             self.response_url = None
         return resp.status_code == 200
 
-    async def _upload(self, files: list[Path], channel: str, thread: str | None) -> None:
-        """Share ``files`` (the plot, the report) in ``channel``; a refusal costs only the files."""
-        uploads = [{"file": str(f), "filename": f.name, "title": f.name} for f in files]
-        if not uploads:
-            return
-        try:
-            await self.client.files_upload_v2(
-                file_uploads=uploads, channel=channel, thread_ts=thread
-            )
-        except SlackApiError as exc:
-            log.warning("files not shared in %s: %s", channel, exc.response.get("error"))
+
+async def direct_message(client: AsyncWebClient, user: str, msg: Message) -> tuple[str, str]:
+    """DM ``msg`` (unmasked: it is the learner's own) to ``user``; ``(channel, ts)``.
+
+    Any refusal of Slack's means DMs are closed to us: :class:`DirectMessageClosed`.
+    """
+    try:
+        opened = await client.conversations_open(users=user)
+        channel: str = opened["channel"]["id"]
+        resp = await client.chat_postMessage(
+            channel=channel, text=fallback_text(msg), blocks=to_blocks(msg), unfurl_links=False
+        )
+    except SlackApiError as exc:
+        log.warning("cannot DM %s: %s", user, exc.response.get("error"))
+        raise DirectMessageClosed(user) from None
+    await share_files(client, msg.files, channel, None)
+    return channel, resp["ts"]
+
+
+async def share_files(
+    client: AsyncWebClient, files: list[Path], channel: str, thread: str | None
+) -> None:
+    """Share ``files`` (the plot, the report) in ``channel``; a refusal costs only the files."""
+    uploads = [{"file": str(f), "filename": f.name, "title": f.name} for f in files]
+    if not uploads:
+        return
+    try:
+        await client.files_upload_v2(file_uploads=uploads, channel=channel, thread_ts=thread)
+    except SlackApiError as exc:
+        log.warning("files not shared in %s: %s", channel, exc.response.get("error"))
