@@ -87,8 +87,13 @@ class DailyPoster:
         """At start-up: every post due within the grace window and not made yet."""
         made = []
         for community in await self.communities.all():
-            if community.platform in self.channels.platforms():
+            if community.platform not in self.channels.platforms():
+                continue
+            try:
                 ref = await self.run(community.id)
-                if ref is not None:
-                    made.append(ref)
+            except Exception:  # one community's platform refusing must not stop the bot
+                log.exception("catch-up daily post failed for community %s", community.id)
+                continue
+            if ref is not None:
+                made.append(ref)
         return made

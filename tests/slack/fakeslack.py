@@ -59,6 +59,7 @@ class FakeSlack:
     rate_limited: dict[str, int] = field(default_factory=dict)  # method → 429s to answer first
     tokens: dict[str, str] = field(default_factory=lambda: {BOT_TOKEN: TEAM})
     calls: list[Call] = field(default_factory=list)
+    messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (channel, ts)
     refused: list[Call] = field(default_factory=list)  # answered 429
     uploads: dict[str, bytes] = field(default_factory=dict)
     socket_acks: list[dict[str, Any]] = field(default_factory=list)
@@ -220,6 +221,7 @@ class FakeSlack:
 
     def m_chat_postMessage(self, call: Call) -> dict[str, Any]:
         ts = self._ts()
+        self.messages[call.channel, ts] = call.args
         return {
             "channel": call.channel,
             "ts": ts,
@@ -230,6 +232,10 @@ class FakeSlack:
         return {"message_ts": self._ts()}
 
     def m_chat_update(self, call: Call) -> dict[str, Any]:
+        key = (call.channel, call.args["ts"])
+        if key not in self.messages:  # never posted, or deleted since
+            raise Refuse("message_not_found")
+        self.messages[key] = call.args
         return {"channel": call.channel, "ts": call.args["ts"], "text": call.args.get("text")}
 
     def m_conversations_open(self, call: Call) -> dict[str, Any]:

@@ -14,9 +14,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bot.adapters.slack.channels import SlackChannels
 from bot.adapters.slack.config import SlackConfig
 from bot.adapters.slack.main import serve
 from bot.app import App
+from bot.core.message import Message
+from bot.core.outbox import DirectMessageClosed
+from bot.scheduler import jobs
+from bot.store import Community
 from tests.slack.conftest import Workspace, serve_bot
 from tests.slack.fakeslack import (
     APP_TOKEN,
@@ -112,10 +117,14 @@ async def test_socket_mode_acknowledges_and_answers(
         await fake.wait_for(lambda c: c.method == "response_url" and "/cruscible submit" in c.dump)
         assert any(ack.get("envelope_id") == envelope for ack in fake.socket_acks)
         assert fake.calls_to("apps.connections.open")[0].token == APP_TOKEN
+        # the community operations run, posting through the registered Slack channels
+        assert isinstance(app.coach.channels.get("slack"), SlackChannels)
+        assert jobs._ops(app.settings.scheduler_url) is not None
     finally:
         server.cancel()
         with pytest.raises(asyncio.CancelledError):
             await server
+    assert app.coach.channels.get("slack") is None
 
 
 @pytest.fixture
@@ -147,3 +156,15 @@ async def test_oauth_install_then_commands_use_that_workspace_token(oauth_slack:
     await fake.wait_for(lambda c: c.method == "response_url" and "Only workspace admins" in c.dump)
     assert fake.calls_to("users.info")[0].token == OAUTH_TOKEN
     assert (await oauth_slack.bot.client_for(OAUTH_TEAM)).token == OAUTH_TOKEN
+
+    # posts without an interaction use the token of the community's workspace
+    channels = SlackChannels(oauth_slack.bot.client_for)
+    installed = Community(id=0, platform="slack", platform_id=OAUTH_TEAM, channel_id="COAUTH")
+    ref = await channels.post(installed, Message(title="Leaderboard"))
+    (post,) = fake.calls_to("chat.postMessage")
+    assert post.token == OAUTH_TOKEN and ref == f"COAUTH/{post.answer['ts']}"
+    elsewhere = Community(id=0, platform="slack", platform_id="T0GONE", channel_id="C1")
+    with pytest.raises(LookupError):
+        await channels.post(elsewhere, Message(title="not installed there"))
+    with pytest.raises(DirectMessageClosed):
+        await channels.dm(None, "T0GONE:U1", Message(title="not installed there"))

@@ -30,7 +30,8 @@ SLACK_LINK = re.compile(r"<([#@!]?)([^|>]+)(?:\|[^>]*)?>")
 ADMIN_HELP = f"""\
 `{SLASH} submit` — a form to submit your service's URL
 `{SLASH} admin show` · `admin channel [#channel|here]` · `admin post-time HH:MM` · \
-`admin timezone Area/City` · `admin post` (post today's challenge now) — settings, for admins"""
+`admin timezone Area/City` · `admin ping @group|off` (who the daily post and contest openings \
+notify) · `admin post` (post today's challenge now) — settings, for admins"""
 
 
 def slashed(help_text: str) -> str:
@@ -156,6 +157,10 @@ async def admin(inv: Invocation, args: list[str]) -> None:
                 community = await communities.configure(cid, post_time=hhmm)
             case ["timezone", tz]:
                 community = await communities.configure(cid, timezone=tz)
+            case ["ping", "off" | "none"]:
+                community = await communities.configure(cid, ping_role="")
+            case ["ping", group]:
+                community = await communities.configure(cid, ping_role=user_group(group))
             case ["post"]:
                 await post_now(inv)
                 return
@@ -167,6 +172,14 @@ async def admin(inv: Invocation, args: list[str]) -> None:
     settings = settings_message(community)
     settings.body = note
     await out.reply(settings)
+
+
+def user_group(word: str) -> str:
+    """The id of a user group as `/cruscible` receives a mention of it (``subteam^S123``)."""
+    group = word.removeprefix("subteam^")
+    if not re.fullmatch(r"S[A-Z0-9]+", group):
+        raise ConfigError(f"{word!r} is not a user group: mention one, like @backend-learners")
+    return group
 
 
 async def join(client: AsyncWebClient, channel: str) -> str:
