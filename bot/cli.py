@@ -178,7 +178,10 @@ def load(
 
     try:
         if body is not None:
-            json.loads(body)
+            try:
+                json.loads(body)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"--body is not JSON: {exc}") from None
         target = asyncio.run(resolve_target(url, url_policy(settings)))
         plan = plan_from_cli(method, target.base_path, body, header or [], rate, duration)
     except (TargetRefused, ValueError) as exc:
