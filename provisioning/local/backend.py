@@ -28,6 +28,7 @@ from provisioning.local.valkey import ValkeyDriver
 from provisioning.spec import EnvironmentSpec, Resource
 
 log = logging.getLogger(__name__)
+_DESTROY_SWEEPS = 5
 
 METADATA = "environment.json"
 _ENV_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -262,12 +263,18 @@ class LocalBackend:
 
     async def destroy(self, env_id: str) -> None:
         env_dir = self._env_dir(env_id)
-        for runtime in self._distinct_runtimes():
-            await runtime.remove(env_id)
-        for kind, driver in self.drivers.items():
-            driver.cleanup(self._slot(env_id, kind))
-        if env_dir.exists():
-            await asyncio.to_thread(shutil.rmtree, env_dir, True)
+        # A process a crashed creator was still starting may write into the directory after
+        # the first sweep: sweep again (bounded) until nothing of the environment is left.
+        for _ in range(_DESTROY_SWEEPS):
+            for runtime in self._distinct_runtimes():
+                await runtime.remove(env_id)
+            for kind, driver in self.drivers.items():
+                driver.cleanup(self._slot(env_id, kind))
+            if env_dir.exists():
+                await asyncio.to_thread(shutil.rmtree, env_dir, True)
+            await asyncio.sleep(0.1)
+            if not env_dir.exists():
+                break
         self.ports.release(env_id)
         log.info("%s destroyed", env_id)
 

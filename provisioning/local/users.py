@@ -86,5 +86,5 @@ def run_as_for(data_dir: Path) -> RunAs:
         return RunAs()
     user = _ensure_user(SERVICE_USER)
     _check_reachable(data_dir, user)
-    binaries.stage_for(lambda path: blocking_dir(path, user) is None, data_dir.parent / "bin")
+    binaries.stage_for(lambda path: blocking_dir(path, user) is None)
     return RunAs(user.pw_uid, user.pw_gid)

