@@ -148,6 +148,31 @@ class Grade:
         )
         return verdict
 
+    def load_metrics(self, result: LoadResult, latency: str = "load") -> None:
+        """A steady run's figures: ``load.achieved_rate``, ``<latency>.p50_ms``/``p99_ms``
+        (corrected for coordinated omission) and ``load.error_rate``."""
+        self.metric("load.achieved_rate", round(result.achieved_rate, 1))
+        self.metric(f"{latency}.p50_ms", round(result.percentile_ms(50), 2))
+        self.metric(f"{latency}.p99_ms", round(result.percentile_ms(99), 2))
+        self.metric("load.error_rate", round(result.error_rate, 4))
+
+    def rejections(
+        self, check_id: str, title: str, failures: Sequence[tuple[str, Exchange]], total: int
+    ) -> Check:
+        """A check that ``total`` invalid requests each got 400; ``failures`` are the
+        (label, exchange) pairs that did not. Points shrink with the share that failed."""
+        first = failures[0][1] if failures else None
+        return self.check(
+            check_id,
+            title,
+            not failures,
+            detail=", ".join(f"{label}: {ex.status}" for label, ex in failures),
+            exchange=first,
+            expected="400" if first else None,
+            actual=first.status if first else None,
+            partial=1 - len(failures) / total,
+        )
+
     def recovery(
         self, windows: Sequence[FaultWindow], limit_s: float, *, title: str = ""
     ) -> float | None:

@@ -169,17 +169,7 @@ class NotificationScenario(Scenario):
             ex = await g.request("POST", "/v1/events", **kwargs)
             if ex.status != 400:
                 failures.append((label, ex))
-        first = failures[0][1] if failures else None
-        g.check(
-            "contract.bad-input",
-            "Invalid events get 400",
-            not failures,
-            detail=", ".join(f"{label}: {ex.status}" for label, ex in failures),
-            exchange=first,
-            expected="400" if first else None,
-            actual=first.status if first else None,
-            partial=1 - len(failures) / len(cases),
-        )
+        g.rejections("contract.bad-input", "Invalid events get 400", failures, len(cases))
 
     async def first_delivery(self, g: Grade, event: Sent) -> None:
         """The first accepted event reaches the provider, well-formed, with the token."""
@@ -304,10 +294,7 @@ class NotificationScenario(Scenario):
     def judge_steady(self, g: Grade, result: LoadResult) -> None:
         rate = self.spec.grading.rate
         g.metric("load.rate_target", rate)
-        g.metric("load.achieved_rate", round(result.achieved_rate, 1))
-        g.metric("ingest.p50_ms", round(result.percentile_ms(50), 2))
-        g.metric("ingest.p99_ms", round(result.percentile_ms(99), 2))
-        g.metric("load.error_rate", round(result.error_rate, 4))
+        g.load_metrics(result, latency="ingest")
         for check_id, name, title in (
             ("load.latency", "latency", "Ingest latency"),
             ("load.errors", "errors", "Ingest errors"),

@@ -178,17 +178,7 @@ class RateLimiterScenario(Scenario):
             ex = await g.request("POST", "/v1/check", **kwargs)
             if ex.status != 400:
                 failures.append((label, ex))
-        first = failures[0] if failures else None
-        g.check(
-            "contract.bad-input",
-            "Invalid requests get 400",
-            not failures,
-            detail=", ".join(f"{label}: {ex.status}" for label, ex in failures),
-            exchange=first[1] if first else None,
-            expected="400" if first else None,
-            actual=first[1].status if first else None,
-            partial=1 - len(failures) / len(cases),
-        )
+        g.rejections("contract.bad-input", "Invalid requests get 400", failures, len(cases))
 
     async def atomicity(self, g: Grade, limit: int) -> None:
         """Fire 2×RATE_LIMIT concurrent requests at each of several fresh keys."""
@@ -290,10 +280,7 @@ class RateLimiterScenario(Scenario):
         finally:
             await probes
         g.metric("load.rate_target", grading.rate)
-        g.metric("load.achieved_rate", round(result.achieved_rate, 1))
-        g.metric("load.p50_ms", round(result.percentile_ms(50), 2))
-        g.metric("load.p99_ms", round(result.percentile_ms(99), 2))
-        g.metric("load.error_rate", round(result.error_rate, 4))
+        g.load_metrics(result)
         for check_id, name, title in (
             ("load.latency", "latency", "Latency at load"),
             ("load.errors", "errors", "Errors at load"),

@@ -182,17 +182,7 @@ class UrlShortenerScenario(Scenario):
             # A PUT on the link deleted above may answer 404 first: that is not a bad answer.
             if ex.status != 400 and not (method == "PUT" and ex.status == 404):
                 failures.append((label, ex))
-        first = failures[0] if failures else None
-        g.check(
-            "contract.bad-input",
-            "Invalid URLs and bodies get 400",
-            not failures,
-            detail=", ".join(f"{label}: {ex.status}" for label, ex in failures),
-            exchange=first[1] if first else None,
-            expected="400" if first else None,
-            actual=first[1].status if first else None,
-            partial=1 - len(failures) / len(cases),
-        )
+        g.rejections("contract.bad-input", "Invalid URLs and bodies get 400", failures, len(cases))
 
     # -- load -----------------------------------------------------------------------------
     async def create_links(self, g: Grade) -> None:
@@ -367,10 +357,7 @@ class UrlShortenerScenario(Scenario):
     def report_load(self, g: Grade, result: LoadResult) -> None:
         grading = self.spec.grading
         g.metric("load.rate_target", grading.rate)
-        g.metric("load.achieved_rate", round(result.achieved_rate, 1))
-        g.metric("load.p50_ms", round(result.percentile_ms(50), 2))
-        g.metric("load.p99_ms", round(result.percentile_ms(99), 2))
-        g.metric("load.error_rate", round(result.error_rate, 4))
+        g.load_metrics(result)
         for check_id, name, title in (
             ("load.latency", "latency", "Latency at load"),
             ("load.errors", "errors", "Errors at load"),
