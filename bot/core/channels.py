@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Protocol
 
 from bot.core.message import Message
+from bot.core.outbox import DeliveryFailed
 from bot.store import Community
 
 
-class MessageGone(Exception):
-    """``Channels.edit`` found no message behind the ref (deleted, or its channel is gone)."""
+class MessageGone(DeliveryFailed):
+    """``Channels.edit`` (or a post in its thread) found no message behind the ref (deleted,
+    or its channel is gone)."""
 
 
 class Channels(Protocol):

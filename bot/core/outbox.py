@@ -31,5 +31,31 @@ class Outbox(Protocol):
         """A private message; raises :class:`DirectMessageClosed` when the learner's DMs are shut."""
 
 
-class DirectMessageClosed(Exception):
-    """The platform refused a DM; the coach falls back to a private reply."""
+class DeliveryFailed(Exception):
+    """The platform refused a post, an edit or a DM.
+
+    ``reason`` is what the learner or an admin can act on ("the bot lacks *Send Messages* in
+    #daily", "the channel was deleted"), never a secret. ``transient`` is true when the same
+    call may succeed later (a 429 after the client's own retries, a 5xx, a timeout):
+    the caller retries later, while a permanent refusal moves on to the next route.
+    ``retry_after`` (seconds) is the platform's hint, when it gave one.
+    """
+
+    def __init__(
+        self, reason: str, *, transient: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+class DirectMessageClosed(DeliveryFailed):
+    """The platform refused a DM (the learner's DMs are shut); the coach falls back to a private
+    reply or another route."""
+
+
+class InteractionExpired(DeliveryFailed):
+    """The interaction's token can no longer be used (Discord: 15 minutes after the
+    interaction; Slack: a ``response_url`` after 30 minutes or 5 uses); the caller continues
+    through the channels (DM, channel) instead."""
