@@ -130,16 +130,20 @@ class Grade:
         It passes when the threshold holds over the whole run and in every sliding window; a
         run that holds overall but breaks it in some window (a stall, a fault's effect) earns a
         warning with half the points; a run that breaks it overall fails — unless the load
-        generator itself fell behind, which makes the figure unreliable: then it only warns.
+        generator itself fell behind on a *latency or rate* threshold, which makes that figure
+        unreliable: then it only warns. The generator's lag never excuses errors — a request
+        that failed or timed out failed whoever was slow — so an ``errors`` threshold broken
+        overall fails whatever the generator did.
         """
         verdict = judge(Threshold.parse(threshold), result)
         whole_ok = verdict.whole_value is None or verdict.threshold.passes(verdict.whole_value)
+        excused = result.unreliable and verdict.threshold.metric != "errors"
         detail = verdict.description
         if result.unreliable:
             detail += f" (the load generator fell behind: {result.unreliable_reason})"
         if verdict.ok:
             status = Status.PASS
-        elif whole_ok or result.unreliable:
+        elif whole_ok or excused:
             status = Status.WARN
         else:
             status = Status.FAIL

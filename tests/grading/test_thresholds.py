@@ -5,10 +5,14 @@ from __future__ import annotations
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
+from grading.config import GradeConfig
 from grading.load import LoadPlan, LoadResult, Request, run_load_sync
+from grading.report import Report, Status
+from grading.scenario import Grade
 from grading.thresholds import Threshold, judge
 from tests.grading.servers import app_process
 
@@ -126,3 +130,30 @@ def test_rate_threshold_by_window(failing: LoadResult) -> None:
     assert verdict.worst_window_value == pytest.approx(200)
     assert verdict.first_breach_s == 1.0 and not verdict.ok
     assert judge(Threshold.parse("rate >= 150/s"), failing, window_s=0.5).ok
+
+
+def _judged(result: LoadResult, threshold: str) -> Status:
+    """What ``Grade.judge`` records for ``threshold`` over ``result``."""
+    report = Report("example", "http://127.0.0.1:1", None, 1)
+    grade = Grade(
+        config=GradeConfig("example", weights={"load.x": 10}),
+        target=None,  # type: ignore[arg-type]  # judge sends nothing
+        http=None,  # type: ignore[arg-type]
+        report=report,
+        env=None,
+        injector=None,
+        progress=None,
+    )
+    grade.judge("load.x", "x", threshold, result)
+    return report.checks[-1].status
+
+
+def test_a_lagging_generator_qualifies_latency_but_never_excuses_errors(
+    stalled: LoadResult, failing: LoadResult
+) -> None:
+    lagging = replace(failing, unreliable=True, unreliable_reason="the generator lagged 40 ms")
+    assert _judged(failing, "errors < 5%") == Status.FAIL
+    assert _judged(lagging, "errors < 5%") == Status.FAIL  # 12.5 % failed, whoever was slow
+    slow = replace(stalled, unreliable=True, unreliable_reason="the generator lagged 40 ms")
+    assert _judged(stalled, "p99 < 50ms") == Status.FAIL
+    assert _judged(slow, "p99 < 50ms") == Status.WARN  # the latency figure is not reliable
