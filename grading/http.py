@@ -249,10 +249,16 @@ class NotHealthy(Exception):
 
 
 async def wait_healthy(
-    client: Client, path: str = "/healthz", deadline_s: float = 30.0
+    client: Client, path: str = "/healthz", deadline_s: float = 30.0, refused_s: float = 3.0
 ) -> Exchange:
-    """Poll ``GET path`` with backoff until it answers 200; raise :class:`NotHealthy` if never."""
+    """Poll ``GET path`` with backoff until it answers 200; raise :class:`NotHealthy` if never.
+
+    A service that answers anything (even 503) or times out is waited for until ``deadline_s``
+    (it may be starting). A port where nothing listens — every attempt refused for
+    ``refused_s`` seconds — is given up on at once, since waiting cannot help: the error says so.
+    """
     loop = asyncio.get_running_loop()
+    refused_since: float | None = loop.time()  # None once anything answered
     end = loop.time() + deadline_s
     delay, attempts = 0.05, 0
     while True:
@@ -261,6 +267,13 @@ async def wait_healthy(
         attempts += 1
         if ex.status == 200:
             return ex
+        if ex.error != "connection refused":
+            refused_since = None  # something answered: wait for it until the deadline
+        elif refused_since is not None and loop.time() - refused_since >= refused_s:
+            raise NotHealthy(
+                f"GET {ex.url}: connection refused for {refused_s:g} s ({attempts} attempts): "
+                "nothing listens on that port — is the service running and listening there?"
+            )
         remaining = end - loop.time()
         if remaining <= 0:
             last = ex.error or f"answered {ex.status}: {ex.text(120)!r}"

@@ -104,8 +104,15 @@ class Grade:
         evidence: dict[str, Any] | None = None,
         partial: float | None = None,
     ) -> Check:
-        """Record a check. ``partial`` (0..1) awards part of the points to a non-passing check."""
+        """Record a check. ``partial`` (0..1) awards part of the points to a non-passing check.
+
+        A check that does not pass always says why in one line: without a ``detail``, it is
+        made of ``expected``/``actual`` and the exchange (``GET /x answered 500``), so no
+        failure reaches a learner with the facts hidden in its evidence only.
+        """
         status = ok if isinstance(ok, Status) else (Status.PASS if ok else Status.FAIL)
+        if status in (Status.FAIL, Status.ERROR, Status.WARN) and not detail:
+            detail = _why(expected, actual, exchange) or title
         max_points = float(self.config.weights.get(check_id, 0))
         if status == Status.PASS:
             points = max_points
@@ -283,6 +290,17 @@ class Grade:
         offset = tl.buckets[-1].t_s + tl.bucket_s if tl.buckets else 0.0
         tl.buckets.extend(replace(b, t_s=round(b.t_s + offset, 6)) for b in part.buckets)
         return offset
+
+
+def _why(expected: Any, actual: Any, exchange: Exchange | None) -> str:
+    """One line: expected vs actual, and what the exchange answered."""
+    parts = []
+    if expected is not None or actual is not None:
+        parts.append(f"expected {expected}, got {actual}")
+    if exchange is not None:
+        answer = exchange.error or f"answered {exchange.status}"
+        parts.append(f"{exchange.method} {exchange.url} {answer}")
+    return "; ".join(parts)
 
 
 def exchange_evidence(ex: Exchange, body_limit: int = 600) -> dict[str, Any]:

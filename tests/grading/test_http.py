@@ -169,3 +169,12 @@ async def test_wait_healthy_explains_the_last_failure(app: tuple[str, State]) ->
         with pytest.raises(NotHealthy, match="last: connection refused"):
             await wait_healthy(http, deadline_s=0.5)
         assert time.monotonic() - started < 1.5
+
+
+async def test_wait_healthy_gives_up_early_where_nothing_listens() -> None:
+    target = await target_of(f"http://127.0.0.1:{free_port()}")
+    async with Client(target) as http:
+        started = time.monotonic()
+        with pytest.raises(NotHealthy, match=r"connection refused for 0.3 s .*nothing listens"):
+            await wait_healthy(http, deadline_s=30, refused_s=0.3)
+        assert time.monotonic() - started < 10  # not the 30 s deadline

@@ -132,10 +132,9 @@ def test_rate_threshold_by_window(failing: LoadResult) -> None:
     assert judge(Threshold.parse("rate >= 150/s"), failing, window_s=0.5).ok
 
 
-def _judged(result: LoadResult, threshold: str) -> Status:
-    """What ``Grade.judge`` records for ``threshold`` over ``result``."""
-    report = Report("example", "http://127.0.0.1:1", None, 1)
-    grade = Grade(
+def _grade(report: Report) -> Grade:
+    """A grade that only records checks (it sends nothing)."""
+    return Grade(
         config=GradeConfig("example", weights={"load.x": 10}),
         target=None,  # type: ignore[arg-type]  # judge sends nothing
         http=None,  # type: ignore[arg-type]
@@ -144,7 +143,12 @@ def _judged(result: LoadResult, threshold: str) -> Status:
         injector=None,
         progress=None,
     )
-    grade.judge("load.x", "x", threshold, result)
+
+
+def _judged(result: LoadResult, threshold: str) -> Status:
+    """What ``Grade.judge`` records for ``threshold`` over ``result``."""
+    report = Report("example", "http://127.0.0.1:1", None, 1)
+    _grade(report).judge("load.x", "x", threshold, result)
     return report.checks[-1].status
 
 
@@ -157,3 +161,12 @@ def test_a_lagging_generator_qualifies_latency_but_never_excuses_errors(
     slow = replace(stalled, unreliable=True, unreliable_reason="the generator lagged 40 ms")
     assert _judged(stalled, "p99 < 50ms") == Status.FAIL
     assert _judged(slow, "p99 < 50ms") == Status.WARN  # the latency figure is not reliable
+
+
+def test_a_failing_check_always_says_why_in_one_line() -> None:
+    report = Report("example", "http://127.0.0.1:1", None, 1)
+    grade = _grade(report)
+    check = grade.check("c.one", "Answers 201", False, expected=201, actual=500)
+    assert check.detail == "expected 201, got 500"
+    assert grade.check("c.two", "Rejects bad keys", False).detail == "Rejects bad keys"
+    assert grade.check("c.three", "Fine", True).detail == ""
