@@ -22,14 +22,14 @@ from bot.core.contests import Contests, standings_message
 from bot.core.errors import CoachError
 from bot.core.grader import Graded, Grader
 from bot.core.message import Field, Message
-from bot.core.outbox import Actor, DirectMessageClosed, Outbox
+from bot.core.outbox import Actor, DeliveryFailed, DirectMessageClosed, Outbox
+from bot.core.publish import ChannelRoutes, OutboxRoutes, Publisher, Routes
 from bot.core.queue import AlreadyQueued, GradingQueue, QueueStopped, Watcher
 from bot.core.ratelimit import RateLimiter
 from bot.core.streaks import current_streak, local_days
 from bot.logs import SECRETS
 from bot.store import Community, EnvironmentRecord, Store, Submission, User
 from challenges.catalog import Catalog, Challenge, ChallengeError
-from grading.render import render_markdown
 from grading.runner import CannotGrade
 from provisioning import EnvironmentSpec
 from provisioning.backend import ProvisioningError
@@ -62,6 +62,7 @@ class Coach:
         self.clock = clock
         self.communities = Communities(store)
         self.channels = ChannelRegistry()
+        self.publisher = Publisher(store, self.channels, clock=clock)
         self.limits = RateLimiter(settings.commands_per_minute, settings.command_burst)
         self.queue = GradingQueue(
             store,
@@ -282,6 +283,8 @@ class Coach:
         try:
             watcher.position = await self.queue.position(sub.id)
             ref = await out.reply(views.queued(challenge.id, watcher.position))
+        except DeliveryFailed as exc:  # queued all the same; the outcome goes another route
+            log.warning("queue position not shown: %s", exc.reason)
         finally:
             watcher.attach(ref)
         try:
@@ -291,7 +294,7 @@ class Coach:
                 "the bot is restarting; your submission stays queued and is graded when it is back"
             ) from None
         if done.status == "cancelled" and ref is not None:
-            await out.edit(ref, views.cancelled(challenge.id, done.id))
+            await self._show_ref(out, ref, views.cancelled(challenge.id, done.id))
         elif done.status == "error":
             raise CoachError(f"could not grade {url}: {done.error}")
         return done
@@ -321,7 +324,7 @@ class Coach:
             if watcher is not None and (now - last >= PROGRESS_EVERY_S or fraction >= 1.0):
                 last = now
                 loop.create_task(
-                    watcher.show(views.grading_progress(challenge.id, phase, fraction))
+                    self._show(watcher, views.grading_progress(challenge.id, phase, fraction))
                 )
 
         progress("preflight", 0.0)
@@ -333,14 +336,27 @@ class Coach:
         except CannotGrade as exc:
             await self._finish(sub.id, error=str(exc))
             if watcher is not None:
-                await watcher.show(views.cannot_grade(sub.url, str(exc)))
+                await self._show(watcher, views.cannot_grade(sub.url, str(exc)))
             return
         await self._finish(sub.id, graded=graded)
         if watcher is not None:
-            await watcher.show(views.grading_progress(challenge.id, "done", 1.0))
-            await self.publish(watcher.actor, graded, watcher.out, thread=watcher.thread)
-        else:
-            await self._publish_resumed(sub, graded)
+            await self._show(watcher, views.grading_progress(challenge.id, "done", 1.0))
+        await self._publish(sub, graded, watcher)
+
+    @staticmethod
+    async def _show_ref(out: Outbox, ref: str, msg: Message) -> None:
+        try:
+            await out.edit(ref, msg)
+        except DeliveryFailed as exc:
+            log.warning("message not updated: %s", exc.reason)
+
+    @staticmethod
+    async def _show(watcher: Watcher, msg: Message) -> None:
+        """Progress is best effort: a refused edit never fails the grade."""
+        try:
+            await watcher.show(msg)
+        except Exception as exc:  # noqa: BLE001 — any platform refusal; the outcome still goes
+            log.warning("progress not shown: %s", getattr(exc, "reason", exc))
 
     async def _settled(self, sub: Submission) -> None:
         """A submission left the queue: boards and waiting contest standings may move."""
@@ -349,46 +365,30 @@ class Coach:
             self.boards.touch()
         await self.contests.settle_all()
 
-    async def publish(
-        self, actor: Actor, graded: Graded, out: Outbox, *, thread: str | None = None
-    ) -> None:
-        plot = next((f for f in graded.files if f.suffix == ".png"), None)
-        card = await out.post(views.scorecard(graded.report, actor.name, plot), thread=thread)
-        await out.post(views.discussion(graded.report), thread=thread or card)
-        full = views.full_report(
-            render_markdown(graded.report), [f for f in graded.files if f.suffix != ".md"]
-        )
-        try:
-            await out.dm(actor, full)
-        except DirectMessageClosed:
-            await out.reply(full)
-
-    async def _publish_resumed(self, sub: Submission, graded: Graded) -> None:
-        """A grade resumed after a restart has no interaction: post through the channels."""
+    async def _publish(self, sub: Submission, graded: Graded, watcher: Watcher | None) -> None:
+        """The score card, discussion and report, by the first route that works (see
+        :mod:`bot.core.publish`): the learner's interaction when they wait in this process, the
+        platform's channels otherwise (a resumed grade); what is refused for a while is retried
+        by :meth:`Publisher.retry_due`."""
         async with self.store.session() as s:
             user = await s.get_one(User, sub.user_id)
             community = await s.get(Community, sub.community_id) if sub.community_id else None
-        channels = self.channels.get(user.platform)
-        if channels is None:
-            log.info("submission %d graded after a restart; no channel to tell", sub.id)
-            return
-        if community is not None and community.channel_id:
-            plot = next((f for f in graded.files if f.suffix == ".png"), None)
-            card = await channels.post(
-                community,
-                views.scorecard(graded.report, user.display_name, plot),
-                thread=sub.thread,
+        routes: Routes
+        if watcher is not None:
+            routes = OutboxRoutes(watcher.out, watcher.actor)
+            learner = watcher.actor.name
+        else:
+            channels = self.channels.get(user.platform)
+            if channels is None:
+                log.info(
+                    "submission %d graded; its publication waits for %s", sub.id, user.platform
+                )
+                return
+            routes, learner = (
+                ChannelRoutes(channels, community, user.platform_id),
+                user.display_name,
             )
-            await channels.post(
-                community, views.discussion(graded.report), thread=sub.thread or card
-            )
-        full = views.full_report(
-            render_markdown(graded.report), [f for f in graded.files if f.suffix != ".md"]
-        )
-        try:
-            await channels.dm(community, user.platform_id, full)
-        except DirectMessageClosed:
-            log.info("submission %d: the learner's DMs are closed", sub.id)
+        await self.publisher.publish(sub.id, graded, routes, learner=learner)
 
     async def notify_interrupted(self, subs: list[Submission]) -> None:
         """Tell learners whose grade restarts interrupted too often (never drop one silently)."""
@@ -401,8 +401,8 @@ class Coach:
                 continue
             try:
                 await channels.dm(community, user.platform_id, views.interrupted(sub))
-            except DirectMessageClosed:
-                log.info("submission %d: interrupted, and the learner's DMs are closed", sub.id)
+            except DeliveryFailed as exc:  # `results` shows the error all the same
+                log.info("submission %d: interrupted; the learner was not told: %s", sub.id, exc)
 
     async def _finish(
         self, sub_id: int, *, graded: Graded | None = None, error: str | None = None
@@ -417,6 +417,7 @@ class Coach:
             sub.score, sub.passed = graded.report.score, graded.report.passed
             sub.report = graded.report.to_dict()
             sub.report_dir = str(graded.out_dir)
+            s.add(self.publisher.pending_row(sub_id))  # with the grade: a crash loses no result
 
     # -- results ------------------------------------------------------------------------
     async def results(self, actor: Actor) -> Message:
@@ -433,6 +434,7 @@ class Coach:
             )
         if not subs:
             return Message(title="Your results", body="No submission yet.")
+        notes = await self.publisher.notes([s.id for s in subs])
         rows = [
             f"#{s.id} {s.challenge}: "
             + (
@@ -441,6 +443,7 @@ class Coach:
                 else s.status
             )
             + (f" — {s.error}" if s.error else "")
+            + views.publication_note(notes.get(s.id))
             for s in subs
         ]
         streak = await self.streak(user)

@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bot.core.message import Button, Field, Message, Tone
-from bot.store import Submission
+from bot.store import Publication, Submission
 from challenges.catalog import Challenge
 from grading.render import render_scorecard
 from grading.report import Report
@@ -162,3 +162,29 @@ def _duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes = rest // 60
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+def private_report(
+    markdown: str, files: list[Path], *, channel_error: str | None = None, later: bool = False
+) -> Message:
+    """The full report for the learner alone; says why the score card is not in the channel."""
+    msg = full_report(markdown, files)
+    if channel_error:
+        when = "it will be posted when the platform accepts it" if later else "it is only here"
+        msg.fields.append(
+            Field("Not posted in the channel", f"{channel_error} — {when}", inline=False)
+        )
+        msg.tone = Tone.WARNING
+    return msg
+
+
+def publication_note(pub: Publication | None) -> str:
+    """What ``results`` adds to a grade whose publication hit a refusal (empty otherwise)."""
+    if pub is None:
+        return ""
+    parts = []
+    if pub.channel_error and pub.card_ref in (None, "skipped"):
+        parts.append(f"not posted in the channel: {pub.channel_error}")
+    if pub.note:
+        parts.append(f"report {pub.note}")
+    return "".join(f" — {p}" for p in parts)

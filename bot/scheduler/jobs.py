@@ -44,3 +44,9 @@ async def environments(key: str) -> None:
     if ops := _ops(key):
         await ops.envs.reap()
         await ops.envs.warn()
+
+
+async def publications(key: str) -> None:
+    """Publish again what a platform refused for a while (see ``bot.core.publish``)."""
+    if ops := _ops(key):
+        await ops.coach.publisher.retry_due()

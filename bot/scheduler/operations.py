@@ -10,6 +10,8 @@ job store of APScheduler 3 is sync). At start-up they are planned again from the
   :class:`~bot.core.daily.DailyPoster` posts nothing twice.
 - ``contest:<id>:<step>`` — one date job per announcement still to make, overdue ones now.
 - ``environments`` — the reaper and the expiry warnings, every ``reap_every``.
+- ``publications`` — results a platform refused for a while, published again when due
+  (every ``PUBLISH_EVERY_S`` seconds; each publication keeps its own backoff in the store).
 
 Only one process should run operations over one database.
 """
@@ -36,6 +38,7 @@ from bot.store import Community, Contest
 
 log = logging.getLogger(__name__)
 
+PUBLISH_EVERY_S = 30
 DONE_COLUMN = {"open": "opened_at", "remind": "reminded_at", "close": "closed_at"}
 
 
@@ -89,9 +92,17 @@ class Operations:
             id="environments",
             replace_existing=True,
         )
+        self.scheduler.add_job(
+            jobs.publications,
+            IntervalTrigger(seconds=PUBLISH_EVERY_S),
+            args=[self.key],
+            id="publications",
+            replace_existing=True,
+        )
         self.coach.communities.on_change(self.plan_daily)
         self.coach.contests.on_change(self.plan_contest)
         await self.coach.notify_interrupted(await self.coach.queue.resume())
+        await self.coach.publisher.retry_due()
         await self.daily.catch_up()
         await self.coach.contests.settle_all()
         self.coach.boards.touch()

@@ -7,6 +7,7 @@ from bot.store.models import (
     DailyPost,
     EnvironmentRecord,
     LeaderboardMessage,
+    Publication,
     Submission,
     User,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "DailyPost",
     "EnvironmentRecord",
     "LeaderboardMessage",
+    "Publication",
     "Store",
     "Submission",
     "User",

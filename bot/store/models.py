@@ -178,3 +178,31 @@ class LeaderboardMessage(Base):
     scope: Mapped[str] = mapped_column(String(80))  # all | challenge:<id> | contest:<id>
     message_ref: Mapped[str | None] = mapped_column(String(128), default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Publication(Base):
+    """What is left to publish of one finished grade, so that a failed post is retried later and
+    a restart loses nothing. ``status``: pending (a step failed for a while: ``next_attempt_at``)
+    → published (every step delivered, or gone the next route that worked) | abandoned (retries
+    exhausted; the learner's ``note`` is kept for ``results``).
+
+    A step's ref is None while still to do, the platform ref once delivered, ``"skipped"`` when
+    its route is refused for good (the reason is in ``channel_error``), ``"noted"`` for a private
+    report no route reached (the outcome is in ``note``)."""
+
+    __tablename__ = "publications"
+    __table_args__ = (Index("publications_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    card_ref: Mapped[str | None] = mapped_column(String(128), default=None)
+    discussion_ref: Mapped[str | None] = mapped_column(String(128), default=None)
+    report_ref: Mapped[str | None] = mapped_column(String(128), default=None)
+    channel_error: Mapped[str | None] = mapped_column(Text, default=None)  # why not in the channel
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    note: Mapped[str | None] = mapped_column(Text, default=None)  # shown by `results`
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

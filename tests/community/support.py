@@ -18,7 +18,7 @@ from bot.core.channels import MessageGone
 from bot.core.coach import Coach
 from bot.core.grader import Graded
 from bot.core.message import Message
-from bot.core.outbox import Actor, DirectMessageClosed
+from bot.core.outbox import Actor, DeliveryFailed, DirectMessageClosed
 from bot.store import Community, Store, Submission
 from challenges.catalog import Catalog
 from grading.report import Report
@@ -44,7 +44,8 @@ class Posted:
 
 @dataclass
 class RecordingChannels:
-    """Records what the scheduler and the queue sent where; ``crash_next`` fails one post."""
+    """Records what the scheduler and the queue sent where; ``crash_next`` fails one post;
+    ``refuse[kind]`` (``post``, ``thread``, ``dm``) refuses every such call with that failure."""
 
     posts: list[Posted] = field(default_factory=list)
     edits: list[tuple[str, Message]] = field(default_factory=list)
@@ -52,6 +53,7 @@ class RecordingChannels:
     gone: set[str] = field(default_factory=set)
     dms_closed: bool = False
     crash_next: bool = False
+    refuse: dict[str, DeliveryFailed] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     async def post(
@@ -66,6 +68,9 @@ class RecordingChannels:
         if self.crash_next:
             self.crash_next = False
             raise ConnectionError("the platform did not answer")
+        kind = "post" if thread is None else "thread"
+        if kind in self.refuse:
+            raise self.refuse[kind]
         channel = channel_id or community.channel_id or "?"
         ref = f"{channel}/{next(self._ids)}"
         self.posts.append(Posted(community.id, channel, thread, ping, message, ref))
@@ -79,6 +84,8 @@ class RecordingChannels:
     async def dm(self, community: Community | None, user_id: str, message: Message) -> str:
         if self.dms_closed:
             raise DirectMessageClosed(user_id)
+        if "dm" in self.refuse:
+            raise self.refuse["dm"]
         self.dms.append((user_id, message))
         return f"dm/{next(self._ids)}"
 

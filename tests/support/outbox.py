@@ -6,34 +6,46 @@ import itertools
 from dataclasses import dataclass, field
 
 from bot.core.message import Message
-from bot.core.outbox import Actor, DirectMessageClosed
+from bot.core.outbox import Actor, DeliveryFailed, DirectMessageClosed
 
 
 @dataclass
 class RecordingOutbox:
+    """``refuse[kind]`` makes every ``post`` (``"thread"``: a post under a thread), ``reply``,
+    ``edit`` or ``dm`` raise that failure, as a platform adapter would."""
+
     dms_closed: bool = False
+    refuse: dict[str, DeliveryFailed] = field(default_factory=dict)
     posts: list[tuple[str, str | None, Message]] = field(default_factory=list)
     replies: list[tuple[str, Message]] = field(default_factory=list)
     dms: list[tuple[Actor, Message]] = field(default_factory=list)
     edits: list[tuple[str, Message]] = field(default_factory=list)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
+    def _check(self, kind: str) -> None:
+        if kind in self.refuse:
+            raise self.refuse[kind]
+
     async def post(self, msg: Message, *, thread: str | None = None) -> str:
+        self._check("post" if thread is None else "thread")
         ref = f"post-{next(self._ids)}"
         self.posts.append((ref, thread, msg))
         return ref
 
     async def reply(self, msg: Message) -> str:
+        self._check("reply")
         ref = f"reply-{next(self._ids)}"
         self.replies.append((ref, msg))
         return ref
 
     async def edit(self, ref: str, msg: Message) -> None:
+        self._check("edit")
         self.edits.append((ref, msg))
 
     async def dm(self, actor: Actor, msg: Message) -> str:
         if self.dms_closed:
             raise DirectMessageClosed(actor.id)
+        self._check("dm")
         self.dms.append((actor, msg))
         return f"dm-{next(self._ids)}"
 
