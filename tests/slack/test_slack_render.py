@@ -16,6 +16,7 @@ from bot.adapters.slack.blocks import (
     MAX_BLOCKS,
     SECTION_MAX,
     SLASH,
+    fallback_text,
     mrkdwn,
     split_text,
     to_blocks,
@@ -25,6 +26,7 @@ from bot.adapters.slack.config import SlackConfig
 from bot.adapters.slack.home import streak
 from bot.adapters.slack.main import EVENTS_PATH
 from bot.core.message import Button, Field, Message, Tone
+from tests.slack import blockkit
 
 
 def test_markdown_becomes_mrkdwn() -> None:
@@ -86,6 +88,32 @@ def test_a_message_fits_block_kit_limits() -> None:
     assert [e["action_id"] for e in actions["elements"]] == ["start:rate-limiter", "tradeoffs:x"]
     assert actions["elements"][0]["style"] == "primary"
     assert blocks[-1] == {"type": "context", "elements": [{"type": "mrkdwn", "text": "footer"}]}
+    assert blockkit.problems(blocks) == []
+
+
+def test_what_slack_would_refuse_is_never_rendered() -> None:
+    buttons = [Button(f"Option {i} " + "x" * 80, f"pick:{i}") for i in range(30)]
+    buttons.append(Button("Too long an id", "start:" + "y" * 300))
+    msg = Message(
+        title="",
+        body="x" * 9000,
+        fields=[Field("n" * 2500, "v" * 2500, inline=False)],
+        buttons=buttons,
+        footer="f" * 5000,
+    )
+    blocks = to_blocks(msg)
+    assert blockkit.problems(blocks) == []
+    actions = [b for b in blocks if b["type"] == "actions"]
+    ids = [e["action_id"] for a in actions for e in a["elements"]]
+    assert [len(a["elements"]) for a in actions] == [25, 5]
+    assert ids == [f"pick:{i}" for i in range(30)]  # the unusable button is left out
+    assert len(fallback_text(Message(title="t" * 50_000))) <= 40_000
+    # and the oracle does refuse what breaks a rule
+    assert blockkit.problems(
+        [{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}]
+    )
+    assert blockkit.problems([{"type": "divider"}] * 51)
+    assert not blockkit.problems([{"type": "divider"}] * 100, "home")
 
 
 def test_the_form_refuses_what_cannot_be_graded() -> None:

@@ -1,23 +1,39 @@
-"""The coach's neutral Message rendered as Block Kit, within Slack's limits."""
+"""The coach's neutral Message rendered as Block Kit, within Slack's limits.
+
+Every limit below is Slack's (https://api.slack.com/reference/block-kit/blocks, …/block-elements,
+…/composition-objects); what would break one is cut, shortened or left out here, so that Slack
+never answers ``invalid_blocks`` or ``msg_too_long`` to a message of ours.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from bot.core.message import Button, Message, Tone
 
 Block = dict[str, Any]
+log = logging.getLogger(__name__)
 
 SLASH = "/cruscible"
 
-MAX_BLOCKS = 50  # per message (a modal or App Home takes 100)
-HEADER_MAX = 150
-SECTION_MAX = 3000
-FIELD_MAX = 2000
-FIELDS_PER_SECTION = 10
-BUTTONS_PER_ACTIONS = 25
+# https://api.slack.com/reference/block-kit/blocks
+MAX_BLOCKS = 50  # per message; a modal or Home tab takes 100 (…/reference/surfaces/views)
+VIEW_MAX_BLOCKS = 100
+HEADER_MAX = 150  # header: plain_text
+SECTION_MAX = 3000  # section: text
+FIELD_MAX = 2000  # section: each of its fields
+FIELDS_PER_SECTION = 10  # section: fields
+BUTTONS_PER_ACTIONS = 25  # actions: elements
+# https://api.slack.com/reference/block-kit/composition-objects#text: any text object
+TEXT_MAX = 3000
+# https://api.slack.com/reference/block-kit/block-elements#button
 BUTTON_TEXT_MAX = 75
+ACTION_ID_MAX = 255
+BUTTON_VALUE_MAX = 2000
+# chat.postMessage refuses a longer `text` with msg_too_long (40,000:
+# https://api.slack.com/methods/chat.postMessage#errors); the notification needs far less
 FALLBACK_MAX = 3000
 BAR_WIDTH = 20
 TONE_EMOJI = {
@@ -176,15 +192,21 @@ def section(text: str) -> Block:
 
 
 def context(text: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(text, 3000)}]}
+    """One mrkdwn element (a context takes at most 10), cut to a text object's 3000."""
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(text, TEXT_MAX)}]}
 
 
-def button(b: Button) -> Block:
+def button(b: Button) -> Block | None:
+    """The button, or None when its action id is longer than Slack accepts (255)."""
+    if len(b.action) > ACTION_ID_MAX:
+        log.warning("button %r left out: its action id is over %d chars", b.label, ACTION_ID_MAX)
+        return None
+    label = truncate(b.label or b.action, BUTTON_TEXT_MAX)
     element: Block = {
         "type": "button",
-        "text": {"type": "plain_text", "text": truncate(b.label, BUTTON_TEXT_MAX), "emoji": True},
+        "text": {"type": "plain_text", "text": label, "emoji": True},
         "action_id": b.action,
-        "value": b.action,
+        "value": b.action[:BUTTON_VALUE_MAX],
     }
     if b.primary:
         element["style"] = "primary"
@@ -210,12 +232,10 @@ def to_blocks(msg: Message, *, max_blocks: int = MAX_BLOCKS) -> list[Block]:
     for f in msg.fields:
         if not f.inline:
             body += [section(c) for c in split_text(f"*{escape(f.name)}*\n{mrkdwn(f.value)}")]
+    elements = [e for e in map(button, msg.buttons) if e is not None]
     tail = [
-        {
-            "type": "actions",
-            "elements": [button(b) for b in msg.buttons[k : k + BUTTONS_PER_ACTIONS]],
-        }
-        for k in range(0, len(msg.buttons), BUTTONS_PER_ACTIONS)
+        {"type": "actions", "elements": elements[k : k + BUTTONS_PER_ACTIONS]}
+        for k in range(0, len(elements), BUTTONS_PER_ACTIONS)
     ]
     if msg.footer:
         tail.append(context(mrkdwn(msg.footer)))
