@@ -3,15 +3,50 @@
 from __future__ import annotations
 
 import os
+import pwd
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+SYSTEM_DATA_DIR = Path("/var/lib/cruscible")
 
-def _default_data_dir() -> Path:
-    return Path.home() / ".local" / "share" / "cruscible"
+
+def _home() -> Path | None:
+    """The user's home: ``$HOME`` when set and absolute, else the password database's entry."""
+    home = os.environ.get("HOME", "")
+    if os.path.isabs(home):
+        return Path(home)
+    try:
+        return Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:  # a uid without an entry (containers started with --user N)
+        return None
+
+
+def default_data_dir(euid: int | None = None) -> Path:
+    """Where the store, environments and reports go when ``CRUSCIBLE_DATA_DIR`` is not set.
+
+    - root: ``/var/lib/cruscible``, the FHS place for a system service's state
+      (https://refspecs.linuxfoundation.org/FHS_3.0/fhs/ch05s08.html). Root's own home is
+      private (mode 0700 on Debian), and the servers run as the ``cruscible`` system user,
+      which must reach their directories.
+    - anyone else: ``$XDG_DATA_HOME/cruscible`` when ``XDG_DATA_HOME`` is an absolute path,
+      else ``~/.local/share/cruscible``, as the XDG Base Directory specification says
+      (https://specifications.freedesktop.org/basedir-spec/latest/); the home comes from
+      ``$HOME``, else from the password database. With neither, a private
+      ``cruscible-<uid>`` folder in the temporary directory.
+    """
+    if (os.geteuid() if euid is None else euid) == 0:
+        return SYSTEM_DATA_DIR
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "cruscible"
+    home = _home()
+    if home is not None:
+        return home / ".local" / "share" / "cruscible"
+    return Path(tempfile.gettempdir()) / f"cruscible-{os.getuid()}"
 
 
 def _default_grading_concurrency() -> int:
@@ -33,7 +68,7 @@ def sync_url(url: str) -> str:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRUSCIBLE_", extra="ignore")
 
-    data_dir: Path = Field(default_factory=_default_data_dir)
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None  # default: SQLite in data_dir
     backend: str = "local"
     env_ttl: timedelta = timedelta(hours=2)

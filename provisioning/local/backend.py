@@ -11,20 +11,17 @@ import shutil
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 from provisioning.backend import ProvisioningError, ResourceHealth
 from provisioning.environment import Environment, ResourceInfo
 from provisioning.faults import FaultAction, FaultRecord
+from provisioning.local import layout
 from provisioning.local.driver import Driver, NotReady, Slot
-from provisioning.local.nats import NatsDriver
 from provisioning.local.ports import PortPool
-from provisioning.local.postgres import PostgresDriver
-from provisioning.local.provider import ProviderDriver
 from provisioning.local.runtime import ProcessRuntime, Runtime, State
-from provisioning.local.seaweed import SeaweedDriver
-from provisioning.local.users import run_as_for
-from provisioning.local.valkey import ValkeyDriver
+from provisioning.local.users import run_as_for, service_user
 from provisioning.spec import EnvironmentSpec, Resource
 
 log = logging.getLogger(__name__)
@@ -53,7 +50,12 @@ def _redact(text: str, secrets: list[str]) -> str:
 
 
 class LocalBackend:
-    """Real PostgreSQL, Valkey, SeaweedFS and NATS processes under ``data_dir``."""
+    """Real PostgreSQL, Valkey, SeaweedFS and NATS processes under ``data_dir``.
+
+    ``state_dir`` is the directory given; ``data_dir`` is where the servers' side lives: the
+    same directory, or a root-owned runtime directory when we are root and the service user
+    cannot reach it (see :mod:`provisioning.local.layout`).
+    """
 
     name = "local"
 
@@ -64,21 +66,34 @@ class LocalBackend:
         *,
         ready_timeout: float = 30.0,
     ) -> None:
-        self.data_dir = Path(data_dir).resolve()
-        self.data_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
-        self.envs_dir = self.data_dir / "envs"
-        self.envs_dir.mkdir(mode=0o711, exist_ok=True)
+        self.state_dir = Path(data_dir).resolve()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # As root, servers run as the service user: their side of the state may live in a
+        # runtime directory that user can reach (see provisioning.local.layout).
+        self.data_dir = layout.make_traversable(layout.server_dir(self.state_dir, service_user()))
+        self.envs_dir = layout.make_traversable(self.data_dir / "envs")
         self.run_as = run_as_for(self.envs_dir)
         self.ready_timeout = ready_timeout
         self.ports = PortPool(self.data_dir / "ports", port_range, self._exists)
-        self.drivers: dict[Resource, Driver] = {
+        self.runtimes = self._make_runtimes()
+
+    @cached_property
+    def drivers(self) -> dict[Resource, Driver]:
+        """One driver per kind; imported on first use (they bring the servers' client
+        libraries, which listing environments does not need)."""
+        from provisioning.local.nats import NatsDriver
+        from provisioning.local.postgres import PostgresDriver
+        from provisioning.local.provider import ProviderDriver
+        from provisioning.local.seaweed import SeaweedDriver
+        from provisioning.local.valkey import ValkeyDriver
+
+        return {
             Resource.POSTGRES: PostgresDriver(self.data_dir / "templates"),
             Resource.REDIS: ValkeyDriver(),
             Resource.S3: SeaweedDriver(),
             Resource.QUEUE: NatsDriver(),
             Resource.PROVIDER: ProviderDriver(),
         }
-        self.runtimes = self._make_runtimes()
 
     # -- paths and metadata -------------------------------------------------
 
@@ -220,9 +235,10 @@ class LocalBackend:
             raise ProvisioningError("an environment needs at least one resource")
         env_dir = self._env_dir(env_id)
         try:
-            env_dir.mkdir(mode=0o711)
+            env_dir.mkdir(mode=layout.TRAVERSABLE)
         except FileExistsError:
             raise ProvisioningError(f"environment {env_id} already exists") from None
+        env_dir.chmod(layout.TRAVERSABLE)  # whatever the umask: the service user goes through
         started = time.monotonic()
         now = datetime.now(UTC)
         env = Environment(

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 
 from provisioning.backend import ProvisioningError
-from provisioning.local import binaries
+from provisioning.local import binaries, layout
 from provisioning.local.driver import password
 from provisioning.local.users import RunAs
 
@@ -123,7 +123,7 @@ def template(templates_dir: Path, run_as: RunAs) -> Path:
     target = templates_dir / f"postgres-{version()}-{digest}"
     if target.is_dir():
         return target
-    templates_dir.mkdir(parents=True, exist_ok=True)
+    layout.make_traversable(templates_dir)  # initdb runs as the service user inside it
     fd = os.open(templates_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioning.backend import ProvisioningError
-from provisioning.local import binaries
+from provisioning.local import binaries, layout
+from provisioning.local.layout import blocking_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,10 @@ def _ensure_user(name: str) -> pwd.struct_passwd:
         ) from None
 
 
-def blocking_dir(path: Path, user: pwd.struct_passwd) -> Path | None:
-    """The first ancestor of ``path`` that ``user`` cannot search, if any."""
-    for parent in [*reversed(path.parents)]:
-        st = parent.stat()
-        if st.st_mode & 0o001 or st.st_uid == user.pw_uid:
-            continue
-        if st.st_mode & 0o010 and st.st_gid == user.pw_gid:
-            continue
-        return parent
-    return None
+def service_user() -> pwd.struct_passwd | None:
+    """The account servers run as: ``None`` (ourselves) unless we are root, then
+    :data:`SERVICE_USER`, created as a system user on first use."""
+    return _ensure_user(SERVICE_USER) if os.geteuid() == 0 else None
 
 
 def _check_reachable(path: Path, user: pwd.struct_passwd) -> None:
@@ -75,16 +70,26 @@ def _check_reachable(path: Path, user: pwd.struct_passwd) -> None:
     if parent is not None:
         raise ProvisioningError(
             f"{parent} is not searchable by user {user.pw_name!r}, which runs the servers "
-            f"because we are root; choose a data directory under world-searchable parents "
-            f"or run: chmod o+x {parent}"
+            f"because we are root; set CRUSCIBLE_DATA_DIR to a directory it can reach"
         )
 
 
-def run_as_for(data_dir: Path) -> RunAs:
-    """When root, ensure the service user exists and can reach ``data_dir``."""
-    if os.geteuid() != 0:
+def _staging_into(user: pwd.struct_passwd) -> Path:
+    """The per-interpreter staging folder, under the temporary directory when ``user`` can reach
+    it (a private ``TMPDIR`` cannot be used), else under the root-owned runtime base."""
+    into = binaries.staging_dir()
+    if blocking_dir(into, user) is None:
+        return into
+    return layout.make_traversable(layout.RUNTIME_BASE) / into.name
+
+
+def run_as_for(envs_dir: Path) -> RunAs:
+    """When root, ensure the service user exists, can reach ``envs_dir`` (see
+    :func:`provisioning.local.layout.server_dir` to pick one it can) and can run every server
+    binary (staged where it can reach them when the project lives in a private directory)."""
+    user = service_user()
+    if user is None:
         return RunAs()
-    user = _ensure_user(SERVICE_USER)
-    _check_reachable(data_dir, user)
-    binaries.stage_for(lambda path: blocking_dir(path, user) is None)
+    _check_reachable(envs_dir, user)
+    binaries.stage_for(lambda path: blocking_dir(path, user) is None, _staging_into(user))
     return RunAs(user.pw_uid, user.pw_gid)
