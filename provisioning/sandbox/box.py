@@ -1,0 +1,611 @@
+"""A box: the learner's processes under bubblewrap, in a private network namespace with only
+loopback, inside a cgroup, as an unprivileged user with no capabilities and no_new_privs.
+
+How it is started (as root): ``sh`` writes its pid to the box's ``cgroup.procs`` files, then
+``prlimit`` sets the per-process rlimits, ``setpriv`` drops to the sandbox user (clearing
+groups, setting no_new_privs), and ``bwrap`` builds the namespaces and a read-only view of
+the system (bubblewrap(1): https://github.com/containers/bubblewrap/blob/main/bwrap.xml;
+as root, bwrap's own ``--uid`` would still be root outside, hence the drop first).
+Inside, :mod:`provisioning.sandbox.boxinit` supervises the processes and relays sockets.
+
+Host layout under ``root`` (0755, owned by us; the box sees ``net`` at ``/box/net``)::
+
+    root/net/out-<port>.sock        we listen (relay to host 127.0.0.1:<port>); box connects
+    root/net/in-<name>-<i>.sock     we create and pass the listening socket to the box;
+                                    the balancer connects (Box.inbound)
+    root/logs/<name>-<i>.log        stdout+stderr of each replica (files the box may only
+                                    write; the directory is ours)
+    root/state/status.json          what boxinit reports
+    root/etc/{passwd,group,hosts}   the box's minimal /etc
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import stat
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from provisioning.sandbox import host, registry
+from provisioning.sandbox.cgroups import Cgroup
+from provisioning.sandbox.limits import Limits
+from provisioning.sandbox.relay import check_socket_path, serve_forward
+from provisioning.sandbox.spec import BoxSpec, ProcessState, SandboxError
+
+log = logging.getLogger(__name__)
+
+PROXY_PORT = 3128
+FIRST_PORT = 8000
+DISK_POLL_S = 0.5
+ETC_FILES = ("ld.so.cache", "localtime", "nsswitch.conf", "mime.types")
+ETC_DIRS = ("ssl", "ca-certificates", "alternatives")
+MASK = "•••"
+
+
+@dataclass(frozen=True)
+class _Replica:
+    name: str
+    replica: int
+    command: str
+    port: int | None
+
+
+def _mask(text: str, values: tuple[str, ...]) -> str:
+    for value in sorted((v for v in values if v), key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text
+
+
+def _read_safely(path: Path, limit: int | None = None) -> bytes:
+    """Read a file the box can write to without following a link it may have planted."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if limit is not None and info.st_size > limit:
+            os.lseek(fd, info.st_size - limit, os.SEEK_SET)
+        chunks = []
+        while data := os.read(fd, 1 << 20):
+            chunks.append(data)
+            if limit is not None and sum(map(len, chunks)) >= limit:
+                break
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _disk_usage(path: Path) -> int:
+    """Bytes allocated under ``path`` (st_blocks), links not followed."""
+    total = 0
+    for top, dirs, files in os.walk(path):
+        for name in dirs + files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(top, name)).st_blocks * 512
+    return total
+
+
+def _blocking_dir(path: Path, uid: int, gid: int) -> Path | None:
+    for parent in [*reversed(path.parents), path]:
+        st = parent.stat()
+        if st.st_mode & 0o001 or (st.st_uid == uid and st.st_mode & 0o100):
+            continue
+        if st.st_gid == gid and st.st_mode & 0o010:
+            continue
+        return parent
+    return None
+
+
+class Box:
+    """A running box. Start it with :meth:`start`; always :meth:`stop` it (idempotent).
+
+    ``isolation`` says what was enforced, e.g. ``{"user": "cruscible-sandbox", "net":
+    "private (loopback only)", "cgroup": "v1", "fs": "read-only system, private /tmp",
+    "limits": "memory 512 MB, cpus 1.5, pids 256, disk 512 MB, open files 1024"}``;
+    without root ``"cgroup"`` is ``"none (rlimits only)"``.
+    """
+
+    def __init__(self, spec: BoxSpec, root: Path) -> None:
+        self.spec = spec
+        self.root = root
+        self.id = "box-" + secrets.token_hex(6)
+        self.isolation: dict[str, str] = {}
+        self._replicas: list[_Replica] = []
+        self._servers: list[asyncio.Server] = []
+        self._proxy: registry.Proxy | None = None
+        self._cgroup: Cgroup | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._done = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._kill_reason: str | None = None
+        self._oom_kills = 0
+        self._pids_refused = 0
+        self._last_status: list[dict[str, object]] = []
+        self._stopped = False
+        self._inbound_fds: list[int] = []
+
+    # ----------------------------------------------------------------- public API
+
+    @staticmethod
+    def available() -> str | None:
+        """``None`` if boxes can run here, else the reason with the fix (for instance
+        ``"bubblewrap is not installed: apt-get install bubblewrap"``)."""
+        return host.missing()
+
+    @classmethod
+    async def start(cls, spec: BoxSpec, root: Path) -> Box:
+        """Start a box for ``spec``; ``root`` is a fresh host directory for its sockets, logs
+        and status (its ancestors must be searchable by the sandbox user, and it must be short
+        enough for socket paths: about 60 bytes). Raises :class:`SandboxError` with the reason
+        when the box cannot start; nothing is left running then."""
+        reason = host.missing()
+        if reason is not None:
+            raise SandboxError(reason)
+        box = cls(spec, root)
+        try:
+            await box._start()
+        except BaseException:
+            await box.stop()
+            raise
+        return box
+
+    async def wait(self, timeout: float | None = None) -> list[ProcessState]:  # noqa: ASYNC109
+        """Wait until every process has exited (or the box was killed), then the states. After
+        ``timeout`` seconds it returns the states as they are (some may still run)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._done.wait(), timeout)
+        return self.states()
+
+    def states(self) -> list[ProcessState]:
+        """The state of every replica, in spec order."""
+        rows = self._status()
+        finished = self._done.is_set()
+        if self._cgroup is not None and not self._stopped:
+            self._oom_kills = self._cgroup.oom_kills()
+            self._pids_refused = self._cgroup.pids_refused()
+        note = f" (process limit {self.spec.limits.pids} reached)" if self._pids_refused else ""
+        out = []
+        for i, rep in enumerate(self._replicas):
+            row = rows[i] if i < len(rows) else {}
+            running = bool(row.get("running")) and not finished
+            code = row.get("exit_code")
+            sig = row.get("signal")
+            oom = False
+            if running:
+                reason = "running"
+            elif row.get("running") or not row.get("started", True) and not row:
+                # still running when the box ended: killed from outside
+                reason = self._kill_reason or (
+                    self._oom_reason() if self._oom_kills else "killed with the box"
+                )
+                oom = self._kill_reason is None and self._oom_kills > 0
+                sig = sig or signal.SIGKILL
+            elif sig is not None:
+                oom = sig == signal.SIGKILL and self._oom_kills > 0
+                if oom:
+                    reason = self._oom_reason()
+                elif self._kill_reason and sig == signal.SIGKILL:
+                    reason = self._kill_reason
+                else:
+                    reason = f"killed by signal {sig}"
+            else:
+                reason = f"exited {code}"
+            out.append(
+                ProcessState(
+                    name=rep.name,
+                    replica=rep.replica,
+                    running=running,
+                    exit_code=None if running else (code if isinstance(code, int) else None),
+                    signal=None if running else (int(sig) if sig is not None else None),
+                    oom_killed=oom,
+                    reason=reason + ("" if running else note),
+                )
+            )
+        return out
+
+    def inbound(self, name: str, replica: int) -> Path:
+        """The socket file reaching ``$PORT`` of that replica (a ``port=True`` process);
+        connect with ``asyncio.open_unix_connection(path)``."""
+        for rep in self._replicas:
+            if rep.name == name and rep.replica == replica and rep.port is not None:
+                return self.root / "net" / f"in-{name}-{replica}.sock"
+        raise KeyError(f"no inbound socket for {name}[{replica}]")
+
+    def log_path(self, name: str, replica: int = 0) -> Path:
+        """The log file of that replica (stdout and stderr; raw, not masked)."""
+        return self.root / "logs" / f"{name}-{replica}.log"
+
+    def log_tail(self, name: str, replica: int = 0, lines: int = 40) -> str:
+        """The last ``lines`` lines of that replica's log, secrets masked."""
+        try:
+            data = _read_safely(self.log_path(name, replica), limit=256 * 1024)
+        except OSError:
+            return ""
+        text = data.decode("utf-8", "replace")
+        tail = "\n".join(text.splitlines()[-lines:])
+        return _mask(tail, (*self.spec.secrets, *self.spec.env.values()))
+
+    async def stop(self) -> None:
+        """Kill everything in the box, remove its cgroup, stop its relays. Idempotent."""
+        if self._stopped:
+            return
+        if self._kill_reason is None and not self._done.is_set():
+            self._kill_reason = "stopped"
+        await self._kill()
+        self._stopped = True
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        for server in self._servers:
+            server.close()
+        if self._proxy is not None:
+            self._proxy.close()
+        for fd in self._inbound_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._inbound_fds.clear()
+        if self._cgroup is not None:
+            self._cgroup.remove_now()
+        self._done.set()
+
+    @property
+    def refused_hosts(self) -> list[str]:
+        """What the registry proxy refused (``"host:port"``), for the build log."""
+        return list(self._proxy.refused) if self._proxy else []
+
+    # ----------------------------------------------------------------- internals
+
+    def _oom_reason(self) -> str:
+        return f"killed: memory limit {self.spec.limits.memory_mb} MB"
+
+    def _status(self) -> list[dict[str, object]]:
+        try:
+            rows = json.loads(_read_safely(self.root / "state" / "status.json", 1 << 20))
+            if isinstance(rows, list) and len(rows) == len(self._replicas):
+                self._last_status = rows
+        except (OSError, ValueError):
+            pass
+        return self._last_status
+
+    async def _kill(self) -> None:
+        if self._cgroup is not None:
+            with contextlib.suppress(OSError):
+                self._oom_kills = self._cgroup.oom_kills()
+                self._pids_refused = self._cgroup.pids_refused()
+            await self._cgroup.kill()
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()  # bwrap; its pid namespace dies with it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 10)
+
+    async def _kill_for(self, reason: str) -> None:
+        if self._kill_reason is None and not self._done.is_set():
+            self._kill_reason = reason
+            log.info("box %s %s", self.id, reason)
+        await self._kill()
+
+    def _plan_replicas(self) -> None:
+        taken = {*self.spec.forwards, PROXY_PORT}
+        port = FIRST_PORT
+        for proc in self.spec.processes:
+            for i in range(proc.replicas):
+                assigned = None
+                if proc.port:
+                    while port in taken:
+                        port += 1
+                    assigned = port
+                    taken.add(port)
+                self._replicas.append(_Replica(proc.name, i, proc.command, assigned))
+
+    def _layout(self, user: host.User) -> None:
+        root = self.root
+        root.mkdir(parents=True, exist_ok=True)
+        if any(root.iterdir()):
+            raise SandboxError(f"box root {root} is not empty; give each box a fresh directory")
+        root.chmod(0o755)
+        for sub in ("net", "logs", "state", "etc"):
+            (root / sub).mkdir(mode=0o755)
+        check_socket_path(root / "net" / "in-worker-name-00.sock")
+        owned = []
+        for rep in self._replicas:
+            owned.append(self.log_path(rep.name, rep.replica))
+        owned.append(root / "state" / "status.json")
+        for path in owned:
+            path.touch(mode=0o640)
+            if user.dropped:
+                os.chown(path, user.uid, user.gid)
+        (root / "state" / "status.json").write_text("[]")
+        etc = root / "etc"
+        (etc / "passwd").write_text(
+            f"root:x:0:0::/:/usr/sbin/nologin\n{user.name}:x:{user.uid}:{user.gid}::/tmp:/bin/sh\n"
+            "nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n"
+        )
+        (etc / "group").write_text(f"root:x:0:\n{user.name}:x:{user.gid}:\nnogroup:x:65534:\n")
+        (etc / "hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost\n")
+        init = resources.files("provisioning.sandbox").joinpath("boxinit.py").read_bytes()
+        (root / "boxinit.py").write_bytes(init)
+        if user.dropped:
+            blocked = _blocking_dir(root, user.uid, user.gid)
+            if blocked is not None:
+                raise SandboxError(
+                    f"{blocked} is not searchable by {user.name!r}, which runs the box; put box "
+                    f"roots under world-searchable directories or run: chmod o+x {blocked}"
+                )
+            workdir = self.spec.workdir.resolve()
+            blocked = _blocking_dir(workdir, user.uid, user.gid)
+            if blocked is not None and blocked != workdir:
+                raise SandboxError(
+                    f"{blocked} is not searchable by {user.name!r}: the box cannot see its "
+                    f"workdir {workdir}; run: chmod o+x {blocked}"
+                )
+            if self.spec.writable_app:
+                for top, dirs, files in os.walk(workdir):
+                    for name in [*dirs, *files]:
+                        os.chown(os.path.join(top, name), user.uid, user.gid, follow_symlinks=False)
+                os.chown(workdir, user.uid, user.gid)
+            elif blocked == workdir:
+                workdir.chmod(workdir.stat().st_mode | 0o005)
+
+    def _bwrap_args(self, interp: host.Interpreter, reg: registry.Registry | None) -> list[str]:
+        root = self.root
+        limits = self.spec.limits
+        args = [
+            host.tool("bwrap"),
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--hostname",
+            "sandbox",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+        ]
+        for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+            path = Path("/") / top
+            if path.is_symlink():
+                args += ["--symlink", os.readlink(path), f"/{top}"]
+            elif path.is_dir():
+                args += ["--ro-bind", str(path), f"/{top}"]
+        for name in ETC_FILES:
+            if Path("/etc", name).exists():
+                args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        for name in ETC_DIRS:
+            if Path("/etc", name).is_dir():
+                args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        for name in ("passwd", "group", "hosts"):
+            args += ["--ro-bind", str(root / "etc" / name), f"/etc/{name}"]
+        args += [
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--size",
+            str(limits.disk_mb * 1024 * 1024),
+            "--tmpfs",
+            "/tmp",
+            "--perms",
+            "0755",
+            "--dir",
+            "/box",
+            "--ro-bind",
+            str(interp.source),
+            str(interp.prefix),
+            "--bind" if self.spec.writable_app else "--ro-bind",
+            str(self.spec.workdir.resolve()),
+            "/app",
+            "--ro-bind",
+            str(root / "net"),
+            "/box/net",
+            "--bind",
+            str(root / "logs"),
+            "/box/logs",
+            "--bind",
+            str(root / "state"),
+            "/box/state",
+            "--ro-bind",
+            str(root / "boxinit.py"),
+            "/box/boxinit.py",
+        ]
+        if reg is not None:
+            for path in reg.paths:
+                args += ["--ro-bind", str(path), str(path)]
+        args += [
+            "--chdir",
+            "/app",
+            "--clearenv",
+            "--setenv",
+            "PATH",
+            "/usr/bin:/bin",
+            "--setenv",
+            "LANG",
+            "C.UTF-8",
+            "--",
+            interp.executable,
+            "-I",
+            "-S",
+            "/box/boxinit.py",
+        ]
+        return args
+
+    def _process_env(
+        self, rep: _Replica, interp: host.Interpreter, reg: registry.Registry | None
+    ) -> dict[str, str]:
+        path = f"/app/.venv/bin:{interp.prefix}/bin:/usr/local/bin:/usr/bin:/bin"
+        env = {
+            "PATH": path,
+            "HOME": "/tmp",
+            "TMPDIR": "/tmp",
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+        }
+        if reg is not None:
+            env.update(reg.env(f"http://127.0.0.1:{PROXY_PORT}"))
+        env.update(self.spec.env)
+        if rep.port is not None:
+            env["PORT"] = str(rep.port)
+        return env
+
+    def _command(self, user: host.User) -> list[str]:
+        limits = self.spec.limits
+        disk = limits.disk_mb * 1024 * 1024
+        prlimit = [
+            host.tool("prlimit"),
+            f"--nofile={limits.open_files}:{limits.open_files}",
+            f"--fsize={disk}:{disk}",
+            "--core=0:0",
+        ]
+        if self._cgroup is None:
+            mem = limits.memory_mb * 1024 * 1024
+            prlimit += [f"--as={mem}:{mem}", f"--nproc={limits.pids}:{limits.pids}"]
+            if limits.wall_s is not None:
+                cpu = int(limits.wall_s * limits.cpus) + 1
+                prlimit += [f"--cpu={cpu}:{cpu}"]
+        drop = [host.tool("setpriv")]
+        if user.dropped:
+            drop += [f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
+        drop += (
+            ["--no-new-privs", "--inh-caps=-all", "--bounding-set=-all"]
+            if user.dropped
+            else ["--no-new-privs"]
+        )
+        join = 'for f in "$@"; do case "$f" in --) break;; esac; echo $$ > "$f"; shift; done; shift; exec "$@"'
+        procs = [str(p) for p in (self._cgroup.procs_files if self._cgroup else [])]
+        return ["/bin/sh", "-c", join, "sh", *procs, "--", *prlimit, "--", *drop, "--"]
+
+    async def _start(self) -> None:
+        spec = self.spec
+        user = host.sandbox_user()
+        interp = await asyncio.to_thread(host.interpreter)
+        reg = await asyncio.to_thread(registry.host_registry) if spec.registry else None
+        self._plan_replicas()
+        await asyncio.to_thread(self._layout, user)
+        try:
+            self._cgroup = await asyncio.to_thread(Cgroup.create, self.id, spec.limits)
+            cgroup = self._cgroup.version
+        except OSError as exc:
+            if host.is_root():
+                log.warning("box %s runs without a cgroup: %s", self.id, exc)
+            cgroup = "none (rlimits only)"
+        net = self.root / "net"
+        for port in spec.forwards:
+            self._servers.append(await serve_forward(net / f"out-{port}.sock", port))
+        if reg is not None:
+            self._proxy = registry.Proxy(reg.hosts)
+            await self._proxy.serve(net / f"out-{PROXY_PORT}.sock")
+        processes = []
+        for rep in self._replicas:
+            inbound_fd = None
+            if rep.port is not None:
+                import socket
+
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                path = net / f"in-{rep.name}-{rep.replica}.sock"
+                sock.bind(str(path))
+                os.chmod(path, 0o600)
+                sock.listen(128)
+                inbound_fd = sock.detach()
+                os.set_inheritable(inbound_fd, True)
+                self._inbound_fds.append(inbound_fd)
+            processes.append(
+                {
+                    "name": rep.name,
+                    "replica": rep.replica,
+                    "command": rep.command,
+                    "env": self._process_env(rep, interp, reg),
+                    "port": rep.port,
+                    "inbound_fd": inbound_fd,
+                    "log": f"/box/logs/{rep.name}-{rep.replica}.log",
+                }
+            )
+        forwards = list(spec.forwards) + ([PROXY_PORT] if reg is not None else [])
+        plan = {
+            "processes": processes,
+            "forwards": forwards,
+            "net": "/box/net",
+            "status": "/box/state/status.json",
+        }
+        argv = self._command(user) + self._bwrap_args(interp, reg)
+        stderr_path = self.root / "logs" / "box.err"
+        with open(stderr_path, "wb") as err:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=err,
+                pass_fds=self._inbound_fds,
+                env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"},
+            )
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps(plan).encode())
+        with contextlib.suppress(ConnectionError):
+            await self._proc.stdin.drain()
+        self._proc.stdin.close()
+        # The box holds the listening sockets now; ours would only steal connections.
+        for fd in self._inbound_fds:
+            os.close(fd)
+        self._inbound_fds.clear()
+        limits = spec.limits
+        self.isolation = {
+            "user": user.name,
+            "net": "private (loopback only)",
+            "cgroup": cgroup,
+            "fs": "read-only system, private /tmp"
+            + (", writable /app" if spec.writable_app else ""),
+            "privileges": "no capabilities, no_new_privs" if user.dropped else "no_new_privs",
+            "limits": (
+                f"memory {limits.memory_mb} MB, cpus {limits.cpus}, pids {limits.pids}, "
+                f"disk {limits.disk_mb} MB, open files {limits.open_files}"
+                + (f", wall {limits.wall_s:g} s" if limits.wall_s else "")
+            ),
+        }
+        if self._cgroup is None:
+            self.isolation["limits"] += " (per-process rlimits)"
+        self._tasks.append(asyncio.create_task(self._reap()))
+        if limits.wall_s is not None:
+            self._tasks.append(asyncio.create_task(self._wall(limits.wall_s)))
+        self._tasks.append(asyncio.create_task(self._watch_disk(limits)))
+        log.info("box %s started: %s", self.id, self.isolation)
+
+    async def _reap(self) -> None:
+        assert self._proc is not None
+        await self._proc.wait()
+        self._status()
+        if self._cgroup is not None:
+            self._oom_kills = self._cgroup.oom_kills()
+            self._pids_refused = self._cgroup.pids_refused()
+        self._done.set()
+        err = _read_safely(self.root / "logs" / "box.err", 64 * 1024).decode("utf-8", "replace")
+        if self._proc.returncode and err.strip() and self._kill_reason is None:
+            log.warning(
+                "box %s ended with %s: %s",
+                self.id,
+                self._proc.returncode,
+                _mask(err.strip(), tuple(self.spec.env.values())),
+            )
+
+    async def _wall(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if not self._done.is_set():
+            await self._kill_for(f"killed: wall time {seconds:g} s")
+
+    async def _watch_disk(self, limits: Limits) -> None:
+        allowed = limits.disk_mb * 1024 * 1024
+        areas = [self.root / "logs"]
+        if self.spec.writable_app:
+            areas.append(self.spec.workdir.resolve())
+        base = sum([await asyncio.to_thread(_disk_usage, a) for a in areas[1:]])
+        while not self._done.is_set():
+            await asyncio.sleep(DISK_POLL_S)
+            used = sum([await asyncio.to_thread(_disk_usage, a) for a in areas]) - base
+            if used > allowed:
+                await self._kill_for(f"killed: disk limit {limits.disk_mb} MB")
+                return

@@ -1,0 +1,167 @@
+"""The supervisor inside a box (standard library only; runs with the staged interpreter).
+
+It reads its plan as JSON on stdin (so the environment, which holds secrets, never touches the
+disk), then:
+
+- for each forwarded port, listens on TCP ``127.0.0.1:<port>`` in the box's private network
+  namespace and relays each connection to the socket file ``<net>/out-<port>.sock``, which the
+  host relays to its own ``127.0.0.1:<port>``;
+- for each replica with a port, accepts on the inherited listening socket ``inbound_fd`` (a
+  socket file the host created) and relays to ``127.0.0.1:$PORT`` inside;
+- starts every process with ``/bin/sh -c COMMAND`` in ``/app``, its stdout and stderr appended
+  to its log file, its OOM score raised so the kernel picks it before this supervisor;
+- writes ``[{"name", "replica", "pid", "running", "exit_code", "signal"}]`` to the status file
+  whenever something changes, and exits when every process has exited.
+
+Plan: ``{"processes": [{"name", "replica", "command", "env", "port", "inbound_fd", "log"}],
+"forwards": [port], "net": dir, "status": path}``.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+
+CHUNK = 65536
+
+
+async def _pump(reader, writer):
+    try:
+        while True:
+            data = await reader.read(CHUNK)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except OSError:
+        pass
+
+
+async def _splice(a, b):
+    try:
+        await asyncio.gather(_pump(a[0], b[1]), _pump(b[0], a[1]))
+    finally:
+        for writer in (a[1], b[1]):
+            writer.close()
+
+
+def _forward(path):
+    async def handle(reader, writer):
+        try:
+            other = await asyncio.open_unix_connection(path)
+        except OSError:
+            writer.close()
+            return
+        await _splice((reader, writer), other)
+
+    return handle
+
+
+def _inbound(port):
+    async def handle(reader, writer):
+        try:
+            other = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            writer.close()
+            return
+        await _splice((reader, writer), other)
+
+    return handle
+
+
+class Status:
+    def __init__(self, path, processes):
+        self.path = path
+        self.rows = [
+            {
+                "name": p["name"],
+                "replica": p["replica"],
+                "pid": None,
+                "running": False,
+                "exit_code": None,
+                "signal": None,
+                "started": False,
+            }
+            for p in processes
+        ]
+
+    def write(self):
+        data = json.dumps(self.rows).encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+        finally:
+            os.close(fd)
+
+
+async def _run(plan):
+    servers = []
+    for port in plan["forwards"]:
+        path = os.path.join(plan["net"], f"out-{port}.sock")
+        servers.append(await asyncio.start_server(_forward(path), "127.0.0.1", port))
+    status = Status(plan["status"], plan["processes"])
+    procs = []
+    for row, proc in zip(status.rows, plan["processes"], strict=True):
+        if proc.get("inbound_fd") is not None:
+            sock = socket.socket(fileno=proc["inbound_fd"])
+            sock.set_inheritable(False)
+            servers.append(await asyncio.start_unix_server(_inbound(proc["port"]), sock=sock))
+        log = os.open(proc["log"], os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+        try:
+            child = await asyncio.create_subprocess_exec(
+                "/bin/sh",
+                "-c",
+                proc["command"],
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=proc["env"],
+                cwd="/app",
+            )
+        except OSError as exc:
+            os.write(log, f"cannot start: {exc}\n".encode())
+            row.update(running=False, exit_code=127)
+            procs.append(None)
+            continue
+        finally:
+            os.close(log)
+        try:
+            with open(f"/proc/{child.pid}/oom_score_adj", "w") as f:
+                f.write("1000")
+        except OSError:
+            pass
+        row.update(pid=child.pid, running=True, started=True)
+        procs.append(child)
+    status.write()
+
+    async def watch(row, child):
+        code = await child.wait()
+        if code < 0:
+            row.update(running=False, signal=-code)
+        else:
+            row.update(running=False, exit_code=code)
+        status.write()
+
+    await asyncio.gather(
+        *(watch(r, c) for r, c in zip(status.rows, procs, strict=True) if c is not None)
+    )
+    for server in servers:
+        server.close()
+
+
+def main():
+    plan = json.loads(sys.stdin.buffer.read())
+    sys.stdin.close()
+    os.close(0)
+    os.open("/dev/null", os.O_RDONLY)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    asyncio.run(_run(plan))
+
+
+if __name__ == "__main__":
+    main()
