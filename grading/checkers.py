@@ -228,6 +228,70 @@ def over_admission(
     return f"most admitted for one key in any {window_s:g} s window: {worst} (limit {limit})"
 
 
+@_budgeted("starvation")
+def starvation(
+    run: _Run,
+    history: History,
+    window_s: float,
+    *,
+    kind: str = "check",
+    tolerance_s: float = 1.0,
+    admitted: Callable[[Op], bool] = _admitted,
+) -> str:
+    """The "at least" side of a limit: a client refused keeps being refused too long.
+
+    Whatever the algorithm (fixed or sliding window, sliding log, token bucket), a client
+    that keeps asking after a refusal is admitted again within one window: the window
+    resets, its oldest admission leaves it, or a token comes back. Per key, a *lockout* runs
+    from a refusal to the next admission; only what is certain counts (from the refusal's
+    completion to the admission's invocation). A lockout longer than ``window_s +
+    tolerance_s`` — or a refusal followed by nothing but refusals for that long, until the
+    history ends — is an anomaly. ``counts["longest_lockout_s"]`` is the longest lockout
+    seen (open-ended ones measured to the key's last op), ``counts["starved_keys"]`` how
+    many keys were locked out too long.
+    """
+    groups = history.by_key(kind)
+    longest = 0.0
+    limit_s = window_s + tolerance_s
+    for n_key, (key, ops) in enumerate(groups.items()):
+        run.tick(f"{n_key} of {len(groups)} keys checked")
+        done = sorted((op for op in ops if op.done), key=lambda op: op.invoked_s)
+        refused_at: float | None = None
+        for op in done:
+            if admitted(op):
+                if refused_at is not None:
+                    lockout = op.invoked_s - refused_at
+                    longest = max(longest, lockout)
+                    if lockout > limit_s:
+                        run.anomaly(
+                            f"key {key!r}: refused from {refused_at:.3f} s and not admitted "
+                            f"again until {op.invoked_s:.3f} s ({lockout:.1f} s, more than "
+                            f"one {window_s:g} s window)",
+                            key=key,
+                            lockout_s=round(lockout, 3),
+                        )
+                refused_at = None
+            elif refused_at is None and (
+                op.outcome == "failed" or op.result.get("allowed") is False
+            ):
+                refused_at = op.completed_s
+        if refused_at is not None and done:
+            lockout = done[-1].invoked_s - refused_at
+            longest = max(longest, lockout)
+            if lockout > limit_s:
+                run.anomaly(
+                    f"key {key!r}: refused from {refused_at:.3f} s and still refused at "
+                    f"{done[-1].invoked_s:.3f} s ({lockout:.1f} s, more than one "
+                    f"{window_s:g} s window)",
+                    key=key,
+                    lockout_s=round(lockout, 3),
+                )
+    run.counts.update(
+        keys=len(groups), longest_lockout_s=round(longest, 3), starved_keys=run.counts["anomalies"]
+    )
+    return f"longest lockout of a client that kept asking: {longest:.1f} s (window {window_s:g} s)"
+
+
 def burst_over_admission(
     results_by_key: Mapping[str, Sequence[bool]], limit: int
 ) -> tuple[int, dict[str, int]]:

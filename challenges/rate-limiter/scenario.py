@@ -10,10 +10,10 @@ from collections import defaultdict
 from typing import Any
 
 from challenges.schema import ChallengeSpec
-from grading.checkers import burst_over_admission, over_admission
+from grading.checkers import burst_over_admission, over_admission, starvation
 from grading.history import History
 from grading.http import Exchange
-from grading.load import LoadPlan, Request, Response
+from grading.load import LoadPlan, LoadResult, Request, Response
 from grading.report import Status
 from grading.scenario import Grade, Scenario
 
@@ -22,6 +22,9 @@ LOAD_KEYS = 10_000
 STEADY_PROBE_INTERVAL_S = 0.1  # a steady client: catches windows aligned to the clock
 EDGE_LEAD_S = 0.6  # an edge client spends its budget this long before its window ends…
 EDGE_FOLLOW_S = 1.5  # …and keeps asking this long after
+READMIT_TOLERANCE_S = (
+    1.0  # a refused client that keeps asking is admitted again within a window + this
+)
 RECOVERY_LIMIT_S = 5.0
 
 
@@ -253,16 +256,21 @@ class RateLimiterScenario(Scenario):
     async def boundary_probes(self, g: Grade, duration_s: float) -> None:
         """Clients that look for the algorithm's burst at a window's edge.
 
-        A steady client (every 100 ms) finds windows aligned to the clock; an edge client
-        opens a window, spends the rest of its budget just before that window ends and asks
-        again right after — the worst case for windows that start at a key's first request.
+        A steady client (every 100 ms) finds windows aligned to the clock, and — asking on
+        past two windows, across the fault run — shows whether a refused client is admitted
+        again; an edge client opens a window, spends the rest of its budget just before that
+        window ends and asks again right after — the worst case for windows that start at a
+        key's first request.
         """
         limit = g.param_int("RATE_LIMIT")
         window = g.param_float("RATE_WINDOW_SECONDS")
         t0 = time.monotonic()
+        # The steady client asks past two windows, so that a client refused in the first one
+        # must have been admitted again before it stops (the "at least" side of the limit).
+        steady_s = max(duration_s, 2 * window + 2 * READMIT_TOLERANCE_S)
         sends = [
             (self.key("steady", 0), t * STEADY_PROBE_INTERVAL_S)
-            for t in range(int(duration_s / STEADY_PROBE_INTERVAL_S))
+            for t in range(int(steady_s / STEADY_PROBE_INTERVAL_S))
         ]
         edge = self.key("edge", 0)
         if window + EDGE_FOLLOW_S < duration_s:
@@ -277,8 +285,13 @@ class RateLimiterScenario(Scenario):
         probes = asyncio.create_task(self.boundary_probes(g, grading.duration_s))
         try:
             result, _ = await g.run_load(self.plan(g, grading.duration_s, "steady"))
+            self.steady(g, result)
+            await self.faults(g)
         finally:
             await probes
+
+    def steady(self, g: Grade, result: LoadResult) -> None:
+        grading = self.spec.grading
         g.metric("load.rate_target", grading.rate)
         g.load_metrics(result)
         for check_id, name, title in (
@@ -288,6 +301,8 @@ class RateLimiterScenario(Scenario):
             threshold = self.spec.thresholds[name]
             g.judge(check_id, f"{title}: {threshold} at {grading.rate:g} req/s", threshold, result)
 
+    async def faults(self, g: Grade) -> None:
+        grading = self.spec.grading
         if not grading.faults:
             return
         if not g.can_inject:
@@ -315,3 +330,15 @@ class RateLimiterScenario(Scenario):
         window = g.param_float("RATE_WINDOW_SECONDS")
         found = over_admission(self.probes, limit=limit, window_s=window)
         g.metric("accuracy.boundary_burst", found.counts.get("boundary_burst", 0))
+        starved = starvation(self.probes, window, tolerance_s=READMIT_TOLERANCE_S)
+        lockout = starved.counts.get("longest_lockout_s")
+        g.metric("accuracy.longest_lockout_s", lockout)
+        first = starved.anomalies[0]["message"] if starved.anomalies else ""
+        g.check(
+            "accuracy.readmitted",
+            "A refused client that keeps asking is admitted again within one window",
+            Status.ERROR if starved.valid == "unknown" else starved.valid is True,
+            detail=first or starved.reason,
+            expected=f"admitted again within {window:g} s (+{READMIT_TOLERANCE_S:g} s)",
+            actual=f"longest lockout {lockout} s" if lockout is not None else None,
+        )

@@ -25,6 +25,8 @@ async def test_reference_designs_pass(
     assert report.metrics["accuracy.over_admitted"] == 0
     assert report.check("accuracy.atomic").status == Status.PASS
     assert report.faults and report.faults[0].resource == "redis"
+    assert report.check("accuracy.readmitted").status == Status.PASS
+    assert report.metrics["accuracy.longest_lockout_s"] <= 11
     assert report.discussion
 
 
@@ -41,4 +43,21 @@ async def test_racy_limiter_is_caught_with_the_same_verdict_twice(
         assert report.metrics["accuracy.over_admitted"] > 0
         assert "admitted beyond RATE_LIMIT" in atomic.detail
         assert report.check("contract.allow-first").status == Status.PASS
+    assert verdict(first) == verdict(second)
+
+
+async def test_a_limiter_that_never_lets_a_refused_client_back_fails_twice(
+    app: App, env: Environment, tmp_path: Path
+) -> None:
+    module = "tests.fixtures.flawed.rate_limiter_rearming"
+    first = await grade_module(app, CHALLENGE, module, env, tmp_path / "1", seed=5)
+    second = await grade_module(app, CHALLENGE, module, env, tmp_path / "2", seed=5)
+    for report in (first, second):
+        assert not report.passed  # a gate: refusing for good breaks the limit's promise
+        readmitted = report.check("accuracy.readmitted")
+        assert readmitted.status == Status.FAIL, readmitted.detail
+        assert "still refused" in readmitted.detail
+        assert report.metrics["accuracy.longest_lockout_s"] > 11
+        assert report.metrics["accuracy.over_admitted"] == 0  # the "at most" side holds
+        assert "locked out" in report.discussion
     assert verdict(first) == verdict(second)

@@ -8,6 +8,7 @@ from grading.checkers import (
     over_admission,
     phantom_writes,
     stale_reads,
+    starvation,
 )
 from grading.history import History
 
@@ -144,6 +145,35 @@ def test_over_admission_with_429_recorded_as_failed():
     h.complete(h.invoke(0, "check", "probe:0", invoked_s=4.0), "ok", None, 4.01)  # same times
     r = over_admission(h, limit=3, window_s=10.0)
     assert r.valid is False and r.counts["max_in_window"] == {"probe:0": 6}
+
+
+def _asking(h, key, every, until, admit):
+    """A client asking every ``every`` s until ``until``; ``admit(t)`` says what it got."""
+    t = 0.0
+    while t < until:
+        ok = admit(t)
+        _check(h, key, t, t + 0.01, allowed=ok, outcome="ok" if ok else "failed")
+        t = round(t + every, 6)
+
+
+def test_starvation_passes_every_sound_algorithm():
+    h = _h()
+    # limit 3 per 10 s, a client asking every 0.5 s for 25 s
+    _asking(h, "fixed", 0.5, 25, lambda t: t % 10 < 1.5)  # 3 at the start of each window
+    _asking(h, "bucket", 0.5, 25, lambda t: t < 1.5 or t % 3.5 < 0.5)  # a token now and then
+    r = starvation(h, 10.0)
+    assert r.valid is True, r.anomalies
+    assert 8.0 <= r.counts["longest_lockout_s"] <= 8.5
+
+
+def test_starvation_catches_a_limiter_that_rearms_on_every_request():
+    h = _h()
+    _asking(h, "k", 0.5, 25, lambda t: t < 1.5)  # admitted 3 times, then never again
+    _asking(h, "short", 0.5, 5, lambda t: t < 1.5)  # refused, but the history ends within a window
+    r = starvation(h, 10.0)
+    assert r.valid is False and r.counts["starved_keys"] == 1
+    assert r.anomalies[0]["key"] == "k" and r.anomalies[0]["lockout_s"] > 20
+    assert "still refused" in r.anomalies[0]["message"]
 
 
 def test_burst_over_admission():
