@@ -444,7 +444,9 @@ class FakeDiscord:
                 return 403, {"message": "Cannot send messages to this user", "code": 50007}
             return 200, self._message(channel_id, body, call.files)
         if match := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", p):
-            old = self.messages[int(match.group(2))]
+            old = self.messages.get(int(match.group(2)))
+            if old is None:
+                return 404, {"message": "Unknown Message", "code": 10008}
             return 200, self._message(int(match.group(1)), body, call.files, mid=int(old["id"]))
         if match := re.fullmatch(r"/channels/(\d+)/messages/(\d+)/threads", p):
             return self._thread(int(match.group(1)), int(match.group(2)), body)

@@ -16,7 +16,7 @@ from bot.core.message import Message
 
 class Interaction(SimpleNamespace):
     def __init__(self) -> None:
-        super().__init__(edits=[])
+        super().__init__(edits=[], created_at=discord.utils.utcnow())
 
     async def edit_original_response(self, **kwargs: Any) -> None:
         await asyncio.sleep(0.01)

@@ -6,16 +6,21 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from datetime import timedelta
+from typing import Any, TypeVar
 
 import discord
 
+from bot.adapters.discord.failures import POST, THREADS, Where, failure
 from bot.adapters.discord.render import render
 from bot.adapters.discord.views import button_view
 from bot.core.message import Message
-from bot.core.outbox import Actor, DirectMessageClosed
+from bot.core.outbox import Actor, DeliveryFailed, DirectMessageClosed, InteractionExpired
 from bot.logs import SECRETS
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +29,13 @@ FOLLOWUP = "followup/"  # + message id: a later ephemeral follow-up
 EDIT_EVERY_S = 1.0  # Discord rate-limits edits; progress in between is coalesced
 THREAD_NAME = "Results and trade-offs"
 NO_MENTIONS = discord.AllowedMentions.none()
+# "Interaction tokens are valid for 15 minutes" —
+# https://discord.com/developers/docs/interactions/receiving-and-responding#followup-messages
+TOKEN_VALID = timedelta(minutes=15)
+TOKEN_MARGIN = timedelta(minutes=1)  # stop before it expires: refused calls count as invalid
+# requests (10,000 per 10 minutes bans the bot's IP) —
+# https://discord.com/developers/docs/topics/rate-limits#invalid-request-limit-aka-cloudflare-bans
+IN_THREAD = ("view_channel", "send_messages_in_threads", "embed_links", "attach_files")
 
 
 def message_ref(channel_id: int, message_id: int) -> str:
@@ -93,6 +105,44 @@ class Threads:
                 self._known[root.id] = thread.id
             return self._known[root.id]
 
+    def forget(self, root_id: int) -> None:
+        """The thread refused a post (deleted, archived…): look it up again next time."""
+        self._known.pop(root_id, None)
+
+
+async def send(
+    client: discord.Client,
+    guild_id: int | None,
+    threads: Threads,
+    channel_id: int | None,
+    thread: str | None,
+    kwargs: dict[str, Any],
+) -> str:
+    """Send in ``channel_id``, or in the thread under the message ``thread`` (created when
+    needed); returns the new message's ref. Raises :class:`DeliveryFailed` with the reason
+    (the missing permission and where, a deleted post, an archived or locked thread…)."""
+
+    def channel(cid: int) -> discord.PartialMessageable:
+        return client.get_partial_messageable(cid, guild_id=guild_id)
+
+    target, needs, root = channel_id, POST, None
+    if thread is not None:
+        root_channel, root = parse_ref(thread, channel_id)
+        try:
+            target = await threads.under(channel(root_channel).get_partial_message(root))
+        except Exception as exc:
+            raise failure(exc, Where(client, root_channel), needs=THREADS) from exc
+        needs = IN_THREAD
+    if target is None:
+        raise DeliveryFailed("no results channel is set here (an admin sets one: /admin channel)")
+    try:
+        sent = await channel(target).send(**kwargs)
+    except Exception as exc:
+        if root is not None:
+            threads.forget(root)
+        raise failure(exc, Where(client, target), needs=needs) from exc
+    return message_ref(target, sent.id)
+
 
 @dataclass
 class _Edits:
@@ -109,7 +159,13 @@ def _in_progress(msg: Message) -> bool:
 
 
 class DiscordOutbox:
-    """Implements the coach's Outbox for one interaction (already deferred, ephemerally)."""
+    """Implements the coach's Outbox for one interaction (already deferred, ephemerally).
+
+    The interaction's token is used only while it is valid (see ``TOKEN_VALID``), less a margin,
+    and never again once Discord refused it (401, or 50027 *Invalid Webhook Token*): ``reply``
+    then raises :class:`InteractionExpired`, and the progress message continues in a DM (edited
+    through the bot's own token), so a long wait in the queue still reaches the learner.
+    """
 
     def __init__(
         self, interaction: discord.Interaction, *, channel_id: int | None, threads: Threads
@@ -118,37 +174,57 @@ class DiscordOutbox:
         self.channel_id = channel_id  # where posts go: the community's channel
         self.threads = threads
         self._replied = False
+        self._token_dead = False
+        self._moved: dict[str, str | None] = {}  # interaction ref -> its DM copy (None: closed)
         self._edits: defaultdict[str, _Edits] = defaultdict(_Edits)
 
-    def _channel(self, channel_id: int) -> discord.PartialMessageable:
-        return self.interaction.client.get_partial_messageable(
-            channel_id, guild_id=self.interaction.guild_id
-        )
+    @property
+    def client(self) -> discord.Client:
+        return self.interaction.client
+
+    def token_usable(self) -> bool:
+        """True while the interaction's token may still be used."""
+        if self._token_dead:
+            return False
+        age = discord.utils.utcnow() - self.interaction.created_at
+        return age < TOKEN_VALID - TOKEN_MARGIN
+
+    async def _token(self, call: Awaitable[T]) -> T:
+        """A call through the interaction's token; it dies for good on 401/50027."""
+        if not self.token_usable():
+            if asyncio.iscoroutine(call):
+                call.close()
+            raise InteractionExpired("the interaction is too old to answer (15 minutes)")
+        try:
+            return await call
+        except Exception as exc:
+            failed = failure(exc, Where(self.client, self.interaction.channel_id))
+            if isinstance(failed, InteractionExpired):
+                self._token_dead = True
+            raise failed from exc
 
     async def post(self, msg: Message, *, thread: str | None = None) -> str:
-        if thread is not None:
-            root_channel, root_id = parse_ref(thread, self.channel_id)
-            channel_id = await self.threads.under(
-                self._channel(root_channel).get_partial_message(root_id)
-            )
-        elif self.channel_id is not None:
-            channel_id = self.channel_id
-        else:
-            raise ValueError("no channel to post in")
-        sent = await self._channel(channel_id).send(**send_kwargs(public(msg)))
-        return message_ref(channel_id, sent.id)
+        return await send(
+            self.client,
+            self.interaction.guild_id,
+            self.threads,
+            self.channel_id,
+            thread,
+            send_kwargs(public(msg)),
+        )
 
     async def reply(self, msg: Message) -> str:
         if not self._replied:
+            await self._token(self.interaction.edit_original_response(**edit_kwargs(msg)))
             self._replied = True
-            await self.interaction.edit_original_response(**edit_kwargs(msg))
             return ORIGINAL
-        sent = await self.interaction.followup.send(ephemeral=True, wait=True, **send_kwargs(msg))
+        sent = await self._token(
+            self.interaction.followup.send(ephemeral=True, wait=True, **send_kwargs(msg))
+        )
         return FOLLOWUP + str(sent.id)
 
     async def edit(self, ref: str, msg: Message) -> None:
-        """Best effort: a failed edit (an interaction past its 15 minutes…) is logged, so the
-        use-case goes on to post its results."""
+        """Best effort: a refused edit is logged, so the use-case goes on to its results."""
         edits = self._edits[ref]
         if _in_progress(msg):
             edits.latest = msg
@@ -163,27 +239,72 @@ class DiscordOutbox:
                     return  # superseded while waiting
             try:
                 await self._apply(ref, msg)
-            except discord.HTTPException as exc:
-                log.warning("edit of %s failed: %s", ref, exc)
+            except DeliveryFailed as exc:
+                log.warning("edit of %s failed: %s", ref, exc.reason)
             edits.last = time.monotonic()
 
     async def _apply(self, ref: str, msg: Message) -> None:
         kwargs = edit_kwargs(msg)
-        if ref == ORIGINAL:
-            await self.interaction.edit_original_response(**kwargs)
-        elif ref.startswith(FOLLOWUP):
-            await self.interaction.followup.edit_message(int(ref.removeprefix(FOLLOWUP)), **kwargs)
-        else:
-            channel_id, message_id = parse_ref(ref, self.channel_id)
-            await self._channel(channel_id).get_partial_message(message_id).edit(**kwargs)
+        if ref == ORIGINAL or ref.startswith(FOLLOWUP):
+            if self.token_usable():
+                try:
+                    if ref == ORIGINAL:
+                        await self._token(self.interaction.edit_original_response(**kwargs))
+                    else:
+                        message_id = int(ref.removeprefix(FOLLOWUP))
+                        await self._token(
+                            self.interaction.followup.edit_message(message_id, **kwargs)
+                        )
+                    return
+                except InteractionExpired:
+                    pass
+            await self._in_dm(ref, msg)
+            return
+        channel_id, message_id = parse_ref(ref, self.channel_id)
+        await edit_message(self.client, self.interaction.guild_id, channel_id, message_id, kwargs)
+
+    async def _in_dm(self, ref: str, msg: Message) -> None:
+        """The interaction's message, continued in a DM once its token is over."""
+        if ref not in self._moved:
+            user = self.interaction.user
+            try:
+                self._moved[ref] = await self.dm(Actor("discord", str(user.id), user.name), msg)
+            except DirectMessageClosed:
+                self._moved[ref] = None
+                log.info(
+                    "progress of interaction %s: token over and DMs closed", self.interaction.id
+                )
+            return
+        moved = self._moved[ref]
+        if moved is not None:
+            channel_id, message_id = parse_ref(moved)
+            await edit_message(self.client, None, channel_id, message_id, edit_kwargs(msg))
 
     async def dm(self, actor: Actor, msg: Message) -> str:
-        user = self.interaction.user
-        if str(user.id) != actor.id:
-            user = await self.interaction.client.fetch_user(int(actor.id))
-        try:
-            channel = await user.create_dm()
-            sent = await channel.send(**send_kwargs(msg))
-        except discord.Forbidden as exc:
-            raise DirectMessageClosed(actor.id) from exc
-        return message_ref(channel.id, sent.id)
+        return await direct_message(self.client, int(actor.id), send_kwargs(msg))
+
+
+async def edit_message(
+    client: discord.Client,
+    guild_id: int | None,
+    channel_id: int,
+    message_id: int,
+    kwargs: dict[str, Any],
+) -> None:
+    """Edit a message through the bot's token; raises :class:`DeliveryFailed` (``MessageGone``
+    when it was deleted)."""
+    partial = client.get_partial_messageable(channel_id, guild_id=guild_id)
+    try:
+        await partial.get_partial_message(message_id).edit(**kwargs)
+    except Exception as exc:
+        raise failure(exc, Where(client, channel_id)) from exc
+
+
+async def direct_message(client: discord.Client, user_id: int, kwargs: dict[str, Any]) -> str:
+    """A DM to ``user_id``; raises :class:`DirectMessageClosed` when Discord refuses (50007)."""
+    try:
+        channel = await client.create_dm(discord.Object(user_id))
+        sent = await channel.send(**kwargs)
+    except Exception as exc:
+        raise failure(exc, Where(client, None), dm=True) from exc
+    return message_ref(channel.id, sent.id)
