@@ -1,0 +1,51 @@
+"""Sandbox fixtures: bubblewrap present (installed from Debian when root), fresh box roots."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from provisioning.sandbox import Box
+
+
+@pytest.fixture(scope="session")
+def bwrap() -> str:
+    """Boxes can run here: bubblewrap is installed (``apt-get install bubblewrap`` as root)."""
+    if shutil.which("bwrap") is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "bubblewrap"]):
+            subprocess.run(
+                argv,
+                check=False,
+                capture_output=True,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                timeout=600,
+            )
+    reason = Box.available()
+    if reason is not None:
+        pytest.skip(f"sandboxes cannot run here: {reason}")
+    return shutil.which("bwrap") or "bwrap"
+
+
+@pytest.fixture
+def workspace(bwrap: str) -> Iterator[Path]:
+    """A short, world-searchable directory holding ``app/`` (the workdir) and box roots."""
+    path = Path(tempfile.mkdtemp(prefix="sbx-", dir="/tmp"))
+    path.chmod(0o755)
+    (path / "app").mkdir(mode=0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def boxes() -> AsyncIterator[list[Box]]:
+    """Boxes a test started; all stopped at the end whatever happened."""
+    started: list[Box] = []
+    yield started
+    await asyncio.gather(*(box.stop() for box in started))
