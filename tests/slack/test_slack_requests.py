@@ -72,6 +72,7 @@ async def test_submit_without_url_opens_the_form_and_refuses_a_bad_url(slack: Wo
 
 async def test_admins_set_the_channel_and_post_once_a_day(slack: Workspace, app: App) -> None:
     fake, sender = slack.fake, slack.sender  # a workspace of its own: its daily post is made
+    fake.channels["CDAILY"].member = False  # public: the bot joins it when it is set
     await sender.command("admin channel <#CDAILY|daily>", user="U1", team=ADMIN_TEAM)
     refused = await fake.wait_for(lambda c: c.method == "response_url")
     assert "Only workspace admins" in refused.dump

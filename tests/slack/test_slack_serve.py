@@ -19,7 +19,7 @@ from bot.adapters.slack.config import SlackConfig
 from bot.adapters.slack.main import serve
 from bot.app import App
 from bot.core.message import Message
-from bot.core.outbox import DirectMessageClosed
+from bot.core.outbox import DeliveryFailed, DirectMessageClosed
 from bot.scheduler import jobs
 from bot.store import Community
 from tests.slack.conftest import Workspace, serve_bot
@@ -164,7 +164,7 @@ async def test_oauth_install_then_commands_use_that_workspace_token(oauth_slack:
     (post,) = fake.calls_to("chat.postMessage")
     assert post.token == OAUTH_TOKEN and ref == f"COAUTH/{post.answer['ts']}"
     elsewhere = Community(id=0, platform="slack", platform_id="T0GONE", channel_id="C1")
-    with pytest.raises(LookupError):
+    with pytest.raises(DeliveryFailed, match="not installed in workspace T0GONE"):
         await channels.post(elsewhere, Message(title="not installed there"))
     with pytest.raises(DirectMessageClosed):
         await channels.dm(None, "T0GONE:U1", Message(title="not installed there"))

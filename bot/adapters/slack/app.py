@@ -24,6 +24,8 @@ BOT_SCOPES = [
     "chat:write",
     "chat:write.public",
     "channels:join",
+    "channels:read",
+    "groups:read",
     "im:write",
     "files:write",
     "users:read",

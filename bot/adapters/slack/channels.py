@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack.blocks import MAX_BLOCKS, fallback_text, section, to_blocks
+from bot.adapters.slack.failures import delivering
 from bot.adapters.slack.outbox import (
     direct_message,
     message_ref,
@@ -18,16 +18,14 @@ from bot.adapters.slack.outbox import (
     redacted,
     share_files,
 )
-from bot.core.channels import MessageGone
 from bot.core.message import Message
-from bot.core.outbox import DirectMessageClosed
+from bot.core.outbox import DeliveryFailed, DirectMessageClosed
 from bot.store import Community
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 ClientFor = Callable[[str], Awaitable[AsyncWebClient]]
-GONE = {"message_not_found", "channel_not_found"}  # chat.update: nothing left to edit
 
 
 def mention(group_id: str) -> str:
@@ -42,7 +40,14 @@ def team_of_user(user_id: str) -> str:
 
 class SlackChannels:
     """``client_for(team_id)`` is the web client of a workspace (``SlackBot.client_for``: the
-    installation's bot token with OAuth, else the one bot client)."""
+    installation's bot token with OAuth, else the one bot client; LookupError when the app is
+    not installed there).
+
+    Refusals are the coach's neutral failures (:mod:`bot.adapters.slack.failures`): a post
+    raises :class:`DeliveryFailed` (:class:`MessageGone` when its thread was deleted), an edit
+    :class:`MessageGone` when the message or its channel is gone, a DM
+    :class:`DirectMessageClosed`; each is ``transient`` when Slack was only busy.
+    """
 
     def __init__(self, client_for: ClientFor) -> None:
         self.client_for = client_for
@@ -50,10 +55,17 @@ class SlackChannels:
     def _home(self, community: Community, channel_id: str | None) -> str:
         channel = channel_id or community.channel_id
         if not channel:
-            raise ValueError(
-                f"workspace {community.name or community.platform_id} has no channel set"
+            raise DeliveryFailed(
+                f"workspace {community.name or community.platform_id} has no channel set: "
+                "`/cruscible admin channel #channel`"
             )
         return channel
+
+    async def _client(self, team_id: str) -> AsyncWebClient:
+        try:
+            return await self.client_for(team_id)
+        except LookupError as exc:  # uninstalled from that workspace
+            raise DeliveryFailed(str(exc)) from None
 
     async def post(
         self,
@@ -76,10 +88,11 @@ class SlackChannels:
             text = f"{mention(community.ping_role)} {text}"
         else:
             blocks = to_blocks(message)
-        client = await self.client_for(community.platform_id)
-        resp = await client.chat_postMessage(
-            channel=channel, text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False
-        )
+        client = await self._client(community.platform_id)
+        async with delivering(channel, ref=thread):
+            resp = await client.chat_postMessage(
+                channel=channel, text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False
+            )
         ts: str = resp["ts"]
         await share_files(client, message.files, channel, thread_ts or ts)
         return message_ref(channel, ts)
@@ -88,15 +101,11 @@ class SlackChannels:
         """Replace the message; Slack cannot attach files to an update: they go in its thread."""
         channel, ts = parse_ref(ref, community.channel_id)
         message = redacted(message)
-        client = await self.client_for(community.platform_id)
-        try:
+        client = await self._client(community.platform_id)
+        async with delivering(channel, ref=ref, editing=True):
             await client.chat_update(
                 channel=channel, ts=ts, text=fallback_text(message), blocks=to_blocks(message)
             )
-        except SlackApiError as exc:
-            if exc.response.get("error") in GONE:
-                raise MessageGone(ref) from None
-            raise
         await share_files(client, message.files, channel, ts)
 
     async def dm(self, community: Community | None, user_id: str, message: Message) -> str:
@@ -105,6 +114,6 @@ class SlackChannels:
             client = await self.client_for(team)
         except LookupError as exc:  # uninstalled from that workspace: no way to reach them
             log.warning("cannot DM %s: %s", user_id, exc)
-            raise DirectMessageClosed(user_id) from None
+            raise DirectMessageClosed(str(exc)) from None
         channel, ts = await direct_message(client, user_id.rpartition(":")[2], message)
         return message_ref(channel, ts)

@@ -16,12 +16,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters.slack import modal
 from bot.adapters.slack.blocks import SLASH
 from bot.adapters.slack.daily import local_today, post_daily, todays_thread
+from bot.adapters.slack.failures import delivering, error_code, where_label
 from bot.adapters.slack.outbox import SlackOutbox, message_ref
 from bot.core import commands, views
 from bot.core.coach import Coach, CoachError
 from bot.core.communities import ConfigError, settings_message
 from bot.core.message import Message, Tone
-from bot.core.outbox import Actor
+from bot.core.outbox import Actor, DeliveryFailed
 from bot.store import Community
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,15 @@ async def open_submit_form(inv: Invocation, challenge: str | None) -> None:
     choices = [(c.id, c.spec.title) for c in inv.coach.catalog]
     selected = challenge or inv.coach.catalog.for_day(local_today(inv.community)).id
     view = modal.submit_modal(choices, selected, inv.channel)
-    await inv.client.views_open(trigger_id=inv.trigger_id, view=view)
+    try:
+        await inv.client.views_open(trigger_id=inv.trigger_id, view=view)
+    except SlackApiError as exc:
+        # a trigger_id lasts 3 seconds (https://api.slack.com/interactivity/handling#modal_responses)
+        log.warning("the submit form did not open: %s", error_code(exc))
+        example = f"{SLASH} submit {selected} https://your-service.example.com"
+        await inv.out.reply(
+            views.error(f"The form could not open in time; submit in one line instead: `{example}`")
+        )
 
 
 async def is_admin(client: AsyncWebClient, user: str) -> bool:
@@ -142,17 +151,14 @@ async def admin(inv: Invocation, args: list[str]) -> None:
         )
         return
     cid = inv.community.id
-    note = ""
     try:
         match args:
             case [] | ["show"]:
                 community = inv.community
             case ["channel"] | ["channel", "here"]:
-                community = await communities.configure(cid, channel_id=inv.channel)
-                note = await join(inv.client, inv.channel)
+                community = await set_channel(inv, inv.channel)
             case ["channel", channel]:
-                community = await communities.configure(cid, channel_id=channel)
-                note = await join(inv.client, channel)
+                community = await set_channel(inv, channel)
             case ["post-time", hhmm]:
                 community = await communities.configure(cid, post_time=hhmm)
             case ["timezone", tz]:
@@ -169,9 +175,16 @@ async def admin(inv: Invocation, args: list[str]) -> None:
     except ConfigError as exc:
         await out.reply(views.error(str(exc)))
         return
-    settings = settings_message(community)
-    settings.body = note
-    await out.reply(settings)
+    await out.reply(settings_message(community))
+
+
+async def set_channel(inv: Invocation, channel: str) -> Community:
+    """The community's channel, once Slack confirms the bot can post there (else ConfigError,
+    and the setting stays as it was)."""
+    problem = await channel_problem(inv.client, channel)
+    if problem is not None:
+        raise ConfigError(f"The channel is unchanged: {problem}.")
+    return await inv.coach.communities.configure(inv.community.id, channel_id=channel)
 
 
 def user_group(word: str) -> str:
@@ -182,16 +195,40 @@ def user_group(word: str) -> str:
     return group
 
 
-async def join(client: AsyncWebClient, channel: str) -> str:
-    """Join the channel (plots are shared there); what to do when that is impossible."""
+async def channel_problem(client: AsyncWebClient, channel: str) -> str | None:
+    """Why Cruscible could not post in ``channel``, or None when it can (joining a public
+    channel it is not in yet: plots are shared there, which needs membership).
+
+    Asks Slack rather than guessing: conversations.info
+    (https://api.slack.com/methods/conversations.info) says whether it exists, is archived,
+    private, and whether the bot is a member; a private channel the bot is not in is invisible
+    to it (``channel_not_found``); only public channels can be joined
+    (https://api.slack.com/methods/conversations.join).
+    """
+    where = where_label(channel)
+    try:
+        info = (await client.conversations_info(channel=channel))["channel"]
+    except SlackApiError as exc:
+        code = error_code(exc)
+        if code == "channel_not_found":
+            return (
+                f"I cannot see {where}: if it is a private channel, invite me first with "
+                "`/invite @Cruscible` there, then set it again"
+            )
+        return f"Slack would not tell me about {where} ({code}); try again, or pick another"
+    if info.get("is_im") or info.get("is_mpim"):
+        return "a direct message is not a channel: name a channel, like #daily-challenge"
+    if info.get("is_archived"):
+        return f"{where} is archived: unarchive it or choose another channel"
+    if info.get("is_member"):
+        return None
+    if info.get("is_private"):
+        return f"I am not in {where}: `/invite @Cruscible` there, then set it again"
     try:
         await client.conversations_join(channel=channel)
     except SlackApiError as exc:
-        return (
-            f"I could not join that channel ({exc.response.get('error')}): "
-            "invite me there with `/invite @Cruscible`."
-        )
-    return ""
+        return f"I could not join {where} ({error_code(exc)}): `/invite @Cruscible` there"
+    return None
 
 
 async def post_now(inv: Invocation) -> None:
@@ -200,7 +237,16 @@ async def post_now(inv: Invocation) -> None:
         await inv.out.reply(views.error(f"Set a channel first: `{SLASH} admin channel #channel`"))
         return
     day = local_today(community)
-    await post_daily(
-        inv.client, community, inv.coach.today(day), communities=inv.coach.communities, day=day
-    )
+    try:
+        async with delivering(community.channel_id):
+            await post_daily(
+                inv.client,
+                community,
+                inv.coach.today(day),
+                communities=inv.coach.communities,
+                day=day,
+            )
+    except DeliveryFailed as exc:
+        await inv.out.reply(views.error(f"Today's challenge could not be posted: {exc.reason}"))
+        return
     await inv.out.reply(Message(title="Today's challenge is posted", tone=Tone.SUCCESS))
