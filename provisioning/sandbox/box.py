@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 PROXY_PORT = 3128
 FIRST_PORT = 8000
-DISK_POLL_S = 0.5
+DISK_POLL_S = 0.25
 ETC_FILES = ("ld.so.cache", "localtime", "nsswitch.conf", "mime.types")
 ETC_DIRS = ("ssl", "ca-certificates", "alternatives")
 MASK = "•••"

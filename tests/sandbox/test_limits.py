@@ -1,0 +1,77 @@
+"""Code that exhausts a resource is stopped at the cap, with the reason, and nothing else is
+harmed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from provisioning.sandbox import Box, Limits
+from tests.sandbox.support import cgroup_dirs_left, probe, run
+
+needs_cgroups = pytest.mark.skipif(os.geteuid() != 0, reason="cgroup limits need root")
+
+
+@needs_cgroups
+async def test_fork_bomb_hits_the_process_limit(workspace: Path, boxes: list[Box]) -> None:
+    limits = Limits(pids=48, cpus=0.5, wall_s=3)
+    task = asyncio.create_task(
+        run(workspace, boxes, "b(){ b | b & }; b; exec sleep 60", limits=limits, timeout=3)
+    )
+    await asyncio.sleep(1.5)
+    # The host keeps forking while the bomb runs, and the bomb never exceeds its cap.
+    host = await asyncio.create_subprocess_exec("true")
+    assert await asyncio.wait_for(host.wait(), 20) == 0
+    if boxes and boxes[0]._cgroup is not None:
+        assert len(boxes[0]._cgroup.pids()) <= 48
+    box, state, _log = await task
+    assert state.reason == "killed: wall time 3 s (process limit 48 reached)"
+    assert state.signal == signal.SIGKILL and not state.oom_killed
+    await box.stop()
+    assert cgroup_dirs_left(box) == []
+
+
+@needs_cgroups
+async def test_memory_hog_is_oom_killed(workspace: Path, boxes: list[Box]) -> None:
+    hog = "chunks = []\nwhile True:\n    chunks.append(bytearray(4 * 1024 * 1024))\n"
+    _box, state, log = await run(
+        workspace, boxes, probe(workspace, "hog.py", hog), limits=Limits(memory_mb=64, wall_s=30)
+    )
+    assert state.oom_killed, (state, log)
+    assert state.reason == "killed: memory limit 64 MB"
+
+
+async def test_file_bigger_than_the_disk_cap(workspace: Path, boxes: list[Box]) -> None:
+    # The private /tmp is a tmpfs of disk_mb, and RLIMIT_FSIZE caps any one file at it.
+    command = "head -c 40000000 /dev/zero > /tmp/fill; echo status $?"
+    _box, state, log = await run(workspace, boxes, command, limits=Limits(disk_mb=16, wall_s=20))
+    assert state.reason == "exited 0"
+    assert "status 153" in log or "No space left" in log  # 128 + SIGXFSZ, or ENOSPC
+    assert (workspace / "b0" / "logs" / "t-0.log").stat().st_size < 4096
+
+
+async def test_build_filling_app_is_killed_at_the_disk_cap(
+    workspace: Path, boxes: list[Box]
+) -> None:
+    # A build may write /app; many files each under the per-file cap still add up. The host
+    # watches the usage and kills the box beyond the cap, so the loop never finishes.
+    command = "i=0; while [ $i -lt 500 ]; do head -c 1000000 /dev/zero > f$i; i=$((i+1)); done; echo all written; sleep 60"
+    _box, state, log = await run(
+        workspace, boxes, command, limits=Limits(disk_mb=16, wall_s=60), writable_app=True
+    )
+    assert state.reason == "killed: disk limit 16 MB", state
+    assert "all written" not in log
+    assert not (workspace / "app" / "f499").exists()
+
+
+async def test_process_that_never_exits_meets_the_wall_time(
+    workspace: Path, boxes: list[Box]
+) -> None:
+    box, state, _log = await run(workspace, boxes, "exec sleep 600", limits=Limits(wall_s=1))
+    assert state.reason == "killed: wall time 1 s"
+    assert not state.running and state.signal == signal.SIGKILL
+    assert box.states()[0].reason == "killed: wall time 1 s"
