@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import yaml
@@ -18,9 +18,11 @@ from pydantic import ValidationError
 
 from challenges.schema import ChallengeSpec
 from grading.config import GradeConfig
-from grading.report import Report
-from grading.scenario import Scenario
 from provisioning import EnvironmentSpec, Resource
+
+if TYPE_CHECKING:  # the grading engine (HTTP client and all) loads when a scenario is asked for
+    from grading.report import Report
+    from grading.scenario import Scenario
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
@@ -124,6 +126,8 @@ class Challenge:
 
     def scenario(self) -> Scenario:
         """Import ``scenario.py`` and instantiate its ``Scenario`` subclass."""
+        from grading.scenario import Scenario
+
         name = f"{self.module}.scenario"
         spec = importlib.util.spec_from_file_location(name, self.path / "scenario.py")
         assert spec is not None and spec.loader is not None

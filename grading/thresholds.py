@@ -13,10 +13,12 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # parsing a threshold (the catalog does) needs neither numpy nor the loader
+    import numpy as np
 
-from grading.load import LoadResult
+    from grading.load import LoadResult
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -128,6 +130,8 @@ class Verdict:
 
 
 def _latency_ms(metric: str, lat_us: np.ndarray) -> float | None:
+    import numpy as np
+
     if lat_us.size == 0:
         return None
     if metric == "max":
