@@ -2,6 +2,12 @@
 
 Everything runs on 127.0.0.1. Every REST call is recorded (with the files it carried), so tests
 can say what the bot sent where. Interactions are delivered over the gateway, as Discord does.
+
+It refuses what Discord refuses (each rule cites the page that states it), and tests script the
+refusals: ``deny(channel, "SEND_MESSAGES")``, ``archive(thread)``, ``delete_message(id)``,
+``delete_channel(id)``, ``expire_interactions()``, ``rate_limit(route, times=n)``,
+``dms_closed``. Error codes:
+https://discord.com/developers/docs/topics/opcodes-and-status-codes#json-json-error-codes
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import re
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import discord
@@ -48,6 +54,28 @@ OWNER = {
 EPHEMERAL = 64
 MANAGE_GUILD = 1 << 5
 EVERYONE_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 31)  # view, send, use application commands
+# https://discord.com/developers/docs/topics/permissions#permissions-bitwise-permission-flags
+PERMISSIONS = {
+    "VIEW_CHANNEL": 1 << 10,
+    "SEND_MESSAGES": 1 << 11,
+    "EMBED_LINKS": 1 << 14,
+    "ATTACH_FILES": 1 << 15,
+    "READ_MESSAGE_HISTORY": 1 << 16,
+    "CREATE_PUBLIC_THREADS": 1 << 35,
+    "SEND_MESSAGES_IN_THREADS": 1 << 38,
+}
+BOT_PERMISSIONS = 309237763072  # the README's invite link: exactly the flags above
+BOT_ROLE_ID = 1100000000000000310
+# "Interaction tokens are valid for 15 minutes" —
+# https://discord.com/developers/docs/interactions/receiving-and-responding#followup-messages
+TOKEN_VALID = timedelta(minutes=15)
+# https://discord.com/developers/docs/resources/message#embed-object-embed-limits
+EMBED_LIMITS = {"title": 256, "description": 4096, "footer": 2048, "author": 256}
+EMBED_TOTAL, EMBED_FIELDS, FIELD_NAME, FIELD_VALUE, EMBEDS = 6000, 25, 256, 1024, 10
+CONTENT_MAX = 2000  # https://discord.com/developers/docs/resources/message#create-message
+ATTACHMENTS_MAX = 10  # https://discord.com/developers/docs/resources/message#create-message
+# https://discord.com/developers/docs/components/reference#action-row and #button
+ROWS_MAX, BUTTONS_PER_ROW, LABEL_MAX, CUSTOM_ID_MAX = 5, 5, 80, 100
 
 Json = dict[str, Any]
 
@@ -105,7 +133,16 @@ class FakeDiscord:
     originals: dict[str, int] = field(default_factory=dict)  # interaction token -> message id
     unknown: list[Call] = field(default_factory=list)  # requests the fake has no answer for
     gateway_queries: list[dict[str, str]] = field(default_factory=list)
+    closed_dms: set[str] = field(default_factory=set)  # users whose DMs refuse the bot
+    denied: dict[int, set[str]] = field(default_factory=dict)  # channel -> permissions denied
+    expired: set[str] = field(default_factory=set)  # interaction tokens expired by the test
+    acknowledged: set[str] = field(default_factory=set)  # tokens with an initial response
+    expired_calls: list[Call] = field(default_factory=list)  # calls made on an expired token
+    limits: list[list[Any]] = field(default_factory=list)  # [regex, calls left, retry after]
+    rate_limited: list[Call] = field(default_factory=list)
+    refused: list[Call] = field(default_factory=list)  # every 4xx the rules answered
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _interaction_ids: list[int] = field(default_factory=list)
     _sockets: list[tuple[web.WebSocketResponse, Callable[[str], Awaitable[None]]]] = field(
         default_factory=list
     )
@@ -168,6 +205,53 @@ class FakeDiscord:
                 await self._changed.wait()
             return found
 
+    # -- scripted refusals -------------------------------------------------------------------------
+    async def deny(self, channel_id: int, *permissions: str) -> None:
+        """The bot loses ``permissions`` (e.g. ``"SEND_MESSAGES"``) in the channel: an overwrite
+        for its member, announced over the gateway (so discord.py's cache agrees)."""
+        self.denied.setdefault(channel_id, set()).update(permissions)
+        await self._overwrite(channel_id)
+
+    async def allow(self, channel_id: int) -> None:
+        """Undo every ``deny`` of the channel."""
+        self.denied.pop(channel_id, None)
+        await self._overwrite(channel_id)
+
+    async def _overwrite(self, channel_id: int) -> None:
+        channel = self.channels[channel_id]
+        bits = sum(PERMISSIONS[p] for p in self.denied.get(channel_id, ()))
+        channel["permission_overwrites"] = (
+            [{"id": BOT["id"], "type": 1, "allow": "0", "deny": str(bits)}] if bits else []
+        )
+        await self.dispatch("CHANNEL_UPDATE", channel)
+
+    def archive(self, thread_id: int, *, locked: bool = False) -> None:
+        meta = self.channels[thread_id]["thread_metadata"]
+        meta["archived"], meta["locked"] = True, locked
+
+    def delete_message(self, message_id: int) -> None:
+        self.messages.pop(message_id, None)
+
+    async def delete_channel(self, channel_id: int) -> None:
+        channel = self.channels.pop(channel_id)
+        await self.dispatch("CHANNEL_DELETE", channel)
+
+    def expire_interactions(self) -> None:
+        """Every interaction so far is past its 15 minutes."""
+        self.expired.update(f"itoken-{m}" for m in self._interaction_ids)
+
+    def rate_limit(self, route: str, *, times: int, retry_after: float = 0.05) -> None:
+        """The next ``times`` calls whose ``"METHOD /path"`` matches the regex ``route`` are
+        answered 429 (discord.py retries a 429 up to 5 times before it gives up)."""
+        self.limits.append([re.compile(route), times, retry_after])
+
+    def _token_expired(self, token: str) -> bool:
+        if token in self.expired:
+            return True
+        iid = int(token.removeprefix("itoken-")) if token.startswith("itoken-") else 0
+        born = discord.utils.snowflake_time(iid) if iid else datetime.now(UTC)
+        return datetime.now(UTC) - born >= TOKEN_VALID
+
     # -- interactions -----------------------------------------------------------------------------
     def _interaction(
         self,
@@ -176,9 +260,11 @@ class FakeDiscord:
         who: Json,
         permissions: int,
         channel_id: int = CHANNEL_ID,
+        age: timedelta = timedelta(0),
         **extra: Any,
     ) -> Json:
-        iid = self.snowflake()
+        iid = self.snowflake(age)
+        self._interaction_ids.append(iid)
         channel = self.channels[channel_id]
         return {
             "id": str(iid),
@@ -220,10 +306,11 @@ class FakeDiscord:
         channel_id: int = CHANNEL_ID,
         resolved: Json | None = None,
         focused: str | None = None,
+        age: timedelta = timedelta(0),
         **options: Any,
     ) -> Json:
         """``/name sub option:value`` (option types are guessed), or its autocompletion of the
-        ``focused`` option."""
+        ``focused`` option; ``age``: made that long ago (its token expires 15 minutes after)."""
         opts: list[Json] = [
             {"name": k, "type": _option_type(k), "value": v}
             | ({"focused": True} if k == focused else {})
@@ -235,7 +322,7 @@ class FakeDiscord:
         data = {"id": command["id"], "name": name, "type": 1, "options": opts}
         if resolved:
             data["resolved"] = resolved
-        return self._interaction(4 if focused else 2, data, who, permissions, channel_id)
+        return self._interaction(4 if focused else 2, data, who, permissions, channel_id, age)
 
     def press(self, custom_id: str, message: Json, *, who: Json) -> Json:
         """A button press on ``message``."""
@@ -274,7 +361,8 @@ class FakeDiscord:
         """Send a dispatch to the first connected client."""
         payload = {"op": 0, "t": event, "s": next(self._seq), "d": data}
         open_sockets = [send for ws, send in self._sockets if not ws.closed]
-        await open_sockets[0](json.dumps(payload))
+        if open_sockets:
+            await open_sockets[0](json.dumps(payload))
 
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -353,6 +441,17 @@ class FakeDiscord:
                         "mentionable": False,
                     },
                     {
+                        "id": str(BOT_ROLE_ID),
+                        "name": "cruscible",
+                        "permissions": str(BOT_PERMISSIONS),
+                        "position": 2,
+                        "color": 0,
+                        "hoist": False,
+                        "managed": True,
+                        "mentionable": False,
+                        "tags": {"bot_id": BOT["id"]},
+                    },
+                    {
                         "id": str(ROLE_ID + list(GUILDS).index(guild_id)),
                         "name": "learners",
                         "permissions": "0",
@@ -365,7 +464,9 @@ class FakeDiscord:
                 ],
                 "channels": [self.channels[c] for c in GUILDS[guild_id]],
                 "threads": [],
-                "members": [{"user": BOT, "roles": [], "joined_at": now(), "flags": 0}],
+                "members": [
+                    {"user": BOT, "roles": [str(BOT_ROLE_ID)], "joined_at": now(), "flags": 0}
+                ],
                 "voice_states": [],
                 "presences": [],
                 "stage_instances": [],
@@ -381,19 +482,24 @@ class FakeDiscord:
         }
 
     # -- REST -------------------------------------------------------------------------------------
-    def snowflake(self) -> int:
-        return discord.utils.time_snowflake(datetime.now(UTC)) + next(self._ids)
+    def snowflake(self, age: timedelta = timedelta(0)) -> int:
+        return discord.utils.time_snowflake(datetime.now(UTC) - age) + next(self._ids)
 
     async def _rest(self, request: web.Request) -> web.Response:
         path = "/" + request.match_info["tail"]
         body, files = await _read_body(request)
         call = Call(request.method, path, dict(request.query), body, files)
         self.calls.append(call)
+        limited = self._limited(call)
+        if limited is not None:
+            return limited
         try:
             status, answer = self._answer(request, call)
         except KeyError:
-            status, answer = 404, {"message": "Unknown", "code": 10003}
+            status, answer = 404, {"message": "Unknown Channel", "code": 10003}
         call.status = status
+        if 400 <= status < 500:
+            self.refused.append(call)
         self._changed.set()
         if status == 204:
             return web.Response(status=204)
@@ -402,6 +508,38 @@ class FakeDiscord:
             body=json.dumps(answer).encode(),
             headers={"Content-Type": "application/json"},
         )
+
+    def _limited(self, call: Call) -> web.Response | None:
+        """A scripted 429, as Discord sends it: ``retry_after`` in the JSON body, the
+        ``Retry-After`` and ``X-RateLimit-*`` headers (and ``Via``, which discord.py reads to tell
+        Discord's 429 from a Cloudflare ban) —
+        https://discord.com/developers/docs/topics/rate-limits#exceeding-a-rate-limit"""
+        for rule in self.limits:
+            regex, left, retry_after = rule
+            if left > 0 and regex.fullmatch(f"{call.method} {call.path}"):
+                rule[1] -= 1
+                call.status = 429
+                self.rate_limited.append(call)
+                self._changed.set()
+                headers = {
+                    "Content-Type": "application/json",
+                    "Retry-After": str(max(1, round(retry_after))),
+                    "X-RateLimit-Limit": "5",
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": f"{datetime.now(UTC).timestamp() + retry_after:.3f}",
+                    "X-RateLimit-Reset-After": f"{retry_after:.3f}",
+                    "X-RateLimit-Bucket": "fake-bucket",
+                    "X-RateLimit-Scope": "user",
+                    "Via": "1.1 google",
+                }
+                answer = {
+                    "message": "You are being rate limited.",
+                    "retry_after": retry_after,
+                    "global": False,
+                    "code": 0,
+                }
+                return web.Response(status=429, body=json.dumps(answer).encode(), headers=headers)
+        return None
 
     def _answer(self, request: web.Request, call: Call) -> tuple[int, Any]:
         m, p, body = call.method, call.path, call.json or {}
@@ -427,31 +565,96 @@ class FakeDiscord:
             self.channels[dm_id] = {"id": str(dm_id), "type": 1, "recipients": [recipient]}
             return 200, self.channels[dm_id] | {"last_message_id": None}
         if match := re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", p):
-            return 200, self._callback(int(match.group(1)), match.group(2), body, call.files)
-        if match := re.fullmatch(rf"/webhooks/{APP_ID}/([^/]+)", p):
-            flags = body.get("flags", 0)
-            return 200, self._message(CHANNEL_ID, body, call.files, flags=flags)
-        if match := re.fullmatch(rf"/webhooks/{APP_ID}/([^/]+)/messages/(@original|\d+)", p):
-            token, which = match.groups()
+            iid, token = int(match.group(1)), match.group(2)
+            if self._token_expired(token):
+                self.expired_calls.append(call)
+                return 404, {"message": "Unknown interaction", "code": 10062}
+            # "Interaction has already been acknowledged" — one initial response per interaction:
+            # https://discord.com/developers/docs/interactions/receiving-and-responding#responding-to-an-interaction
+            if token in self.acknowledged:
+                return 400, _error(40060, "Interaction has already been acknowledged.")
+            if invalid := _invalid((body.get("data") or {}), call.files):
+                return 400, invalid
+            self.acknowledged.add(token)
+            return 200, self._callback(iid, token, body, call.files)
+        if match := re.fullmatch(rf"/webhooks/{APP_ID}/([^/]+)(/messages/(@original|\d+))?", p):
+            token, _, which = match.groups()
+            if self._token_expired(token):  # the 15 minutes are over (see TOKEN_VALID)
+                self.expired_calls.append(call)
+                return 401, _error(50027, "Invalid Webhook Token")
+            if m in ("POST", "PATCH") and (invalid := _invalid(body, call.files)):
+                return 400, invalid
+            if which is None:
+                flags = body.get("flags", 0)
+                return 200, self._message(CHANNEL_ID, body, call.files, flags=flags)
             mid = self.originals[token] if which == "@original" else int(which)
             return 200, self._message(CHANNEL_ID, body, call.files, flags=EPHEMERAL, mid=mid)
         if match := re.fullmatch(r"/channels/(\d+)", p):
-            return 200, self.channels[int(match.group(1))]
+            channel_id = int(match.group(1))
+            channel = self.channels[channel_id]
+            if "VIEW_CHANNEL" in self._denied(channel_id):
+                return 403, _error(50001, "Missing Access")
+            return 200, channel
         if match := re.fullmatch(r"/channels/(\d+)/messages", p):
             channel_id = int(match.group(1))
-            self.channels[channel_id]  # noqa: B018 — 404 for an unknown channel
-            if self.dms_closed and channel_id in self.dm_channels:
-                return 403, {"message": "Cannot send messages to this user", "code": 50007}
+            if refusal := self._refuse_post(channel_id, call):
+                return refusal
             return 200, self._message(channel_id, body, call.files)
         if match := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", p):
-            old = self.messages.get(int(match.group(2)))
-            if old is None:
-                return 404, {"message": "Unknown Message", "code": 10008}
-            return 200, self._message(int(match.group(1)), body, call.files, mid=int(old["id"]))
+            channel_id, message_id = int(match.group(1)), int(match.group(2))
+            self.channels[channel_id]  # noqa: B018 — 404 Unknown Channel
+            old = self.messages.get(message_id)
+            if old is None or int(old["channel_id"]) != channel_id:
+                return 404, _error(10008, "Unknown Message")
+            if invalid := _invalid(body, call.files):
+                return 400, invalid
+            return 200, self._message(channel_id, body, call.files, mid=message_id)
         if match := re.fullmatch(r"/channels/(\d+)/messages/(\d+)/threads", p):
-            return self._thread(int(match.group(1)), int(match.group(2)), body)
+            channel_id, message_id = int(match.group(1)), int(match.group(2))
+            self.channels[channel_id]  # noqa: B018 — 404 Unknown Channel
+            # Start Thread from Message needs CREATE_PUBLIC_THREADS —
+            # https://discord.com/developers/docs/resources/channel#start-thread-from-message
+            if {"VIEW_CHANNEL", "CREATE_PUBLIC_THREADS"} & self._denied(channel_id):
+                return 403, _error(50013, "Missing Permissions")
+            if message_id not in self.messages:
+                return 404, _error(10008, "Unknown Message")
+            return self._thread(channel_id, message_id, body)
         self.unknown.append(call)
         return 404, {"message": f"the fake does not know {m} {p}", "code": 0}
+
+    def _denied(self, channel_id: int) -> set[str]:
+        """What the bot is denied in the channel (in a thread: in its parent)."""
+        channel = self.channels.get(channel_id) or {}
+        parent = channel.get("parent_id") if channel.get("type") == 11 else None
+        return self.denied.get(int(parent) if parent else channel_id, set())
+
+    def _refuse_post(self, channel_id: int, call: Call) -> tuple[int, Json] | None:
+        """Why Create Message is refused, if it is —
+        https://discord.com/developers/docs/resources/message#create-message (SEND_MESSAGES;
+        in a thread SEND_MESSAGES_IN_THREADS; ATTACH_FILES with files)."""
+        channel = self.channels[channel_id]  # KeyError: 404 Unknown Channel
+        if channel_id in self.dm_channels:
+            recipient = channel["recipients"][0]["id"]
+            if self.dms_closed or recipient in self.closed_dms:
+                return 403, _error(50007, "Cannot send messages to this user")
+        denied = self._denied(channel_id)
+        if "VIEW_CHANNEL" in denied:
+            return 403, _error(50001, "Missing Access")
+        thread = channel.get("type") == 11
+        needs = {"SEND_MESSAGES_IN_THREADS" if thread else "SEND_MESSAGES"}
+        if call.files:
+            needs.add("ATTACH_FILES")
+        if needs & denied:
+            return 403, _error(50013, "Missing Permissions")
+        if thread:
+            # https://discord.com/developers/docs/topics/threads#archiving-and-unarchiving
+            meta = channel["thread_metadata"]
+            if meta["locked"]:
+                return 400, _error(160005, "Thread is locked")
+            if meta["archived"]:
+                return 400, _error(50083, "Operation not allowed on an archived thread")
+        invalid = _invalid(call.json or {}, call.files)
+        return (400, invalid) if invalid else None
 
     def _callback(self, iid: int, token: str, body: Json, files: dict[str, bytes]) -> Json:
         kind = body["type"]
@@ -537,6 +740,58 @@ class FakeDiscord:
         }
         self.messages[mid] = msg
         return msg
+
+
+def _error(code: int, message: str, errors: Json | None = None) -> Json:
+    return {"code": code, "message": message} | ({"errors": errors} if errors else {})
+
+
+def _invalid(body: Json, files: dict[str, bytes]) -> Json | None:
+    """A 400 ``Invalid Form Body`` (50035) for a message over Discord's limits, or None."""
+    problems: Json = {}
+    if len(body.get("content") or "") > CONTENT_MAX:
+        problems["content"] = f"Must be {CONTENT_MAX} or fewer in length."
+    embeds = body.get("embeds") or []
+    if len(embeds) > EMBEDS:
+        problems["embeds"] = f"Must be {EMBEDS} or fewer in length."
+    total = 0
+    for i, embed in enumerate(embeds):
+        texts = {
+            "title": embed.get("title") or "",
+            "description": embed.get("description") or "",
+            "footer": (embed.get("footer") or {}).get("text") or "",
+            "author": (embed.get("author") or {}).get("name") or "",
+        }
+        for key, text in texts.items():
+            if len(text) > EMBED_LIMITS[key]:
+                problems[f"embeds.{i}.{key}"] = f"Must be {EMBED_LIMITS[key]} or fewer in length."
+        fields = embed.get("fields") or []
+        if len(fields) > EMBED_FIELDS:
+            problems[f"embeds.{i}.fields"] = f"Must be {EMBED_FIELDS} or fewer in length."
+        for j, f in enumerate(fields):
+            if len(f.get("name") or "") > FIELD_NAME:
+                problems[f"embeds.{i}.fields.{j}.name"] = "Too long."
+            if len(f.get("value") or "") > FIELD_VALUE:
+                problems[f"embeds.{i}.fields.{j}.value"] = "Too long."
+        total += sum(map(len, texts.values()))
+        total += sum(len(f.get("name") or "") + len(f.get("value") or "") for f in fields)
+    if total > EMBED_TOTAL:
+        problems["embeds"] = f"Embed size exceeds maximum size of {EMBED_TOTAL}"
+    rows = body.get("components") or []
+    if len(rows) > ROWS_MAX:
+        problems["components"] = f"Must be {ROWS_MAX} or fewer in length."
+    for i, row in enumerate(rows):
+        buttons = row.get("components") or []
+        if len(buttons) > BUTTONS_PER_ROW:
+            problems[f"components.{i}.components"] = "Must be 5 or fewer in length."
+        for j, b in enumerate(buttons):
+            if len(b.get("label") or "") > LABEL_MAX:
+                problems[f"components.{i}.components.{j}.label"] = "Too long."
+            if len(b.get("custom_id") or "") > CUSTOM_ID_MAX:
+                problems[f"components.{i}.components.{j}.custom_id"] = "Too long."
+    if len(files) > ATTACHMENTS_MAX:
+        problems["files"] = f"Must be {ATTACHMENTS_MAX} or fewer in length."
+    return _error(50035, "Invalid Form Body", problems) if problems else None
 
 
 def _application() -> Json:

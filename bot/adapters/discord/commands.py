@@ -10,6 +10,7 @@ from typing import Literal
 import discord
 from discord import app_commands
 
+from bot.adapters.discord.failures import SETUP, missing
 from bot.adapters.discord.outbox import message_ref, parse_ref
 from bot.adapters.discord.render import clip, render
 from bot.adapters.discord.turn import Turn, actor_of, local_day, turns_of
@@ -145,6 +146,21 @@ class EnvCommands(
 
 
 # -- /admin ----------------------------------------------------------------------------------
+def lacking_in(channel: discord.abc.GuildChannel) -> list[str]:
+    """What the bot lacks in ``channel`` to post the daily post and the results there (from the
+    gateway's roles and overwrites; discord.py's ``permissions_for``)."""
+    me = channel.guild.me
+    return missing(channel, me, SETUP) if me is not None else []
+
+
+async def refuse_channel(channel: discord.abc.GuildChannel, lacking: list[str]) -> None:
+    raise CoachError(
+        f"the bot lacks {', '.join(lacking)} in #{channel.name}: grant "
+        f"{'it' if len(lacking) == 1 else 'them'} to the bot (or its role) there, then set the "
+        "channel again"
+    )
+
+
 def require_manage_guild(interaction: discord.Interaction) -> bool:
     if interaction.guild_id is None or not interaction.permissions.manage_guild:
         raise app_commands.MissingPermissions(["manage_guild"])
@@ -177,6 +193,10 @@ class AdminCommands(
     @app_commands.command(description="The channel of the daily post and the results")
     @app_commands.describe(channel="a text channel the bot can post in")
     async def channel(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
+        lacking = lacking_in(channel)
+        if lacking:
+            await turns_of(interaction).run(interaction, lambda t: refuse_channel(channel, lacking))
+            return
         await self._configure(interaction, channel_id=str(channel.id))
 
     @app_commands.command(name="post-time", description="When the daily post goes out (HH:MM)")
@@ -398,8 +418,14 @@ class CruscibleTree(app_commands.CommandTree):
             await interaction.response.send_message(embeds=embeds, ephemeral=True)
 
 
+# Guild install only, used in guilds only — https://discord.com/developers/docs/interactions/
+# application-commands#interaction-contexts (integration_types [0], contexts [0])
+GUILD_INSTALL = app_commands.AppInstallationType(guild=True, user=False)
+GUILD_CONTEXT = app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False)
+
+
 def build_tree(client: discord.Client) -> CruscibleTree:
-    tree = CruscibleTree(client)
+    tree = CruscibleTree(client, allowed_contexts=GUILD_CONTEXT, allowed_installs=GUILD_INSTALL)
     admin = AdminCommands()
     admin.add_command(AdminContestCommands())
     for group in (ChallengeCommands(), EnvCommands(), admin, ContestCommands()):
