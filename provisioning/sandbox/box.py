@@ -174,27 +174,23 @@ class Box:
         out = []
         for i, rep in enumerate(self._replicas):
             row = rows[i] if i < len(rows) else {}
-            running = bool(row.get("running")) and not finished
             code = row.get("exit_code")
             sig = row.get("signal")
+            ended = row.get("started") and not row.get("running")
+            running = not finished and not ended and code is None
             oom = False
             if running:
                 reason = "running"
-            elif row.get("running") or not row.get("started", True) and not row:
-                # still running when the box ended: killed from outside
-                reason = self._kill_reason or (
-                    self._oom_reason() if self._oom_kills else "killed with the box"
-                )
+            elif not ended and code is None:
+                # Still running (or never reported) when the box ended: killed from outside.
                 oom = self._kill_reason is None and self._oom_kills > 0
+                reason = self._kill_reason or (self._oom_reason() if oom else "killed with the box")
                 sig = sig or signal.SIGKILL
             elif sig is not None:
-                oom = sig == signal.SIGKILL and self._oom_kills > 0
-                if oom:
-                    reason = self._oom_reason()
-                elif self._kill_reason and sig == signal.SIGKILL:
-                    reason = self._kill_reason
-                else:
-                    reason = f"killed by signal {sig}"
+                reason = self._signal_reason(int(sig))
+                oom = reason == self._oom_reason()
+            elif not row.get("started"):
+                reason = f"could not start (exit {code})"
             else:
                 reason = f"exited {code}"
             out.append(
@@ -202,8 +198,8 @@ class Box:
                     name=rep.name,
                     replica=rep.replica,
                     running=running,
-                    exit_code=None if running else (code if isinstance(code, int) else None),
-                    signal=None if running else (int(sig) if sig is not None else None),
+                    exit_code=None if running or not isinstance(code, int) else code,
+                    signal=None if running or sig is None else int(sig),
                     oom_killed=oom,
                     reason=reason + ("" if running else note),
                 )
@@ -264,6 +260,17 @@ class Box:
 
     def _oom_reason(self) -> str:
         return f"killed: memory limit {self.spec.limits.memory_mb} MB"
+
+    def _signal_reason(self, sig: int) -> str:
+        if sig == signal.SIGKILL and self._oom_kills > 0:
+            return self._oom_reason()
+        if sig == signal.SIGKILL and self._kill_reason:
+            return self._kill_reason
+        if sig == signal.SIGXFSZ:
+            return f"killed: disk limit {self.spec.limits.disk_mb} MB (file size)"
+        if sig == signal.SIGXCPU:
+            return "killed: CPU time limit"
+        return f"killed by signal {sig}"
 
     def _status(self) -> list[dict[str, object]]:
         try:

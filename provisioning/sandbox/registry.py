@@ -102,7 +102,10 @@ def from_settings(index_url: str | None, extra: list[str], find_links: list[str]
         elif parts.scheme == "file" or not parts.scheme:
             path = Path(parts.path if parts.scheme else url)
             if path.exists():
-                paths.append(path if path.is_dir() else path.parent)
+                path = path if path.is_dir() else path.parent
+                # A file index's pages link to its files by relative paths ("../../files/"),
+                # so mount the tree above ".../simple".
+                paths.append(path.parent if path.name == "simple" else path)
     return Registry(index, tuple(extra), tuple(find_links), frozenset(hosts), tuple(paths))
 
 
@@ -122,6 +125,19 @@ def _authority(target: str) -> tuple[str, int] | None:
         return None
     host = host.strip("[]").lower()
     return (host, int(port)) if host else None
+
+
+_HOP_BY_HOP = (b"connection:", b"proxy-connection:", b"keep-alive:", b"proxy-authorization:")
+
+
+def _origin_form(head: bytes, method: str, path: str, query: str) -> bytes:
+    """The request as the origin server gets it: origin-form target, one request per
+    connection (RFC 9112 section 3.2.1: https://www.rfc-editor.org/rfc/rfc9112#section-3.2.1)."""
+    lines = head.rstrip(b"\r\n").split(b"\r\n")
+    target = path + (f"?{query}" if query else "")
+    first = f"{method} {target} HTTP/1.1".encode("latin-1")
+    kept = [h for h in lines[1:] if not h.lower().startswith(_HOP_BY_HOP)]
+    return b"\r\n".join([first, *kept, b"Connection: close", b"", b""])
 
 
 async def _answer(writer: asyncio.StreamWriter, status: str, body: str) -> None:
@@ -178,7 +194,7 @@ class Proxy:
             where = None
             if url.scheme == "http" and url.hostname:
                 where = (url.hostname.lower(), url.port or 80)
-            rest = head
+            rest = _origin_form(head, method, url.path or "/", url.query)
         if where is None or where not in self.allowed:
             self.refused.append(target if where is None else f"{where[0]}:{where[1]}")
             await _answer(
