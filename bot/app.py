@@ -6,17 +6,21 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.config import Settings
-from bot.core.coach import Coach
-from bot.core.grader import Grader
 from bot.logs import SECRETS
-from bot.scheduler import Operations
-from bot.store import Store
-from challenges.catalog import Catalog
-from grading.urlguard import Policy
-from provisioning import make_backend
+from provisioning.backends import make_backend
 from provisioning.manager import Provisioner
+
+# The coach, the store, the catalog and the grader are imported when an app opens, not with
+# this module: commands that only look at environments start without them.
+if TYPE_CHECKING:
+    from bot.core.coach import Coach
+    from bot.scheduler import Operations
+    from bot.store import Store
+    from challenges.catalog import Catalog
+    from grading.urlguard import Policy
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,9 @@ class App:
 
 
 def url_policy(settings: Settings) -> Policy:
+    """Which grading targets the settings allow (loopback, private ranges)."""
+    from grading.urlguard import Policy
+
     return Policy(
         allow_loopback=settings.allow_loopback_targets,
         allow_private=settings.allow_private_targets,
@@ -38,6 +45,7 @@ def url_policy(settings: Settings) -> Policy:
 
 
 def make_provisioner(settings: Settings) -> Provisioner:
+    """The provisioning backend of the settings, with their quotas; nothing else is opened."""
     backend = make_backend(settings.backend, settings.data_dir / "environments")
     return Provisioner(
         backend,
@@ -50,16 +58,24 @@ def make_provisioner(settings: Settings) -> Provisioner:
 
 @asynccontextmanager
 async def open_app(
-    settings: Settings | None = None, *, reconcile: bool = True
+    settings: Settings | None = None, *, reconcile: bool = True, catalog: Catalog | None = None
 ) -> AsyncIterator[App]:
-    """Everything the coach needs; on start, tears down environments a crash left behind."""
+    """Everything the coach needs; on start, tears down environments a crash left behind.
+
+    ``catalog`` is one already loaded (by a command that checked its arguments against it).
+    """
+    from bot.core.coach import Coach
+    from bot.core.grader import Grader
+    from bot.store import Store
+    from challenges.catalog import Catalog
+
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.db_url)
     await store.migrate()
     provisioner = make_provisioner(settings)
     try:
-        catalog = Catalog.load()
+        catalog = catalog or Catalog.load()
         coach = Coach(
             settings, store, catalog, provisioner, Grader(provisioner, url_policy(settings))
         )
@@ -85,6 +101,8 @@ async def operations(app: App) -> AsyncIterator[Operations]:
     """A running bot's community operations: the schedules (daily posts, contests, reaper), the
     grading queue resumed from the store, and the warm pool of environments per challenge.
     Register the platform's ``Channels`` first."""
+    from bot.scheduler import Operations
+
     for challenge in app.catalog:  # a no-op unless CRUSCIBLE_POOL_SIZE is set
         app.provisioner.warm(challenge.environment_spec("pool"))
     ops = Operations(app.coach)

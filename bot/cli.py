@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from bot import logs
-from bot.app import App, open_app
-from bot.config import Settings
-from bot.core.coach import CoachError
-from bot.core.outbox import Actor
-from challenges.catalog import ChallengeError
-from challenges.launch import LaunchError
-from grading.render import render_markdown
-from grading.runner import CannotGrade, overall_progress
-from provisioning import EnvironmentSpec, FaultAction, Resource
-from provisioning.backend import ProvisioningError
+# Each command imports what it uses, when it runs: `--help`, `challenges list` and `env list`
+# must answer at once, without the coach, the grader, matplotlib or the chat platforms'
+# libraries (tests/unit/test_cli_imports.py keeps them out).
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from bot.app import App
+    from bot.config import Settings
+    from bot.core.outbox import Actor
+    from challenges.catalog import Catalog
+    from provisioning.manager import Provisioner
 
 T = TypeVar("T")
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -33,30 +31,125 @@ challenges_app = typer.Typer(no_args_is_help=True, help="The challenge catalog."
 app.add_typer(env_app, name="env")
 app.add_typer(challenges_app, name="challenges")
 
-out = Console()
-err = Console(stderr=True)
-TERMINAL = Actor("console", "terminal", "you")
 EXIT_PASSED, EXIT_FAILED, EXIT_CANNOT = 0, 1, 2
-CLEAR_ERRORS = (CoachError, ChallengeError, ProvisioningError, CannotGrade, LaunchError, ValueError)
+_consoles: dict[bool, Console] = {}
+
+
+def console(stderr: bool = False) -> Console:
+    """The terminal (stdout, or stderr for errors and progress), made on first use."""
+    if stderr not in _consoles:
+        from rich.console import Console
+
+        _consoles[stderr] = Console(stderr=stderr)
+    return _consoles[stderr]
+
+
+def terminal() -> Actor:
+    """Who types at the terminal: the operator of this machine."""
+    from bot.core.outbox import Actor
+
+    return Actor("console", "terminal", "you")
 
 
 def fail(message: str, code: int = EXIT_CANNOT) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console(stderr=True).print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
-def run(fn: Callable[[App], Awaitable[T]], *, settings: Settings | None = None) -> T:
+def clear_errors() -> tuple[type[Exception], ...]:
+    """Refusals that end a command with one ``error:`` line and exit 2, not a traceback."""
+    from bot.core.coach import CoachError
+    from challenges.catalog import ChallengeError
+    from challenges.launch import LaunchError
+    from grading.runner import CannotGrade
+    from provisioning.backend import ProvisioningError
+
+    return (CoachError, ChallengeError, ProvisioningError, CannotGrade, LaunchError, ValueError)
+
+
+def load_settings(*, operator: bool = True) -> Settings:
+    """The ``CRUSCIBLE_*`` settings; a bad value is one clear line, before anything is touched.
+
+    ``operator``: the command line is used by whoever operates this machine, so its
+    environments count against ``CRUSCIBLE_MAX_ENVS_TOTAL`` only;
+    ``CRUSCIBLE_MAX_ENVS_PER_OWNER`` limits each learner of a chat platform (``run``).
+    """
+    from pydantic import ValidationError
+
+    from bot.config import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CRUSCIBLE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise fail(f"bad setting: {problems}") from None
+    if operator:
+        settings.max_envs_per_owner = settings.max_envs_total
+    return settings
+
+
+def load_catalog() -> Catalog:
+    from challenges.catalog import Catalog, ChallengeError
+
+    try:
+        return Catalog.load()
+    except ChallengeError as exc:
+        raise fail(str(exc)) from None
+
+
+def run(
+    fn: Callable[[App], Awaitable[T]],
+    *,
+    settings: Settings | None = None,
+    catalog: Catalog | None = None,
+) -> T:
     """Run ``fn`` with the app open; clear one-line errors for every refusal."""
-    settings = settings or Settings()
+    import asyncio
+
+    from bot import logs
+    from bot.app import open_app
+
+    settings = settings or load_settings()
     logs.setup(settings.log_level)
+    errors = clear_errors()
 
     async def main() -> T:
-        async with open_app(settings) as application:
+        async with open_app(settings, catalog=catalog) as application:
             return await fn(application)
 
     try:
         return asyncio.run(main())
-    except CLEAR_ERRORS as exc:
+    except errors as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+
+
+def run_provisioner(fn: Callable[[Provisioner, Settings], Awaitable[T]]) -> T:
+    """Run ``fn`` with only the provisioner open (no store, catalog or coach): for commands
+    that look at or act on environments without recording anything."""
+    import asyncio
+
+    from bot import logs
+    from bot.app import make_provisioner
+    from provisioning.backend import ProvisioningError
+
+    settings = load_settings()
+    logs.setup(settings.log_level)
+
+    async def main() -> T:
+        provisioner = make_provisioner(settings)
+        try:
+            return await fn(provisioner, settings)
+        finally:
+            await provisioner.close()
+
+    try:
+        return asyncio.run(main())
+    except (ProvisioningError, ValueError) as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         raise fail("interrupted", 130) from None
@@ -70,6 +163,19 @@ def parse_ttl(text: str) -> timedelta:
         raise typer.BadParameter(f"{text!r} is not a duration like 30m or 2h") from None
 
 
+def check_target(url: str, settings: Settings) -> None:
+    """Refuse a URL the grader would refuse, before anything is opened."""
+    import asyncio
+
+    from bot.app import url_policy
+    from grading.urlguard import TargetRefused, resolve_target
+
+    try:
+        asyncio.run(resolve_target(url, url_policy(settings)))
+    except (TargetRefused, ValueError) as exc:
+        raise fail(str(exc)) from None
+
+
 # -- demo and chat ----------------------------------------------------------------------------
 @app.command()
 def demo(
@@ -77,20 +183,24 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="where reports go")] = Path("out/demo"),
 ) -> None:
     """The whole loop in the terminal: daily post, Start, bundle, grading, discussion, teardown."""
+    settings = load_settings()
     from bot.demo import run_demo
 
-    code = run(lambda a: run_demo(a, out, seed=seed, out_dir=out_dir))
+    code = run(lambda a: run_demo(a, console(), seed=seed, out_dir=out_dir), settings=settings)
     raise typer.Exit(code)
 
 
 @app.command()
 def chat(name: Annotated[str, typer.Option(help="your name in the channel")] = "you") -> None:
     """An interactive console channel: type what a Discord or Slack user would."""
+    import asyncio
+
     from bot.adapters.console import ConsoleOutbox
     from bot.core.commands import dispatch, help_message
+    from bot.core.outbox import Actor
 
     async def loop(a: App) -> None:
-        box = ConsoleOutbox(out)
+        box = ConsoleOutbox(console())
         actor = Actor("console", name, name)
         await box.reply(help_message())
         while True:
@@ -117,8 +227,25 @@ def run_bot(
 
     if platform not in {"discord", "slack"}:
         raise fail(f"unknown platform {platform!r} (discord or slack)")
+    check_platform_credentials(platform, socket_mode=socket_mode)
+    settings = load_settings(operator=False)
     adapter = importlib.import_module(f"bot.adapters.{platform}.main")
-    run(lambda a: adapter.serve(a, socket_mode=socket_mode, port=port))
+    run(lambda a: adapter.serve(a, socket_mode=socket_mode, port=port), settings=settings)
+
+
+def check_platform_credentials(platform: str, *, socket_mode: bool) -> None:
+    """A missing credential is one line and exit 2 before the data directory is touched (the
+    adapter checks them again, and asks the platform whether it accepts them)."""
+    if platform == "discord":
+        if not os.environ.get("DISCORD_TOKEN", "").strip():
+            raise fail("DISCORD_TOKEN is not set (the bot token from the developer portal)")
+        return
+    from bot.adapters.slack.config import SlackConfig
+
+    try:
+        SlackConfig.from_env(os.environ, socket_mode=socket_mode)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
 
 # -- grading ----------------------------------------------------------------------------------
@@ -132,10 +259,23 @@ def grade(
     out_dir: Annotated[Path | None, typer.Option("--out", help="write report files here")] = None,
 ) -> None:
     """Grade a running service. Exit 0 passed, 1 failed, 2 could not grade."""
+    from challenges.catalog import ChallengeError
+
+    settings = load_settings()
+    catalog = load_catalog()
+    try:
+        ch = catalog.get(challenge)
+    except ChallengeError as exc:
+        raise fail(str(exc)) from None
+    check_target(url, settings)
     from rich.progress import Progress
 
+    from grading.render import render_markdown
+    from grading.runner import overall_progress
+
+    err, out = console(stderr=True), console()
+
     async def go(a: App) -> int:
-        ch = a.catalog.get(challenge)
         environment = await a.provisioner.get(env) if env else None
         target_dir = out_dir or a.settings.reports_dir / f"{ch.id}-{seed}"
         with Progress(console=err, transient=True, disable=as_json or not err.is_terminal) as bar:
@@ -156,7 +296,7 @@ def grade(
             out.print(f"report files: {', '.join(str(f) for f in graded.files)}")
         return EXIT_PASSED if graded.report.passed else EXIT_FAILED
 
-    raise typer.Exit(run(go))
+    raise typer.Exit(run(go, settings=settings, catalog=catalog))
 
 
 @app.command()
@@ -170,10 +310,12 @@ def load(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Open-model load against a URL: achieved rate, errors by kind, latency percentiles."""
+    import asyncio
+
     from grading.load import format_table, plan_from_cli, run_load_sync
     from grading.urlguard import TargetRefused, resolve_target
 
-    settings = Settings()
+    settings = load_settings()
     from bot.app import url_policy
 
     try:
@@ -190,7 +332,7 @@ def load(
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        out.print(format_table(result))
+        console().print(format_table(result))
 
 
 # -- environments -----------------------------------------------------------------------------
@@ -217,40 +359,62 @@ def env_up(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Provision an environment; prints its bundle (keep it private)."""
+    from provisioning.backends import BACKENDS
+    from provisioning.spec import EnvironmentSpec, Resource
+
     if (challenge is None) == (resources is None):
         raise fail("name a CHALLENGE or pass --resources, not both")
-    settings = Settings()
+    lifetime = parse_ttl(ttl)
+    if backend is not None and backend not in BACKENDS:
+        raise fail(f"unknown provisioning backend {backend!r} (known: {', '.join(BACKENDS)})")
+    settings = load_settings()
     if backend:
         settings.backend = backend
+    catalog, kinds = None, []
+    if challenge is not None:
+        from challenges.catalog import ChallengeError
+
+        catalog = load_catalog()
+        try:
+            catalog.get(challenge)
+        except ChallengeError as exc:
+            raise fail(str(exc)) from None
+    else:
+        try:
+            kinds = Resource.parse_list(resources or "")
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        if Resource.PROVIDER in kinds:
+            raise fail("a provider comes with the challenge that defines it")
+    me = terminal()
 
     async def go(a: App) -> None:
-        owner, lifetime = a.coach.owner(TERMINAL), parse_ttl(ttl)
+        owner = a.coach.owner(me)
         if challenge:
             spec = a.catalog.get(challenge).environment_spec(owner, lifetime)
         else:
-            kinds = Resource.parse_list(resources or "")
-            if Resource.PROVIDER in kinds:
-                raise ValueError("a provider comes with the challenge that defines it")
             spec = EnvironmentSpec(kinds, owner=owner, ttl=lifetime)
-        env = await a.coach.create_environment(TERMINAL, spec)
+        env = await a.coach.create_environment(me, spec)
         if as_json:
             print(json.dumps(_env_json(env, with_bundle=True), indent=2))
         else:
-            out.print(f"[green]{env.id}[/] is up until {env.expires_at:%H:%M UTC}. Bundle:")
+            console().print(f"[green]{env.id}[/] is up until {env.expires_at:%H:%M UTC}. Bundle:")
             print(env.dotenv(), end="")
 
-    run(go, settings=settings)
+    run(go, settings=settings, catalog=catalog)
 
 
 @env_app.command("list")
 def env_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every live environment."""
 
-    async def go(a: App) -> None:
-        envs = await a.provisioner.list()
+    async def go(p: Provisioner, _: Settings) -> None:
+        envs = await p.list()
         if as_json:
             print(json.dumps([_env_json(e, with_bundle=False) for e in envs], indent=2))
             return
+        from rich.table import Table
+
         table = Table("id", "owner", "challenge", "resources", "expires (UTC)")
         for e in envs:
             table.add_row(
@@ -260,45 +424,50 @@ def env_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                 ", ".join(r.value for r in e.resources),
                 f"{e.expires_at:%Y-%m-%d %H:%M}",
             )
-        out.print(table)
+        console().print(table)
 
-    run(go)
+    run_provisioner(go)
 
 
 @env_app.command("bundle")
 def env_bundle(env_id: str) -> None:
     """Print an environment's .env bundle."""
 
-    async def go(a: App) -> None:
-        print((await a.provisioner.get(env_id)).dotenv(), end="")
+    async def go(p: Provisioner, _: Settings) -> None:
+        print((await p.get(env_id)).dotenv(), end="")
 
-    run(go)
+    run_provisioner(go)
 
 
 @env_app.command("extend")
 def env_extend(env_id: str) -> None:
     """Push the expiry back (up to the ceiling)."""
 
-    async def go(a: App) -> None:
-        env = await a.provisioner.extend(env_id, a.settings.env_extend_by)
-        out.print(f"{env.id} now expires at {env.expires_at:%Y-%m-%d %H:%M} UTC")
+    async def go(p: Provisioner, settings: Settings) -> None:
+        env = await p.extend(env_id, settings.env_extend_by)
+        console().print(f"{env.id} now expires at {env.expires_at:%Y-%m-%d %H:%M} UTC")
 
-    run(go)
+    run_provisioner(go)
 
 
 @env_app.command("fault")
 def env_fault(env_id: str, resource: str, action: str) -> None:
     """Inject a fault: pause, resume, kill, start, restart, restart-lose-data."""
+    from provisioning.faults import FaultAction
+    from provisioning.spec import Resource
+
     try:
         kind, act = Resource(resource), FaultAction(action)
     except ValueError as exc:
         raise fail(str(exc)) from None
 
-    async def go(a: App) -> None:
-        rec = await a.provisioner.fault(env_id, kind, act)
-        out.print(f"{act.value} {kind.value}: took {rec.effective_at - rec.requested_at:.2f} s")
+    async def go(p: Provisioner, _: Settings) -> None:
+        rec = await p.fault(env_id, kind, act)
+        console().print(
+            f"{act.value} {kind.value}: took {rec.effective_at - rec.requested_at:.2f} s"
+        )
 
-    run(go)
+    run_provisioner(go)
 
 
 @env_app.command("down")
@@ -307,7 +476,7 @@ def env_down(env_id: str) -> None:
 
     async def go(a: App) -> None:
         await a.coach.destroy_environment(env_id)
-        out.print(f"{env_id} destroyed")
+        console().print(f"{env_id} destroyed")
 
     run(go)
 
@@ -316,28 +485,25 @@ def env_down(env_id: str) -> None:
 def env_doctor(env_id: str) -> None:
     """Health of each resource, as a learner would ask."""
 
-    async def go(a: App) -> int:
-        checks = await a.provisioner.health(env_id)
+    async def go(p: Provisioner, _: Settings) -> int:
+        checks = await p.health(env_id)
         for h in checks:
             mark = "[green]ok[/]" if h.ok else "[red]FAIL[/]"
-            out.print(f"{h.resource.value:9} {mark}  {h.detail}")
+            console().print(f"{h.resource.value:9} {mark}  {h.detail}")
         return 0 if all(h.ok for h in checks) else 1
 
-    raise typer.Exit(run(go))
+    raise typer.Exit(run_provisioner(go))
 
 
 # -- catalog ----------------------------------------------------------------------------------
 @challenges_app.command("list")
 def challenges_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The catalog in rotation order."""
-    from challenges.catalog import Catalog
-
-    try:
-        catalog = Catalog.load()
-    except ChallengeError as exc:
-        raise fail(str(exc)) from None
+    catalog = load_catalog()
     for problem in catalog.errors:
-        err.print(f"[yellow]left out:[/] {problem}", highlight=False, soft_wrap=True)
+        console(stderr=True).print(
+            f"[yellow]left out:[/] {problem}", highlight=False, soft_wrap=True
+        )
     if as_json:
         rows = [
             {
@@ -351,26 +517,28 @@ def challenges_list(as_json: Annotated[bool, typer.Option("--json")] = False) ->
         ]
         print(json.dumps(rows, indent=2))
         return
+    from rich.table import Table
+
     table = Table("id", "title", "difficulty", "resources")
     for c in catalog:
         table.add_row(
             c.id, c.spec.title, str(c.spec.difficulty), ", ".join(r.value for r in c.spec.resources)
         )
-    out.print(table)
+    console().print(table)
 
 
 @challenges_app.command("show")
 def challenges_show(challenge: str) -> None:
     """A challenge's statement."""
-    from rich.markdown import Markdown
-
-    from challenges.catalog import Catalog
+    from challenges.catalog import ChallengeError
 
     try:
-        ch = Catalog.load().get(challenge)
+        ch = load_catalog().get(challenge)
     except ChallengeError as exc:
         raise fail(str(exc)) from None
-    out.print(Markdown(f"# {ch.spec.title}\n\n" + ch.statement()))
+    from rich.markdown import Markdown
+
+    console().print(Markdown(f"# {ch.spec.title}\n\n" + ch.statement()))
 
 
 @challenges_app.command("validate")
@@ -385,6 +553,8 @@ def challenges_validate(
     """Check challenge folders against the schema and grade their reference designs."""
     from bot.core.references import grade_references
     from challenges.catalog import Challenge
+
+    err, out = console(stderr=True), console()
 
     async def go(a: App) -> int:
         if path is not None:
@@ -431,7 +601,7 @@ def challenges_baseline(challenge: str) -> None:
     async def go(a: App) -> None:
         ch = a.catalog.get(challenge)
         graded = await grade_references(a.coach, ch, a.settings.reports_dir / f"baseline-{ch.id}")
-        out.print(f"wrote {write_baselines(ch, graded)}")
+        console().print(f"wrote {write_baselines(ch, graded)}")
 
     run(go)
 

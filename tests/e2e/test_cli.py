@@ -160,3 +160,55 @@ def test_validate_the_catalog_without_grading(data_dir: Path) -> None:
     res = cli("challenges", "validate", "--no-grade", data_dir=data_dir)
     assert res.returncode == 0, res.stderr
     assert "rate-limiter: schema, templates and scenario load" in res.stdout
+
+
+def bare_env(data_dir: Path) -> dict[str, str]:
+    """The environment of a newcomer's shell: no CRUSCIBLE_, Discord or Slack variable."""
+    prefixes = ("CRUSCIBLE_", "DISCORD_", "SLACK_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    return {**env, "CRUSCIBLE_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+
+
+@pytest.mark.parametrize(
+    ("args", "extra", "message"),
+    [
+        (("run", "--platform", "discord"), {}, "DISCORD_TOKEN is not set"),
+        (("run", "--platform", "slack"), {}, "SLACK_BOT_TOKEN is not set"),
+        (
+            ("run", "--platform", "slack", "--socket-mode"),
+            {"SLACK_BOT_TOKEN": "xoxb-1"},
+            "SLACK_APP_TOKEN",
+        ),
+        (("run", "--platform", "irc"), {}, "unknown platform 'irc'"),
+        (("env", "up"), {}, "name a CHALLENGE or pass --resources"),
+        (("env", "up", "nope"), {}, "unknown challenge 'nope'"),
+        (("env", "up", "--resources", "postgres,mongo"), {}, "unknown resource 'mongo'"),
+        (("env", "up", "--resources", "queue,provider"), {}, "a provider comes with"),
+        (("env", "up", "--resources", "redis", "--ttl", "soon"), {}, "'soon' is not a duration"),
+        (
+            ("env", "up", "--resources", "redis", "--backend", "cloud"),
+            {},
+            "unknown provisioning backend",
+        ),
+        (("env", "fault", "env-x", "redis", "explode"), {}, "explode"),
+        (("grade", "nope", "http://127.0.0.1:1"), {}, "unknown challenge 'nope'"),
+        (("grade", "rate-limiter", "not a url"), {}, "refused: the URL contains whitespace"),
+        (("env", "list"), {"CRUSCIBLE_ENV_TTL": "forever"}, "CRUSCIBLE_ENV_TTL"),
+    ],
+)
+def test_arguments_and_tokens_are_checked_before_anything_touches_the_disk(
+    tmp_path: Path, args: tuple[str, ...], extra: dict[str, str], message: str
+) -> None:
+    """A missing token or a bad argument: one line, exit 2, and no data directory made."""
+    fresh = tmp_path / "never made"
+    res = subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        env={**bare_env(fresh), **extra},
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert not fresh.exists()
