@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from grading.nemesis import FaultStep
 from grading.thresholds import Threshold
 from provisioning import Resource
+from provisioning.sandbox import Limits
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,48}$")]
 
@@ -79,6 +80,21 @@ class Scoring(Strict):
         return self
 
 
+class HostedCaps(Strict):
+    """The caps of a hosted submission's run box: the same for every learner of the challenge
+    (``hosted:`` in challenge.yaml; every field optional)."""
+
+    cpus: float = Field(default=1.5, gt=0, le=8, description="CPU share of the whole box")
+    memory_mb: int = Field(default=512, ge=64, le=16384, description="whole box, MiB")
+    pids: int = Field(default=256, ge=16, le=4096, description="tasks in the box")
+    disk_mb: int = Field(default=512, ge=16, le=16384, description="writable area, MiB")
+
+    def limits(self) -> Limits:
+        return Limits(
+            cpus=self.cpus, memory_mb=self.memory_mb, pids=self.pids, disk_mb=self.disk_mb
+        )
+
+
 class ChallengeSpec(Strict):
     id: Identifier
     title: str = Field(min_length=3, max_length=120)
@@ -93,6 +109,7 @@ class ChallengeSpec(Strict):
     grading: LoadPlanSpec
     thresholds: dict[str, str] = {}
     scoring: Scoring
+    hosted: HostedCaps = HostedCaps()
 
     @field_validator("parameters", mode="before")
     @classmethod

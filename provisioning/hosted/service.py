@@ -1,0 +1,160 @@
+"""Run a built submission next to its environment: a run box with the manifest's processes, the
+environment's resource ports forwarded in, its bundle in their environment, the challenge's caps;
+a round-robin balancer in front of the web replicas; ready when ``GET /healthz`` answers 200
+through the balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from provisioning.environment import Environment
+from provisioning.hosted.balancer import Balancer, start_balancer
+from provisioning.hosted.manifest import Manifest
+from provisioning.sandbox import Box, BoxSpec, Limits, ProcessSpec, ProcessState
+
+READY_TIMEOUT_S = 60.0
+LOG_LINES = 20
+SECRET_HINTS = ("PASSWORD", "SECRET", "TOKEN", "KEY", "_URL")
+
+
+class NotReady(RuntimeError):
+    """The service did not answer ``/healthz`` in time; ``str()`` carries each process's state
+    and last log lines (secrets masked)."""
+
+
+def bundle_secrets(env: Environment) -> tuple[str, ...]:
+    """Values to mask in anything shown: the environment's credentials and every bundle value
+    that is a URL, token, key or password."""
+    values = set(env.secrets())
+    values.update(
+        v for k, v in env.bundle.items() if v and any(h in k.upper() for h in SECRET_HINTS)
+    )
+    return tuple(sorted(values, key=len, reverse=True))
+
+
+@dataclass
+class HostedService:
+    """A running submission: ``url`` is the balancer (what gets graded)."""
+
+    box: Box
+    balancer: Balancer
+    manifest: Manifest
+
+    @property
+    def url(self) -> str:
+        return self.balancer.url
+
+    def states(self) -> list[ProcessState]:
+        return self.box.states()
+
+    def stopped(self) -> list[ProcessState]:
+        """Replicas that are no longer running (crashed, killed or exited)."""
+        return [s for s in self.states() if not s.running]
+
+    def describe(self, states: Sequence[ProcessState] | None = None, lines: int = LOG_LINES) -> str:
+        """Each replica's state and last log lines, secrets masked (for the learner)."""
+        parts = []
+        for s in states if states is not None else self.states():
+            tail = self.box.log_tail(s.name, s.replica, lines=lines).rstrip()
+            head = f"{s.name}[{s.replica}]: {s.reason}"
+            parts.append(f"{head}\n{tail}" if tail else f"{head} (no output)")
+        return "\n\n".join(parts)
+
+    async def stop(self) -> None:
+        """Stop the balancer, then the box. Idempotent."""
+        await self.balancer.stop()
+        await self.box.stop()
+
+
+def run_spec(
+    workdir: Path,
+    manifest: Manifest,
+    env: Environment,
+    limits: Limits,
+    extra_env: Mapping[str, str] | None = None,
+) -> BoxSpec:
+    """The run box for ``manifest`` next to ``env``: its bundle in every process's environment,
+    its resources' loopback ports forwarded in (at the same ``127.0.0.1`` port)."""
+    ports = []
+    for info in env.resources.values():
+        if info.host not in {"127.0.0.1", "localhost"}:
+            raise ValueError(
+                f"{info.kind.value} listens on {info.host}, not on loopback: submissions run "
+                "next to local environments only"
+            )
+        ports.append(info.port)
+    processes = tuple(
+        ProcessSpec(p.name, p.command, replicas=p.replicas, port=p.web) for p in manifest.processes
+    )
+    return BoxSpec(
+        workdir=workdir,
+        processes=processes,
+        env={"VIRTUAL_ENV": "/app/.venv", **env.bundle, **(extra_env or {})},
+        forwards=tuple(dict.fromkeys(ports)),
+        limits=limits,
+        secrets=bundle_secrets(env),
+    )
+
+
+async def _ready(service: HostedService, deadline_s: float) -> bool:
+    """Poll ``/healthz`` through the balancer until 200, every web replica stopped, or time."""
+    end = time.monotonic() + deadline_s
+    timeout = aiohttp.ClientTimeout(total=2.0)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        while time.monotonic() < end:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with http.get(f"{service.url}/healthz") as resp:
+                    if resp.status == 200:
+                        return True
+            web = [s for s in service.states() if s.name == service.manifest.web.name]
+            if web and not any(s.running for s in web):
+                return False
+            await asyncio.sleep(0.25)
+    return False
+
+
+async def start_service(
+    workdir: Path,
+    manifest: Manifest,
+    env: Environment,
+    *,
+    box_root: Path,
+    limits: Limits,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+) -> HostedService:
+    """Start the submission built in ``workdir`` next to ``env`` and wait until it is ready.
+
+    Raises :class:`NotReady` (with every process's state and log tail) when ``/healthz`` does
+    not answer 200 through the balancer within ``ready_timeout_s``; nothing is left running
+    then. :class:`provisioning.sandbox.SandboxError` when no box can start here.
+    """
+    box = await Box.start(run_spec(workdir, manifest, env, limits), box_root)
+    try:
+        web = manifest.web
+        sockets = [box.inbound(web.name, i) for i in range(web.replicas)]
+        balancer = await start_balancer(sockets)
+    except BaseException:
+        await box.stop()
+        raise
+    service = HostedService(box, balancer, manifest)
+    try:
+        ok = await _ready(service, ready_timeout_s)
+    except BaseException:
+        await service.stop()
+        raise
+    if not ok:
+        report = service.describe()
+        await service.stop()
+        raise NotReady(
+            f"the service did not answer GET /healthz with 200 within {ready_timeout_s:g} s "
+            f"(through the balancer to {web.replicas} web replica(s)):\n\n{report}"
+        )
+    return service

@@ -1,0 +1,96 @@
+"""Hosted submissions: the sandbox (bubblewrap installed when missing and root), a grader of
+code on the session's app, environments for the end-to-end grades, learner repositories."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.app import App, url_policy
+from bot.core.hosted import HostedGrader, package_reference
+from bot.core.outbox import Actor
+from provisioning import Environment
+from provisioning.sandbox import Box
+
+
+def _install_bubblewrap() -> None:
+    for argv in (["apt-get", "install", "-y", "bubblewrap"], ["apt-get", "update"]):
+        subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    subprocess.run(
+        ["apt-get", "install", "-y", "bubblewrap"], capture_output=True, timeout=600, check=False
+    )
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> None:
+    """Boxes can run here (bubblewrap is installed when missing and we are root), else skip
+    with the reason."""
+    reason = Box.available()
+    if reason and "bubblewrap" in reason and os.geteuid() == 0 and shutil.which("apt-get"):
+        _install_bubblewrap()
+        reason = Box.available()
+    if reason:
+        pytest.skip(f"sandboxes cannot run here: {reason}")
+
+
+@pytest.fixture(scope="session")
+def work_root() -> Iterator[Path]:
+    """A short, world-searchable work root of this session's own (a fresh build cache)."""
+    path = Path(tempfile.mkdtemp(prefix="ch-", dir="/tmp"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def hosted(app: App, sandbox: None, work_root: Path) -> HostedGrader:
+    return HostedGrader(
+        app.coach.grader,
+        app.settings.data_dir,
+        url_policy(app.settings),
+        work_root=work_root,
+        allow_local_git=True,
+    )
+
+
+async def _env(app: App, challenge: str, who: str) -> Environment:
+    actor = Actor("console", who, who)
+    spec = app.catalog.get(challenge).environment_spec(app.coach.owner(actor))
+    return await app.coach.create_environment(actor, spec)
+
+
+@pytest.fixture(scope="session")
+async def rate_env(app: App, sandbox: None) -> AsyncIterator[Environment]:
+    env = await _env(app, "rate-limiter", "hosted-rl")
+    yield env
+    await app.coach.destroy_environment(env.id)
+
+
+@pytest.fixture(scope="session")
+async def notify_env(app: App, sandbox: None) -> AsyncIterator[Environment]:
+    env = await _env(app, "notification-service", "hosted-ns")
+    yield env
+    await app.coach.destroy_environment(env.id)
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hosted"
+
+
+@pytest.fixture(scope="session")
+def redis_lua_repo(app: App, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """rate-limiter's redis_lua reference design as a learner's repository (offline wheels)."""
+    dest = tmp_path_factory.mktemp("redis-lua-repo")
+    return package_reference(app.catalog.get("rate-limiter"), "redis_lua", dest)
+
+
+def add_fixture(repo: Path, name: str, manifest: str) -> Path:
+    """Copy ``tests/fixtures/hosted/<name>`` into ``repo`` and replace its manifest."""
+    shutil.copy(FIXTURES / name, repo / name)
+    (repo / "cruscible.toml").write_text(manifest)
+    return repo
