@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import Settings
@@ -56,6 +57,15 @@ def make_provisioner(settings: Settings) -> Provisioner:
     )
 
 
+def make_private(path: Path) -> None:
+    """Create the data directory with mode 0700 (the store, tokens of chat installations and
+    reports are nobody else's); an existing directory keeps the mode its owner gave it."""
+    if path.is_dir():
+        return
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)  # whatever the umask
+
+
 @asynccontextmanager
 async def open_app(
     settings: Settings | None = None, *, reconcile: bool = True, catalog: Catalog | None = None
@@ -70,7 +80,7 @@ async def open_app(
     from challenges.catalog import Catalog
 
     settings = settings or Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(settings.data_dir)
     store = Store(settings.db_url)
     await store.migrate()
     provisioner = make_provisioner(settings)

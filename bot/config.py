@@ -29,9 +29,10 @@ def default_data_dir(euid: int | None = None) -> Path:
     """Where the store, environments and reports go when ``CRUSCIBLE_DATA_DIR`` is not set.
 
     - root: ``/var/lib/cruscible``, the FHS place for a system service's state
-      (https://refspecs.linuxfoundation.org/FHS_3.0/fhs/ch05s08.html). Root's own home is
-      private (mode 0700 on Debian), and the servers run as the ``cruscible`` system user,
-      which must reach their directories.
+      (https://refspecs.linuxfoundation.org/FHS_3.0/fhs/ch05s08.html), not root's home:
+      that is private (mode 0700 on Debian) and servers run as the ``cruscible`` system user.
+      The data directory itself is made private too; the servers' directories go where that
+      user can reach them (``provisioning.local.layout``).
     - anyone else: ``$XDG_DATA_HOME/cruscible`` when ``XDG_DATA_HOME`` is an absolute path,
       else ``~/.local/share/cruscible``, as the XDG Base Directory specification says
       (https://specifications.freedesktop.org/basedir-spec/latest/); the home comes from

@@ -18,15 +18,16 @@ sits under a directory that user cannot search — Debian ships ``/root`` with m
 (https://www.debian.org/doc/debian-policy/ch-opersys.html#users-and-groups) — the
 server side moves to a runtime directory instead::
 
-    /var/lib/cruscible/                 root-owned, mode 0711 (traversable, not listable)
-        runtime/                        root-owned, mode 0711
-            <digest of the state dir>/  root-owned, mode 0711: envs/, templates/, ports/
-                origin                  the state directory it serves (mode 0600)
+    /var/lib/cruscible-runtime/         root-owned, mode 0711 (traversable, not listable)
+        <digest of the state dir>/      root-owned, mode 0711: envs/, templates/, ports/
+            origin                      the state directory it serves (mode 0600)
 
 ``/var/lib`` is the FHS place for state data
 (https://refspecs.linuxfoundation.org/FHS_3.0/fhs/ch05s08.html). The store, the reports
-and everything else stay in the data directory the user chose; no permission of the user's
-own directories is ever changed. The runtime directory outlives its environments (the
+and everything else stay in the data directory, which is private (mode 0700 when Cruscible
+creates it; root's default, ``/var/lib/cruscible``, included): a directory the service user
+can traverse lets any local user open the files whose names they know, so only the servers'
+side is traversable. No permission of the user's own directories is ever changed. The runtime directory outlives its environments (the
 template is a cache worth keeping); deleting it while no environment runs is safe.
 """
 
@@ -39,7 +40,7 @@ from pathlib import Path
 
 from provisioning.backend import ProvisioningError
 
-RUNTIME_BASE = Path("/var/lib/cruscible")
+RUNTIME_BASE = Path("/var/lib/cruscible-runtime")
 TRAVERSABLE = 0o711
 
 
@@ -85,12 +86,10 @@ def runtime_dir(state_dir: Path, base: Path = RUNTIME_BASE) -> Path:
     """The root-owned runtime directory serving ``state_dir`` (see the module's docstring)."""
     state_dir = state_dir.resolve()
     digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
-    for folder in (base, base / "runtime"):
-        make_traversable(folder)
-        owner = folder.stat().st_uid
-        if owner != os.geteuid():
-            raise ProvisioningError(f"{folder} exists but belongs to uid {owner}, not to us")
-    target = make_traversable(base / "runtime" / digest)
+    owner = make_traversable(base).stat().st_uid
+    if owner != os.geteuid():
+        raise ProvisioningError(f"{base} exists but belongs to uid {owner}, not to us")
+    target = make_traversable(base / digest)
     origin = target / "origin"
     if not origin.exists():
         fd = os.open(origin, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

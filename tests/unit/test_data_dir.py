@@ -92,17 +92,17 @@ def test_servers_move_to_a_traversable_runtime_dir(
     home = tmp_path / "root home"
     (home / "data").mkdir(parents=True)
     home.chmod(0o700)
-    base = tmp_path / "var-lib-cruscible"
+    base = tmp_path / "var-lib-cruscible-runtime"
 
     # Reachable: used as it is.
     assert layout.server_dir(tmp_path, nobody, base) == tmp_path.resolve()
     # Not reachable: a runtime directory, the same one every time, recording its origin.
     chosen = layout.server_dir(home / "data", nobody, base)
-    assert chosen.parent == base / "runtime"
+    assert chosen.parent == base
     assert layout.server_dir(home / "data", nobody, base) == chosen
     assert (chosen / "origin").read_text().strip() == str((home / "data").resolve())
     assert (chosen / "origin").stat().st_mode & 0o777 == 0o600
-    for folder in (base, base / "runtime", chosen):
+    for folder in (base, chosen):
         assert folder.stat().st_mode & 0o777 == layout.TRAVERSABLE
     assert layout.blocking_dir(chosen / "envs", nobody) is None
     assert home.stat().st_mode & 0o777 == 0o700  # the user's own directory is left alone
