@@ -282,9 +282,9 @@ class Coach:
         ref: str | None = None
         try:
             watcher.position = await self.queue.position(sub.id)
-            ref = await out.reply(views.queued(challenge.id, watcher.position))
-        except DeliveryFailed as exc:  # queued all the same; the outcome goes another route
-            log.warning("queue position not shown: %s", exc.reason)
+            ref = await self._progress_message(
+                out, actor, views.queued(challenge.id, watcher.position)
+            )
         finally:
             watcher.attach(ref)
         try:
@@ -342,6 +342,20 @@ class Coach:
         if watcher is not None:
             await self._show(watcher, views.grading_progress(challenge.id, "done", 1.0))
         await self._publish(sub, graded, watcher)
+
+    @staticmethod
+    async def _progress_message(out: Outbox, actor: Actor, msg: Message) -> str | None:
+        """The message progress edits go to: the private reply, else (the interaction is over) a
+        DM; None when neither is possible (the grade goes on; its outcome finds its route)."""
+        try:
+            return await out.reply(msg)
+        except DeliveryFailed as exc:
+            log.info("no private reply (%s); progress by DM", exc.reason)
+        try:
+            return await out.dm(actor, msg)
+        except DeliveryFailed as exc:
+            log.warning("progress not shown: %s", exc.reason)
+            return None
 
     @staticmethod
     async def _show_ref(out: Outbox, ref: str, msg: Message) -> None:

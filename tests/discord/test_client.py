@@ -43,6 +43,10 @@ async def test_the_tree_is_synced_once_and_not_again_on_a_second_start(
         "privacy",
         "timezone",
     }
+    # guild install, guild context only: https://discord.com/developers/docs/interactions/
+    # application-commands#interaction-contexts
+    assert all((c["integration_types"], c["contexts"]) == ([0], [0]) for c in first.json)
+    assert all((c["integration_types"], c["contexts"]) == ([0], [0]) for c in fake.commands)
     admin = next(c for c in first.json if c["name"] == "admin")
     assert int(admin["default_member_permissions"]) == 1 << 5  # hidden from members
     puts, identified = command_puts(fake), len(fake.identifies)

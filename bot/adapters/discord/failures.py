@@ -30,6 +30,11 @@ TOKEN_GONE = {UNKNOWN_WEBHOOK, UNKNOWN_INTERACTION, INVALID_WEBHOOK_TOKEN}
 POST = ("view_channel", "send_messages", "embed_links", "attach_files")
 THREADS = ("create_public_threads", "send_messages_in_threads")
 SETUP = POST + THREADS  # checked by `/admin channel` when it is set
+IMPLIED = {  # what discord.py's permissions_for clears along with each
+    "view_channel": set(SETUP) - {"view_channel"},
+    "send_messages": {"embed_links", "attach_files"},
+    "send_messages_in_threads": {"embed_links", "attach_files"},
+}
 
 
 def permission_name(flag: str) -> str:
@@ -41,7 +46,14 @@ def missing(channel: object, me: object, needs: tuple[str, ...]) -> list[str]:
     """The permissions of ``needs`` the bot (``me``, a Member) lacks in ``channel`` (from the
     gateway cache: channel overwrites and roles), by Discord's names."""
     perms = channel.permissions_for(me)  # type: ignore[attr-defined]
-    return [permission_name(p) for p in needs if not getattr(perms, p)]
+    lacking = [p for p in needs if not getattr(perms, p)]
+    # Without View Channel nothing else counts, and without Send Messages (in Threads) the
+    # permissions to embed and attach are cleared with it: name only what to grant.
+    for root in ("view_channel", "send_messages", "send_messages_in_threads"):
+        if root in lacking:
+            implied = IMPLIED[root]
+            lacking = [p for p in lacking if p == root or p not in implied]
+    return [permission_name(p) for p in lacking]
 
 
 @dataclass

@@ -15,7 +15,8 @@ from bot.adapters.discord.outbox import DiscordOutbox, Threads
 from bot.core import views
 from bot.core.coach import Coach, CoachError
 from bot.core.communities import ConfigError
-from bot.core.outbox import Actor
+from bot.core.message import Message
+from bot.core.outbox import Actor, DeliveryFailed
 from bot.store import Community
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,19 @@ class Turns:
             self.coach.limits.take(self.coach.owner(actor))
             await use_case(Turn(self.coach, actor, community, out))
         except (CoachError, ConfigError) as exc:
-            await out.reply(views.error(str(exc)))
+            await self._answer(out, views.error(str(exc)))
         except Exception:
             log.exception("interaction %s failed", interaction.id)
-            await out.reply(views.error("Something went wrong on our side; it has been logged."))
+            await self._answer(
+                out, views.error("Something went wrong on our side; it has been logged.")
+            )
+
+    @staticmethod
+    async def _answer(out: DiscordOutbox, msg: Message) -> None:
+        try:
+            await out.reply(msg)
+        except DeliveryFailed as exc:  # the interaction is over: nothing left to answer
+            log.info("answer not delivered: %s", exc.reason)
 
 
 class Host(Protocol):
