@@ -58,6 +58,7 @@ class Request:
 class Response:
     status: int
     body: bytes  # at most BODY_CAP bytes
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names; last one wins
 
 
 Classifier = Callable[[Request, Response], "str | None"]
@@ -163,6 +164,7 @@ class _Conn(asyncio.Protocol):
         self.sent_at = 0.0
         self.body: list[bytes] = []
         self.body_len = 0
+        self.headers: dict[str, str] = {}
         self.framed = False  # Content-Length or Transfer-Encoding seen
         self.headers_done = False
         self.closed = False
@@ -171,6 +173,7 @@ class _Conn(asyncio.Protocol):
         self.active = item
         self.body = []
         self.body_len = 0
+        self.headers = {}
         self.framed = self.headers_done = False
         self.sent_at = time.monotonic()
         assert self.transport is not None
@@ -201,10 +204,12 @@ class _Conn(asyncio.Protocol):
         self.run.drop(self)
 
     # -- httptools callbacks ------------------------------------------------------------
-    def on_header(self, name: bytes, _value: bytes) -> None:
+    def on_header(self, name: bytes, value: bytes) -> None:
         n = name.lower()
         if n == b"content-length" or n == b"transfer-encoding":
             self.framed = True
+        if self.run.want_body:
+            self.headers[n.decode("latin-1")] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
@@ -302,7 +307,7 @@ class _Run:
         assert item is not None
         conn.active = None
         if self.want_body:
-            response = Response(status, b"".join(conn.body)[:BODY_CAP])
+            response = Response(status, b"".join(conn.body)[:BODY_CAP], conn.headers)
             try:
                 kind = (self.classify or default_classify)(item[1], response)
             except Exception as exc:

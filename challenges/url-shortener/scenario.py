@@ -202,21 +202,36 @@ class UrlShortenerScenario(Scenario):
                 self.history.complete(op, "ok", completed_s=t_after)
             self.codes.append(code)
 
-    def plan(self, g: Grade, duration_s: float) -> LoadPlan:
-        """Redirects at the graded rate; link ``k`` (by rank) is read with weight 1/k^s."""
+    def plan(self, g: Grade, duration_s: float, deleted: set[int]) -> LoadPlan:
+        """Redirects at the graded rate; link ``k`` (by rank) is read with weight 1/k^s.
+
+        Each answer is judged by the contract, not by its status alone: a ``302`` must carry
+        a ``Location`` that is one of the targets this link ever had, and a ``404`` is right
+        only for a link whose deletion was scheduled in this run.
+        """
         rate = self.spec.grading.rate
         total = int(rate * duration_s) + 1
         n = len(self.codes)
         weights = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** ZIPF_S
         rng = np.random.default_rng(g.rng.getrandbits(63))
         picks = rng.choice(n, size=total, p=weights / weights.sum())
-        requests = [Request("GET", f"/{code}") for code in self.codes]
+        requests = [
+            Request("GET", f"/{code}", tag=str(rank)) for rank, code in enumerate(self.codes)
+        ]
 
         def make(i: int) -> Request:
             return requests[picks[i % total]]
 
-        def classify(_req: Request, resp: Response) -> str | None:
-            return None if resp.status in (302, 404) else f"http_{resp.status}"
+        def classify(req: Request, resp: Response) -> str | None:
+            rank = int(req.tag)
+            if resp.status == 302:
+                target = resp.headers.get("location")
+                if target is None:
+                    return "302_without_location"
+                return None if target.startswith(self.url(rank, "v")) else "wrong_location"
+            if resp.status == 404:
+                return None if rank in deleted else "404_for_a_live_link"
+            return f"http_{resp.status}"
 
         return LoadPlan(rate=rate, duration_s=duration_s, make_request=make, classify=classify)
 
@@ -281,8 +296,8 @@ class UrlShortenerScenario(Scenario):
     async def run(
         self, g: Grade, duration_s: float, deleted: set[int], faults: list[FaultStep]
     ) -> tuple[LoadResult, list[FaultWindow]]:
-        plan = self.plan(g, duration_s)
         schedule = self.writes(g, duration_s, deleted)
+        plan = self.plan(g, duration_s, deleted)
         t0 = time.monotonic()
         side = asyncio.gather(self.writer(g, schedule, t0), self.prober(g, duration_s))
         try:
@@ -383,7 +398,67 @@ class UrlShortenerScenario(Scenario):
         )
 
     # -- verification ---------------------------------------------------------------------
+    def expected_targets(self) -> list[set[str | None]]:
+        """Per created link (by rank), what a redirect of its code may answer now (None:
+        404): its last acknowledged target, plus the targets of writes whose outcome is
+        unknown since."""
+        ops = [op for op in self.history.filter(kind=("write", "delete")) if op.process == "writer"]
+        ops.sort(key=lambda op: op.invoked_s)
+        expected: list[set[str | None]] = []
+        for rank, code in enumerate(self.codes):
+            now: set[str | None] = {self.url(rank, "v0")}
+            for op in ops:
+                if op.key != code:
+                    continue
+                value = None if op.kind == "delete" else op.value
+                if op.outcome == "ok":
+                    now = {value}
+                elif op.outcome == "unknown":
+                    now.add(value)
+            expected.append(now)
+        return expected
+
+    async def verify_links(self, g: Grade) -> None:
+        """``links.resolve`` (a gate): every link the grader created, not a sample, redirects
+        to its own target after the load — a code handed out twice (a collision that
+        overwrote an older link) or a target lost shows here."""
+        expected = self.expected_targets()
+        codes = list(dict.fromkeys(self.codes))
+        exchanges = dict(
+            zip(codes, await g.burst([("GET", f"/{code}", {}) for code in codes]), strict=True)
+        )
+        wrong: list[tuple[Exchange, set[str | None]]] = []
+        for rank, code in enumerate(self.codes):
+            ex = exchanges[code]
+            got = location(ex) if ex.status == 302 else None if ex.status == 404 else "?"
+            if got not in expected[rank]:
+                wrong.append((ex, expected[rank]))
+        reused = len(self.codes) - len(codes)
+        g.metric("links.verified", len(self.codes))
+        g.metric("links.wrong", len(wrong))
+        g.metric("links.codes_reused", reused)
+        first = wrong[0] if wrong else None
+        g.check(
+            "links.resolve",
+            "Every created link redirects to its own target",
+            not wrong,
+            detail=(
+                f"{len(wrong)} of {len(self.codes)} links created by the grader do not "
+                "redirect to their own target"
+                + (f"; {reused} codes were handed out for two different URLs" if reused else "")
+            ),
+            exchange=first[0] if first else None,
+            expected=(
+                "302 to " + " or ".join(sorted(t or "404" for t in first[1])) if first else None
+            ),
+            actual=(
+                f"{first[0].status} {location(first[0]) or first[0].text(120)}" if first else None
+            ),
+        )
+
     async def verify(self, g: Grade) -> None:
+        if self.codes:
+            await self.verify_links(g)
         reads = self.history.filter(kind="read")
         found = stale_reads(self.history)
         stale, unwritten = found.counts.get("stale", 0), found.counts.get("unwritten", 0)

@@ -37,6 +37,8 @@ async def test_reference_designs_pass(
     assert report.check("cache.fresh").status == Status.PASS
     assert report.faults and report.faults[0].resource == "redis"
     assert report.metrics["faults.errors"] == 0  # both fall back to / live in PostgreSQL
+    assert report.check("links.resolve").status == Status.PASS
+    assert report.metrics["links.verified"] >= 1000 and report.metrics["links.wrong"] == 0
     assert "Freshness" in report.discussion
     if design == "cache_aside":
         assert report.metrics["usage.redis_ops_per_request"] > 0.5
@@ -55,5 +57,23 @@ async def test_never_invalidated_cache_is_caught_with_the_same_verdict_twice(
         assert fresh.status == Status.FAIL
         assert report.metrics["cache.stale_reads"] > 0
         assert "had already" in fresh.detail
+        assert report.check("contract.redirect").status == Status.PASS
+    assert stable_verdict(first) == stable_verdict(second)
+
+
+async def test_codes_that_collide_and_overwrite_are_caught_with_the_same_verdict_twice(
+    app: App, env: Environment, tmp_path: Path
+) -> None:
+    module = "tests.fixtures.flawed.shortener_short_codes"
+    first = await grade_module(app, CHALLENGE, module, env, tmp_path / "1", seed=7)
+    second = await grade_module(app, CHALLENGE, module, env, tmp_path / "2", seed=7)
+    for report in (first, second):
+        assert not report.passed  # a gate: a link that redirects elsewhere is a broken promise
+        resolve = report.check("links.resolve")
+        assert resolve.status == Status.FAIL, resolve.detail
+        assert report.metrics["links.codes_reused"] > 0
+        assert report.metrics["links.wrong"] > 0
+        assert "handed out for two different URLs" in resolve.detail
+        assert "handed out twice" in report.discussion
         assert report.check("contract.redirect").status == Status.PASS
     assert stable_verdict(first) == stable_verdict(second)

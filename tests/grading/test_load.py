@@ -207,6 +207,7 @@ async def test_classifier_and_results_stream(app_url: str) -> None:
         i: int, req: Request, resp: Response | None, err: str | None, s: float, d: float
     ) -> None:
         assert resp is not None and resp.body == b"status" and s <= d
+        assert resp.headers["content-length"] == "6"  # headers come with the response
         seen[req.tag] = seen.get(req.tag, 0) + 1
 
     plan = LoadPlan(
