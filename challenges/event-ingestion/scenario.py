@@ -1,6 +1,11 @@
 """Grades an event-ingestion service: the contract and window semantics, batches under
 load with a share retried (whole or overlapping), stores paused mid-load, then every
-count compared with what was sent, and how fresh the counts are."""
+count compared with what was sent, and how fresh the counts are.
+
+The data covers the contract's whole domain, seeded: batches of 1 to 500 events (at least
+one of exactly 500 per run), event_ids repeated inside a batch, batches resent whole or in
+part at gaps from a fraction of a second to the length of the grade (some after the fault
+run, as a client's retry queue would), and paths with non-ASCII and reserved characters."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import secrets
 import time
 from collections import Counter
 from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 from challenges.schema import ChallengeSpec
 from grading.checkers import counter_exactness
@@ -19,12 +25,29 @@ from grading.load import LoadPlan, LoadResult, Request, Response
 from grading.scenario import Grade, Scenario
 
 SITES = 4
-PATHS = ("/", "/pricing", "/docs", "/blog", "/about", "/signup", "/login", "/cart")
-PATH_WEIGHTS = (30, 15, 12, 10, 8, 6, 5, 4)
+PATHS = (
+    "/",
+    "/pricing",
+    "/docs",
+    "/blog",
+    "/about",
+    "/signup",
+    "/cart",
+    "/search?q=a&b=c%20d",  # reserved characters: a path is any non-empty string
+    "/ünïcode/页面",
+    "/long/" + "x" * 200,
+)
+PATH_WEIGHTS = (30, 15, 12, 10, 8, 6, 4, 3, 3, 2)
 SPAN_S = 3600  # event times spread over one hour
-BATCH_SIZES = (10, 90)
-RESEND_SHARE = 0.15  # batches sent again as they were
+BATCH_SIZES = (10, 90)  # most batches
+SINGLE_SHARE = 0.05  # batches of one event
+LARGE_SHARE = 0.05  # batches of 400..500 events
+MAX_BATCH = 500  # the contract's limit; one batch per load run is exactly this size
+REPEAT_SHARE = 0.20  # batches that repeat some of their own event_ids
+RESEND_SHARE = 0.15  # batches sent again as they were, after any earlier batch of the grade
 OVERLAP_SHARE = 0.10  # batches holding half of an earlier batch plus new events
+LATE_SHARE = 0.12  # batches resent once more after the fault run (tens of seconds later)
+LATE_MAX = 40
 SUBWINDOWS = 3  # per site, besides the whole hour
 FRESHNESS_LIMIT_S = 5.0
 MARKER_EVERY_S = 0.5
@@ -44,6 +67,7 @@ class Ev(NamedTuple):
 class Batch(NamedTuple):
     key: str
     events: tuple[Ev, ...]
+    origin: str | None = None  # the earlier batch this one resends, whole or in part
 
     def body(self) -> bytes:
         return json.dumps({"events": [e._asdict() for e in self.events]}).encode()
@@ -75,6 +99,7 @@ class EventIngestionScenario(Scenario):
         self.counter = 0
         self.batches: list[Batch] = []
         self.accepted: set[str] = set()  # batch keys answered 2xx
+        self.sent_at: dict[str, float] = {}  # batch key -> monotonic time of its first send
         self.freshness: list[float] = []
 
     # -- helpers ----------------------------------------------------------------------
@@ -91,8 +116,28 @@ class EventIngestionScenario(Scenario):
         body = json.dumps({"events": [e._asdict() for e in events]}).encode()
         return await g.request("POST", "/v1/events", body=body, headers=JSON)
 
+    def fresh_batch(self, g: Grade, size: int) -> tuple[Ev, ...]:
+        """``size`` entries of new events; a share of batches repeat some of their own
+        event_ids (a client that queued one event twice), so fewer distinct events."""
+        if size < 2 or g.rng.random() >= REPEAT_SHARE:
+            return tuple(self.fresh(g) for _ in range(size))
+        repeats = g.rng.randint(1, max(1, size // 10))
+        events = [self.fresh(g) for _ in range(size - repeats)]
+        for _ in range(repeats):
+            events.insert(g.rng.randrange(len(events) + 1), g.rng.choice(events))
+        return tuple(events)
+
+    def batch_size(self, g: Grade) -> int:
+        r = g.rng.random()
+        if r < SINGLE_SHARE:
+            return 1
+        if r < SINGLE_SHARE + LARGE_SHARE:
+            return g.rng.randint(400, MAX_BATCH)
+        return g.rng.randint(*BATCH_SIZES)
+
     async def stats(self, g: Grade, site: str, start: int, end: int) -> Exchange:
-        return await g.request("GET", f"/v1/stats?site={site}&from={start}&to={end}")
+        query = urlencode({"site": site, "from": start, "to": end})
+        return await g.request("GET", f"/v1/stats?{query}")
 
     async def until(
         self, g: Grade, site: str, start: int, end: int, want: int, limit_s: float
@@ -193,36 +238,61 @@ class EventIngestionScenario(Scenario):
         )
 
     async def retry(self, g: Grade, site: str, b: int, batch: list[Ev], cid: str) -> None:
-        """The same batch again, then one overlapping it: nothing is counted twice."""
-        title = "A retried or overlapping batch is not counted twice"
-        again = await self.post(g, batch)
-        overlap = [batch[0], batch[5], Ev(f"{cid}-8", site, "/c", b + 3)]
-        more = await self.post(g, overlap)
-        bad = next((e for e in (again, more) if e.status != 202), None)
-        if bad is not None:
-            g.check(
-                "contract.retry",
-                title,
-                False,
-                detail="a resent batch was not accepted",
-                exchange=bad,
-                expected=202,
-                actual=f"{bad.status} {bad.text(200)}",
-            )
-            return
-        ex, took = await self.until(g, site, b - 1, b + 6, 7, CONVERGE_S)
-        await asyncio.sleep(max(0.5, 2 * (took or 0.0)))  # time for a double count to show
-        ex = await self.stats(g, site, b - 1, b + 6)
-        want = {"/a": 3, "/b": 2, "/c": 2}
-        got = paths_of(_json(ex))
+        """The same batch again, then one overlapping it, then one that repeats an event_id
+        of its own: after each, every event is counted once."""
+        title = "A retried or overlapping batch, or an event_id repeated in a batch, counts once"
+        steps = [
+            ("the 7-event batch sent again", batch, {"/a": 3, "/b": 2, "/c": 1}),
+            (
+                "2 of its events with 1 new one",
+                [batch[0], batch[5], Ev(f"{cid}-8", site, "/c", b + 3)],
+                {"/a": 3, "/b": 2, "/c": 2},
+            ),
+            (
+                "a batch holding one new event_id three times, and one new event",
+                [
+                    Ev(f"{cid}-9", site, "/d", b + 4),
+                    Ev(f"{cid}-10", site, "/d", b + 4),
+                    Ev(f"{cid}-9", site, "/d", b + 4),
+                    Ev(f"{cid}-9", site, "/d", b + 4),
+                ],
+                {"/a": 3, "/b": 2, "/c": 2, "/d": 2},
+            ),
+        ]
+        for label, events, want in steps:
+            sent = await self.post(g, events)
+            if sent.status != 202:
+                g.check(
+                    "contract.retry",
+                    title,
+                    False,
+                    detail=f"{label}: not accepted",
+                    exchange=sent,
+                    expected=202,
+                    actual=f"{sent.status} {sent.text(200)}",
+                )
+                return
+            distinct = sum(want.values())
+            ex, took = await self.until(g, site, b - 1, b + 6, distinct, CONVERGE_S)
+            await asyncio.sleep(max(0.5, 2 * (took or 0.0)))  # time for a double count to show
+            ex = await self.stats(g, site, b - 1, b + 6)
+            got = paths_of(_json(ex))
+            if ex.status != 200 or got != want:
+                g.check(
+                    "contract.retry",
+                    title,
+                    False,
+                    detail=f"after {label}",
+                    exchange=ex,
+                    expected=f"200 with paths {json.dumps(want)} ({distinct} distinct events)",
+                    actual=f"{ex.status} {ex.text(300)}",
+                )
+                return
         g.check(
             "contract.retry",
             title,
-            ex.status == 200 and got == want,
-            detail="the 7-event batch sent twice, then 2 of its events with 1 new one",
-            exchange=ex,
-            expected=f"200 with paths {json.dumps(want)} (7 distinct events)",
-            actual=f"{ex.status} {ex.text(300)}",
+            True,
+            detail="; ".join(label for label, _, _ in steps) + ": each event counted once",
         )
 
     async def bad_input(self, g: Grade) -> None:
@@ -266,21 +336,31 @@ class EventIngestionScenario(Scenario):
 
     # -- load and faults --------------------------------------------------------------
     def plan(self, g: Grade, duration_s: float, segment: str) -> LoadPlan:
-        """Batches at the graded rate; a share resent whole, a share overlapping an earlier one."""
+        """Batches at the graded rate, 1..500 events, some repeating event_ids of their own;
+        a share resends any earlier batch of the grade whole, a share overlaps one."""
         rate = self.spec.grading.rate
         total = math.ceil(rate * duration_s)
         mine: list[Batch] = []
         for i in range(total):
             r = g.rng.random()
-            earlier = mine[i - g.rng.randint(1, min(i, 30))].events if i >= 4 else ()
-            if earlier and r < RESEND_SHARE:
-                events = earlier
-            elif earlier and r < RESEND_SHARE + OVERLAP_SHARE:
-                kept = g.rng.sample(earlier, len(earlier) // 2)
-                events = (*kept, *(self.fresh(g) for _ in range(g.rng.randint(5, 40))))
+            before = len(self.batches) + i
+            origin = None
+            if before >= 4:
+                k = g.rng.randrange(before)  # any earlier batch: gaps up to the whole grade
+                origin = self.batches[k] if k < len(self.batches) else mine[k - len(self.batches)]
+            if i == 2:  # the contract's largest batch, with repeats inside
+                events = self.fresh_batch(g, MAX_BATCH)
+                origin = None
+            elif origin is not None and r < RESEND_SHARE:
+                events = origin.events
+            elif origin is not None and r < RESEND_SHARE + OVERLAP_SHARE:
+                kept = g.rng.sample(origin.events, len(origin.events) // 2)
+                extra = self.fresh_batch(g, g.rng.randint(5, 40))
+                events = (*kept, *extra)
             else:
-                events = tuple(self.fresh(g) for _ in range(g.rng.randint(*BATCH_SIZES)))
-            mine.append(Batch(f"{segment}-{i}", events))
+                events = self.fresh_batch(g, self.batch_size(g))
+                origin = None
+            mine.append(Batch(f"{segment}-{i}", events, origin.key if origin else None))
         self.batches += mine
         requests = [
             Request(
@@ -293,8 +373,14 @@ class EventIngestionScenario(Scenario):
             return None if resp.status == 202 else f"http_{resp.status}"
 
         def on_result(
-            _i: int, req: Request, resp: Response | None, kind: str | None, *_: float
+            _i: int,
+            req: Request,
+            resp: Response | None,
+            kind: str | None,
+            sched_s: float,
+            done_s: float,
         ) -> None:
+            self.sent_at.setdefault(req.tag, time.monotonic() - (done_s - sched_s))
             if resp is not None and kind is None:
                 self.accepted.add(req.tag)
 
@@ -376,6 +462,46 @@ class EventIngestionScenario(Scenario):
         )
 
     # -- verification -----------------------------------------------------------------
+    async def resend_late(self, g: Grade) -> None:
+        """Resend a seeded share of the load's batches, whole or in part, after the fault
+        run: a client's retry queue drains tens of seconds later, and must not count twice.
+        Which batches is drawn from all of them, so the draw never depends on timing."""
+        originals = [b for b in self.batches if b.origin is None]
+        count = min(LATE_MAX, max(1, round(LATE_SHARE * len(originals))))
+        late: list[Batch] = []
+        for i, batch in enumerate(g.rng.sample(originals, min(count, len(originals)))):
+            events = batch.events
+            if g.rng.random() < 0.5 and len(events) > 1:
+                events = tuple(g.rng.sample(events, g.rng.randint(1, len(events) - 1)))
+            late.append(Batch(f"late-{i}", events, batch.key))
+        self.batches += late
+        slots = asyncio.Semaphore(4)
+
+        async def send(batch: Batch) -> None:
+            async with slots:
+                self.sent_at.setdefault(batch.key, time.monotonic())
+                ex = await self.post(g, batch.events)
+                if ex.status == 202:
+                    self.accepted.add(batch.key)
+
+        await asyncio.gather(*(send(b) for b in late))
+
+    def retry_metrics(self, g: Grade) -> None:
+        """How the data covered the contract: retry gaps, batch sizes, repeats inside batches."""
+        gaps = sorted(
+            self.sent_at[b.key] - self.sent_at[b.origin]
+            for b in self.batches
+            if b.origin is not None and b.key in self.sent_at and b.origin in self.sent_at
+        )
+        g.metric("stats.retried_batches", len(gaps))
+        g.metric("stats.retry_gap_p50_s", None if not gaps else round(percentile(gaps, 50), 2))
+        g.metric("stats.retry_gap_max_s", None if not gaps else round(gaps[-1], 2))
+        g.metric("stats.largest_batch", max((len(b.events) for b in self.batches), default=0))
+        g.metric(
+            "stats.repeats_in_batches",
+            sum(len(b.events) - len({e.event_id for e in b.events}) for b in self.batches),
+        )
+
     async def resend_failed(self, g: Grade) -> int:
         """Resend, like a client would, every batch that never got its 202; how many never did."""
         end = time.monotonic() + RESEND_BUDGET_S
@@ -437,7 +563,9 @@ class EventIngestionScenario(Scenario):
         return actual, broken
 
     async def verify(self, g: Grade) -> None:
+        await self.resend_late(g)
         unknown = await self.resend_failed(g)
+        self.retry_metrics(g)
         wins = self.windows(g)
         lo, hi = self.bounds(wins)
         end = time.monotonic() + CONVERGE_S
@@ -456,11 +584,13 @@ class EventIngestionScenario(Scenario):
         )
         g.metric("stats.events_sent", len({e.event_id for b in self.batches for e in b.events}))
         g.metric("stats.miscounted", miscounted)
+        g.metric("stats.batches_never_accepted", unknown)
         g.metric("stats.counters_wrong", int(found.counts.get("miscounted", 0)))
         g.metric("stats.counters_checked", len(hi))
         over = sum(1 for v in errors.values() if v > 0)
         examples = [a["message"] for a in found.anomalies[:EXAMPLES]]
-        ok = found.valid is True and not broken
+        # A valid batch still refused once the stores are back is lost, whatever it counted.
+        ok = found.valid is True and not broken and not unknown
         g.check(
             "stats.exact",
             "Stats match what was sent exactly (retries not double counted, nothing lost)",
@@ -474,8 +604,15 @@ class EventIngestionScenario(Scenario):
             )
             + (f"; {len(broken)} stats queries failed" if broken else "")
             + (
-                f"; {unknown} batches were never accepted (their events may count or not)"
+                f"; {unknown} valid batches were never accepted, resent for "
+                f"{RESEND_BUDGET_S:g} s after the load: refused like lost"
                 if unknown
+                else ""
+            )
+            + (
+                f"; retries came {g.report.metrics['stats.retry_gap_p50_s']} s (p50) to "
+                f"{g.report.metrics['stats.retry_gap_max_s']} s after the first copy"
+                if g.report.metrics.get("stats.retry_gap_max_s") is not None
                 else ""
             ),
             exchange=broken[0] if broken else None,
