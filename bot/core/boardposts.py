@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from bot.core.channels import ChannelRegistry, Channels, MessageGone
 from bot.core.clock import Clock, utcnow
@@ -94,6 +94,15 @@ class BoardPosts:
                 shown += 1
         self._last = asyncio.get_running_loop().time()
         return shown
+
+    async def forget(self, community_id: int) -> int:
+        """Stop showing boards in the community (it removed the bot): its board messages are
+        no longer refreshed. Waits for a refresh under way to end first. How many were kept."""
+        async with self._lock, self.store.session() as s:
+            result = await s.execute(
+                delete(LeaderboardMessage).where(LeaderboardMessage.community_id == community_id)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     def touch(self) -> None:
         """Something changed: refresh soon (once, however many touches arrive meanwhile)."""

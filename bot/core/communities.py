@@ -100,12 +100,30 @@ class Communities:
                 c.timezone = timezone
             if ping_role is not None:
                 c.ping_role = ping_role or None
+        await self._notify(c)
+        return c
+
+    async def deactivate(self, community_id: int) -> Community:
+        """The community removed the bot (Slack: the app was uninstalled or its token revoked).
+
+        It is left inactive: no channel and no group to ping, so the scheduler drops its daily
+        post (the change listeners hear of it). Its learners' results stay. Setting a channel
+        again makes it active again. Contests and boards are the caller's to end
+        (``Contests.cancel``, which unplans their announcements; ``BoardPosts.forget``).
+        """
+        async with self.store.session() as s:
+            c = await s.get_one(Community, community_id)
+            c.channel_id, c.ping_role = None, None
+        log.info("community %s (%s) is inactive", c.id, c.name or c.platform_id)
+        await self._notify(c)
+        return c
+
+    async def _notify(self, c: Community) -> None:
         for listener in list(self._listeners):
             try:
                 await listener(c)
             except Exception:
                 log.exception("a listener of %s's settings failed", c.name or c.platform_id)
-        return c
 
     async def daily_post(self, community_id: int, day: date) -> DailyPost | None:
         async with self.store.session() as s:

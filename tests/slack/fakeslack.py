@@ -559,6 +559,7 @@ class SlackSender:
         *,
         timestamp: int | None = None,
         signature: str | None = None,
+        retry: tuple[int, str] | None = None,
     ) -> Response:
         ts = str(int(time.time()) if timestamp is None else timestamp)
         headers = {
@@ -567,6 +568,8 @@ class SlackSender:
             "X-Slack-Signature": signature
             or self.verifier.generate_signature(timestamp=ts, body=body),
         }
+        if retry is not None:
+            headers["X-Slack-Retry-Num"], headers["X-Slack-Retry-Reason"] = str(retry[0]), retry[1]
         async with aiohttp.ClientSession() as s, s.post(self.url, data=body, headers=headers) as r:
             return Response(r.status, await r.text(), time.monotonic())
 
@@ -650,15 +653,29 @@ class SlackSender:
             }
         )
 
-    async def event(self, event: dict[str, Any]) -> Response:
+    async def event(
+        self,
+        event: dict[str, Any],
+        *,
+        team: str = TEAM,
+        event_id: str | None = None,
+        retry: tuple[int, str] | None = None,
+    ) -> Response:
+        """An Events API delivery; ``retry`` = (``X-Slack-Retry-Num``, ``X-Slack-Retry-Reason``)
+        as Slack sends when it delivers ``event_id`` again:
+        https://api.slack.com/apis/events-api#retries."""
         body = {
             "token": "legacy",
-            "team_id": TEAM,
+            "team_id": team,
             "api_app_id": "A1",
             "type": "event_callback",
-            "event_id": f"Ev{next(self._ids)}",
+            "event_id": event_id or f"Ev{next(self._ids)}",
             "event_time": int(time.time()),
             "event": event,
-            "authorizations": [{"team_id": TEAM, "user_id": "UBOT", "is_bot": True}],
+            "authorizations": [{"team_id": team, "user_id": "UBOT", "is_bot": True}],
         }
-        return await self.send(json.dumps(body), "application/json")
+        return await self.send(json.dumps(body), "application/json", retry=retry)
+
+    async def command_again(self, body: dict[str, str], retry: tuple[int, str]) -> Response:
+        """The same slash command delivered again (as a Socket Mode redelivery would)."""
+        return await self.send(urlencode(body), "application/x-www-form-urlencoded", retry=retry)

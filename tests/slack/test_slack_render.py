@@ -197,5 +197,6 @@ def test_the_manifest_matches_the_app() -> None:
     (command,) = manifest["features"]["slash_commands"]
     assert command["command"] == SLASH and command["url"].endswith(EVENTS_PATH)
     assert manifest["oauth_config"]["scopes"]["bot"] == BOT_SCOPES
-    assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    events = manifest["settings"]["event_subscriptions"]["bot_events"]
+    assert events == ["app_home_opened", "app_uninstalled", "tokens_revoked"]
     assert manifest["settings"]["interactivity"]["request_url"].endswith(EVENTS_PATH)

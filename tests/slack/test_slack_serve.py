@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from bot.adapters.slack.channels import SlackChannels
-from bot.adapters.slack.config import SlackConfig
 from bot.adapters.slack.main import serve
 from bot.app import App
 from bot.core.message import Message
 from bot.core.outbox import DeliveryFailed, DirectMessageClosed
 from bot.scheduler import jobs
 from bot.store import Community
-from tests.slack.conftest import Workspace, serve_bot
+from tests.slack.conftest import Workspace, install
 from tests.slack.fakeslack import (
     APP_TOKEN,
     BOT_TOKEN,
@@ -127,28 +123,9 @@ async def test_socket_mode_acknowledges_and_answers(
     assert app.coach.channels.get("slack") is None
 
 
-@pytest.fixture
-async def oauth_slack(app: App, fake: FakeSlack) -> AsyncIterator[Workspace]:
-    config = SlackConfig(
-        signing_secret=SIGNING_SECRET,
-        client_id="111.222",
-        client_secret="client-secret",
-        api_url=fake.api_url,
-    )
-    async for workspace in serve_bot(app, fake, config):
-        yield workspace
-
-
 async def test_oauth_install_then_commands_use_that_workspace_token(oauth_slack: Workspace) -> None:
-    fake, base = oauth_slack.fake, oauth_slack.url.removesuffix("/slack/events")
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{base}/slack/install", allow_redirects=False) as page:
-            html, cookie = await page.text(), page.headers["Set-Cookie"].split(";")[0]
-        state = re.search(r"state=([\w-]+)", html)
-        assert page.status == 200 and state is not None and "client_id=111.222" in html
-        callback = f"{base}/slack/oauth_redirect?code={OAUTH_CODE}&state={state.group(1)}"
-        async with http.get(callback, headers={"Cookie": cookie}) as done:
-            assert done.status == 200, await done.text()
+    fake = oauth_slack.fake
+    assert "client_id=111.222" in await install(oauth_slack)
     (access,) = fake.calls_to("oauth.v2.access")
     assert access.args["code"] == OAUTH_CODE
 

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore
 from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStore
+from slack_sdk.oauth.token_rotation.async_rotator import AsyncTokenRotator
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bot.adapters.slack.config import SlackConfig
+from bot.adapters.slack.lifecycle import register_lifecycle
 from bot.adapters.slack.listeners import Inflight, register
 from bot.core.coach import Coach
 
@@ -48,18 +54,49 @@ def web_client(token: str | None, api_url: str) -> AsyncWebClient:
 class SlackBot:
     bolt: AsyncApp
     inflight: Inflight
+    rotator: AsyncTokenRotator | None = None
+    rotation_minutes: int = 120
+    removed: set[str] = field(default_factory=set)  # workspaces that removed the app
+    _rotating: defaultdict[str, asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock)
+    )
+
+    async def forget(self, team_id: str) -> None:
+        """The app was removed from ``team_id``: no client for it any more (in this process;
+        with OAuth its installation is deleted too, so for good)."""
+        self.removed.add(team_id)
 
     async def client_for(self, team_id: str) -> AsyncWebClient:
-        """A client with the bot token of workspace ``team_id`` (for scheduled posts)."""
+        """A client with the bot token of workspace ``team_id`` (for scheduled posts).
+
+        With OAuth the token is the installation's; when token rotation is on and it expires
+        within ``rotation_minutes``, slack-sdk's :class:`AsyncTokenRotator` refreshes it first
+        and the installation store keeps the new one (as slack-bolt's authorize does for
+        requests: https://api.slack.com/authentication/rotation). LookupError when the app is
+        not installed there (or was removed: a revoked bot token deletes its bot record).
+        """
+        if team_id in self.removed:
+            raise LookupError(f"Cruscible was removed from workspace {team_id}")
         store = self.bolt.installation_store
         if store is None:
             return self.bolt.client
-        bot = await store.async_find_bot(enterprise_id=None, team_id=team_id)
-        if bot is None:
-            raise LookupError(f"Cruscible is not installed in workspace {team_id}")
+        async with self._rotating[team_id]:  # one refresh at a time: it spends the old token
+            bot = await store.async_find_bot(enterprise_id=None, team_id=team_id)
+            installation = await store.async_find_installation(enterprise_id=None, team_id=team_id)
+            if bot is None or installation is None or installation.bot_token is None:
+                raise LookupError(f"Cruscible is not installed in workspace {team_id}")
+            if installation.bot_refresh_token is not None and self.rotator is not None:
+                refreshed = await self.rotator.perform_token_rotation(
+                    installation=installation, minutes_before_expiration=self.rotation_minutes
+                )
+                if refreshed is not None:
+                    await store.async_save(refreshed)
+                    installation = refreshed
         base = self.bolt.client
         return AsyncWebClient(
-            token=bot.bot_token, base_url=base.base_url, retry_handlers=base.retry_handlers.copy()
+            token=installation.bot_token,
+            base_url=base.base_url,
+            retry_handlers=base.retry_handlers.copy(),
         )
 
 
@@ -76,6 +113,7 @@ async def oauth_settings(config: SlackConfig, engine: AsyncEngine) -> AsyncOAuth
         scopes=BOT_SCOPES,
         installation_store=installations,
         state_store=states,
+        token_rotation_expiration_minutes=config.token_rotation_minutes,
     )
 
 
@@ -87,13 +125,28 @@ async def open_slack(coach: Coach, config: SlackConfig, data_dir: Path) -> Async
     if config.oauth:
         engine = create_async_engine(f"sqlite+aiosqlite:///{data_dir / INSTALLATIONS_DB}")
         settings = await oauth_settings(config, engine)
+    client = web_client(config.bot_token, config.api_url)
+    authorize = None
+    if settings is not None:
+        # slack-bolt's own authorize, given our client: its token rotator must call our API URL
+        authorize = AsyncInstallationStoreAuthorize(
+            logger=logging.getLogger("slack_bolt"),
+            installation_store=settings.installation_store,
+            client_id=config.client_id,
+            client_secret=config.client_secret,
+            token_rotation_expiration_minutes=config.token_rotation_minutes,
+            client=client,
+        )
     bolt = AsyncApp(
         name="cruscible",
-        client=web_client(config.bot_token, config.api_url),
+        client=client,
         signing_secret=config.signing_secret or "",
         oauth_settings=settings,
+        authorize=authorize,
     )
-    bot = SlackBot(bolt, Inflight())
+    rotator = authorize.token_rotator if authorize is not None else None
+    bot = SlackBot(bolt, Inflight(), rotator, config.token_rotation_minutes)
+    register_lifecycle(bolt, coach, on_removed=bot.forget)
     register(bolt, coach, bot.inflight)
     try:
         yield bot

@@ -16,6 +16,9 @@ class SlackConfig:
     client_id: str | None = None
     client_secret: str | None = None
     api_url: str = DEFAULT_API_URL
+    # with token rotation on, a token is refreshed when it expires within this many minutes
+    # (slack-bolt's default: https://api.slack.com/authentication/rotation)
+    token_rotation_minutes: int = 120
 
     @property
     def oauth(self) -> bool:
