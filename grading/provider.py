@@ -5,6 +5,17 @@ checks the bearer token, validates bodies, and keeps its own record of every cal
 a grade the grader scripts it through an admin API: windows of slow answers, 429s, 5xx,
 or a full outage (connections dropped unanswered) — the faults a real provider has.
 
+Idempotency keys are honoured as documented providers honour them (Stripe,
+https://docs.stripe.com/api/idempotent_requests; the IETF draft "The Idempotency-Key HTTP
+Header Field", https://datatracker.ietf.org/doc/draft-ietf-httpapi-idempotency-key-header/):
+within ``Endpoint.idempotency_window_s`` of the first *accepted* call with a key, a call with
+the same key and the same body is not a second operation — the first response is replayed
+(same ``id``, header ``Idempotent-Replayed: true``); the same key with another body is refused
+with ``422``; while the first call with a key is still being answered, another gets ``409``.
+A call answered with a scripted failure (429, 5xx, dropped) did not happen, so a retry of it
+is a new attempt. A key sent in a body field (``Endpoint.key``) or in an ``Idempotency-Key``
+header both count.
+
 A challenge declares its endpoints and runs it with ``python -m <its module> --port N``:
 
     from grading.provider import Endpoint, main
@@ -35,12 +46,17 @@ ADMIN_HEADER = "X-Admin-Token"
 Mode = Literal["slow", "throttle", "error", "outage"]
 
 
+IDEMPOTENCY_WINDOW_S = 24 * 3600.0  # Stripe keeps a key for at least 24 hours
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
 @dataclass(frozen=True)
 class Endpoint:
     method: str
     path: str
     required: tuple[str, ...] = ()
     key: str | None = None  # body field identifying the operation (e.g. an idempotency key)
+    idempotency_window_s: float | None = IDEMPOTENCY_WINDOW_S  # None: every call counts
 
 
 @dataclass(frozen=True)
@@ -71,10 +87,22 @@ class Call:
     status: int  # what was answered (0: the connection was dropped)
     body: dict[str, Any] = field(default_factory=dict)
     mode: str | None = None  # the scripted window that shaped the answer
+    replayed: bool = False  # answered from an earlier accepted call with the same key
 
     @property
     def delivered(self) -> bool:
-        return self.status == 200
+        """This call made something happen (a notification the user receives): accepted,
+        and not a replay of an earlier call with its idempotency key."""
+        return self.status == 200 and not self.replayed
+
+
+@dataclass
+class _Kept:
+    """What the provider remembers of an idempotency key."""
+
+    body: dict[str, Any]
+    at: float
+    answer: dict[str, Any] | None = None  # None while the first call is being answered
 
 
 class Provider:
@@ -87,6 +115,7 @@ class Provider:
         self.script_t0 = time.time()
         self.seed = 0
         self.attempts: dict[str, int] = {}
+        self.kept: dict[tuple[str, str], _Kept] = {}  # (path, key) -> its first accepted call
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024)
@@ -132,6 +161,7 @@ class Provider:
         self._admin(request)
         self.calls.clear()
         self.attempts.clear()
+        self.kept.clear()
         self.windows = []
         return web.json_response({"ok": True})
 
@@ -163,34 +193,84 @@ class Provider:
                 self.calls.append(Call(now, ep.method, ep.path, None, 400))
                 return web.json_response({"error": f"bad JSON: {exc}"}, status=400)
             missing = [f for f in ep.required if body.get(f) in (None, "")]
-            key = str(body.get(ep.key)) if ep.key and body.get(ep.key) is not None else None
+            key = request.headers.get("Idempotency-Key")
+            if key is None and ep.key and body.get(ep.key) is not None:
+                key = str(body.get(ep.key))
             if missing:
                 self.calls.append(Call(now, ep.method, ep.path, key, 400, body))
                 return web.json_response({"error": f"missing {', '.join(missing)}"}, status=400)
+            kept = self._kept(ep, key, now)
+            if kept is not None:
+                return self._repeat(ep, key, body, kept, now)
             window = self._window(key, now)
             call = Call(now, ep.method, ep.path, key, 200, body, window.mode if window else None)
             self.calls.append(call)
-            if window is None:
-                return web.json_response({"id": str(uuid.uuid4()), "status": "accepted"})
-            if window.mode == "outage":
-                call.status = 0
-                if request.transport is not None:
-                    request.transport.abort()  # no answer at all: the connection drops
-                return web.Response(status=503)
-            if window.mode == "throttle":
-                call.status = 429
-                return web.json_response(
-                    {"error": "rate limited"},
-                    status=429,
-                    headers={"Retry-After": str(window.retry_after_s)},
-                )
-            if window.mode == "error":
-                call.status = window.status
-                return web.json_response({"error": "provider failure"}, status=window.status)
-            await asyncio.sleep(window.delay_ms / 1000)
-            return web.json_response({"id": str(uuid.uuid4()), "status": "accepted"})
+            if window is not None and window.mode != "slow":
+                return self._fail(request, call, window)
+            entry = None
+            if key is not None and ep.idempotency_window_s is not None:
+                entry = self.kept[(ep.path, key)] = _Kept(body, now)
+            try:
+                if window is not None:
+                    await asyncio.sleep(window.delay_ms / 1000)
+            except asyncio.CancelledError:  # the client hung up: the send still happened
+                if entry is not None:
+                    entry.answer = {"id": str(uuid.uuid4()), "status": "accepted"}
+                raise
+            answer = {"id": str(uuid.uuid4()), "status": "accepted"}
+            if entry is not None:
+                entry.answer = answer
+            return web.json_response(answer)
 
         return handle
+
+    def _kept(self, ep: Endpoint, key: str | None, now: float) -> _Kept | None:
+        """The first accepted call with ``key``, while the endpoint still remembers it."""
+        if key is None or ep.idempotency_window_s is None:
+            return None
+        kept = self.kept.get((ep.path, key))
+        if kept is not None and now - kept.at > ep.idempotency_window_s:
+            del self.kept[(ep.path, key)]
+            return None
+        return kept
+
+    def _repeat(
+        self, ep: Endpoint, key: str | None, body: dict[str, Any], kept: _Kept, now: float
+    ) -> web.Response:
+        """A call with a key already used: 422 for another body, 409 while the first call is
+        still being answered, else the first answer replayed (nothing happens again)."""
+        call = Call(now, ep.method, ep.path, key, 422, body)
+        self.calls.append(call)
+        if body != kept.body:
+            return web.json_response(
+                {"error": "this idempotency key was used with a different body"}, status=422
+            )
+        if kept.answer is None:
+            call.status = 409
+            return web.json_response(
+                {"error": "a request with this idempotency key is still in progress"},
+                status=409,
+            )
+        call.status, call.replayed = 200, True
+        return web.json_response(kept.answer, headers={REPLAYED_HEADER: "true"})
+
+    @staticmethod
+    def _fail(request: web.Request, call: Call, window: Window) -> web.Response:
+        """Answer ``call`` as the scripted failure ``window`` says (nothing was sent)."""
+        if window.mode == "outage":
+            call.status = 0
+            if request.transport is not None:
+                request.transport.abort()  # no answer at all: the connection drops
+            return web.Response(status=503)
+        if window.mode == "throttle":
+            call.status = 429
+            return web.json_response(
+                {"error": "rate limited"},
+                status=429,
+                headers={"Retry-After": str(window.retry_after_s)},
+            )
+        call.status = window.status
+        return web.json_response({"error": "provider failure"}, status=window.status)
 
 
 class ProviderAdmin:

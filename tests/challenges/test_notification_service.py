@@ -47,3 +47,19 @@ async def test_losing_designs_are_caught_with_the_same_verdict_twice(
         assert report.check("contract.accept").status == Status.PASS
         assert report.metrics["delivery.duplicates"] == 0
     assert verdict(first) == verdict(second)
+
+
+async def test_a_short_timeout_retried_with_the_same_key_is_not_a_duplicate_twice(
+    app: App, env: Environment, tmp_path: Path
+) -> None:
+    """The provider honours idempotency keys: abandoning a slow call after 0.5 s and
+    retrying it with the same key notifies once, so the verdict no longer hangs on a
+    hidden timeout threshold."""
+    module = "tests.fixtures.notification_short_timeout"
+    first = await grade_module(app, CHALLENGE, module, env, tmp_path / "1", seed=7)
+    second = await grade_module(app, CHALLENGE, module, env, tmp_path / "2", seed=7)
+    for report in (first, second):
+        assert report.check("delivery.no-duplicates").status == Status.PASS, failures(report)
+        assert report.metrics["delivery.duplicates"] == 0
+        assert report.metrics["delivery.lost"] == 0
+    assert verdict(first) == verdict(second)

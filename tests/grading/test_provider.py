@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from bot.app import App
-from grading.provider import ProviderAdmin, Window
+from grading.provider import Endpoint, Provider, ProviderAdmin, Window
 from provisioning import Environment, EnvironmentSpec, FaultAction, Resource
 
 MODULE = "tests.fixtures.provider_send"
@@ -85,3 +87,73 @@ async def test_pausing_the_provider_is_an_outage(app: App, env: Environment) -> 
         await app.provisioner.fault(env.id, Resource.PROVIDER, FaultAction.RESUME)
     await asyncio.sleep(0)
     assert await send(env, "p2") == 200
+
+
+# -- idempotency keys, as documented providers honour them -------------------------------------
+@pytest.fixture
+async def provider() -> AsyncIterator[tuple[str, Provider]]:
+    """A provider in this process whose keys are remembered for 1 s."""
+    endpoint = Endpoint("POST", "/v1/send", key="idempotency_key", idempotency_window_s=1.0)
+    simulated = Provider([endpoint], "tok", "admin")
+    runner = web.AppRunner(simulated.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}", simulated
+    await runner.cleanup()
+
+
+async def post(url: str, body: dict[str, object], timeout_s: float = 2.0) -> tuple[int, dict]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http,
+        http.post(f"{url}/v1/send", json=body, headers={"Authorization": "Bearer tok"}) as resp,
+    ):
+        replayed = resp.headers.get("Idempotent-Replayed") == "true"
+        return resp.status, {**await resp.json(), "replayed": replayed}
+
+
+async def test_a_retry_with_the_same_key_replays_the_first_answer(
+    provider: tuple[str, Provider],
+) -> None:
+    url, simulated = provider
+    body = {"idempotency_key": "k", "message": "hi"}
+    first, again = await post(url, body), await post(url, body)
+    assert first[0] == again[0] == 200 and first[1]["id"] == again[1]["id"]
+    assert again[1]["replayed"] and not first[1]["replayed"]
+    assert [c.delivered for c in simulated.calls] == [True, False]  # one notification
+    status, answer = await post(url, {"idempotency_key": "k", "message": "other"})
+    assert status == 422 and "different body" in answer["error"]
+    await asyncio.sleep(1.1)  # past the stated window the key is forgotten: a new send
+    assert (await post(url, body))[1]["replayed"] is False
+    assert sum(c.delivered for c in simulated.calls) == 2
+
+
+async def test_a_retry_while_the_first_call_is_answered_gets_409_then_the_replay(
+    provider: tuple[str, Provider],
+) -> None:
+    url, simulated = provider
+    simulated.windows = [Window(0, 60, "slow", delay_ms=400)]
+    simulated.script_t0 = time.time()
+    body = {"idempotency_key": "slow", "message": "hi"}
+    with pytest.raises(TimeoutError):  # a client that gives up after 0.1 s …
+        await post(url, body, timeout_s=0.1)
+    assert (await post(url, body))[0] == 409  # … retries while the first is still running
+    await asyncio.sleep(0.4)
+    status, answer = await post(url, body)
+    assert status == 200 and answer["replayed"]
+    assert sum(c.delivered for c in simulated.calls) == 1  # what the user receives: one
+
+
+async def test_a_failed_call_did_not_happen_so_its_retry_is_new(
+    provider: tuple[str, Provider],
+) -> None:
+    url, simulated = provider
+    simulated.windows = [Window(0, 0.2, "error", status=503)]
+    simulated.script_t0 = time.time()
+    body = {"idempotency_key": "e", "message": "hi"}
+    assert (await post(url, body))[0] == 503
+    await asyncio.sleep(0.25)
+    status, answer = await post(url, body)
+    assert status == 200 and not answer["replayed"]
+    assert [c.status for c in simulated.calls] == [503, 200]
