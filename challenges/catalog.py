@@ -29,6 +29,17 @@ ROOT = Path(__file__).resolve().parent
 REQUIRED_FILES = ("challenge.yaml", "statement.md.j2", "discussion.md.j2", "scenario.py")
 
 
+def _has_spec(folder: Path) -> bool:
+    """Whether ``folder`` holds a ``challenge.yaml``; folders we may not enter (a
+    ``__pycache__`` another user made private) hold none."""
+    if folder.name.startswith(("_", ".")):
+        return False
+    try:
+        return (folder / "challenge.yaml").is_file()
+    except PermissionError:
+        return False
+
+
 class ChallengeError(ValueError):
     """A challenge folder that cannot be used, with the file, field and reason."""
 
@@ -201,7 +212,7 @@ class Catalog:
     def load(cls, root: Path = ROOT) -> Catalog:
         """Every valid challenge under ``root``; a broken one is left out and its error kept."""
         loaded, errors = [], []
-        for folder in sorted(p for p in root.iterdir() if (p / "challenge.yaml").is_file()):
+        for folder in sorted(p for p in root.iterdir() if _has_spec(p)):
             try:
                 loaded.append(Challenge.load(folder))
             except ChallengeError as exc:

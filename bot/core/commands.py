@@ -19,18 +19,20 @@ HELP = """\
 - `env` — your environments · `env extend ENV` · `env destroy ENV`
 - `submit ID URL` — grade your service
 - `cancel` — cancel your queued or running grade
-`results` — your results and streak · `leaderboard [ID]` · `tradeoffs ID`
-`contest` — this week's contest · `contest standings [N]`
-`privacy on` — hide you from public boards · `privacy off` — show you again
-`timezone Area/City` — the days your streak counts in"""
+- `results` — your results and streak · `leaderboard [ID]` · `tradeoffs ID`
+- `contest` — this week's contest · `contest standings [N]`
+- `privacy on` — hide you from public boards · `privacy off` — show you again
+- `timezone Area/City` — the days your streak counts in"""
 
 ADMIN_HELP = """\
-`admin contest create ID START END [CHANNEL]` — e.g. `2026-11-30T09:00 2026-12-07T09:00`
-`admin contest list` · `admin contest cancel N`
-`admin leaderboard [all|ID|contest N]` — one self-updating board message in the channel"""
+- `admin contest create ID START END [CHANNEL]` — e.g. `2026-11-30T09:00 2026-12-07T09:00`
+- `admin contest list` · `admin contest cancel N`
+- `admin leaderboard [all|ID|contest N]` — one self-updating board message in the channel"""
 
 
 def help_message() -> Message:
+    """Every command, one to a line: a markdown list, so that every surface keeps the lines
+    apart (CommonMark joins the lines of a paragraph: https://spec.commonmark.org/0.31.2/#paragraphs)."""
     return Message(title="Cruscible commands", body=HELP)
 
 

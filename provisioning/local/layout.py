@@ -82,14 +82,18 @@ def make_traversable(path: Path) -> Path:
     return path
 
 
+def runtime_path(state_dir: Path, base: Path = RUNTIME_BASE) -> Path:
+    """The path of the runtime directory serving ``state_dir`` (nothing is created)."""
+    return base / hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+
+
 def runtime_dir(state_dir: Path, base: Path = RUNTIME_BASE) -> Path:
     """The root-owned runtime directory serving ``state_dir`` (see the module's docstring)."""
     state_dir = state_dir.resolve()
-    digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
     owner = make_traversable(base).stat().st_uid
     if owner != os.geteuid():
         raise ProvisioningError(f"{base} exists but belongs to uid {owner}, not to us")
-    target = make_traversable(base / digest)
+    target = make_traversable(runtime_path(state_dir, base))
     origin = target / "origin"
     if not origin.exists():
         fd = os.open(origin, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -1,28 +1,35 @@
-"""`cruscible demo` runs the whole loop on real servers and leaves nothing running."""
+"""`cruscible demo` runs the whole loop on real servers, with no setting, and leaves nothing
+running."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import re
+import shutil
 from pathlib import Path
 
 import pytest
 
+from bot.config import default_data_dir
+from tests.e2e.newcomer import assert_nothing_left, cruscible, private_home, shell
+
 pytestmark = pytest.mark.slow
 
 
-def test_demo_shows_all_seven_steps_and_exits_0(data_dir: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "CRUSCIBLE_DATA_DIR": str(data_dir), "COLUMNS": "160"}
-    res = subprocess.run(
-        [sys.executable, "-m", "bot", "demo", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=400,
-        check=False,
-    )
+def test_a_newcomer_runs_the_demo_with_no_setting(tmp_path: Path) -> None:
+    """As a newcomer would: no CRUSCIBLE_ variable at all and a fresh private home (mode 0700,
+    as Debian ships /root); as root here, servers run as the service user all the same."""
+    home = private_home()
+    try:
+        check_demo(home, tmp_path / "out")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def check_demo(home: Path, reports: Path) -> None:
+    env = shell({"HOME": str(home)})
+    res = cruscible("demo", "--out", str(reports), env=env, timeout=400, cwd=home)
     out = res.stdout
     assert res.returncode == 0, out[-3000:] + res.stderr[-3000:]
     for heading in (
@@ -36,11 +43,16 @@ def test_demo_shows_all_seven_steps_and_exits_0(data_dir: Path, tmp_path: Path) 
     ):
         assert heading in out
     assert "DATABASE_URL=" in out and "REDIS_URL=" in out  # the DM, in the learner's own terminal
+    assert home.stat().st_mode & 0o777 == 0o700  # never loosened
     assert "no server process left behind" in out
-    designs = sorted(p.name for p in tmp_path.iterdir())
+    destroyed = re.search(r"Environment (env-[0-9a-f]+) destroyed", out)
+    assert destroyed is not None
+    data = default_data_dir() if os.geteuid() == 0 else home / ".local/share/cruscible"
+    assert_nothing_left(destroyed.group(1), data, root=os.geteuid() == 0)
+    designs = sorted(p.name for p in reports.iterdir())
     assert len(designs) == 2
     for design in designs:
-        report = json.loads((tmp_path / design / "report.json").read_text())
+        report = json.loads((reports / design / "report.json").read_text())
         assert report["schema"] == 1 and report["challenge"] == "rate-limiter"
         assert report["faults"] and report["faults"][0]["resource"] == "redis"
-        assert (tmp_path / design / "latency.png").stat().st_size > 10_000
+        assert (reports / design / "latency.png").stat().st_size > 10_000

@@ -98,7 +98,7 @@ def test_servers_move_to_a_traversable_runtime_dir(
     assert layout.server_dir(tmp_path, nobody, base) == tmp_path.resolve()
     # Not reachable: a runtime directory, the same one every time, recording its origin.
     chosen = layout.server_dir(home / "data", nobody, base)
-    assert chosen.parent == base
+    assert chosen == layout.runtime_path(home / "data", base) and chosen.parent == base
     assert layout.server_dir(home / "data", nobody, base) == chosen
     assert (chosen / "origin").read_text().strip() == str((home / "data").resolve())
     assert (chosen / "origin").stat().st_mode & 0o777 == 0o600
