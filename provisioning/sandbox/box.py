@@ -36,7 +36,7 @@ from pathlib import Path
 from provisioning.sandbox import host, registry
 from provisioning.sandbox.cgroups import Cgroup
 from provisioning.sandbox.limits import Limits
-from provisioning.sandbox.relay import check_socket_path, serve_forward
+from provisioning.sandbox.relay import Listener, check_socket_path, serve_forward
 from provisioning.sandbox.spec import BoxSpec, ProcessState, SandboxError
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class Box:
         self.id = "box-" + secrets.token_hex(6)
         self.isolation: dict[str, str] = {}
         self._replicas: list[_Replica] = []
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[Listener] = []
         self._proxy: registry.Proxy | None = None
         self._cgroup: Cgroup | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -191,6 +191,9 @@ class Box:
                 oom = reason == self._oom_reason()
             elif not row.get("started"):
                 reason = f"could not start (exit {code})"
+            elif code == 128 + signal.SIGKILL and self._oom_kills:
+                # the shell running the command saw its child killed by the OOM killer
+                oom, reason = True, self._oom_reason()
             else:
                 reason = f"exited {code}"
             out.append(
@@ -240,9 +243,9 @@ class Box:
             if task is not asyncio.current_task():
                 task.cancel()
         for server in self._servers:
-            server.close()
+            await server.close()
         if self._proxy is not None:
-            self._proxy.close()
+            await self._proxy.close()
         for fd in self._inbound_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -315,13 +318,18 @@ class Box:
 
     def _layout(self, user: host.User) -> None:
         root = self.root
+        if not self.spec.workdir.is_dir():
+            raise SandboxError(f"workdir {self.spec.workdir} is not a directory")
         root.mkdir(parents=True, exist_ok=True)
         if any(root.iterdir()):
             raise SandboxError(f"box root {root} is not empty; give each box a fresh directory")
         root.chmod(0o755)
         for sub in ("net", "logs", "state", "etc"):
             (root / sub).mkdir(mode=0o755)
-        check_socket_path(root / "net" / "in-worker-name-00.sock")
+        for rep in self._replicas:
+            check_socket_path(root / "net" / f"in-{rep.name}-{rep.replica}.sock")
+        for port in (*self.spec.forwards, PROXY_PORT):
+            check_socket_path(root / "net" / f"out-{port}.sock")
         owned = []
         for rep in self._replicas:
             owned.append(self.log_path(rep.name, rep.replica))
@@ -589,14 +597,24 @@ class Box:
         if self._cgroup is not None:
             self._oom_kills = self._cgroup.oom_kills()
             self._pids_refused = self._cgroup.pids_refused()
-        self._done.set()
         err = _read_safely(self.root / "logs" / "box.err", 64 * 1024).decode("utf-8", "replace")
-        if self._proc.returncode and err.strip() and self._kill_reason is None:
+        err = _mask(err.strip(), (*self.spec.secrets, *self.spec.env.values()))
+        started = any(row.get("started") for row in self._last_status)
+        if (
+            self._proc.returncode
+            and not started
+            and self._kill_reason is None
+            and not self._oom_kills
+        ):
+            last = err.splitlines()[-1] if err else f"exit status {self._proc.returncode}"
+            self._kill_reason = f"sandbox failed: {last}"
+        self._done.set()
+        if self._proc.returncode and err and self._kill_reason is None:
             log.warning(
                 "box %s ended with %s: %s",
                 self.id,
                 self._proc.returncode,
-                _mask(err.strip(), tuple(self.spec.env.values())),
+                err,
             )
 
     async def _wall(self, seconds: float) -> None:

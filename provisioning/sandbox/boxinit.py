@@ -9,7 +9,8 @@ disk), then:
 - for each replica with a port, accepts on the inherited listening socket ``inbound_fd`` (a
   socket file the host created) and relays to ``127.0.0.1:$PORT`` inside;
 - starts every process with ``/bin/sh -c COMMAND`` in ``/app``, its stdout and stderr appended
-  to its log file, its OOM score raised so the kernel picks it before this supervisor;
+  to its log file, its OOM score raised (before it starts) so the kernel picks it before this
+  supervisor;
 - writes ``[{"name", "replica", "pid", "running", "exit_code", "signal"}]`` to the status file
   whenever something changes, and exits when every process has exited.
 
@@ -25,6 +26,9 @@ import socket
 import sys
 
 CHUNK = 65536
+# The learner's command runs as `sh -c COMMAND` after its OOM score is raised, so that at the
+# memory limit the kernel kills the learner's processes before this supervisor (proc(5)).
+RAISE_OOM_SCORE = 'echo 1000 > /proc/self/oom_score_adj 2>/dev/null; exec /bin/sh -c "$0"'
 
 
 async def _pump(reader, writer):
@@ -116,6 +120,7 @@ async def _run(plan):
             child = await asyncio.create_subprocess_exec(
                 "/bin/sh",
                 "-c",
+                RAISE_OOM_SCORE,
                 proc["command"],
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
@@ -130,11 +135,6 @@ async def _run(plan):
             continue
         finally:
             os.close(log)
-        try:
-            with open(f"/proc/{child.pid}/oom_score_adj", "w") as f:
-                f.write("1000")
-        except OSError:
-            pass
         row.update(pid=child.pid, running=True, started=True)
         procs.append(child)
     status.write()

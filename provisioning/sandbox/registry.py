@@ -23,7 +23,7 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from provisioning.sandbox.relay import check_socket_path, splice
+from provisioning.sandbox.relay import Listener, splice
 
 log = logging.getLogger(__name__)
 
@@ -160,16 +160,15 @@ class Proxy:
     def __init__(self, allowed: frozenset[tuple[str, int]]) -> None:
         self.allowed = allowed
         self.refused: list[str] = []
-        self._server: asyncio.Server | None = None
+        self._listener = Listener()
 
     async def serve(self, path: Path) -> None:
-        check_socket_path(path)
-        self._server = await asyncio.start_unix_server(self._handle, path=str(path))
-        os.chmod(path, 0o666)
+        """Listen on the socket file ``path`` (the box reaches it as a forwarded port)."""
+        await self._listener.serve(path, self._handle)
 
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+    async def close(self) -> None:
+        """Stop listening and end every open tunnel."""
+        await self._listener.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+from provisioning.sandbox.spec import SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -15,9 +18,10 @@ SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL (unix(
 
 
 def check_socket_path(path: Path) -> None:
-    """``ValueError`` when ``path`` is too long to bind (unix(7): 108 bytes with the NUL)."""
+    """:class:`SandboxError` when ``path`` is too long to bind (unix(7): 108 bytes with the
+    NUL: https://man7.org/linux/man-pages/man7/unix.7.html)."""
     if len(os.fsencode(path)) > SUN_PATH_MAX:
-        raise ValueError(
+        raise SandboxError(
             f"socket path {path} is longer than {SUN_PATH_MAX} bytes (unix(7)); "
             "give the box a shorter root directory"
         )
@@ -48,23 +52,61 @@ async def splice(
                 await writer.wait_closed()
 
 
-async def serve_forward(path: Path, port: int) -> asyncio.Server:
-    """Listen on the socket file ``path`` (mode 0666, so the box user can connect) and relay
-    each connection to host ``127.0.0.1:port``; a refused connect closes the box's side."""
-    check_socket_path(path)
+class Listener:
+    """A unix-socket server whose open connections end with it (Python 3.11's
+    ``Server.close`` leaves them running)."""
+
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(
+        self,
+        path: Path,
+        handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    ) -> None:
+        """Listen on ``path`` (mode 0666: the box user connects) and run ``handler`` per
+        connection."""
+        check_socket_path(path)
+
+        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._tasks.add(task)  # type: ignore[arg-type]
+            try:
+                await handler(reader, writer)
+            finally:
+                self._tasks.discard(task)  # type: ignore[arg-type]
+                writer.close()
+
+        self._server = await asyncio.start_unix_server(tracked, path=str(path))
+        os.chmod(path, 0o666)
+
+    async def close(self) -> None:
+        """Stop listening and end every open connection."""
+        if self._server is not None:
+            self._server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def serve_forward(path: Path, port: int) -> Listener:
+    """Listen on the socket file ``path`` and relay each connection to host
+    ``127.0.0.1:port``; a refused connect closes the box's side."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             upstream = await asyncio.open_connection("127.0.0.1", port)
         except OSError as exc:
             log.debug("forward to 127.0.0.1:%d refused: %s", port, exc)
-            writer.close()
             return
         await splice((reader, writer), upstream)
 
-    server = await asyncio.start_unix_server(handle, path=str(path))
-    os.chmod(path, 0o666)
-    return server
+    listener = Listener()
+    await listener.serve(path, handle)
+    return listener
 
 
 async def open_inbound(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

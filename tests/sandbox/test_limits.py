@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.sandbox import Box, Limits
+from provisioning.sandbox import Box, BoxSpec, Limits, ProcessSpec
 from tests.sandbox.support import cgroup_dirs_left, probe, run
 
 needs_cgroups = pytest.mark.skipif(os.geteuid() != 0, reason="cgroup limits need root")
@@ -18,20 +18,26 @@ needs_cgroups = pytest.mark.skipif(os.geteuid() != 0, reason="cgroup limits need
 
 @needs_cgroups
 async def test_fork_bomb_hits_the_process_limit(workspace: Path, boxes: list[Box]) -> None:
-    limits = Limits(pids=48, cpus=0.5, wall_s=3)
-    task = asyncio.create_task(
-        run(workspace, boxes, "b(){ b | b & }; b; exec sleep 60", limits=limits, timeout=3)
+    spec = BoxSpec(
+        workdir=workspace / "app",
+        processes=(ProcessSpec("t", "b(){ b | b & }; b; exec sleep 60"),),
+        limits=Limits(pids=48, cpus=0.5, wall_s=90),
     )
-    await asyncio.sleep(1.5)
+    box = await Box.start(spec, workspace / "b0")
+    boxes.append(box)
+    assert box._cgroup is not None
+    for _ in range(600):  # until the kernel refused a fork (bounded: 60 s)
+        if box._cgroup.pids_refused():
+            break
+        await asyncio.sleep(0.1)
     # The host keeps forking while the bomb runs, and the bomb never exceeds its cap.
     host = await asyncio.create_subprocess_exec("true")
-    assert await asyncio.wait_for(host.wait(), 20) == 0
-    if boxes and boxes[0]._cgroup is not None:
-        assert len(boxes[0]._cgroup.pids()) <= 48
-    box, state, _log = await task
-    assert state.reason == "killed: wall time 3 s (process limit 48 reached)"
-    assert state.signal == signal.SIGKILL and not state.oom_killed
+    assert await asyncio.wait_for(host.wait(), 30) == 0
+    assert 0 < len(box._cgroup.pids()) <= 48
     await box.stop()
+    state = box.states()[0]
+    assert state.reason == "stopped (process limit 48 reached)"
+    assert state.signal == signal.SIGKILL and not state.oom_killed
     assert cgroup_dirs_left(box) == []
 
 

@@ -128,7 +128,7 @@ async def test_proxy_decides_before_resolving(
             assert await reader.read() == b"through the tunnel"
             writer.close()
         finally:
-            proxy.close()
+            await proxy.close()
         assert seen == [b"through the tunnel"]
         assert proxy.refused == ["evil.example.invalid:443"]
 
