@@ -26,7 +26,7 @@ from bot.core.outbox import Actor, DeliveryFailed, DirectMessageClosed, Outbox
 from bot.core.publish import ChannelRoutes, OutboxRoutes, Publisher, Routes
 from bot.core.queue import AlreadyQueued, GradingQueue, QueueStopped, Watcher
 from bot.core.ratelimit import RateLimiter
-from bot.core.streaks import current_streak, local_days
+from bot.core.streaks import COUNTED_STATUS, current_streak, local_days
 from bot.logs import SECRETS
 from bot.store import Community, EnvironmentRecord, Store, Submission, User
 from challenges.catalog import Catalog, Challenge, ChallengeError
@@ -469,12 +469,13 @@ class Coach:
         )
 
     async def streak(self, user: User) -> int:
-        """Active days in a row (one missed day forgiven), in the learner's timezone."""
+        """Days with a graded submission in a row (one missed day forgiven), in the learner's
+        timezone (see ``bot.core.streaks``)."""
         async with self.store.session() as s:
             moments = list(
                 await s.scalars(
                     select(Submission.created_at).where(
-                        Submission.user_id == user.id, Submission.status != "cancelled"
+                        Submission.user_id == user.id, Submission.status == COUNTED_STATUS
                     )
                 )
             )

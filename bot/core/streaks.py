@@ -1,7 +1,8 @@
-"""Streaks: consecutive days with a submission, in the learner's own timezone.
+"""Streaks: consecutive days with a graded submission, in the learner's own timezone.
 
-A day counts when the learner submitted anything (graded or not; cancelled ones do not count)
-on that local day. Grace: one missed day between two active days does not break a streak (it
+A day counts when a submission the learner made that local day was graded (its status is
+``done``, whatever the score): a URL refused before grading, a grade that ended in an error
+and a cancelled one do not count. Grace: one missed day between two active days does not break a streak (it
 is not counted either); two missed days in a row do. The streak is current while its last
 active day is today, yesterday, or the day before yesterday (yesterday being the one miss) —
 so a learner who missed yesterday keeps the streak by submitting today.
@@ -13,6 +14,7 @@ from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+COUNTED_STATUS = "done"  # the submissions whose day counts
 MAX_GAP = timedelta(days=2)  # between two active days: one missed day in between
 
 

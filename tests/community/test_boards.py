@@ -156,3 +156,20 @@ async def test_commands_over_the_limit_get_a_clear_refusal(home: Path, clock: Cl
         assert third.title == "That did not work" and third.body.startswith("slow down")
         await dispatch(coach, BOB, "today", box)
         assert box.replies[-1][1].title.startswith("Today's challenge")
+
+
+async def test_only_graded_submissions_make_a_streak(home: Path, clock: Clock) -> None:
+    """A refused URL, an error or a cancelled grade on a day does not keep the streak alive."""
+    async with coach_over(home, clock=clock) as coach:
+        day = [datetime(2026, 12, d, 12, 0, tzinfo=UTC) for d in range(1, 6)]
+        await record(coach, ADA, 80, day[0])
+        await record(coach, ADA, 20, day[1])  # graded, failed: still a graded day
+        await record(coach, ADA, None, day[2], status="error")
+        await record(coach, ADA, None, day[3], status="error")
+        await record(coach, ADA, None, day[4], status="cancelled")
+        clock.now = day[4]
+        assert await coach.streak(await coach.user(ADA)) == 0  # Dec 3-5 hold no grade
+        await record(coach, ADA, 90, day[4])
+        assert await coach.streak(await coach.user(ADA)) == 1  # the chain restarts on Dec 5
+        clock.now = day[2]
+        assert await coach.streak(await coach.user(ADA)) == 2  # as seen on Dec 3: Dec 1-2
