@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -212,3 +213,29 @@ def test_arguments_and_tokens_are_checked_before_anything_touches_the_disk(
     assert res.returncode == 2, (res.stdout, res.stderr)
     assert message in res.stderr and "Traceback" not in res.stderr
     assert not fresh.exists()
+
+
+def test_the_terminal_is_not_held_to_the_per_owner_limit(data_dir: Path) -> None:
+    """CRUSCIBLE_MAX_ENVS_PER_OWNER limits chat learners; whoever is at the terminal operates
+    the machine and is limited by CRUSCIBLE_MAX_ENVS_TOTAL only."""
+    env = {**bare_env(data_dir), "CRUSCIBLE_MAX_ENVS_PER_OWNER": "1"}
+    made = []
+    try:
+        for _ in range(2):
+            res = subprocess.run(
+                [*CLI, "env", "up", "--resources", "redis", "--json"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+                check=False,
+            )
+            assert res.returncode == 0, res.stderr
+            made.append(json.loads(res.stdout)["id"])
+    finally:
+        for env_id in made:
+            down = subprocess.run(
+                [*CLI, "env", "down", env_id], env=env, capture_output=True, timeout=120
+            )
+            assert down.returncode == 0, down.stderr
+    assert len(set(made)) == 2
