@@ -2,11 +2,14 @@
 
 Every *request* goes to the next replica in turn, even on a keep-alive connection: a design
 that keeps its state in process memory is then seen as the several replicas it really is
-(nginx and HAProxy balance per connection by default, which would hide that behind a client's
-connection reuse). A replica that refuses the connection is skipped for that request, as
-nginx's default ``proxy_next_upstream error`` does
-(https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_next_upstream); when none
-answers the client gets ``502``.
+(a client reusing one connection would otherwise stay on one replica).
+
+Failures follow nginx's defaults (https://nginx.org/en/docs/http/ngx_http_upstream_module.html#server
+``max_fails=1 fail_timeout=10s``, and ``proxy_next_upstream error`` without
+``non_idempotent``, https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_next_upstream):
+a replica that fails to connect or drops the connection before answering is left out for
+:data:`FAIL_TIMEOUT_S`; the request goes to the next replica when it was never sent, or when
+its method is idempotent; otherwise, and when no replica answers, the client gets ``502``.
 
 It runs as its own process (``python -m provisioning.hosted.balancer``, started by
 :func:`start_balancer`) on uvloop, so that the grader's own event loop neither slows it nor is
@@ -22,6 +25,7 @@ import itertools
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +48,8 @@ HOP_BY_HOP = frozenset(
     )
 )  # RFC 9110 §7.6.1; Content-Length is recomputed
 UPSTREAM_TIMEOUT_S = 60.0
+FAIL_TIMEOUT_S = 10.0
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})  # RFC 9110 §9.2.2
 START_TIMEOUT_S = 10.0
 
 
@@ -78,13 +84,23 @@ def build_app(sockets: Sequence[Path]) -> web.Application:
         for s in sessions:
             await s.close()
 
+    down_until = [0.0] * len(sockets)
+
+    def order() -> list[int]:
+        """Replicas to try: the next in turn first, those left out (failed lately) last."""
+        start = next(turn)
+        ring = [(start + i) % len(sockets) for i in range(len(sockets))]
+        now = time.monotonic()
+        return [i for i in ring if down_until[i] <= now] + [i for i in ring if down_until[i] > now]
+
     async def proxy(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         headers = _forward_headers(request.headers, request.remote)
-        for _ in range(len(sockets)):
-            session = sessions[next(turn)]
+        retry_sent = request.method.upper() in IDEMPOTENT
+        failure = "no replica answered"
+        for i in order():
             try:
-                async with session.request(
+                async with sessions[i].request(
                     request.method,
                     f"http://{request.host or 'localhost'}{request.rel_url}",
                     headers=headers,
@@ -97,10 +113,18 @@ def build_app(sockets: Sequence[Path]) -> web.Application:
                     }
                     return web.Response(status=upstream.status, headers=out_headers, body=payload)
             except (aiohttp.ClientConnectorError, ConnectionRefusedError, FileNotFoundError):
+                down_until[i] = time.monotonic() + FAIL_TIMEOUT_S
                 continue  # not sent: the next replica may take it
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                down_until[i] = time.monotonic() + FAIL_TIMEOUT_S
+                failure = f"replica {i} dropped the connection ({type(exc).__name__})"
+                if retry_sent:
+                    continue
+                break
             except (aiohttp.ClientError, TimeoutError) as exc:
-                return web.Response(status=502, text=f"bad gateway: {type(exc).__name__}\n")
-        return web.Response(status=502, text="bad gateway: no replica answered\n")
+                failure = f"replica {i}: {type(exc).__name__}"
+                break
+        return web.Response(status=502, text=f"bad gateway: {failure}\n")
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.cleanup_ctx.append(session_ctx)

@@ -104,18 +104,31 @@ def run_spec(
     )
 
 
+async def _healthy(http: aiohttp.ClientSession, url: str) -> bool:
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+        async with http.get(url) as resp:
+            return resp.status == 200
+    return False
+
+
 async def _ready(service: HostedService, deadline_s: float) -> bool:
-    """Poll ``/healthz`` through the balancer until 200, every web replica stopped, or time."""
+    """Poll until every web replica answers ``/healthz`` with 200 on its own socket, then once
+    through the balancer; ``False`` when every web replica stopped, or at the deadline."""
     end = time.monotonic() + deadline_s
     timeout = aiohttp.ClientTimeout(total=2.0)
+    web = service.manifest.web
+    waiting = set(range(web.replicas))
     async with aiohttp.ClientSession(timeout=timeout) as http:
         while time.monotonic() < end:
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with http.get(f"{service.url}/healthz") as resp:
-                    if resp.status == 200:
-                        return True
-            web = [s for s in service.states() if s.name == service.manifest.web.name]
-            if web and not any(s.running for s in web):
+            for i in sorted(waiting):
+                connector = aiohttp.UnixConnector(path=str(service.box.inbound(web.name, i)))
+                async with aiohttp.ClientSession(connector=connector, timeout=timeout) as one:
+                    if await _healthy(one, "http://localhost/healthz"):
+                        waiting.discard(i)
+            if not waiting and await _healthy(http, f"{service.url}/healthz"):
+                return True
+            states = [s for s in service.states() if s.name == web.name]
+            if states and not any(s.running for s in states):
                 return False
             await asyncio.sleep(0.25)
     return False

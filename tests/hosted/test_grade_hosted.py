@@ -74,10 +74,8 @@ async def test_two_replicas_keeping_counts_in_memory_are_caught_over_admitting(
     )
     result = await hosted.grade_code(app.catalog.get("rate-limiter"), repo, rate_env, seed=7)
     report = result.graded.report
-    assert result.built.cached  # same requirements as the first test: no build box at all
     assert report.metrics["accuracy.over_admitted"] > 0
-    failing = {c.id for c in report.checks if c.status in ("fail", "error")}
-    assert any("atomic" in c or "over" in c or "accuracy" in c for c in failing), failing
+    assert report.check("accuracy.atomic").status == "fail"
     assert not report.passed
     assert sorted(p["name"] for p in result.submission.meta()["processes"]) == ["web"]
     assert (result.submission.logs_dir / "web-1.log").exists()
@@ -106,6 +104,5 @@ async def test_a_web_and_a_worker_process_deliver_every_notification(
     assert report.passed, [(c.id, c.status, c.detail) for c in report.checks if c.status != "pass"]
     assert report.metrics["delivery.lost"] == 0
     assert report.metrics["delivery.duplicates"] == 0
-    assert not result.crashed
-    worker_log = (result.submission.logs_dir / "worker-0.log").read_text()
-    assert "worker" in worker_log or worker_log == ""
+    assert not result.crashed  # the worker stayed up; only it delivers (web only publishes)
+    assert (result.submission.logs_dir / "worker-0.log").is_file()
