@@ -29,6 +29,7 @@ import os
 import secrets
 import signal
 import stat
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -623,14 +624,22 @@ class Box:
             await self._kill_for(f"killed: wall time {seconds:g} s")
 
     async def _watch_disk(self, limits: Limits) -> None:
+        """Kill the box when what it wrote on the host (logs, status, and ``/app`` for a box
+        that writes it) grows beyond ``disk_mb``. Scans cost CPU on big trees (a venv), so
+        the period grows with the time one scan takes."""
         allowed = limits.disk_mb * 1024 * 1024
-        areas = [self.root / "logs"]
+        areas = [self.root / "logs", self.root / "state"]
         if self.spec.writable_app:
             areas.append(self.spec.workdir.resolve())
-        base = sum([await asyncio.to_thread(_disk_usage, a) for a in areas[1:]])
+
+        def usage() -> int:
+            return sum(_disk_usage(area) for area in areas)
+
+        base = await asyncio.to_thread(usage)
         while not self._done.is_set():
-            await asyncio.sleep(DISK_POLL_S)
-            used = sum([await asyncio.to_thread(_disk_usage, a) for a in areas]) - base
+            started = time.monotonic()
+            used = await asyncio.to_thread(usage) - base
             if used > allowed:
                 await self._kill_for(f"killed: disk limit {limits.disk_mb} MB")
                 return
+            await asyncio.sleep(max(DISK_POLL_S, 4 * (time.monotonic() - started)))

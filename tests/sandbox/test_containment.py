@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import sys
 from pathlib import Path
@@ -104,6 +105,12 @@ def attempt(host, port, payload=None):
     finally:
         s.close()
 fwd, other = int(sys.argv[1]), int(sys.argv[2])
+abstract = socket.socket(socket.AF_UNIX)
+try:
+    abstract.connect(sys.argv[3].encode().replace(b"@", b"\0", 1))
+    print("abstract connected")
+except OSError as exc:
+    print("abstract", errno.errorcode.get(exc.errno, str(exc)))
 print("forwarded", attempt("127.0.0.1", fwd, b"ping-through"))
 print("other-port", attempt("127.0.0.1", other))
 print("other-loopback", attempt("127.0.0.2", other))
@@ -115,9 +122,19 @@ print("interfaces", sorted(name for _, name in socket.if_nameindex()))
 async def test_only_forwarded_ports_are_reachable(workspace: Path, boxes: list[Box]) -> None:
     # Two real listeners on host loopback: the environment's resource (forwarded) and
     # "another environment" (or the bot) on a port the box was not given.
+    # And an abstract unix socket on the host (no file: only a network namespace scopes it).
+    abstract = socket.socket(socket.AF_UNIX)
+    name = f"@cruscible-test-{os.getpid()}"
+    abstract.bind(b"\0" + name[1:].encode())
+    abstract.listen()
+    with socket.socket(socket.AF_UNIX) as check:  # reachable from the host's own namespace
+        check.connect(b"\0" + name[1:].encode())
     async with listener() as (forwarded, seen), listener() as (other, seen_other):
-        command = probe(workspace, "net.py", NET) + f" {forwarded} {other}"
-        _box, state, log = await run(workspace, boxes, command, forwards=(forwarded,))
+        command = probe(workspace, "net.py", NET) + f" {forwarded} {other} {name}"
+        try:
+            _box, state, log = await run(workspace, boxes, command, forwards=(forwarded,))
+        finally:
+            abstract.close()
     assert state.reason == "exited 0", log
     assert "forwarded echo ping-through" in log
     assert seen == [b"ping-through"]
@@ -126,6 +143,7 @@ async def test_only_forwarded_ports_are_reachable(workspace: Path, boxes: list[B
     assert "outside ENETUNREACH" in log
     assert "interfaces ['lo']" in log
     assert seen_other == []
+    assert "abstract ECONNREFUSED" in log
 
 
 async def test_stop_leaves_nothing(workspace: Path, boxes: list[Box]) -> None:
