@@ -99,7 +99,9 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.close()
 
 
-async def relay_overhead(root: Path, rounds: int = 500) -> dict[str, dict[str, float]]:
+async def relay_overhead(
+    root: Path, rounds: int = 500, cpus: float = Limits.cpus
+) -> dict[str, dict[str, float]]:
     """Median and p99 round-trip microseconds per path and mode, e.g.
     ``{"direct.keepalive": {"p50_us": 40.0, "p99_us": 90.0}, "inbound.connect": {...}}``.
     ``root`` is an empty, short, world-searchable directory (boxes are made under it)."""
@@ -124,7 +126,7 @@ async def relay_overhead(root: Path, rounds: int = 500) -> dict[str, dict[str, f
                 ),
             ),
             forwards=(port,),
-            limits=Limits(wall_s=120),
+            limits=Limits(wall_s=120, cpus=cpus),
         )
         box = await Box.start(spec, root / "box")
         try:
