@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import stat
 import time
 from dataclasses import dataclass
@@ -223,14 +224,15 @@ class Box:
         return self.root / "logs" / f"{name}-{replica}.log"
 
     def log_tail(self, name: str, replica: int = 0, lines: int = 40) -> str:
-        """The last ``lines`` lines of that replica's log, secrets masked."""
+        """The last ``lines`` lines of that replica's log, every value of ``spec.secrets``
+        replaced by ``•••`` (other environment values, such as ``RATE_LIMIT=20``, stay)."""
         try:
             data = _read_safely(self.log_path(name, replica), limit=256 * 1024)
         except OSError:
             return ""
         text = data.decode("utf-8", "replace")
         tail = "\n".join(text.splitlines()[-lines:])
-        return _mask(tail, (*self.spec.secrets, *self.spec.env.values()))
+        return _mask(tail, self.spec.secrets)
 
     async def stop(self) -> None:
         """Kill everything in the box, remove its cgroup, stop its relays. Idempotent."""
@@ -521,8 +523,6 @@ class Box:
         for rep in self._replicas:
             inbound_fd = None
             if rep.port is not None:
-                import socket
-
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 path = net / f"in-{rep.name}-{rep.replica}.sock"
                 sock.bind(str(path))

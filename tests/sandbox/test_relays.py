@@ -48,7 +48,8 @@ async def test_inbound_reaches_each_replica(workspace: Path, boxes: list[Box]) -
     spec = BoxSpec(
         workdir=workspace / "app",
         processes=(ProcessSpec("web", "python web.py", replicas=2, port=True),),
-        env={"SECRET": "hunter2-very-secret"},
+        env={"SECRET": "hunter2-very-secret", "RATE_LIMIT": "20"},
+        secrets=("hunter2-very-secret",),
         limits=Limits(wall_s=60),
     )
     box = await Box.start(spec, workspace / "b0")
@@ -60,9 +61,11 @@ async def test_inbound_reaches_each_replica(workspace: Path, boxes: list[Box]) -
     states = box.states()
     assert [(s.name, s.replica, s.running) for s in states] == [("web", 0, True), ("web", 1, True)]
     # Logs are the learner's; the bundle's values never show in what we return.
-    box.log_path("web", 0).open("a").write("leak: hunter2-very-secret\n")
+    with box.log_path("web", 0).open("a") as learner_log:
+        learner_log.write("leak: hunter2-very-secret limit 20\n")
     tail = box.log_tail("web", 0)
-    assert "listening" in tail and "hunter2" not in tail and "•••" in tail
+    assert "listening" in tail and "hunter2" not in tail
+    assert "leak: ••• limit 20" in tail
     with pytest.raises(KeyError):
         box.inbound("web", 2)
     await box.stop()
