@@ -34,12 +34,14 @@ template is a cache worth keeping); deleting it while no environment runs is saf
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pwd
 from pathlib import Path
 
 from provisioning.backend import ProvisioningError
 
+log = logging.getLogger(__name__)
 RUNTIME_BASE = Path("/var/lib/cruscible-runtime")
 TRAVERSABLE = 0o711
 
@@ -109,6 +111,12 @@ def server_dir(state_dir: Path, user: pwd.struct_passwd | None, base: Path = RUN
     if user is None or blocking_dir(state_dir / "envs", user) is None:
         return state_dir
     target = runtime_dir(state_dir, base)
+    log.info(
+        "%s is out of reach of user %s, which runs the servers: their directories are in %s",
+        state_dir,
+        user.pw_name,
+        target,
+    )
     blocked = blocking_dir(target / "envs", user)
     if blocked is not None:
         raise ProvisioningError(
