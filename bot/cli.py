@@ -300,6 +300,181 @@ def grade(
 
 
 @app.command()
+def submit(
+    challenge: str,
+    source: Annotated[
+        str, typer.Argument(help="a folder, a .zip/.tar.gz archive, or a public https:// git URL")
+    ],
+    env: Annotated[
+        str | None, typer.Option(help="run next to this environment (default: a fresh one)")
+    ] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="write report files here")] = None,
+    keep: Annotated[
+        bool, typer.Option(help="keep the service running after the grade (until Ctrl-C or TTL)")
+    ] = False,
+) -> None:
+    """Build and run your code in a sandbox next to an environment, then grade it.
+
+    Exit 0 passed, 1 failed, 2 could not grade (the last log lines say why).
+    """
+    from challenges.catalog import ChallengeError
+
+    settings = load_settings()
+    catalog = load_catalog()
+    try:
+        ch = catalog.get(challenge)
+    except ChallengeError as exc:
+        raise fail(str(exc)) from None
+    import asyncio
+    from datetime import UTC, datetime
+
+    from rich.markup import escape
+    from rich.progress import Progress
+
+    from bot.app import url_policy
+    from bot.core.hosted import HostedGrader
+    from grading.render import render_markdown
+    from grading.runner import overall_progress
+    from provisioning.hosted import logs as hosted_logs
+
+    err, out = console(stderr=True), console()
+
+    def say(line: str) -> None:
+        err.print(f"[dim]{escape(line)}[/]", highlight=False, soft_wrap=True)
+
+    async def go(a: App) -> int:
+        hosted = HostedGrader(a.coach.grader, a.settings.data_dir, url_policy(a.settings))
+        scope = a.coach.owner(terminal())
+        sub, built = await hosted.prepare(source, ch, scope=scope, say=say)  # before any env
+        own = None
+        try:
+            if env:
+                environment = await a.provisioner.get(env)
+            else:
+                spec = ch.environment_spec(scope, a.settings.env_ttl)
+                environment = own = await a.coach.create_environment(terminal(), spec)
+                say(f"provisioned {environment.id} for {ch.id}")
+        except BaseException:
+            sub.update(status="failed")
+            await sub.cleanup()
+            raise
+        try:
+            with Progress(
+                console=err, transient=True, disable=as_json or not err.is_terminal
+            ) as bar:
+                task = bar.add_task(f"grading {ch.id}", total=1.0)
+
+                def progress(phase: str, fraction: float) -> None:
+                    bar.update(task, completed=overall_progress(phase, fraction), description=phase)
+
+                result = await hosted.grade_prepared(
+                    sub,
+                    built,
+                    ch,
+                    environment,
+                    seed=seed,
+                    out_dir=out_dir,
+                    keep=keep,
+                    progress=progress,
+                    say=say,
+                )
+            sub = result.submission
+            for proc in sub.meta().get("processes", []):
+                for i in range(proc["replicas"]):
+                    text, _ = hosted_logs.read_tail(sub.kept_log(proc["name"], i), 2048)
+                    tail = hosted_logs.last_lines(text, 5)
+                    say(f"--- {proc['name']}[{i}], last lines ---\n{tail or '(no output)'}")
+            if result.crashed:
+                err.print(
+                    "[yellow]stopped during the grade:[/]\n" + escape(result.crash_report),
+                    highlight=False,
+                )
+            say(f"full logs: cruscible logs {sub.id} [--process NAME] [--replica N]")
+            if as_json:
+                print(result.graded.report.to_json())
+            else:
+                from rich.markdown import Markdown
+
+                out.print(Markdown(render_markdown(result.graded.report)))
+                out.print(f"report files: {', '.join(str(f) for f in result.graded.files)}")
+            if result.service is not None:
+                left = (environment.expires_at - datetime.now(UTC)).total_seconds()
+                say(
+                    f"{result.url} stays up until {environment.expires_at:%H:%M} UTC "
+                    "(Ctrl-C to stop)"
+                )
+                try:
+                    await asyncio.sleep(max(0.0, left))
+                finally:
+                    await sub.finish(result.service, ())
+            return EXIT_PASSED if result.graded.report.passed else EXIT_FAILED
+        finally:
+            if own is not None:
+                await a.coach.destroy_environment(own.id)
+                say(f"{own.id} destroyed")
+
+    raise typer.Exit(run(go, settings=settings, catalog=catalog))
+
+
+@app.command("logs")
+def show_logs(
+    submission: Annotated[str, typer.Argument(help="the submission's id (sub-…)")],
+    process: Annotated[str, typer.Option(help="a process of the manifest, or build")] = "web",
+    replica: Annotated[int, typer.Option(min=0)] = 0,
+    follow: Annotated[bool, typer.Option(help="keep printing while it runs")] = False,
+) -> None:
+    """A hosted submission's build or process log (secrets masked)."""
+    import asyncio
+    import contextlib
+
+    from provisioning.hosted import logs as hosted_logs
+    from provisioning.hosted.submission import Submission, env_secrets
+
+    settings = load_settings()
+    try:
+        sub = Submission.open(settings.data_dir, submission)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    meta = sub.meta()
+    names = {p["name"]: p["replicas"] for p in meta.get("processes", [])}
+    if process != "build" and process not in names:
+        known = ", ".join(["build", *names]) or "build"
+        raise fail(f"{submission} has no process {process!r} (known: {known})")
+    if process != "build" and replica >= names[process]:
+        raise fail(f"{process} has {names[process]} replica(s): --replica 0..{names[process] - 1}")
+    name = "build" if process == "build" else f"{process}-{replica}"
+    live_dir = sub.build_root if process == "build" else sub.run_root
+    live = live_dir / "logs" / ("build-0.log" if process == "build" else f"{name}.log")
+    kept = sub.logs_dir / f"{name}.log"
+
+    live_states = {"fetching", "building", "built", "starting", "running", "graded"}
+
+    async def go(p: Provisioner, _: Settings) -> None:
+        from provisioning.backend import ProvisioningError
+
+        secrets: tuple[str, ...] = ()
+        with contextlib.suppress(ProvisioningError, KeyError):
+            if meta.get("environment"):  # live logs are raw; kept ones were masked
+                secrets = env_secrets(await p.get(meta["environment"]))
+        if not (follow and sub.meta().get("status") in live_states and live.exists()):
+            text, _ = hosted_logs.read_tail(kept if kept.exists() else live)
+            sys.stdout.write(hosted_logs.mask(text, secrets))
+            return
+        offset = 0
+        while True:
+            text, offset = hosted_logs.read_tail(live, offset=offset)
+            sys.stdout.write(hosted_logs.mask(text, secrets))
+            sys.stdout.flush()
+            if sub.meta().get("status") not in live_states or not live.exists():
+                return
+            await asyncio.sleep(0.5)
+
+    run_provisioner(go)
+
+
+@app.command()
 def load(
     url: str,
     rate: Annotated[float, typer.Option(help="requests per second")],

@@ -164,6 +164,37 @@ class HostedGrader:
         """
         t0 = time.monotonic()
         sub, built = await self.prepare(source, challenge, scope=scope, say=say)
+        return await self.grade_prepared(
+            sub,
+            built,
+            challenge,
+            env,
+            seed=seed,
+            out_dir=out_dir,
+            keep=keep,
+            progress=progress,
+            say=say,
+            started=t0,
+        )
+
+    async def grade_prepared(
+        self,
+        sub: Submission,
+        built: Built,
+        challenge: Challenge,
+        env: Environment,
+        *,
+        seed: int,
+        out_dir: Path | None = None,
+        keep: bool = False,
+        progress: Progress | None = None,
+        say: LogSink = log.info,
+        started: float | None = None,
+    ) -> HostedGraded:
+        """Run and grade a submission :meth:`prepare` built (so that bad input is refused
+        before an environment is made for it); see :meth:`grade_code`. ``started``: the
+        ``time.monotonic()`` of the submission, for ``timings["to_first_request"]``."""
+        t0 = time.monotonic() if started is None else started
         service = await self.start(sub, challenge, env, say=say)
         ready = time.monotonic() - t0
         secrets = env_secrets(env)
