@@ -379,8 +379,10 @@ class Box:
         args = [
             host.tool("bwrap"),
             "--unshare-all",
+            "--unshare-user",
             "--die-with-parent",
             "--new-session",
+            *(["--disable-userns"] if host.bwrap_supports("--disable-userns") else []),
             "--hostname",
             "sandbox",
             "--ro-bind",
@@ -576,7 +578,8 @@ class Box:
             "cgroup": cgroup,
             "fs": "read-only system, private /tmp"
             + (", writable /app" if spec.writable_app else ""),
-            "privileges": "no capabilities, no_new_privs" if user.dropped else "no_new_privs",
+            "privileges": ("no capabilities, no_new_privs" if user.dropped else "no_new_privs")
+            + (", no user namespaces" if host.bwrap_supports("--disable-userns") else ""),
             "limits": (
                 f"memory {limits.memory_mb} MB, cpus {limits.cpus}, pids {limits.pids}, "
                 f"disk {limits.disk_mb} MB, open files {limits.open_files}"

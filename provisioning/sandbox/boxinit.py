@@ -154,7 +154,22 @@ async def _run(plan):
         server.close()
 
 
+def _undumpable():
+    """PR_SET_DUMPABLE 0: the learner's processes (same user) cannot ptrace this supervisor or
+    open its /proc entries, so they cannot reach its sockets (prctl(2):
+    https://man7.org/linux/man-pages/man2/prctl.2.html). Children are dumpable again after
+    execve."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+    except (OSError, AttributeError):
+        pass
+
+
 def main():
+    _undumpable()
     plan = json.loads(sys.stdin.buffer.read())
     sys.stdin.close()
     os.close(0)

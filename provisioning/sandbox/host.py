@@ -60,6 +60,16 @@ def missing() -> str | None:
     return None
 
 
+@cache
+def bwrap_supports(flag: str) -> bool:
+    """Whether this bubblewrap knows ``flag`` (``--disable-userns`` came in 0.8.0)."""
+    try:
+        done = subprocess.run([tool("bwrap"), "--help"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return flag in done.stdout + done.stderr
+
+
 @dataclass(frozen=True)
 class User:
     """Who runs inside the box: the sandbox user when root, else ourselves."""

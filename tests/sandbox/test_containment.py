@@ -39,6 +39,17 @@ for path in ["/usr/bin/x", "/app/x"]:
         print("readonly", path, exc.strerror)
 open("/tmp/scratch", "w").write("ok")
 print("tmp writable")
+import subprocess
+nested = subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True)
+print("nested userns", "allowed" if nested.returncode == 0 else "refused")
+parent = os.getppid()
+while "boxinit" not in open(f"/proc/{parent}/cmdline").read() and parent > 1:
+    parent = int(open(f"/proc/{parent}/stat").read().rsplit(")", 1)[1].split()[1])
+print("supervisor is", open(f"/proc/{parent}/cmdline").read().replace("\0", " ").strip())
+try:
+    print("supervisor fds", os.listdir(f"/proc/{parent}/fd"))
+except OSError as exc:
+    print("supervisor fds", errno.errorcode[exc.errno])
 """
 
 
@@ -57,6 +68,10 @@ async def test_identity_no_capabilities_no_new_privs(workspace: Path, boxes: lis
     assert "readonly /usr/bin/x Read-only file system" in log
     assert "readonly /app/x Read-only file system" in log
     assert "tmp writable" in log
+    if "no user namespaces" in box.isolation["privileges"]:
+        assert "nested userns refused" in log
+    assert "supervisor is" in log and "/box/boxinit.py" in log
+    assert "supervisor fds EACCES" in log
     assert box.isolation["net"].startswith("private")
 
 
