@@ -143,6 +143,8 @@ def run_provisioner(fn: Callable[[Provisioner, Settings], Awaitable[T]]) -> T:
     async def main() -> T:
         provisioner = make_provisioner(settings)
         try:
+            for env in await provisioner.list():  # as open_app does: no log line shows them
+                logs.SECRETS.add(*env.secrets())
             return await fn(provisioner, settings)
         finally:
             await provisioner.close()
