@@ -383,14 +383,14 @@ class FakeSlack:
 
     def m_chat_postMessage(self, call: Call) -> dict[str, Any]:
         self._channel(call)
+        thread = call.args.get("thread_ts")
+        if thread and (call.channel, thread) not in self.messages:
+            raise Refuse("thread_not_found")  # the parent message was deleted
         # "msg_too_long: Message text is too long" (over 40,000 characters):
         # https://api.slack.com/methods/chat.postMessage#errors
         if len(call.args.get("text") or "") > TEXT_MAX:
             raise Refuse("msg_too_long")
         self._blocks(call)
-        thread = call.args.get("thread_ts")
-        if thread and (call.channel, thread) not in self.messages:
-            raise Refuse("thread_not_found")  # the parent message was deleted
         ts = self._ts()
         self.messages[call.channel, ts] = call.args
         return {

@@ -1,4 +1,5 @@
-"""The whole loop through Slack: daily post → Start → bundle by DM → /cruscible submit → thread.
+"""The whole loop through Slack: daily post → Start → bundle by DM → /cruscible submit → thread;
+then the same finished grade published again while Slack refuses route after route.
 
 One real grade of a reference design on real provisioning; every call to Slack is recorded.
 """
@@ -6,13 +7,19 @@ One real grade of a reference design on real provisioning; every call to Slack i
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import delete, select
 
+from bot.adapters.slack.channels import PLATFORM, SlackChannels
 from bot.adapters.slack.daily import post_daily
-from bot.adapters.slack.outbox import slack_actor
+from bot.adapters.slack.outbox import SlackOutbox, slack_actor
 from bot.app import App
+from bot.core.publish import NOTED, SKIPPED, OutboxRoutes, graded_from
+from bot.store import Publication, Submission
 from challenges.launch import running
 from tests.slack.conftest import Workspace
 from tests.slack.fakeslack import TEAM, Call
@@ -102,4 +109,94 @@ async def test_the_loop_threads_results_and_keeps_bundles_in_dms(
     text = json.dumps(home.args["view"])
     assert env.id in text and "rate-limiter" in text and "Streak: 1 day " in text
 
-    await coach.destroy_environment(env.id)
+    # the same finished grade, published again while Slack refuses
+    async with coach.store.session() as s:
+        sub = await s.scalar(select(Submission).where(Submission.url == service.url))
+    assert sub is not None and sub.status == "done"
+    try:
+        await a_finished_grade_survives_every_refusal(slack, app, sub.id, daily_ts)
+    finally:
+        await coach.destroy_environment(env.id)
+
+
+async def publish_again(app: App, sub_id: int, out: SlackOutbox) -> Publication:
+    """The stored real grade published again from the start (its publication row dropped), as
+    the coach publishes a grade that just finished for a learner waiting on ``out``."""
+    async with app.coach.store.session() as s:
+        await s.execute(delete(Publication).where(Publication.submission_id == sub_id))
+        sub = await s.get_one(Submission, sub_id)
+    routes = OutboxRoutes(out, slack_actor(TEAM, LEARNER, "ada"))
+    return await app.coach.publisher.publish(sub_id, graded_from(sub), routes, learner="ada")
+
+
+async def a_finished_grade_survives_every_refusal(
+    slack: Workspace, app: App, sub_id: int, daily_ts: str
+) -> None:
+    """The grade the loop made, published again while Slack refuses route after route: each
+    refusal moves on to the next route, and the grade stays done."""
+    fake, client = slack.fake, slack.bot.bolt.client
+
+    # the day's post was deleted: the score card goes in the channel instead
+    del fake.messages[CHANNEL, daily_ts]
+    out = SlackOutbox(client, user=LEARNER, channel="C1", post_channel=CHANNEL)
+    pub = await publish_again(app, sub_id, out)
+    assert pub.status == "published" and not pub.channel_error
+    card = next(c for c in reversed(fake.calls) if posted(CHANNEL, "scored")(c))
+    assert pub.card_ref == f"{CHANNEL}/{card.answer['ts']}" and not card.args.get("thread_ts")
+    refused = [c for c in fake.calls_to("chat.postMessage") if c.args.get("thread_ts") == daily_ts]
+    assert refused[-1].answer["error"] == "thread_not_found"
+
+    # and the channel is archived: the report by DM says why the card is not there
+    fake.channels[CHANNEL].archived = True
+    pub = await publish_again(app, sub_id, out)
+    assert pub.card_ref == SKIPPED and pub.status == "published"
+    assert f"<#{CHANNEL}> is archived: unarchive it" in (pub.channel_error or "")
+    report = next(c for c in reversed(fake.calls) if posted(DM, "Not posted in the channel")(c))
+    assert "is archived" in report.dump
+    fake.channels[CHANNEL].archived = False
+
+    # results go to a private channel the bot was not added to, and DMs are closed: the
+    # interaction's private reply carries the report and the fix for the admin
+    fake.add_channel("GRESULTS", member=False)
+    fake.dm_closed.add(LEARNER)
+    url = fake.response_url("republish")
+    out = SlackOutbox(client, user=LEARNER, post_channel="GRESULTS", response_url=url)
+    pub = await publish_again(app, sub_id, out)
+    assert pub.card_ref == SKIPPED and pub.report_ref and pub.report_ref.startswith("ephemeral:")
+    (reply,) = [c for c in fake.calls_to("response_url") if c.args["key"] == "republish"]
+    assert "/invite @Cruscible" in reply.dump and "Not posted in the channel" in reply.dump
+    assert reply.args["response_type"] == "ephemeral"
+
+    # the grade outlived its interaction too: nothing reaches the learner but App Home
+    late = time.monotonic() - 30 * 60
+    out = SlackOutbox(client, user=LEARNER, post_channel="GRESULTS", received_at=late)
+    out.response_url = fake.response_url("expired")
+    pub = await publish_again(app, sub_id, out)
+    assert pub.report_ref == NOTED and "cannot_dm_user" not in (pub.note or "")
+    assert "does not accept direct messages" in (pub.note or "")
+    before = len(fake.calls)
+    await slack.sender.event({"type": "app_home_opened", "user": LEARNER, "tab": "home"})
+    home = await fake.wait_for(lambda c: c.method == "views.publish" and c in fake.calls[before:])
+    text = json.dumps(home.args["view"])
+    assert "Results I could not deliver" in text and "does not accept direct messages" in text
+    fake.dm_closed.discard(LEARNER)
+
+    # Slack is rate-limiting past the client's retries: the card waits, and the scheduled
+    # retry posts it through the workspace's channels (the thread is gone: in the channel)
+    fake.rate_limited["chat.postMessage"] = 4
+    out = SlackOutbox(client, user=LEARNER, channel="C1", post_channel=CHANNEL)
+    pub = await publish_again(app, sub_id, out)
+    assert pub.status == "pending" and pub.card_ref is None and pub.report_ref
+    async with app.coach.store.session() as s:
+        (await s.get_one(Publication, pub.id)).next_attempt_at = datetime.now(UTC)
+        assert (await s.get_one(Submission, sub_id)).status == "done"
+    app.coach.channels.register(PLATFORM, SlackChannels(slack.bot.client_for))
+    try:
+        assert await app.coach.publisher.retry_due() == 1
+    finally:
+        app.coach.channels.unregister(PLATFORM)
+    async with app.coach.store.session() as s:
+        retried = await s.get_one(Publication, pub.id)
+    assert retried.status == "published" and retried.card_ref.startswith(f"{CHANNEL}/")
+    card = next(c for c in reversed(fake.calls) if posted(CHANNEL, "scored")(c))
+    assert "thread_ts" not in card.args or card.args["thread_ts"] is None

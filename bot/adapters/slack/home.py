@@ -7,14 +7,14 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.adapters.slack.blocks import header, to_blocks
+from bot.adapters.slack.blocks import SLASH, VIEW_MAX_BLOCKS, header, to_blocks
 from bot.core import views
 from bot.core.coach import Coach
-from bot.core.message import Message
+from bot.core.message import Message, Tone
 from bot.core.outbox import Actor
-from bot.store import Submission, User
+from bot.store import Publication, Submission, User
 
-HOME_MAX_BLOCKS = 100
+HOME_MAX_BLOCKS = VIEW_MAX_BLOCKS  # a Home tab takes 100 blocks
 RECENT = 5
 STREAK_LOOKBACK_DAYS = 366
 
@@ -48,11 +48,33 @@ async def graded_submissions(coach: Coach, actor: Actor) -> list[Submission]:
         )
 
 
-def results_message(subs: list[Submission], today: date) -> Message:
+def undelivered_message(subs: list[Submission], notes: dict[int, Publication]) -> Message | None:
+    """The grades whose outcome reached the learner nowhere else (no DM, no private reply):
+    the coach keeps a note of them (``Publisher.notes``), shown here. None when there is none."""
+    rows = [
+        f"**{s.challenge}** #{s.id}: {s.score}/100 {'passed' if s.passed else 'not yet'}"
+        f"{views.publication_note(notes[s.id])}"
+        for s in subs
+        if s.id in notes and notes[s.id].note
+    ]
+    if not rows:
+        return None
+    return Message(
+        title="Results I could not deliver",
+        body="\n".join(rows) + f"\n\n`{SLASH} results` lists them too.",
+        tone=Tone.WARNING,
+    )
+
+
+def results_message(
+    subs: list[Submission], today: date, notes: dict[int, Publication] | None = None
+) -> Message:
+    """The recent graded submissions, each with what its publication ran into, and the streak."""
+    notes = notes or {}
     days = streak({s.created_at.astimezone(UTC).date() for s in subs}, today)
     rows = [
         f"**{s.challenge}** {s.score}/100 {'passed' if s.passed else 'not yet'}"
-        f" · {s.created_at:%d %b}"
+        f" · {s.created_at:%d %b}{views.publication_note(notes.get(s.id))}"
         for s in subs[:RECENT]
     ]
     unit = "day" if days == 1 else "days"
@@ -67,9 +89,14 @@ async def home_view(coach: Coach, actor: Actor) -> dict[str, Any]:
     """The ``home`` view published for ``actor``."""
     now = datetime.now(UTC)
     today = coach.today(now.date())
+    subs = await graded_submissions(coach, actor)
+    notes = await coach.publisher.notes([s.id for s in subs])
     blocks = [header("Cruscible")]
+    undelivered = undelivered_message(subs, notes)
+    if undelivered is not None:
+        blocks += to_blocks(undelivered)
     blocks += to_blocks(views.environments(await coach.environments(actor)))
-    blocks += to_blocks(results_message(await graded_submissions(coach, actor), now.date()))
+    blocks += to_blocks(results_message(subs, now.date(), notes))
     blocks += [{"type": "divider"}]
     blocks += to_blocks(Message(title=today.title, fields=today.fields, buttons=today.buttons))
     return {"type": "home", "blocks": blocks[:HOME_MAX_BLOCKS]}

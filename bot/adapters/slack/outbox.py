@@ -113,7 +113,8 @@ class SlackOutbox:
     # -- the Outbox protocol -----------------------------------------------------------------
     async def post(self, msg: Message, *, thread: str | None = None) -> str:
         """Post in ``post_channel``, or under ``thread`` (a ts there, or a ``"<channel>/<ts>"``
-        ref, as a submission records the daily post); returns the new message's ts."""
+        ref, as a submission records the daily post); returns the new message's
+        ``"<channel>/<ts>"`` ref (which ``SlackChannels`` accepts too, after a restart)."""
         if self.post_channel is None:
             raise DeliveryFailed("no channel to post in: `/cruscible admin channel #channel`")
         channel = self.post_channel
@@ -130,7 +131,7 @@ class SlackOutbox:
             )
         ts: str = resp["ts"]
         await share_files(self.client, msg.files, channel, thread or ts)
-        return ts
+        return message_ref(channel, ts)
 
     async def reply(self, msg: Message) -> str:
         self.replied = True
