@@ -294,14 +294,23 @@ class Publisher:
     @staticmethod
     async def _post(routes: Routes, msg: Message, thread: str | None) -> str:
         """In the thread under ``thread``, else — refused for good — in the channel."""
-        if thread is not None:
-            try:
-                return await _attempt(routes.post(msg, thread=thread))
-            except DeliveryFailed as exc:
-                if exc.transient:
-                    raise
-                log.info("thread under %s refused (%s); posting in the channel", thread, exc.reason)
-        return await _attempt(routes.post(msg))
+        if thread is None:
+            return await _attempt(routes.post(msg))
+        try:
+            return await _attempt(routes.post(msg, thread=thread))
+        except DeliveryFailed as exc:
+            if exc.transient:
+                raise
+            refused = exc
+        log.info("thread under %s refused (%s); posting in the channel", thread, refused.reason)
+        try:
+            return await _attempt(routes.post(msg))
+        except DeliveryFailed as exc:  # both: the admin needs both reasons
+            raise DeliveryFailed(
+                f"{refused.reason}; {exc.reason}",
+                transient=exc.transient,
+                retry_after=exc.retry_after,
+            ) from exc
 
     async def _private(
         self, pub: Publication, routes: Routes, msg: Message

@@ -47,17 +47,14 @@ async def test_a_refused_channel_keeps_the_grade_and_tells_the_learner_why(
         assert not box.posts
         ((_, dm),) = box.dms
         assert dm.title == "Your full grade report"
-        assert [f.value for f in dm.fields] == [f"{DENIED.reason} — it is only here"]
+        both = f"{ARCHIVED.reason}; {DENIED.reason}"  # the thread's refusal, then the channel's
+        assert [f.value for f in dm.fields] == [f"{both} — it is only here"]
         pub = await publication(coach, sub.id)
-        assert (pub.status, pub.card_ref, pub.channel_error) == (
-            "published",
-            SKIPPED,
-            DENIED.reason,
-        )
+        assert (pub.status, pub.card_ref, pub.channel_error) == ("published", SKIPPED, both)
         board = await coach.leaderboard("rate-limiter", community=where)
         assert "ada" in board.body and "85" in board.body
         await dispatch(coach, ADA, "results", box)
-        assert f"not posted in the channel: {DENIED.reason}" in box.replies[-1][1].body
+        assert f"not posted in the channel: {both}" in box.replies[-1][1].body
 
 
 async def test_an_archived_thread_falls_back_to_the_channel(home: Path, clock: Clock) -> None:

@@ -225,9 +225,10 @@ class FakeDiscord:
         )
         await self.dispatch("CHANNEL_UPDATE", channel)
 
-    def archive(self, thread_id: int, *, locked: bool = False) -> None:
+    def archive(self, thread_id: int, *, locked: bool = False, archived: bool = True) -> None:
+        """Archive (and lock) a thread; ``archived=False`` opens it again."""
         meta = self.channels[thread_id]["thread_metadata"]
-        meta["archived"], meta["locked"] = True, locked
+        meta["archived"], meta["locked"] = archived, locked and archived
 
     def delete_message(self, message_id: int) -> None:
         self.messages.pop(message_id, None)

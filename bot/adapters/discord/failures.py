@@ -62,6 +62,7 @@ class Where:
 
     client: discord.Client
     channel_id: int | None
+    label: str | None = None  # what to call it when the cache does not know it
 
     def channel(self) -> object | None:
         if self.channel_id is None:
@@ -71,6 +72,8 @@ class Where:
     def __str__(self) -> str:
         found = self.channel()
         if found is None:
+            if self.label:
+                return self.label
             return f"channel {self.channel_id}" if self.channel_id else "that channel"
         name = getattr(found, "name", None)
         return f"#{name}" if name else f"channel {self.channel_id}"
@@ -112,6 +115,8 @@ def failure(
         return DirectMessageClosed("the learner's private messages are closed to the bot")
     if code == MISSING_PERMISSIONS:
         lacking = where.lacking(needs)
+        if not lacking and where.label:  # a thread the cache does not know: what it needs
+            lacking = [permission_name(p) for p in needs if p.endswith("threads")]
         what = ", ".join(lacking) if lacking else "a permission"
         return DeliveryFailed(f"the bot lacks {what} in {where}")
     if code == MISSING_ACCESS:
@@ -121,9 +126,9 @@ def failure(
     if code == UNKNOWN_MESSAGE:
         return MessageGone(f"the message in {where} was deleted")
     if code == ARCHIVED_THREAD:
-        return DeliveryFailed(f"the thread {where} is archived")
+        return DeliveryFailed(f"{where} is archived")
     if code == LOCKED_THREAD:
-        return DeliveryFailed(f"the thread {where} is locked")
+        return DeliveryFailed(f"{where} is locked")
     return DeliveryFailed(f"Discord refused the message in {where}: {exc.text or status}")
 
 

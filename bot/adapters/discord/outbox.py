@@ -28,6 +28,7 @@ ORIGINAL = "@original"  # the deferred ("thinking…") response of the interacti
 FOLLOWUP = "followup/"  # + message id: a later ephemeral follow-up
 EDIT_EVERY_S = 1.0  # Discord rate-limits edits; progress in between is coalesced
 THREAD_NAME = "Results and trade-offs"
+THREAD_EXISTS = 160004  # "A thread has already been created for this message"
 NO_MENTIONS = discord.AllowedMentions.none()
 # "Interaction tokens are valid for 15 minutes" —
 # https://discord.com/developers/docs/interactions/receiving-and-responding#followup-messages
@@ -98,10 +99,14 @@ class Threads:
     async def under(self, root: discord.PartialMessage) -> int:
         async with self._locks[root.id]:
             if root.id not in self._known:
+                # Create first: the usual case needs one call and no refusal (refused calls
+                # count against the invalid request limit); one made earlier answers 160004.
                 try:
-                    thread = await root.fetch_thread()
-                except discord.NotFound:
                     thread = await root.create_thread(name=THREAD_NAME, auto_archive_duration=1440)
+                except discord.HTTPException as exc:
+                    if exc.code != THREAD_EXISTS:
+                        raise
+                    thread = await root.fetch_thread()
                 self._known[root.id] = thread.id
             return self._known[root.id]
 
@@ -140,7 +145,8 @@ async def send(
     except Exception as exc:
         if root is not None:
             threads.forget(root)
-        raise failure(exc, Where(client, target), needs=needs) from exc
+        label = "the results thread under that post" if root is not None else None
+        raise failure(exc, Where(client, target, label), needs=needs) from exc
     return message_ref(target, sent.id)
 
 
