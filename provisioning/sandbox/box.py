@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from provisioning.sandbox import host, registry
+from provisioning.sandbox import cgroups, host, registry
 from provisioning.sandbox.cgroups import Cgroup
 from provisioning.sandbox.limits import Limits
 from provisioning.sandbox.relay import Listener, check_socket_path, serve_forward
@@ -509,6 +509,8 @@ class Box:
         self._plan_replicas()
         await asyncio.to_thread(self._layout, user)
         try:
+            if host.is_root():
+                await asyncio.to_thread(cgroups.sweep)
             self._cgroup = await asyncio.to_thread(Cgroup.create, self.id, spec.limits)
             cgroup = self._cgroup.version
         except OSError as exc:

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
 from provisioning.sandbox.limits import Limits
@@ -62,6 +63,28 @@ def _read_kv(path: Path) -> dict[str, int]:
     except OSError:
         pass
     return out
+
+
+def sweep(min_age_s: float = 60.0) -> int:
+    """Remove empty box groups older than ``min_age_s`` (left by a process that died before
+    it could stop its boxes; bubblewrap's ``--die-with-parent`` killed their processes).
+    Returns how many were removed; groups with processes are left alone."""
+    removed = 0
+    now = time.time()
+    for parent in [ROOT / PARENT, *(ROOT / c / PARENT for c in V1_CONTROLLERS)]:
+        if not parent.is_dir():
+            continue
+        for group in parent.glob("box-*"):
+            try:
+                if now - group.stat().st_mtime < min_age_s:
+                    continue
+                if (group / "cgroup.procs").read_text().strip():
+                    continue
+                group.rmdir()
+                removed += 1
+            except OSError:
+                continue
+    return removed
 
 
 class Cgroup:

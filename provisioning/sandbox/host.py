@@ -153,9 +153,17 @@ def interpreter() -> Interpreter:
     executable = str(prefix / "bin" / version)
     if not is_root() or _world_reachable(prefix / "bin" / version):
         return Interpreter(prefix, prefix, executable)
-    tag = hashlib.sha256(str(prefix).encode()).hexdigest()[:12]
+    built = os.stat(os.path.realpath(executable)).st_mtime_ns
+    tag = hashlib.sha256(f"{prefix}\0{sys.version}\0{built}".encode()).hexdigest()[:12]
     into = Path(tempfile.gettempdir()) / f"cruscible-python-{tag}"
     done = into / ".staged"
+    if into.exists():
+        # /tmp is shared: use a staged tree only if it is ours and nobody else may change it.
+        info = into.lstat()
+        if into.is_symlink() or info.st_uid != 0 or info.st_mode & 0o022:
+            raise SandboxError(
+                f"{into} exists but is not a root-owned directory closed to others; remove it"
+            )
     if not done.exists():
         log.info("staging %s for sandboxes at %s", prefix, into)
         into.mkdir(mode=0o755, exist_ok=True)

@@ -8,6 +8,7 @@ hierarchy."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
@@ -69,3 +70,29 @@ async def test_v2_kill_empties_the_group() -> None:
             proc.kill()
         group.remove_now()
     assert not path.exists()
+
+
+@pytest.mark.skipif(cgroups.version() != "v1", reason="needs root and cgroup v1 controllers")
+async def test_sweep_removes_empty_leftovers_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cgroups, "PARENT", f"cruscible-sandbox-sweep-{os.getpid()}")
+    left = Cgroup.create("box-left", Limits())
+    busy = Cgroup.create("box-busy", Limits())
+    join = " ".join(f"echo $$ > {f};" for f in busy.procs_files) + " exec sleep 60"
+    proc = await asyncio.create_subprocess_exec("/bin/sh", "-c", join)
+    try:
+        for _ in range(100):
+            if busy.pids():
+                break
+            await asyncio.sleep(0.05)
+        assert busy.pids() == [proc.pid]
+        assert cgroups.sweep(min_age_s=0) == len(left.dirs)
+        assert not any(p.exists() for p in left.dirs.values())
+        assert all(p.exists() for p in busy.dirs.values())
+    finally:
+        await busy.kill()
+        await proc.wait()
+        busy.remove_now()
+        for controller in cgroups.V1_CONTROLLERS:
+            with contextlib.suppress(OSError):
+                (cgroups.ROOT / controller / cgroups.PARENT).rmdir()
+    assert cgroups.sweep(min_age_s=0) == 0
