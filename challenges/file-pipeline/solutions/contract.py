@@ -7,8 +7,9 @@
   "result": {"rows", "sha256", "amount_total"} | null, "error": "..." | null}``;
   ``404`` for an unknown id.
 
-A CSV is well-formed when it is UTF-8, its first record is a header with an
-``amount`` column, every further record has as many fields as the header (empty
+A CSV is well-formed when it is UTF-8 (a leading byte order mark is not part of
+the first column's name: https://www.rfc-editor.org/rfc/rfc3629#section-6), its
+first record is a header with an ``amount`` column, every further record has as many fields as the header (empty
 lines are ignored) and every amount is a decimal number (``-12.50``, ``3``). The
 result counts the records after the header, hashes the upload's bytes, and sums the
 amounts exactly (decimal arithmetic, never floats).
@@ -72,7 +73,7 @@ class Upload:
 def process(data: bytes) -> Result:
     """Parse ``data`` and compute its result; raises :class:`Malformed`. CPU-bound."""
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a leading BOM is not part of the first name
     except UnicodeDecodeError as exc:
         raise Malformed(f"not UTF-8 (byte {exc.start})") from None
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
