@@ -196,6 +196,8 @@ class Box:
             elif code == 128 + signal.SIGKILL and self._oom_kills:
                 # the shell running the command saw its child killed by the OOM killer
                 oom, reason = True, self._oom_reason()
+            elif code == 128 + signal.SIGXFSZ:
+                reason = self._signal_reason(signal.SIGXFSZ)
             else:
                 reason = f"exited {code}"
             out.append(

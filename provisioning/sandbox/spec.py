@@ -95,8 +95,11 @@ class ProcessState:
     ``exit_code`` and ``signal`` are ``None`` while it runs; ``reason`` is for humans:
     ``"running"``, ``"exited 0"``, ``"exited 1"``, ``"killed by signal 9"``,
     ``"killed: memory limit 512 MB"``, ``"killed: wall time 600 s"``,
-    ``"killed: disk limit 512 MB"``, ``"stopped"``; it may end with a note such as
-    ``"(process limit 256 reached)"``.
+    ``"killed: disk limit 512 MB"`` (what a build added beyond the cap),
+    ``"killed: disk limit 512 MB (file size)"`` (one file beyond the cap), ``"stopped"``,
+    ``"killed with the box"``, ``"could not start (exit 127)"``, ``"sandbox failed: <why>"``;
+    it may end with a note such as ``"(process limit 256 reached)"``. ``oom_killed`` comes from
+    the cgroup's own counter (the box cannot fake it).
     """
 
     name: str

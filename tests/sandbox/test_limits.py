@@ -51,12 +51,43 @@ async def test_memory_hog_is_oom_killed(workspace: Path, boxes: list[Box]) -> No
     assert state.reason == "killed: memory limit 64 MB"
 
 
-async def test_file_bigger_than_the_disk_cap(workspace: Path, boxes: list[Box]) -> None:
-    # The private /tmp is a tmpfs of disk_mb, and RLIMIT_FSIZE caps any one file at it.
-    command = "head -c 40000000 /dev/zero > /tmp/fill; echo status $?"
-    _box, state, log = await run(workspace, boxes, command, limits=Limits(disk_mb=16, wall_s=20))
-    assert state.reason == "exited 0"
-    assert "status 153" in log or "No space left" in log  # 128 + SIGXFSZ, or ENOSPC
+FILLER = r"""
+import errno, os
+chunk = b"x" * (1024 * 1024)
+def fill(paths):
+    written = 0
+    try:
+        for path in paths:
+            with open(path, "ab") as f:
+                while True:
+                    f.write(chunk)
+                    f.flush()
+                    written += 1
+                    if len(paths) > 1:
+                        break
+    except OSError as exc:
+        return written, errno.errorcode[exc.errno]
+    return written, "no error"
+print("one file", *fill(["/tmp/big"]))
+os.remove("/tmp/big")
+print("many files", *fill([f"/tmp/f{i}" for i in range(1000)]))
+st = os.statvfs("/tmp")
+print("tmp size MB", st.f_blocks * st.f_frsize // (1024 * 1024))
+for name in os.listdir("/tmp"):
+    os.remove(os.path.join("/tmp", name))
+"""
+
+
+async def test_disk_filler_stops_at_the_cap(workspace: Path, boxes: list[Box]) -> None:
+    # The private /tmp is a tmpfs of disk_mb, and RLIMIT_FSIZE caps any one file at it: one big
+    # file stops at the cap (EFBIG), many small ones when the tmpfs is full (ENOSPC).
+    command = probe(workspace, "fill.py", FILLER) + "; head -c 40000000 /dev/zero > /tmp/x"
+    _box, state, log = await run(workspace, boxes, command, limits=Limits(disk_mb=16, wall_s=30))
+    assert "one file 16 EFBIG" in log
+    assert "many files 16 ENOSPC" in log or "many files 15 ENOSPC" in log
+    assert "tmp size MB 16" in log
+    # A process that does not ignore SIGXFSZ (Python does) is killed by it, and we say why.
+    assert state.reason == "killed: disk limit 16 MB (file size)", log
     assert (workspace / "b0" / "logs" / "t-0.log").stat().st_size < 4096
 
 
