@@ -189,10 +189,23 @@ async def test_socket_mode_reconnects_when_slack_asks(
             await fake.disconnect(reason)  # Slack is about to close this connection
             await until(lambda n=n: sockets_at_least(fake, n + 1))
         assert len(fake.calls_to("apps.connections.open")) == 3  # a fresh URL each time
+        # an event Slack redelivers over the socket (retry_attempt) is handled once as well
+        event = {
+            "type": "event_callback",
+            "team_id": "T0SOCKET",
+            "api_app_id": "A1",
+            "event_id": "EvSOCKET",
+            "event_time": int(time.time()),
+            "event": HOME_OPENED,
+        }
+        await fake.send_envelope("events_api", event)
+        await fake.send_envelope("events_api", event, retry_attempt=1, retry_reason="timeout")
+        await fake.wait_for(lambda c: c.method == "views.publish")
         payload["trigger_id"] = fake.trigger("trigger-socket-last")
         payload["response_url"] = fake.response_url("socket-last")
         await fake.send_envelope("slash_commands", payload)  # and it keeps serving
         await fake.wait_for(lambda c: c.method == "response_url" and c.args["key"] == "socket-last")
+        assert len(fake.calls_to("views.publish")) == 1
     finally:
         server.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -95,7 +95,10 @@ async def apologising(out: SlackOutbox, what: str) -> AsyncIterator[None]:
         yield
     except Exception:
         log.exception("%s failed", what)
-        await out.reply(views.error("Something went wrong on my side; it has been logged."))
+        try:
+            await out.reply(views.error("Something went wrong on my side; it has been logged."))
+        except DeliveryFailed as exc:  # the interaction is over too: the log is all there is
+            log.warning("could not tell the learner about %s: %s", what, exc.reason)
 
 
 async def submit(

@@ -11,7 +11,10 @@ from bot.adapters.slack.blocks import truncate
 
 CALLBACK_ID = "cruscible-submit"
 CHALLENGE, URL = "challenge", "url"  # block_id and action_id of the two inputs
+# https://api.slack.com/reference/block-kit/composition-objects#option: text ≤ 75 characters;
+# https://api.slack.com/reference/block-kit/block-elements#static_select: ≤ 100 options
 OPTION_TEXT_MAX = 75
+OPTIONS_MAX = 100
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ def submit_modal(
     """The modal for ``challenges`` (``(id, title)``), ``selected`` preselected when listed."""
     options = [
         {"text": {"type": "plain_text", "text": truncate(title, OPTION_TEXT_MAX)}, "value": cid}
-        for cid, title in challenges
+        for cid, title in challenges[:OPTIONS_MAX]
     ]
     select: dict[str, Any] = {"type": "static_select", "action_id": CHALLENGE, "options": options}
     initial = next((o for o in options if o["value"] == selected), None)
