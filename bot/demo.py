@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
 from bot.adapters.console import ConsoleOutbox
-from bot.app import App
+from bot.app import App, url_policy
 from bot.core.outbox import Actor
+from challenges.catalog import Challenge
 from challenges.launch import running
 from grading.report import Report
+from provisioning import Environment
+from provisioning.sandbox import Box
 
 CHALLENGE = "rate-limiter"
 DESIGNS = ("redis_lua", "postgres_upsert")  # counters in memory vs rows in a database
+HOSTED = "redis_lua"  # submitted as code: built and run in a sandbox next to the environment
 LEARNER = Actor("console", "ada", "ada")
 
 
@@ -63,6 +71,39 @@ def comparison(reports: dict[str, Report]) -> Table:
     return table
 
 
+@contextlib.asynccontextmanager
+async def hosted(
+    app: App, console: Console, challenge: Challenge, design: str, env: Environment
+) -> AsyncIterator[str]:
+    """Reference design ``design`` packaged as a learner's repository, built and run in a
+    sandbox next to ``env``; yields the balancer's URL, stops everything after."""
+    from bot.core.hosted import HostedGrader, package_reference
+    from provisioning.hosted.submission import env_secrets
+
+    grader = HostedGrader(app.coach.grader, app.settings.data_dir, url_policy(app.settings))
+
+    def say(line: str) -> None:
+        console.print(f"[dim]{escape(line)}[/]", highlight=False)
+
+    with tempfile.TemporaryDirectory(prefix="cruscible-demo-repo-") as repo:
+        package_reference(challenge, design, Path(repo))
+        files = sorted(p.name for p in Path(repo).iterdir())
+        console.print(f"{LEARNER.name}'s repository: {', '.join(files)}")
+        console.print(Path(repo, "cruscible.toml").read_text().strip(), markup=False)
+        sub, _ = await grader.prepare(repo, challenge, scope=app.coach.owner(LEARNER), say=say)
+    service = await grader.start(sub, challenge, env, say=say)
+    iso = service.box.isolation
+    console.print(
+        f"sandbox: runs as {iso.get('user')}, network {iso.get('net')}, cgroup "
+        f"{iso.get('cgroup')}: {iso.get('limits')}"
+    )
+    try:
+        yield service.url
+    finally:
+        await sub.finish(service, env_secrets(env))
+        console.print(f"{sub.id} stopped; its logs: cruscible logs {sub.id}")
+
+
 async def run_demo(app: App, console: Console, *, seed: int, out_dir: Path) -> int:
     started = time.monotonic()
     coach = app.coach
@@ -81,17 +122,26 @@ async def run_demo(app: App, console: Console, *, seed: int, out_dir: Path) -> i
     try:
         for n, design in enumerate(DESIGNS):
             solution = challenge.solution(design)
+            as_code = design == HOSTED and (why := Box.available()) is None
             step(
                 console,
                 3 if n == 0 else 6,
-                f"Reference design {design!r} starts against the bundle",
+                f"Reference design {design!r} "
+                + ("is submitted as code" if as_code else "starts against the bundle"),
             )
             console.print(f"[dim]{solution.summary}[/]")
-            async with running(solution.module, env.bundle) as service:
-                service_pids.append(service.pid)
-                console.print(f"{design} is listening on {service.url} (pid {service.pid})")
-                step(console, 4 if n == 0 else 6, f"{LEARNER.name} submits {service.url}")
-                sub = await coach.submit(LEARNER, CHALLENGE, service.url, box, seed=seed)
+            if design == HOSTED and not as_code:
+                console.print(f"[yellow]not submitted as code here: {why}[/]")
+            if as_code:
+                async with hosted(app, console, challenge, design, env) as url:
+                    step(console, 4 if n == 0 else 6, f"{LEARNER.name} submits {url}")
+                    sub = await coach.submit(LEARNER, CHALLENGE, url, box, seed=seed)
+            else:
+                async with running(solution.module, env.bundle) as service:
+                    service_pids.append(service.pid)
+                    console.print(f"{design} is listening on {service.url} (pid {service.pid})")
+                    step(console, 4 if n == 0 else 6, f"{LEARNER.name} submits {service.url}")
+                    sub = await coach.submit(LEARNER, CHALLENGE, service.url, box, seed=seed)
             reports[design] = Report.from_dict(sub.report or {})
             step(console, 5 if n == 0 else 6, "Report files")
             for path in sorted(Path(sub.report_dir or ".").iterdir()):
