@@ -147,6 +147,16 @@ async def test_scheduled_posts_rotate_the_token_then_a_revoked_bot_stops(
     info = await fake.wait_for(lambda c: c.method == "users.info")
     assert info.answer["ok"] and fake.tokens.get(info.token or "") == OAUTH_TEAM
 
+    # a refresh Slack refuses is a delivery failure that says so (and nothing is posted)
+    refresh_tokens = dict(fake.refresh_tokens)
+    fake.refresh_tokens.clear()
+    with pytest.raises(DeliveryFailed, match="token could not be refreshed.*invalid_refresh_token"):
+        await channels.post(home, Message(title="with a refused refresh"))
+    with pytest.raises(DirectMessageClosed, match="could not be refreshed"):
+        await channels.dm(home, f"{OAUTH_TEAM}:U1", Message(title="with a refused refresh"))
+    fake.refresh_tokens.update(refresh_tokens)
+    assert len(fake.calls_to("chat.postMessage")) == 1
+
     community = await coach.communities.get("slack", OAUTH_TEAM)
     await coach.communities.configure(community.id, channel_id="COAUTH")
     revoked = {"type": "tokens_revoked", "tokens": {"oauth": [], "bot": ["UBOT2"]}}

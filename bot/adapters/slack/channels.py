@@ -7,10 +7,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from slack_sdk.errors import SlackTokenRotationError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack.blocks import MAX_BLOCKS, fallback_text, section, to_blocks
-from bot.adapters.slack.failures import delivering
+from bot.adapters.slack.failures import delivering, failure
 from bot.adapters.slack.outbox import (
     direct_message,
     message_ref,
@@ -66,6 +67,13 @@ class SlackChannels:
             return await self.client_for(team_id)
         except LookupError as exc:  # uninstalled from that workspace
             raise DeliveryFailed(str(exc)) from None
+        except SlackTokenRotationError as exc:  # its expiring token could not be refreshed
+            failed = failure(exc.api_error)
+            raise DeliveryFailed(
+                f"the workspace's token could not be refreshed: {failed.reason}",
+                transient=failed.transient,
+                retry_after=failed.retry_after,
+            ) from None
 
     async def post(
         self,
@@ -111,9 +119,11 @@ class SlackChannels:
     async def dm(self, community: Community | None, user_id: str, message: Message) -> str:
         team = community.platform_id if community is not None else team_of_user(user_id)
         try:
-            client = await self.client_for(team)
-        except LookupError as exc:  # uninstalled from that workspace: no way to reach them
-            log.warning("cannot DM %s: %s", user_id, exc)
-            raise DirectMessageClosed(str(exc)) from None
+            client = await self._client(team)
+        except DeliveryFailed as exc:  # uninstalled from that workspace: no way to reach them
+            log.warning("cannot DM %s: %s", user_id, exc.reason)
+            if exc.transient:
+                raise
+            raise DirectMessageClosed(exc.reason) from None
         channel, ts = await direct_message(client, user_id.rpartition(":")[2], message)
         return message_ref(channel, ts)
