@@ -170,6 +170,12 @@ class Cgroup:
         key = "unified" if self.version == "v2" else "pids"
         return _read_kv(self.dirs[key] / "pids.events").get("max", 0)
 
+    def cpu_throttled(self) -> int:
+        """How many CFS periods the box was held back by its CPU quota (``cpu.stat``
+        ``nr_throttled``, v1 and v2)."""
+        key = "unified" if self.version == "v2" else "cpu"
+        return _read_kv(self.dirs[key] / "cpu.stat").get("nr_throttled", 0)
+
     def pids(self) -> list[int]:
         main = self.dirs.get("unified") or self.dirs.get("pids") or next(iter(self.dirs.values()))
         try:

@@ -42,6 +42,24 @@ async def test_fork_bomb_hits_the_process_limit(workspace: Path, boxes: list[Box
 
 
 @needs_cgroups
+async def test_busy_loops_are_held_to_the_cpu_share(workspace: Path, boxes: list[Box]) -> None:
+    spec = BoxSpec(
+        workdir=workspace / "app",
+        processes=(ProcessSpec("spin", "exec python3 -c 'while True: pass'", replicas=2),),
+        limits=Limits(cpus=0.1, wall_s=60),
+    )
+    box = await Box.start(spec, workspace / "b0")
+    boxes.append(box)
+    assert box._cgroup is not None
+    for _ in range(300):  # until the kernel held the box back (bounded: 30 s)
+        if box._cgroup.cpu_throttled() >= 3:
+            break
+        await asyncio.sleep(0.1)
+    assert box._cgroup.cpu_throttled() >= 3
+    assert all(state.running for state in box.states())
+
+
+@needs_cgroups
 async def test_memory_hog_is_oom_killed(workspace: Path, boxes: list[Box]) -> None:
     hog = "chunks = []\nwhile True:\n    chunks.append(bytearray(4 * 1024 * 1024))\n"
     _box, state, log = await run(
