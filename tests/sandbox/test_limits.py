@@ -123,6 +123,19 @@ async def test_build_filling_app_is_killed_at_the_disk_cap(
     assert not (workspace / "app" / "f499").exists()
 
 
+async def test_open_files_stop_at_the_cap(workspace: Path, boxes: list[Box]) -> None:
+    source = (
+        "import errno\nfiles = []\ntry:\n    while len(files) < 100000:\n"
+        "        files.append(open('/dev/null'))\nexcept OSError as exc:\n"
+        "    print('opened', len(files), errno.errorcode[exc.errno])\n"
+    )
+    command = probe(workspace, "files.py", source)
+    _box, state, log = await run(workspace, boxes, command, limits=Limits(open_files=64))
+    assert state.reason == "exited 0", log
+    opened, error = log.split()[1:3]
+    assert error == "EMFILE" and 50 < int(opened) < 64
+
+
 async def test_process_that_never_exits_meets_the_wall_time(
     workspace: Path, boxes: list[Box]
 ) -> None:
