@@ -237,10 +237,12 @@ class Publisher:
             async with self.store.session() as s:
                 await s.merge(pub)
 
-        if pub.card_ref is None:
+        under = sub.thread  # the discussion goes under the day's post, like the card, or
+        if pub.card_ref is None:  # — when that thread was refused — under the card itself
             card = views.scorecard(graded.report, learner, plot)
             try:
-                pub.card_ref = await self._post(routes, card, sub.thread)
+                pub.card_ref, in_thread = await self._post(routes, card, sub.thread)
+                under = sub.thread if in_thread else None
             except DeliveryFailed as exc:
                 pub.channel_error = exc.reason
                 if exc.transient:
@@ -249,10 +251,9 @@ class Publisher:
                     pub.card_ref = pub.discussion_ref = SKIPPED
             await save()
         if pub.discussion_ref is None and waiting is None and pub.card_ref is not None:
-            under = sub.thread or pub.card_ref
             try:
-                pub.discussion_ref = await self._post(
-                    routes, views.discussion(graded.report), under
+                pub.discussion_ref, _ = await self._post(
+                    routes, views.discussion(graded.report), under or pub.card_ref
                 )
             except DeliveryFailed as exc:
                 if exc.transient:
@@ -292,19 +293,20 @@ class Publisher:
         return pub
 
     @staticmethod
-    async def _post(routes: Routes, msg: Message, thread: str | None) -> str:
-        """In the thread under ``thread``, else — refused for good — in the channel."""
+    async def _post(routes: Routes, msg: Message, thread: str | None) -> tuple[str, bool]:
+        """In the thread under ``thread``, else — refused for good — in the channel; the ref,
+        and whether it went in that thread."""
         if thread is None:
-            return await _attempt(routes.post(msg))
+            return await _attempt(routes.post(msg)), False
         try:
-            return await _attempt(routes.post(msg, thread=thread))
+            return await _attempt(routes.post(msg, thread=thread)), True
         except DeliveryFailed as exc:
             if exc.transient:
                 raise
             refused = exc
         log.info("thread under %s refused (%s); posting in the channel", thread, refused.reason)
         try:
-            return await _attempt(routes.post(msg))
+            return await _attempt(routes.post(msg)), False
         except DeliveryFailed as exc:  # both: the admin needs both reasons
             raise DeliveryFailed(
                 f"{refused.reason}; {exc.reason}",

@@ -164,19 +164,25 @@ class FakeDiscord:
         self.url = f"http://127.0.0.1:{port}"
         for guild_id, channel_ids in GUILDS.items():
             for position, channel_id in enumerate(channel_ids):
-                self.channels[channel_id] = {
-                    "id": str(channel_id),
-                    "type": 0,
-                    "guild_id": str(guild_id),
-                    "name": f"channel-{position}",
-                    "position": position,
-                    "permission_overwrites": [],
-                    "nsfw": False,
-                    "parent_id": None,
-                    "topic": None,
-                    "last_message_id": None,
-                    "rate_limit_per_user": 0,
-                }
+                self.channels[channel_id] = self._text_channel(
+                    channel_id, guild_id, f"channel-{position}", position
+                )
+
+    @staticmethod
+    def _text_channel(channel_id: int, guild_id: int, name: str, position: int) -> Json:
+        return {
+            "id": str(channel_id),
+            "type": 0,
+            "guild_id": str(guild_id),
+            "name": name,
+            "position": position,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+        }
 
     async def stop(self) -> None:
         for ws, _ in self._sockets:
@@ -232,6 +238,13 @@ class FakeDiscord:
 
     def delete_message(self, message_id: int) -> None:
         self.messages.pop(message_id, None)
+
+    async def add_channel(self, guild_id: int = GUILD_ID, name: str = "extra") -> int:
+        """A new text channel in the guild, announced over the gateway."""
+        channel_id = self.snowflake()
+        self.channels[channel_id] = self._text_channel(channel_id, guild_id, name, 9)
+        await self.dispatch("CHANNEL_CREATE", self.channels[channel_id])
+        return channel_id
 
     async def delete_channel(self, channel_id: int) -> None:
         channel = self.channels.pop(channel_id)

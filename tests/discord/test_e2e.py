@@ -137,6 +137,7 @@ async def replay_under_refusals(
         since = len(fake.calls)
         pub = await replay()
         assert pub.status == "published" and pub.card_ref.startswith(f"{CHANNEL_ID}/")
+        assert pub.discussion_ref.split("/")[0] == pub.card_ref.split("/")[1]  # under the card
         fake.archive(thread_id, archived=False)
 
         # the bot may no longer post in the channel: the DM says so and why

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
+import aiohttp
 import discord
 import pytest
 from sqlalchemy import select, update
@@ -23,6 +24,7 @@ from bot.store import Community, Publication, Submission, User
 from tests.community.support import ScriptedGrader
 from tests.discord.fake import (
     ADA,
+    API,
     EPHEMERAL,
     EVERYONE_PERMISSIONS,
     GRACE,
@@ -227,6 +229,64 @@ async def test_messages_stay_within_discords_limits(
     )
     channels = DiscordChannels(bot, bot.turns.threads)
     assert await channels.post(home, huge)
+
+
+async def test_a_deleted_channel_is_said_to_be_gone(
+    bot: CruscibleClient, fake: FakeDiscord, app: App
+) -> None:
+    extra = await fake.add_channel(name="results")
+    gone = Community(id=0, platform="discord", platform_id=str(GUILD_ID), channel_id=str(extra))
+    channels = DiscordChannels(bot, bot.turns.threads)
+    assert await channels.post(gone, Message(title="x"))
+    await fake.delete_channel(extra)
+    with pytest.raises(MessageGone, match=r"no longer exists$"):
+        await channels.post(gone, Message(title="x"))
+
+
+async def test_the_local_discord_refuses_as_discord_does(
+    bot: CruscibleClient, fake: FakeDiscord
+) -> None:
+    """Rules met by no path of the bot: a second initial response, the 429 format, component
+    and attachment limits (raw requests, as a misbehaving client would send them)."""
+    token = await fake.interact(fake.slash("challenge", "list", who=GRACE))
+    await fake.wait_for(lambda: fake.webhook_calls(token))
+    iid = token.removeprefix("itoken-")
+    auth = {"Authorization": "Bot fake-bot-token"}
+    async with aiohttp.ClientSession(fake.url, headers=auth) as http:
+        again = {"type": 5, "data": {"flags": EPHEMERAL}}
+        async with http.post(f"{API}/interactions/{iid}/{token}/callback", json=again) as r:
+            assert (r.status, (await r.json())["code"]) == (400, 40060)
+
+        fake.rate_limit(rf"POST /channels/{OTHER_CHANNEL_ID}/messages", times=1, retry_after=2.5)
+        path = f"{API}/channels/{OTHER_CHANNEL_ID}/messages"
+        async with http.post(path, json={"content": "x"}) as r:
+            assert r.status == 429
+            assert (await r.json())["retry_after"] == 2.5
+            assert r.headers["Retry-After"] == "2" or r.headers["Retry-After"] == "3"
+            assert r.headers["X-RateLimit-Remaining"] == "0"
+            assert float(r.headers["X-RateLimit-Reset-After"]) == 2.5
+
+        rows = [{"type": 1, "components": [_button(f"b{j}") for j in range(6)]}]
+        rows += [{"type": 1, "components": [_button(f"r{i}")]} for i in range(5)]
+        rows[1]["components"][0]["label"] = "l" * 81
+        async with http.post(path, json={"content": "x", "components": rows}) as r:
+            body = await r.json()
+            assert (r.status, body["code"]) == (400, 50035)
+            assert {
+                "components",
+                "components.0.components",
+                "components.1.components.0.label",
+            } <= set(body["errors"])
+        form = aiohttp.FormData()
+        form.add_field("payload_json", '{"content": "files"}', content_type="application/json")
+        for i in range(11):
+            form.add_field(f"files[{i}]", b"x", filename=f"f{i}.txt")
+        async with http.post(path, data=form) as r:
+            assert (r.status, (await r.json())["code"]) == (400, 50035)
+
+
+def _button(custom_id: str) -> dict:
+    return {"type": 2, "style": 1, "label": custom_id, "custom_id": custom_id}
 
 
 # -- the outcome arrives whatever is refused -------------------------------------------------------
