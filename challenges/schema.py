@@ -33,6 +33,11 @@ class FaultPlan(Strict):
     at_s: tuple[float, float] = Field(description="seeded time window after the load starts")
     heal_action: str | None = None
     heal_after_s: float | None = Field(default=None, gt=0)
+    if_used: bool = Field(
+        default=False,
+        description="fire only when the design was seen using this resource before the "
+        "fault run (its fingerprint): faults go where the design lives",
+    )
 
     def step(self, rng: random.Random) -> FaultStep:
         """This fault at a seeded time within ``at_s``."""
@@ -42,6 +47,7 @@ class FaultPlan(Strict):
             action=self.action,
             heal_action=self.heal_action,
             heal_after_s=self.heal_after_s,
+            if_used=self.if_used,
         )
 
 

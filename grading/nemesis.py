@@ -50,6 +50,7 @@ class FaultStep:
     action: str
     heal_action: str | None = None
     heal_after_s: float | None = None
+    if_used: bool = False  # fire only if the design was seen using ``resource``
 
 
 @dataclass

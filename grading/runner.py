@@ -111,7 +111,7 @@ async def grade(
             injector=injector,
             progress=progress,
         )
-        before = await _snapshot(env, budgets["fingerprint"])
+        before = g.usage_before = await _snapshot(env, budgets["fingerprint"])
         after = None
         for phase, method in (
             ("contract", scenario.contract),

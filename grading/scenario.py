@@ -8,12 +8,14 @@ open-model load with a nemesis, checks with actionable evidence, metrics).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
+from grading import fingerprint
 from grading.config import GradeConfig
 from grading.http import Client, Exchange
 from grading.load import LoadPlan, LoadResult, run_load
@@ -23,6 +25,9 @@ from grading.thresholds import Threshold, Verdict, judge
 from grading.timeline import Timeline
 from grading.urlguard import Target
 from provisioning import Environment, FaultRecord
+
+log = logging.getLogger(__name__)
+SNAPSHOT_TIMEOUT_S = 10.0
 
 Injector = Callable[[str, str], Awaitable[FaultRecord]]
 Progress = Callable[[str, float], None]
@@ -70,6 +75,8 @@ class Grade:
         self.fault_windows: list[FaultWindow] = []
         self.requests_sent = 0
         self.phase = ""
+        self.usage_before: fingerprint.Snapshot | None = None  # the runner's first snapshot
+        self.faults_not_fired: list[FaultStep] = []  # ``if_used`` faults the design escaped
         self._injector = injector
         self._progress = progress
 
@@ -247,6 +254,29 @@ class Grade:
             raise RuntimeError("this grade has no environment to inject faults into")
         return await self._injector(resource, action)
 
+    async def resources_used(self) -> set[str] | None:
+        """The resources the design has used since the grade began (its fingerprint so far),
+        or None when that cannot be told (no environment, a snapshot failed)."""
+        if self.env is None or self.usage_before is None:
+            return None
+        try:
+            now = await asyncio.wait_for(fingerprint.snapshot(self.env), SNAPSHOT_TIMEOUT_S)
+        except Exception:
+            log.warning("usage snapshot failed; every fault fires", exc_info=True)
+            return None
+        return set(fingerprint.diff(self.usage_before, now, self.requests_sent).resources_used)
+
+    async def _where_the_design_lives(self, faults: Sequence[FaultStep]) -> list[FaultStep]:
+        """``faults`` less the ``if_used`` ones on resources the design never touched."""
+        if not any(f.if_used for f in faults):
+            return list(faults)
+        used = await self.resources_used()
+        if used is None:
+            return list(faults)
+        kept = [f for f in faults if not f.if_used or f.resource in used]
+        self.faults_not_fired += [f for f in faults if f not in kept]
+        return kept
+
     async def run_load(
         self,
         plan: LoadPlan,
@@ -255,9 +285,13 @@ class Grade:
     ) -> tuple[LoadResult, list[FaultWindow]]:
         """Run an open-model load; fire ``faults`` during it when an environment is attached.
 
-        Successive runs are laid end to end on ``self.timeline``; the report's fault times
-        are on that same axis.
+        A fault marked ``if_used`` fires only on a resource the design was seen using (its
+        fingerprint until now): a design is faulted where it lives, and not credited for
+        surviving an outage of something it never touched. Successive runs are laid end to
+        end on ``self.timeline``; the report's fault times are on that same axis.
         """
+        if faults and self.can_inject:
+            faults = await self._where_the_design_lives(faults)
         nemesis = None
         if faults and self.can_inject:
             assert self._injector is not None
@@ -282,13 +316,19 @@ class Grade:
         self.report.faults.extend(w.to_outcome() for w in windows)
         return result, windows
 
+    @property
+    def timeline_end_s(self) -> float:
+        """Where the next load run starts on the grade's timeline (seconds): a run's own
+        times (e.g. ``on_result``'s scheduled times) plus this are on the report's axis."""
+        tl = self.timeline
+        return tl.buckets[-1].t_s + tl.bucket_s if tl is not None and tl.buckets else 0.0
+
     def _append_timeline(self, part: Timeline) -> float:
         """Append ``part`` after what is there; return the offset it was shifted by."""
+        offset = self.timeline_end_s
         if self.timeline is None:
             self.timeline = Timeline(part.bucket_s)
-        tl = self.timeline
-        offset = tl.buckets[-1].t_s + tl.bucket_s if tl.buckets else 0.0
-        tl.buckets.extend(replace(b, t_s=round(b.t_s + offset, 6)) for b in part.buckets)
+        self.timeline.buckets.extend(replace(b, t_s=round(b.t_s + offset, 6)) for b in part.buckets)
         return offset
 
 

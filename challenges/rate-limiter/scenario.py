@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import time
 from collections import defaultdict
@@ -310,9 +311,14 @@ class RateLimiterScenario(Scenario):
             return
         steps = [f.step(g.rng) for f in grading.faults]
         g.phase = "faults"
-        result, windows = await g.run_load(
-            self.plan(g, grading.fault_duration_s, "faults"), faults=steps
+        answers: list[tuple[float, float, int]] = []  # (scheduled s, done s, status; 0: none)
+        plan = self.plan(g, grading.fault_duration_s, "faults")
+        plan.on_result = lambda _i, _req, resp, _kind, at_s, done_s: answers.append(
+            (at_s, done_s, resp.status if resp is not None else 0)
         )
+        offset = g.timeline_end_s
+        result, windows = await g.run_load(plan, faults=steps)
+        self.fault_modes(g, windows, answers, offset)
         g.metric("faults.error_rate", round(result.error_rate, 4))
         errors = sum(w.errors_during for w in windows)
         g.metric("faults.errors", errors)
@@ -323,6 +329,39 @@ class RateLimiterScenario(Scenario):
             f"{result.error_rate:.1%} of requests failed during the fault run "
             f"({errors} inside the fault windows)",
         )
+
+    @staticmethod
+    def fault_modes(
+        g: Grade, windows: list[Any], answers: list[tuple[float, float, int]], offset_s: float
+    ) -> None:
+        """How the service answered while each store was away: ``faults.<resource>.admitted``,
+        ``.refused`` and ``.failed`` — shares of the checks sent during the outage, a check
+        still unanswered when the store came back counting as failed (it stalled). The
+        service failed open (kept admitting), closed (refused) or not at all (errors)."""
+        for w in windows:
+            end = w.healed_at_s if w.healed_at_s is not None else math.inf
+            inside = [
+                st if done + offset_s < end else 0
+                for at, done, st in answers
+                if w.at_s <= at + offset_s < end
+            ]
+            if not inside:
+                continue
+            shares = {
+                "admitted": sum(st == 200 for st in inside) / len(inside),
+                "refused": sum(st == 429 for st in inside) / len(inside),
+            }
+            shares["failed"] = 1 - shares["admitted"] - shares["refused"]
+            for name, share in shares.items():
+                g.metric(f"faults.{w.resource}.{name}", round(share, 3))
+            mode = max(shares, key=lambda k: shares[k])
+            w.observed += {
+                "admitted": "; while it was away the service kept admitting (fail-open)",
+                "refused": "; while it was away the service refused (fail-closed)",
+                "failed": "; while it was away the service answered errors (neither open nor closed)",
+            }[mode]
+        if windows:  # the report's fault outcomes carry the mode too
+            g.report.faults[-len(windows) :] = [w.to_outcome() for w in windows]
 
     # -- verification -----------------------------------------------------------------
     async def verify(self, g: Grade) -> None:

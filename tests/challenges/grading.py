@@ -24,7 +24,13 @@ def failures(report: Report) -> list[str]:
     return [f"{c.id}: {c.detail}" for c in report.checks if c.status in (Status.FAIL, Status.ERROR)]
 
 
+# How fast a service answers, or comes back after a fault, on a shared two-core machine is
+# noise, not the verdict under test: these may differ between two grades with one seed.
+TIMING_CHECKS = frozenset({"load.latency", "faults.recovery"})
+
+
 def verdict(report: Report) -> tuple[bool, frozenset[str]]:
-    """What must not change between two grades with the same seed: pass/fail and what failed."""
+    """What must not change between two grades with the same seed: pass/fail and what failed,
+    timing checks aside."""
     failed = frozenset(c.id for c in report.checks if c.status in (Status.FAIL, Status.ERROR))
-    return report.passed, failed
+    return report.passed, failed - TIMING_CHECKS

@@ -24,7 +24,15 @@ async def test_reference_designs_pass(
     assert report.passed, failures(report)
     assert report.metrics["accuracy.over_admitted"] == 0
     assert report.check("accuracy.atomic").status == Status.PASS
-    assert report.faults and report.faults[0].resource == "redis"
+    # each store the design uses is taken away for seconds; the others are left alone
+    used = set(report.architecture.resources_used)
+    assert report.faults and {f.resource for f in report.faults} == used
+    assert used == ({"redis"} if design == "redis_lua" else {"postgres"})
+    shares = [
+        report.metrics[f"faults.{r}.{k}"] for r in used for k in ("admitted", "refused", "failed")
+    ]
+    assert sum(shares) == pytest.approx(1.0, abs=0.01)
+    assert "while it was away the service" in report.faults[0].observed
     assert report.check("accuracy.readmitted").status == Status.PASS
     assert report.metrics["accuracy.longest_lockout_s"] <= 11
     assert report.discussion
