@@ -150,7 +150,7 @@ async def a_finished_grade_survives_every_refusal(
     fake.channels[CHANNEL].archived = True
     pub = await publish_again(app, sub_id, out)
     assert pub.card_ref == SKIPPED and pub.status == "published"
-    assert f"<#{CHANNEL}> is archived: unarchive it" in (pub.channel_error or "")
+    assert f"#{CHANNEL.lower()} is archived: unarchive it" in (pub.channel_error or "")
     report = next(c for c in reversed(fake.calls) if posted(DM, "Not posted in the channel")(c))
     assert "is archived" in report.dump
     fake.channels[CHANNEL].archived = False
@@ -173,12 +173,12 @@ async def a_finished_grade_survives_every_refusal(
     out.response_url = fake.response_url("expired")
     pub = await publish_again(app, sub_id, out)
     assert pub.report_ref == NOTED and "cannot_dm_user" not in (pub.note or "")
-    assert "does not accept direct messages" in (pub.note or "")
+    assert "direct messages from Cruscible are closed" in (pub.note or "")
     before = len(fake.calls)
     await slack.sender.event({"type": "app_home_opened", "user": LEARNER, "tab": "home"})
     home = await fake.wait_for(lambda c: c.method == "views.publish" and c in fake.calls[before:])
     text = json.dumps(home.args["view"])
-    assert "Results I could not deliver" in text and "does not accept direct messages" in text
+    assert "Results I could not deliver" in text and "messages from Cruscible are closed" in text
     fake.dm_closed.discard(LEARNER)
 
     # Slack is rate-limiting past the client's retries: the card waits, and the scheduled

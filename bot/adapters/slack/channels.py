@@ -97,7 +97,7 @@ class SlackChannels:
         else:
             blocks = to_blocks(message)
         client = await self._client(community.platform_id)
-        async with delivering(channel, ref=thread):
+        async with delivering(channel, ref=thread, client=client):
             resp = await client.chat_postMessage(
                 channel=channel, text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False
             )
@@ -110,7 +110,7 @@ class SlackChannels:
         channel, ts = parse_ref(ref, community.channel_id)
         message = redacted(message)
         client = await self._client(community.platform_id)
-        async with delivering(channel, ref=ref, editing=True):
+        async with delivering(channel, ref=ref, editing=True, client=client):
             await client.chat_update(
                 channel=channel, ts=ts, text=fallback_text(message), blocks=to_blocks(message)
             )

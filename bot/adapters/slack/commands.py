@@ -208,17 +208,17 @@ async def channel_problem(client: AsyncWebClient, channel: str) -> str | None:
     to it (``channel_not_found``); only public channels can be joined
     (https://api.slack.com/methods/conversations.join).
     """
-    where = where_label(channel)
     try:
         info = (await client.conversations_info(channel=channel))["channel"]
     except SlackApiError as exc:
         code = error_code(exc)
         if code == "channel_not_found":
             return (
-                f"I cannot see {where}: if it is a private channel, invite me first with "
+                "I cannot see that channel: if it is a private channel, invite me first with "
                 "`/invite @Cruscible` there, then set it again"
             )
-        return f"Slack would not tell me about {where} ({code}); try again, or pick another"
+        return f"Slack would not tell me about that channel ({code}); try again, or pick another"
+    where = where_label(channel, info.get("name"))
     if info.get("is_im") or info.get("is_mpim"):
         return "a direct message is not a channel: name a channel, like #daily-challenge"
     if info.get("is_archived"):
@@ -241,7 +241,7 @@ async def post_now(inv: Invocation) -> None:
         return
     day = local_today(community)
     try:
-        async with delivering(community.channel_id):
+        async with delivering(community.channel_id, client=inv.client):
             await post_daily(
                 inv.client,
                 community,

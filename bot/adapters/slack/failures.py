@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.channels import MessageGone
 from bot.core.outbox import DeliveryFailed, DirectMessageClosed
@@ -29,7 +30,7 @@ REVOKED = {"invalid_auth", "not_authed", "token_revoked", "token_expired", "acco
 TRANSIENT = {"ratelimited", "internal_error", "fatal_error", "service_unavailable"}
 TRANSIENT |= {"request_timeout"}
 REASONS = {
-    "channel_not_found": "channel {where} was not found (deleted, or private without Cruscible):"
+    "channel_not_found": "{where} was not found (deleted, or private without Cruscible):"
     " choose another with `/cruscible admin channel #channel`, or `/invite @Cruscible` there",
     "not_in_channel": "Cruscible is not in {where}: `/invite @Cruscible` there",
     "is_archived": "{where} is archived: unarchive it, or choose another channel with "
@@ -39,17 +40,30 @@ REASONS = {
     "msg_too_long": "the message was too long for Slack",
     "invalid_blocks": "Slack refused the message's layout (invalid_blocks)",
     "missing_scope": "Cruscible lacks a permission it needs: reinstall the app from its manifest",
-    "cannot_dm_user": "{where} does not accept direct messages from apps",
-    "user_not_found": "{where} is not a member of this workspace",
+    "cannot_dm_user": "direct messages from Cruscible are closed for this member",
+    "user_not_found": "this member is no longer in the workspace",
 }
 REVOKED_REASON = "Cruscible's access to this workspace was revoked: reinstall the app"
+NAMED = {"not_in_channel", "is_archived", "restricted_action"}  # the channel still exists
+NAME_LOOKUP_S = 5.0
 
 
-def where_label(channel: str | None) -> str:
-    """A channel as Slack shows it to an admin (``<#C123>`` renders as #its-name)."""
-    if not channel:
-        return "the channel"
-    return f"<@{channel}>" if channel.startswith("U") else f"<#{channel}>"
+def where_label(channel: str | None, name: str | None = None) -> str:
+    """A channel as an admin reads it: ``#its-name`` when known, else ``channel C123``. (Reasons
+    are shown as text, where Slack's ``<#C123>`` would not render.)"""
+    if name:
+        return f"#{name}"
+    return f"channel {channel}" if channel else "the channel"
+
+
+async def channel_name(client: AsyncWebClient, channel: str) -> str | None:
+    """The channel's name (conversations.info), or None when Slack will not say."""
+    try:
+        async with asyncio.timeout(NAME_LOOKUP_S):
+            info = await client.conversations_info(channel=channel)
+        return str(info["channel"]["name"]) or None
+    except Exception:  # noqa: BLE001 — only a nicer label is lost
+        return None
 
 
 def _status(exc: SlackApiError) -> int:
@@ -85,13 +99,15 @@ def failure(
     ref: str | None = None,
     dm: bool = False,
     editing: bool = False,
+    name: str | None = None,
 ) -> DeliveryFailed:
     """The neutral failure for ``exc`` raised posting to ``channel`` (or editing ``ref``).
 
     ``dm``: the call was a direct message, so a permanent refusal is
     :class:`DirectMessageClosed`. ``editing``: a message in a channel that is gone is gone too.
+    ``name``: the channel's name, for the reason.
     """
-    where = where_label(channel)
+    where = where_label(channel, name)
     if not isinstance(exc, SlackApiError):  # the network, a timeout
         return DeliveryFailed(f"Slack could not be reached ({type(exc).__name__})", transient=True)
     code, status = error_code(exc), _status(exc)
@@ -119,12 +135,17 @@ async def delivering(
     ref: str | None = None,
     dm: bool = False,
     editing: bool = False,
+    client: AsyncWebClient | None = None,
 ) -> AsyncIterator[None]:
-    """Turn a Slack refusal or a network failure inside into the neutral failure
-    (arguments as for :func:`failure`)."""
+    """Turn a Slack refusal or a network failure inside into the neutral failure (arguments
+    as for :func:`failure`); with ``client``, a channel that still exists is named in it."""
     try:
         yield
     except NETWORK as exc:
-        failed = failure(exc, channel=channel, ref=ref, dm=dm, editing=editing)
+        name = None
+        code = error_code(exc) if isinstance(exc, SlackApiError) else ""
+        if client is not None and channel and not dm and code in NAMED:
+            name = await channel_name(client, channel)
+        failed = failure(exc, channel=channel, ref=ref, dm=dm, editing=editing, name=name)
         log.warning("Slack delivery to %s failed: %s", channel or ref, failed.reason)
         raise failed from None

@@ -121,7 +121,7 @@ class SlackOutbox:
         if thread is not None:
             channel, thread = parse_ref(thread, channel)
         msg = redacted(msg)
-        async with delivering(channel, ref=thread and f"{channel}/{thread}"):
+        async with delivering(channel, ref=thread and f"{channel}/{thread}", client=self.client):
             resp = await self.client.chat_postMessage(
                 channel=channel,
                 text=fallback_text(msg),
@@ -173,7 +173,7 @@ class SlackOutbox:
             self._updated_at[ref] = now
             channel, _, ts = ref.rpartition(":")
             channel = channel or self.post_channel
-            async with delivering(channel, ref=ref, editing=True):
+            async with delivering(channel, ref=ref, editing=True, client=self.client):
                 await self.client.chat_update(
                     channel=channel, ts=ts, text=fallback_text(msg), blocks=to_blocks(msg)
                 )
@@ -210,7 +210,7 @@ class SlackOutbox:
         refused = "the interaction's response_url is used up (5 messages in 30 minutes)"
         if self.channel:
             try:
-                async with delivering(self.channel):
+                async with delivering(self.channel, client=self.client):
                     await self.client.chat_postEphemeral(
                         channel=self.channel, user=self.user, **payload
                     )
