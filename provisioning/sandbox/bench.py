@@ -8,7 +8,9 @@ persistent connection and with a new connection per round trip, like HTTP withou
 - ``inbound``: host client to an echo server inside a box through its inbound socket (what the
   balancer pays per request);
 - ``forward``: a client inside a box to the host echo server through the forward relays (what
-  the learner's code pays per call to its database, cache, queue or provider).
+  the learner's code pays per call to its database, cache, queue or provider);
+  ``forward.host_cpu`` is the CPU this process spent per forwarded round trip (host relay plus
+  the echo server), averaged over both modes: the host relay runs in the caller's event loop.
 """
 
 from __future__ import annotations
@@ -145,6 +147,7 @@ async def relay_overhead(
             inbound = await _client(lambda: asyncio.open_unix_connection(str(path)), rounds)
             for mode, times in inbound.items():
                 results[f"inbound.{mode}"] = _summary(times)
+            cpu_before = time.process_time()
             (app / "go").touch()  # the workdir is a bind mount: the box sees it appear
             for _ in range(600):
                 line = next(
@@ -153,9 +156,14 @@ async def relay_overhead(
                 if line:
                     break
                 await asyncio.sleep(0.1)
+            host_cpu = time.process_time() - cpu_before
             forward = json.loads(line.split("RESULT ", 1)[1]) if line else {}
             for mode, times in forward.items():
                 results[f"forward.{mode}"] = _summary(times)
+            if forward:
+                # This process's CPU (host relay and echo server) per forwarded round trip.
+                per_rt = host_cpu / (2 * rounds) * 1e6
+                results["forward.host_cpu"] = {"p50_us": round(per_rt, 1), "p99_us": 0.0}
         finally:
             await box.stop()
     finally:
