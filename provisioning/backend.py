@@ -44,5 +44,9 @@ class Backend(Protocol):
 
     async def health(self, env_id: str) -> list[ResourceHealth]: ...
 
+    async def in_use(self, env_id: str) -> bool:
+        """Whether another live process is creating ``env_id``, or made it and still runs: such
+        an environment may be missing from the store for a moment, and is not an orphan."""
+
     async def close(self) -> None:
         """Release the backend's own resources (not the environments)."""

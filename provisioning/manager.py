@@ -116,10 +116,14 @@ class Provisioner:
         gone = []
         keep = known | self.pool.members()
         for env in await self.backend.list():
-            if env.id not in keep:
-                log.info("reconciling: tearing down unknown environment %s", env.id)
-                await self.backend.destroy(env.id)
-                gone.append(env.id)
+            if env.id in keep:
+                continue
+            if await self.backend.in_use(env.id):  # another live process is making it
+                log.info("reconciling: %s is not in the store but in use; kept", env.id)
+                continue
+            log.info("reconciling: tearing down unknown environment %s", env.id)
+            await self.backend.destroy(env.id)
+            gone.append(env.id)
         return gone
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 _DESTROY_SWEEPS = 5
 
 METADATA = "environment.json"
+IN_USE = ".in-use"  # shared-locked by the process that made the environment, while it runs
 _ENV_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _START_ATTEMPTS = 3
 
@@ -76,6 +78,7 @@ class LocalBackend:
         self.ready_timeout = ready_timeout
         self.ports = PortPool(self.data_dir / "ports", port_range, self._exists)
         self.runtimes = self._make_runtimes()
+        self._held: dict[str, int] = {}  # env id -> descriptor holding its in-use lock
 
     @cached_property
     def drivers(self) -> dict[Resource, Driver]:
@@ -119,6 +122,34 @@ class LocalBackend:
             return Environment.from_dict(json.loads((self._env_dir(env_id) / METADATA).read_text()))
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def _hold(self, env_id: str) -> None:
+        """Mark ``env_id`` in use by this process until it is destroyed or the backend closed:
+        a shared ``flock`` on ``<env dir>/.in-use``, which the kernel drops when the process
+        ends, killed or not (https://man7.org/linux/man-pages/man2/flock.2.html)."""
+        fd = os.open(self._env_dir(env_id) / IN_USE, os.O_RDONLY | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        self._held[env_id] = fd
+
+    def _release(self, env_id: str) -> None:
+        fd = self._held.pop(env_id, None)
+        if fd is not None:
+            os.close(fd)
+
+    async def in_use(self, env_id: str) -> bool:
+        if env_id in self._held:  # ours: this process decides about it
+            return False
+        try:
+            fd = os.open(self._env_dir(env_id) / IN_USE, os.O_RDONLY)
+        except OSError:  # no lock file: made before locks existed, or half removed
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # also drops the exclusive lock if we got it
+        return False
 
     def _stub(self, env_dir: Path) -> Environment:
         """An environment whose metadata is missing or broken (a crash mid-create)."""
@@ -239,6 +270,7 @@ class LocalBackend:
         except FileExistsError:
             raise ProvisioningError(f"environment {env_id} already exists") from None
         env_dir.chmod(layout.TRAVERSABLE)  # whatever the umask: the service user goes through
+        self._hold(env_id)
         started = time.monotonic()
         now = datetime.now(UTC)
         env = Environment(
@@ -292,6 +324,7 @@ class LocalBackend:
             if not env_dir.exists():
                 break
         self.ports.release(env_id)
+        self._release(env_id)
         log.info("%s destroyed", env_id)
 
     async def get(self, env_id: str) -> Environment | None:
@@ -380,6 +413,8 @@ class LocalBackend:
 
     async def close(self) -> None:
         """Forget handles on servers; the environments keep running."""
+        for env_id in list(self._held):
+            self._release(env_id)
         for runtime in self._distinct_runtimes():
             await runtime.close()
 

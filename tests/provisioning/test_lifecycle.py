@@ -160,6 +160,22 @@ async def test_reconcile_after_the_creator_was_killed(backend: Backend) -> None:
     await fresh.close()
 
 
+async def test_reconcile_spares_what_a_live_process_made(backend: Backend) -> None:
+    """A store records an environment once it is made: until then another process's reconcile
+    must not take it for an orphan. Kept while its maker runs; torn down once it is gone."""
+    maker = make_backend(backend.name, backend_dir(backend))  # as another process would
+    env = await maker.create("env-inuse", EnvironmentSpec(resources=REDIS_ONLY))
+    others = {e.id for e in await backend.list()} - {env.id}
+    try:
+        assert await Provisioner(backend).reconcile(known=others) == []
+        assert all(h.ok for h in await backend.health(env.id))
+        await maker.close()  # the maker is gone: the kernel drops its lock, as when it dies
+        assert await Provisioner(backend).reconcile(known=others) == [env.id]
+    finally:
+        await backend.destroy(env.id)
+    assert await backend.get(env.id) is None
+
+
 async def test_orphans_of_a_vanished_environment_are_killed(backend: Backend) -> None:
     env = await backend.create(
         "env-orphan", EnvironmentSpec(resources=(Resource.POSTGRES, Resource.REDIS))
