@@ -169,6 +169,10 @@ async def test_scheduled_posts_rotate_the_token_then_a_revoked_bot_stops(
         await channels.post(home, Message(title="after the revocation"))
     assert len(fake.calls_to("chat.postMessage")) == 1
 
+    await install(oauth_slack)  # installed again: its new token works at once
+    await channels.post(home, Message(title="back"))
+    assert fake.calls_to("chat.postMessage")[-1].answer["ok"]
+
 
 async def test_socket_mode_reconnects_when_slack_asks(
     app: App, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch

@@ -62,8 +62,9 @@ class SlackBot:
     )
 
     async def forget(self, team_id: str) -> None:
-        """The app was removed from ``team_id``: no client for it any more (in this process;
-        with OAuth its installation is deleted too, so for good)."""
+        """The app was removed from ``team_id``: no client for it any more. With one token this
+        is remembered in this process (the token is dead for good); with OAuth the deleted
+        installation says so, until the workspace installs the app again."""
         self.removed.add(team_id)
 
     async def client_for(self, team_id: str) -> AsyncWebClient:
@@ -75,10 +76,10 @@ class SlackBot:
         requests: https://api.slack.com/authentication/rotation). LookupError when the app is
         not installed there (or was removed: a revoked bot token deletes its bot record).
         """
-        if team_id in self.removed:
-            raise LookupError(f"Cruscible was removed from workspace {team_id}")
         store = self.bolt.installation_store
-        if store is None:
+        if store is None:  # one token: a workspace that removed the app is remembered here
+            if team_id in self.removed:
+                raise LookupError(f"Cruscible was removed from workspace {team_id}")
             return self.bolt.client
         async with self._rotating[team_id]:  # one refresh at a time: it spends the old token
             bot = await store.async_find_bot(enterprise_id=None, team_id=team_id)
