@@ -309,6 +309,11 @@ class Box:
         await self._kill()
 
     def _plan_replicas(self) -> None:
+        if self.spec.registry and PROXY_PORT in self.spec.forwards:
+            raise SandboxError(
+                f"port {PROXY_PORT} is the registry proxy's inside a build box; it cannot also "
+                "be forwarded"
+            )
         taken = {*self.spec.forwards, PROXY_PORT}
         port = FIRST_PORT
         for proc in self.spec.processes:

@@ -48,6 +48,13 @@ async def test_missing_workdir_starts_nothing(workspace: Path) -> None:
     assert sorted(ROOT.glob("*/cruscible-sandbox/box-*")) == before
 
 
+async def test_proxy_port_cannot_be_forwarded_in_a_build_box(workspace: Path) -> None:
+    spec = BoxSpec(workspace / "app", (ProcessSpec("t", "true"),), forwards=(3128,), registry=True)
+    with pytest.raises(SandboxError, match="registry proxy"):
+        await Box.start(spec, workspace / "b0")
+    assert not (workspace / "b0").exists()
+
+
 async def test_root_path_too_long_for_sockets(workspace: Path) -> None:
     root = workspace / ("x" * 90)
     spec = BoxSpec(workspace / "app", (ProcessSpec("web", "true", port=True),))
