@@ -12,6 +12,7 @@ from sqlalchemy import select
 from bot.core.commands import dispatch
 from bot.core.outbox import Actor, DeliveryFailed, InteractionExpired
 from bot.core.publish import NOTED, SKIPPED
+from bot.scheduler import Operations
 from bot.store import Publication, Submission
 from tests.community.support import (
     Clock,
@@ -160,3 +161,36 @@ async def test_a_resumed_grade_publishes_through_the_channels_and_survives_a_cra
         assert await coach.publisher.retry_due() == 1
         assert (await publication(coach, sub.id)).status == "published"
         assert [p.channel_id for p in channels.posts] == ["#c", "#c"]
+
+
+async def test_operations_publish_what_is_due_at_start_and_then_on_schedule(
+    home: Path, clock: Clock
+) -> None:
+    channels = RecordingChannels(refuse={"post": SLOW_DOWN})
+    async with coach_over(home, clock=clock, channels=channels) as coach:
+        where = await community(coach)
+        user = await coach.user(ADA)
+        sub = await coach.queue.add(
+            Submission(
+                user_id=user.id,
+                challenge="rate-limiter",
+                url=URL,
+                seed=1,
+                community_id=where.id,
+                created_at=clock.now,
+            )
+        )
+        await coach.queue.idle()
+        assert (await publication(coach, sub.id)).status == "pending"
+
+    del channels.refuse["post"]
+    clock.advance(minutes=1)
+    async with coach_over(home, clock=clock, channels=channels) as coach:  # the next start
+        ops = Operations(coach, clock=clock)
+        await ops.start()
+        try:
+            assert "publications" in ops.next_runs()
+            assert (await publication(coach, sub.id)).status == "published"
+            assert [p.message.title.split()[0] for p in channels.posts] == ["ada", "Trade-offs:"]
+        finally:
+            await ops.stop()
