@@ -190,7 +190,7 @@ class SlackOutbox:
 
     # -- the ways to Slack -------------------------------------------------------------------
     async def _direct(self, user: str, msg: Message) -> str:
-        """A DM (``channel:ts``); any refusal means DMs are closed to us."""
+        """A DM (``channel:ts``); :class:`DirectMessageClosed` when Slack refuses it for good."""
         channel, ts = await direct_message(self.client, user, msg)
         return f"{channel}:{ts}"
 
@@ -207,7 +207,11 @@ class SlackOutbox:
         had_response_url = self.response_url is not None
         if self._response_url_usable() and await self._respond(payload):
             return ref
-        refused = "the interaction's response_url is used up (5 messages in 30 minutes)"
+        refused = (
+            "the interaction's response_url is used up (5 messages in 30 minutes)"
+            if had_response_url
+            else "this interaction has no response_url"
+        )
         if self.channel:
             try:
                 async with delivering(self.channel, client=self.client):
