@@ -519,7 +519,7 @@ class Box:
             if host.is_root():
                 await asyncio.to_thread(cgroups.sweep)
             self._cgroup = await asyncio.to_thread(Cgroup.create, self.id, spec.limits)
-            cgroup = self._cgroup.version
+            cgroup = self._cgroup.description
         except OSError as exc:
             if host.is_root():
                 log.warning("box %s runs without a cgroup: %s", self.id, exc)

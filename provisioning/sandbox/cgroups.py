@@ -96,6 +96,14 @@ class Cgroup:
     def __init__(self, dirs: dict[str, Path], version: str) -> None:
         self.dirs = dirs
         self.version = version
+        self.missing: list[str] = []  # controllers this kernel would not give us (cpu only)
+
+    @property
+    def description(self) -> str:
+        """``"v1"``, ``"v2"``, or e.g. ``"v2 (no cpu limit: controller unavailable)"``."""
+        if not self.missing:
+            return self.version
+        return f"{self.version} (no {', '.join(self.missing)} limit: controller unavailable)"
 
     @property
     def procs_files(self) -> list[Path]:
@@ -128,10 +136,15 @@ class Cgroup:
             _write(mem / "memory.limit_in_bytes", limit)
             _try_write(mem / "memory.memsw.limit_in_bytes", limit)  # swap off: mem+swap = mem
             _try_write(mem / "memory.swappiness", "0")
-            cpu = dirs["cpu"]
-            _write(cpu / "cpu.cfs_period_us", str(PERIOD_US))
-            _write(cpu / "cpu.cfs_quota_us", str(max(1000, int(limits.cpus * PERIOD_US))))
             _write(dirs["pids"] / "pids.max", str(limits.pids))
+            cpu = dirs.get("cpu")
+            quota = str(max(1000, int(limits.cpus * PERIOD_US)))
+            if not (
+                cpu is not None
+                and _try_write(cpu / "cpu.cfs_period_us", str(PERIOD_US))
+                and _try_write(cpu / "cpu.cfs_quota_us", quota)
+            ):
+                group.missing.append("cpu")
         except BaseException:
             group.remove_now()
             raise
@@ -144,15 +157,21 @@ class Cgroup:
         wanted = {"memory", "cpu", "pids"}
         available = set((ROOT / "cgroup.controllers").read_text().split())
         _try_write(ROOT / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted & available))
-        _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted & available))
+        enable = sorted(wanted & available)
+        if not _try_write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in enable)):
+            for controller in enable:  # one by one: cpu may be refused alone
+                _try_write(parent / "cgroup.subtree_control", f"+{controller}")
         path = parent / box_id
         path.mkdir(exist_ok=True)
         group = cls({"unified": path}, "v2")
         try:
             _write(path / "memory.max", str(limits.memory_mb * 1024 * 1024))
             _try_write(path / "memory.swap.max", "0")
-            _write(path / "cpu.max", f"{max(1000, int(limits.cpus * PERIOD_US))} {PERIOD_US}")
             _write(path / "pids.max", str(limits.pids))
+            if not _try_write(
+                path / "cpu.max", f"{max(1000, int(limits.cpus * PERIOD_US))} {PERIOD_US}"
+            ):
+                group.missing.append("cpu")
         except BaseException:
             group.remove_now()
             raise
@@ -173,8 +192,8 @@ class Cgroup:
     def cpu_throttled(self) -> int:
         """How many CFS periods the box was held back by its CPU quota (``cpu.stat``
         ``nr_throttled``, v1 and v2)."""
-        key = "unified" if self.version == "v2" else "cpu"
-        return _read_kv(self.dirs[key] / "cpu.stat").get("nr_throttled", 0)
+        path = self.dirs.get("unified" if self.version == "v2" else "cpu")
+        return _read_kv(path / "cpu.stat").get("nr_throttled", 0) if path else 0
 
     def pids(self) -> list[int]:
         main = self.dirs.get("unified") or self.dirs.get("pids") or next(iter(self.dirs.values()))

@@ -41,6 +41,22 @@ def test_v2_limits_are_written_as_documented(
     (path / "pids.events").write_text("max 7\n")
     assert group.oom_kills() == 1 and group.pids_refused() == 7
     assert group.procs_files == [path / "cgroup.procs"]
+    assert group.description == "v2"
+
+
+def test_v2_without_a_cpu_controller_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cgroup.controllers").write_text("memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("")
+    monkeypatch.setattr(cgroups, "ROOT", tmp_path)
+    monkeypatch.setattr(cgroups.os, "geteuid", lambda: 0)
+    box = tmp_path / "cruscible-sandbox" / "box-test"
+    box.mkdir(parents=True)
+    (box / "cpu.max").mkdir()  # a write to it fails, as when the controller is not enabled
+    group = Cgroup.create("box-test", Limits(memory_mb=256, pids=100))
+    assert (box / "memory.max").read_text() == str(256 * 1024 * 1024)
+    assert group.description == "v2 (no cpu limit: controller unavailable)"
 
 
 @pytest.mark.skipif(
