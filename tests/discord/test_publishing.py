@@ -186,6 +186,10 @@ async def test_refusals_become_delivery_failures_an_admin_can_act_on(
     fake.archive(thread_id, locked=True)
     with pytest.raises(DeliveryFailed, match="is locked"):
         await channels.post(home, Message(title="x"), thread=root)
+    await fake.delete_channel(thread_id)
+    with pytest.raises(MessageGone, match="no longer exists"):
+        await channels.post(home, Message(title="x"), thread=root)
+    assert await channels.post(home, Message(title="again"), thread=root)  # in a new thread
 
     other = await channels.post(home, Message(title="deleted soon"))
     fake.delete_message(int(other.split("/")[1]))

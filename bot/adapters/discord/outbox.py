@@ -16,6 +16,7 @@ import discord
 from bot.adapters.discord.failures import POST, THREADS, Where, failure
 from bot.adapters.discord.render import render
 from bot.adapters.discord.views import button_view
+from bot.core.channels import MessageGone
 from bot.core.message import Message
 from bot.core.outbox import Actor, DeliveryFailed, DirectMessageClosed, InteractionExpired
 from bot.logs import SECRETS
@@ -111,7 +112,7 @@ class Threads:
             return self._known[root.id]
 
     def forget(self, root_id: int) -> None:
-        """The thread refused a post (deleted, archived…): look it up again next time."""
+        """The thread is gone: look it up (or create it) again next time."""
         self._known.pop(root_id, None)
 
 
@@ -143,10 +144,11 @@ async def send(
     try:
         sent = await channel(target).send(**kwargs)
     except Exception as exc:
-        if root is not None:
-            threads.forget(root)
         label = "the results thread under that post" if root is not None else None
-        raise failure(exc, Where(client, target, label), needs=needs) from exc
+        failed = failure(exc, Where(client, target, label), needs=needs)
+        if root is not None and isinstance(failed, MessageGone):
+            threads.forget(root)  # the thread was deleted: a new one next time
+        raise failed from exc
     return message_ref(target, sent.id)
 
 
