@@ -23,9 +23,11 @@ from bot.adapters.slack.blocks import (
 )
 from bot.adapters.slack.commands import unescape
 from bot.adapters.slack.config import SlackConfig
-from bot.adapters.slack.home import streak
+from bot.adapters.slack.home import streak, undelivered_message
+from bot.adapters.slack.lifecycle import Once, delivery_key
 from bot.adapters.slack.main import EVENTS_PATH
 from bot.core.message import Button, Field, Message, Tone
+from bot.store import Publication, Submission
 from tests.slack import blockkit
 
 
@@ -200,3 +202,38 @@ def test_the_manifest_matches_the_app() -> None:
     events = manifest["settings"]["event_subscriptions"]["bot_events"]
     assert events == ["app_home_opened", "app_uninstalled", "tokens_revoked"]
     assert manifest["settings"]["interactivity"]["request_url"].endswith(EVENTS_PATH)
+
+
+def test_app_home_lists_the_results_no_route_delivered() -> None:
+    graded = [
+        Submission(id=7, challenge="rate-limiter", score=88, passed=True),
+        Submission(id=8, challenge="url-shortener", score=40, passed=False),
+    ]
+    notes = {
+        7: Publication(
+            submission_id=7,
+            card_ref="skipped",
+            channel_error="#daily is archived",
+            note="not delivered: direct messages from Cruscible are closed for this member",
+        ),
+        8: Publication(submission_id=8, card_ref="C1/1.2", channel_error=None, note=None),
+    }
+    msg = undelivered_message(graded, notes)
+    assert msg is not None and msg.title == "Results I could not deliver"
+    (row, *_) = msg.body.splitlines()
+    assert row.startswith("**rate-limiter** #7: 88/100 passed")
+    assert "#daily is archived" in row and "messages from Cruscible are closed" in row
+    assert "url-shortener" not in msg.body  # delivered: nothing to say
+    assert undelivered_message(graded, {8: notes[8]}) is None
+    assert blockkit.problems(to_blocks(msg), "home") == []
+
+
+def test_a_delivery_is_handled_once_within_the_memory() -> None:
+    once = Once(remember_s=60, limit=2)
+    assert once.first("event:Ev1") and not once.first("event:Ev1")
+    assert once.first("event:Ev2") and once.first("event:Ev3")  # the oldest is forgotten
+    assert once.first("event:Ev1")
+    event = {"type": "event_callback", "event_id": "Ev9", "event": {}}
+    assert delivery_key(event) == "event:Ev9"
+    assert delivery_key({"command": "/cruscible", "trigger_id": "t1"}) == "command:t1"
+    assert delivery_key({"type": "block_actions", "trigger_id": "t2"}) is None
