@@ -185,3 +185,14 @@ async def test_admin_channel_checks_that_the_bot_can_post_there(slack: Workspace
     assert [c.channel for c in fake.calls_to("conversations.join")] == ["CPUBLIC"]
     assert fake.channels["CPUBLIC"].member
     assert (await app.coach.communities.get("slack", team)).channel_id == "CPUBLIC"
+
+    # a contest's own channel is checked the same way
+    await sender.command(
+        "admin contest create rate-limiter 2099-01-05T09:00 2099-01-12T09:00 <#GHIDDEN|x>",
+        user="UADMIN",
+        team=team,
+    )
+    refused = await fake.wait_for(lambda c: "The contest is not created" in c.dump)
+    assert "`/invite @Cruscible`" in refused.dump
+    community = await app.coach.communities.get("slack", team)
+    assert await app.coach.contests.of(community) == []

@@ -147,6 +147,11 @@ async def admin(inv: Invocation, args: list[str]) -> None:
     if not await is_admin(inv.client, inv.out.user):
         await out.reply(views.error("Only workspace admins and owners can change the settings."))
         return
+    if args[:2] == ["contest", "create"] and len(args) == 6:  # … START END CHANNEL
+        problem = await channel_problem(inv.client, args[5])
+        if problem is not None:
+            await out.reply(views.error(f"The contest is not created: {problem}."))
+            return
     if args[:1] in (["contest"], ["leaderboard"]):  # the core's community operations
         text = shlex.join(["admin", *args])
         await commands.dispatch(
