@@ -37,7 +37,12 @@ DEFAULT_CHANNELS += ["COAUTH"]
 
 
 class Refuse(Exception):
-    """Answer ``{"ok": false, "error": ...}`` as Slack does."""
+    """Answer ``{"ok": false, "error": ...}`` as Slack does (with its ``response_metadata``
+    messages, when it gives them)."""
+
+    def __init__(self, error: str, messages: list[str] | None = None) -> None:
+        super().__init__(error)
+        self.messages = messages or []
 
 
 @dataclass
@@ -257,6 +262,8 @@ class FakeSlack:
             return web.json_response(call.answer)
         except Refuse as exc:
             call.answer = {"ok": False, "error": str(exc)}
+            if exc.messages:
+                call.answer["response_metadata"] = {"messages": exc.messages}
             return web.json_response(call.answer)
 
     def _authorize(self, token: str | None) -> None:
@@ -279,8 +286,8 @@ class FakeSlack:
             return
         if isinstance(blocks, str):
             blocks = json.loads(blocks)
-        if blockkit.problems(blocks, surface):
-            raise Refuse("invalid_blocks")
+        if found := blockkit.problems(blocks, surface):
+            raise Refuse("invalid_blocks", [f"[ERROR] {p}" for p in found])
 
     def _channel(self, call: Call, *, post: bool = True) -> Channel:
         """The channel a call names. ``channel_not_found`` for one that does not exist, or a

@@ -62,6 +62,10 @@ async def test_refused_posts_raise_neutral_failures_naming_the_fix(slack: Worksp
         async with delivering("CHOME"):
             blocks = [{"type": "divider"}] * 51
             await slack.bot.bolt.client.chat_postMessage(channel="CHOME", text="t", blocks=blocks)
+    refused = slack.fake.calls_to("chat.postMessage")[-1]
+    assert refused.answer["response_metadata"]["messages"] == [
+        "[ERROR] 51 blocks in a message (max 50)"
+    ]
 
 
 async def test_a_deleted_post_is_message_gone_for_threads_and_edits(slack: Workspace) -> None:
