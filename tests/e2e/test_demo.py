@@ -51,8 +51,11 @@ def check_demo(home: Path, reports: Path) -> None:
     assert_nothing_left(destroyed.group(1), data, root=os.geteuid() == 0)
     designs = sorted(p.name for p in reports.iterdir())
     assert len(designs) == 2
+    hit: set[str] = set()
     for design in designs:
         report = json.loads((reports / design / "report.json").read_text())
         assert report["schema"] == 1 and report["challenge"] == "rate-limiter"
-        assert report["faults"] and report["faults"][0]["resource"] == "redis"
+        assert report["faults"], design  # the store each design uses goes away under load
+        hit.update(f["resource"] for f in report["faults"])
         assert (reports / design / "latency.png").stat().st_size > 10_000
+    assert hit == {"redis", "postgres"}  # Redis counters, then PostgreSQL upserts
