@@ -26,7 +26,10 @@ ARCHIVED_THREAD = 50083
 LOCKED_THREAD = 160005
 TOKEN_GONE = {UNKNOWN_WEBHOOK, UNKNOWN_INTERACTION, INVALID_WEBHOOK_TOKEN}
 
-# What the bot needs where results go: the README's invite permissions, by discord.py name.
+# What the bot needs where results go: the README's invite permissions, by discord.py name —
+# https://discord.com/developers/docs/topics/permissions#permissions-bitwise-permission-flags
+# (Create Message needs SEND_MESSAGES, in a thread SEND_MESSAGES_IN_THREADS, ATTACH_FILES for
+# files: https://discord.com/developers/docs/resources/message#create-message).
 POST = ("view_channel", "send_messages", "embed_links", "attach_files")
 THREADS = ("create_public_threads", "send_messages_in_threads")
 SETUP = POST + THREADS  # checked by `/admin channel` when it is set
