@@ -8,7 +8,7 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SYSTEM_DATA_DIR = Path("/var/lib/cruscible")
@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     env_warn_before: timedelta = timedelta(minutes=15)  # expiry warning by DM
     reap_every: timedelta = timedelta(minutes=1)
     leaderboard_refresh: timedelta = timedelta(seconds=10)  # edits of a board, at most
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand_home(cls, path: Path) -> Path:
+        """``~/x`` from a unit file or a .env (no shell expanded it) means the home's ``x``."""
+        return path.expanduser() if str(path).startswith("~") else path
 
     @property
     def db_url(self) -> str:

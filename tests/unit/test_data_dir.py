@@ -53,6 +53,9 @@ def test_home_unset_or_empty_falls_back_to_the_password_database(
 def test_an_explicit_setting_wins(no_settings: pytest.MonkeyPatch, tmp_path: Path) -> None:
     no_settings.setenv("CRUSCIBLE_DATA_DIR", str(tmp_path / "with space"))
     assert Settings().data_dir == tmp_path / "with space"
+    no_settings.setenv("HOME", str(tmp_path))
+    no_settings.setenv("CRUSCIBLE_DATA_DIR", "~/cruscible")  # unexpanded, as a unit file has it
+    assert Settings().data_dir == tmp_path / "cruscible"
 
 
 @pytest.fixture
