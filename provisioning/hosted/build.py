@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 BUILD_TIMEOUT_S = 300.0
 VENV = ".venv"
 GENERATED_REQUIREMENTS = ".cruscible-requirements.txt"
-PIP = "python -m pip install --no-input --progress-bar off --disable-pip-version-check"
+PIP_OPTIONS = "--no-input --progress-bar off --disable-pip-version-check"
 
 
 class BuildError(RuntimeError):
@@ -88,14 +88,25 @@ def cache_key(requirements: bytes, scope: str = "") -> str:
     return h.hexdigest()
 
 
+# pip runs from the wheel ensurepip bundles (as get-pip does), so that the venv need not get a
+# copy of pip first (ensurepip takes several seconds); ensurepip is the fallback.
+_FIND_PIP = """bundled=$(python -c 'import ensurepip, os; print(os.path.dirname(ensurepip.__file__))')
+set -- "$bundled"/_bundled/pip-*.whl
+if [ -f "$1" ]; then pip="/app/{venv}/bin/python $1/pip"
+else /app/{venv}/bin/python -m ensurepip -q; pip="/app/{venv}/bin/python -m pip"; fi
+"""
+
+
 def _script(requirements: str) -> str:
+    """The build's shell script: a venv at /app/.venv, then pip when there are requirements."""
+    script = f"set -e\npython -m venv --without-pip /app/{VENV}\n"
     if not requirements:
-        return f"python -m venv --without-pip /app/{VENV}"
+        return script
     return (
-        "set -e\n"
-        f"python -m venv /app/{VENV}\n"
-        f"echo '$ pip install -r {requirements}'\n"
-        f"/app/{VENV}/bin/{PIP} -r {requirements}\n"
+        script
+        + _FIND_PIP.format(venv=VENV)
+        + f"echo '$ pip install -r {requirements}'\n"
+        + f"$pip install {PIP_OPTIONS} -r {requirements}\n"
     )
 
 

@@ -103,3 +103,19 @@ def test_a_manifest_file_is_preferred_and_build_is_detected(tmp_path: Path) -> N
     m = load_manifest(tmp_path)
     assert (m.build_kind, m.build_file) == ("python", "pyproject.toml")
     assert m.web.command == "python -m app"
+
+
+def test_every_challenge_gets_the_hosted_caps_and_may_set_its_own() -> None:
+    from pydantic import ValidationError
+
+    from challenges.catalog import Catalog
+    from challenges.schema import HostedCaps
+
+    for challenge in Catalog.load():
+        limits = challenge.spec.hosted.limits()
+        assert (limits.cpus, limits.memory_mb, limits.pids, limits.disk_mb) == (1.5, 512, 256, 512)
+    own = HostedCaps.model_validate({"memory_mb": 1024, "cpus": 2})
+    assert own.limits().memory_mb == 1024 and own.limits().pids == 256
+    for bad in ({"memory_mb": 8}, {"cpus": 0}, {"swap": 1}):
+        with pytest.raises(ValidationError):
+            HostedCaps.model_validate(bad)
