@@ -10,7 +10,7 @@ from sqlalchemy import select
 from bot.core.channels import ChannelRegistry
 from bot.core.clock import Clock, utcnow
 from bot.core.message import Button, Message, Tone
-from bot.core.outbox import DirectMessageClosed
+from bot.core.outbox import DeliveryFailed
 from bot.store import Community, EnvironmentRecord, Store, Submission, User
 from provisioning.manager import Provisioner
 
@@ -86,8 +86,11 @@ class EnvWatch:
                 await channels.dm(
                     await self._community_of(user), user.platform_id, expiry_warning(env, minutes)
                 )
-            except DirectMessageClosed:
-                log.info("cannot warn %s: DMs closed", user.platform_id)
+            except DeliveryFailed as exc:
+                if exc.transient:  # rate limited, or no answer: the next run warns
+                    log.info("cannot warn %s yet: %s", user.platform_id, exc.reason)
+                    continue
+                log.info("cannot warn %s: %s", user.platform_id, exc.reason)
             async with self.store.session() as s:
                 (await s.get_one(EnvironmentRecord, env.id)).warned_at = now
             warned.append(env.id)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bot.core.commands import press
 from bot.core.envwatch import EnvWatch
-from bot.core.outbox import Actor
+from bot.core.outbox import Actor, DeliveryFailed
 from bot.store import EnvironmentRecord
 from provisioning import EnvironmentSpec, Resource
 from tests.community.support import Clock, RecordingChannels, coach_over
@@ -58,3 +58,34 @@ async def test_warned_once_extended_by_the_button_then_reaped(home: Path, clock:
         finally:
             if await coach.environments(ADA):
                 await coach.destroy_environment(env.id)
+
+
+async def test_a_warning_refused_for_a_while_is_sent_by_the_next_run(
+    home: Path, clock: Clock
+) -> None:
+    """A rate-limited DM neither stops the job nor counts as warned; a closed DM does."""
+    channels = RecordingChannels(refuse={"dm": DeliveryFailed("429", transient=True)})
+    async with coach_over(home, clock=clock, channels=channels) as coach:
+        user = await coach.user(ADA)
+        async with coach.store.session() as s:
+            s.add(
+                EnvironmentRecord(
+                    id="env-w",
+                    user_id=user.id,
+                    challenge="rate-limiter",
+                    backend="local",
+                    created_at=clock.now,
+                    expires_at=clock.now + timedelta(minutes=10),
+                )
+            )
+        watch = EnvWatch(
+            coach.store,
+            coach.provisioner,
+            coach.channels,
+            warn_before=timedelta(minutes=15),
+            clock=clock,
+        )
+        assert await watch.warn() == []
+        channels.refuse.clear()
+        assert await watch.warn() == ["env-w"]
+        assert [m.title for _, m in channels.dms] == ["Your environment env-w expires in 10 min"]
