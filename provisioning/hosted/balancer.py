@@ -13,7 +13,8 @@ its method is idempotent; otherwise, and when no replica answers, the client get
 
 It runs as its own process (``python -m provisioning.hosted.balancer``, started by
 :func:`start_balancer`) on uvloop, so that the grader's own event loop neither slows it nor is
-slowed by it. Built on aiohttp's server and client (https://docs.aiohttp.org/).
+slowed by it. Built on aiohttp's server (https://docs.aiohttp.org/) and, towards the replicas,
+:mod:`provisioning.hosted.upstream` (keep-alive connections, httptools framing).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
+
+from provisioning.hosted.upstream import Answer, Dropped, NotSent, Upstream
 
 HOP_BY_HOP = frozenset(
     h.lower()
@@ -57,34 +60,40 @@ class BalancerError(RuntimeError):
     """The balancer could not start."""
 
 
-def _forward_headers(headers: aiohttp.typedefs.LooseHeaders, peer: str | None) -> dict[str, str]:
-    out = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}  # type: ignore[union-attr]
-    if peer:
-        out["X-Forwarded-For"] = peer
-    return out
+def _request_bytes(request: web.Request, body: bytes) -> bytes:
+    """``request`` as HTTP/1.1 bytes for a replica: hop-by-hop headers dropped, the body's
+    length set, ``X-Forwarded-For`` added."""
+    lines = [f"{request.method} {request.raw_path} HTTP/1.1"]
+    for name, value in request.headers.items():
+        if name.lower() not in HOP_BY_HOP and name.lower() != "x-forwarded-for":
+            lines.append(f"{name}: {value}")
+    if "Host" not in request.headers:
+        lines.append("Host: localhost")
+    if body or request.method not in {"GET", "HEAD", "DELETE", "OPTIONS"}:
+        lines.append(f"Content-Length: {len(body)}")
+    if request.remote:
+        lines.append(f"X-Forwarded-For: {request.remote}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def _response(answer: Answer) -> web.Response:
+    headers = CIMultiDict(
+        (k.decode("latin-1"), v.decode("latin-1"))
+        for k, v in answer.headers
+        if k.decode("latin-1").lower() not in HOP_BY_HOP
+    )
+    return web.Response(status=answer.status, headers=headers, body=answer.body)
 
 
 def build_app(sockets: Sequence[Path]) -> web.Application:
     """The proxy application for ``sockets`` (one per replica), used in turn per request."""
     turn = itertools.cycle(range(len(sockets)))
-    sessions: list[aiohttp.ClientSession] = []
-
-    async def session_ctx(app: web.Application) -> object:
-        for path in sockets:
-            connector = aiohttp.UnixConnector(path=str(path), limit=0, force_close=False)
-            sessions.append(
-                aiohttp.ClientSession(
-                    connector=connector,
-                    auto_decompress=False,
-                    timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_S),
-                    skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-                )
-            )
-        yield
-        for s in sessions:
-            await s.close()
-
+    upstreams = [Upstream(path) for path in sockets]
     down_until = [0.0] * len(sockets)
+
+    async def close_upstreams(app: web.Application) -> None:
+        for upstream in upstreams:
+            upstream.close()
 
     def order() -> list[int]:
         """Replicas to try: the next in turn first, those left out (failed lately) last."""
@@ -95,39 +104,31 @@ def build_app(sockets: Sequence[Path]) -> web.Application:
 
     async def proxy(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        headers = _forward_headers(request.headers, request.remote)
+        raw = _request_bytes(request, body)
+        head = request.method == "HEAD"
         retry_sent = request.method.upper() in IDEMPOTENT
         failure = "no replica answered"
         for i in order():
             try:
-                async with sessions[i].request(
-                    request.method,
-                    f"http://{request.host or 'localhost'}{request.rel_url}",
-                    headers=headers,
-                    data=body if body else None,
-                    allow_redirects=False,
-                ) as upstream:
-                    payload = await upstream.read()
-                    out_headers = {
-                        k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
-                    }
-                    return web.Response(status=upstream.status, headers=out_headers, body=payload)
-            except (aiohttp.ClientConnectorError, ConnectionRefusedError, FileNotFoundError):
+                answer = await upstreams[i].send(raw, head=head, timeout_s=UPSTREAM_TIMEOUT_S)
+                return _response(answer)
+            except NotSent as exc:
                 down_until[i] = time.monotonic() + FAIL_TIMEOUT_S
+                failure = f"replica {i} cannot be reached ({exc})"
                 continue  # not sent: the next replica may take it
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            except Dropped as exc:
                 down_until[i] = time.monotonic() + FAIL_TIMEOUT_S
-                failure = f"replica {i} dropped the connection ({type(exc).__name__})"
+                failure = f"replica {i} dropped the connection ({exc})"
                 if retry_sent:
                     continue
                 break
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                failure = f"replica {i}: {type(exc).__name__}"
+            except TimeoutError:
+                failure = f"replica {i} did not answer within {UPSTREAM_TIMEOUT_S:g} s"
                 break
         return web.Response(status=502, text=f"bad gateway: {failure}\n")
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.cleanup_ctx.append(session_ctx)
+    app.on_cleanup.append(close_upstreams)
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app
 
