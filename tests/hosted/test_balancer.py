@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -83,3 +84,30 @@ async def test_a_dead_replica_is_skipped_and_none_left_gives_502(tmp_path: Path)
     finally:
         await balancer.stop()
     assert balancer.proc.returncode is not None
+
+
+async def test_close_delimited_and_head_answers_pass_through(tmp_path: Path) -> None:
+    """An HTTP/1.0-style replica (body ends at close, no Content-Length), and HEAD."""
+    path = tmp_path / "old.sock"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"HEAD"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Kind: head\r\n\r\n")
+        else:
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(handle, path=str(path))
+    balancer = await start_balancer([path])
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(3):
+                async with http.get(f"{balancer.url}/x") as resp:
+                    assert resp.status == 200 and await resp.text() == "until the end"
+            async with http.head(f"{balancer.url}/x") as resp:
+                assert resp.status == 200 and resp.headers["X-Kind"] == "head"
+    finally:
+        await balancer.stop()
+        server.close()
