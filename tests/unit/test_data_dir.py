@@ -125,3 +125,31 @@ def test_traversable_whatever_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert made.stat().st_mode & 0o777 == 0o711
+
+
+def test_staged_binaries_are_copied_once_then_reused(open_dir: Path) -> None:
+    """A project the service user cannot enter gets its server binaries staged; a later process
+    finds the complete copy by its stamp and does not walk the trees again."""
+    from provisioning.local import binaries
+
+    into = open_dir / "staged"
+    saved = dict(binaries._staged)  # what this test process staged for its servers
+    binaries._staged.clear()
+    try:
+        binaries.stage_for(lambda _: False, into)
+        postgres = binaries.postgres_bin_dir() / "postgres"
+        assert postgres.is_relative_to(into) and os.access(postgres, os.X_OK)
+        stamps = sorted(into.rglob(binaries.STAGED))
+        assert stamps and all(s.read_text().strip() for s in stamps)
+        before = {s: s.stat().st_mtime_ns for s in stamps}
+        binaries._staged.clear()  # as a new process
+        binaries.stage_for(lambda _: False, into)
+        assert {s: s.stat().st_mtime_ns for s in stamps} == before  # not copied again
+        (stamps[0]).write_text("an earlier install\n")
+        binaries._staged.clear()
+        binaries.stage_for(lambda _: False, into)
+        assert stamps[0].read_text() != "an earlier install\n"  # copied afresh
+        assert os.access(binaries.postgres_bin_dir() / "postgres", os.X_OK)
+    finally:
+        binaries._staged.clear()
+        binaries._staged.update(saved)
