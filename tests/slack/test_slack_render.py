@@ -12,10 +12,12 @@ import yaml
 from bot.adapters.slack import modal
 from bot.adapters.slack.app import BOT_SCOPES
 from bot.adapters.slack.blocks import (
+    CUT,
     HEADER_MAX,
     MAX_BLOCKS,
     SECTION_MAX,
     SLASH,
+    TEXT_BUDGET,
     fallback_text,
     mrkdwn,
     split_text,
@@ -77,7 +79,10 @@ def test_a_message_fits_block_kit_limits() -> None:
         progress=0.5,
     )
     blocks = to_blocks(msg)
-    assert len(blocks) == MAX_BLOCKS
+    assert len(blocks) <= MAX_BLOCKS
+    texts = [b.get("text", {}).get("text", "") for b in blocks if b["type"] == "section"]
+    assert sum(map(len, texts)) <= TEXT_BUDGET  # msg_blocks_too_long is never risked
+    assert blocks[-3]["elements"][0]["text"] == CUT
     assert blocks[0]["type"] == "header" and len(blocks[0]["text"]["text"]) <= HEADER_MAX
     assert blocks[0]["text"]["text"].startswith(":warning:")
     assert "50%" in blocks[1]["elements"][0]["text"]
@@ -90,6 +95,15 @@ def test_a_message_fits_block_kit_limits() -> None:
     assert [e["action_id"] for e in actions["elements"]] == ["start:rate-limiter", "tradeoffs:x"]
     assert actions["elements"][0]["style"] == "primary"
     assert blocks[-1] == {"type": "context", "elements": [{"type": "mrkdwn", "text": "footer"}]}
+    assert blockkit.problems(blocks) == []
+
+
+def test_a_message_of_many_blocks_is_cut_at_fifty() -> None:
+    msg = Message(
+        title="Checks", fields=[Field(f"check {i}", "pass", inline=False) for i in range(80)]
+    )
+    blocks = to_blocks(msg)
+    assert len(blocks) == MAX_BLOCKS and blocks[-1]["elements"][0]["text"] == CUT
     assert blockkit.problems(blocks) == []
 
 

@@ -32,6 +32,11 @@ TEXT_MAX = 3000
 BUTTON_TEXT_MAX = 75
 ACTION_ID_MAX = 255
 BUTTON_VALUE_MAX = 2000
+# Slack refuses a message whose blocks carry too much text in all with msg_blocks_too_long,
+# at about 13,000 characters in practice (undocumented: github.com/slackapi/bolt-js/issues/2509;
+# https://api.slack.com/reference/block-kit/blocks#markdown gives 12,000 in all for markdown).
+TEXT_BUDGET = 12_000
+CUT = "_… cut to fit in a Slack message._"
 # chat.postMessage refuses a longer `text` with msg_too_long (40,000:
 # https://api.slack.com/methods/chat.postMessage#errors); the notification needs far less
 FALLBACK_MAX = 3000
@@ -240,9 +245,20 @@ def to_blocks(msg: Message, *, max_blocks: int = MAX_BLOCKS) -> list[Block]:
     if msg.footer:
         tail.append(context(mrkdwn(msg.footer)))
     room = max_blocks - len(head) - len(tail)
-    if len(body) > room:
-        body = body[: room - 1] + [context("_… cut to fit in a Slack message._")]
+    kept, size = 0, 0
+    for block in body:
+        size += _text_size(block)
+        if kept >= room - 1 or size > TEXT_BUDGET:
+            break
+        kept += 1
+    if kept < len(body):
+        body = body[:kept] + [context(CUT)]
     return head + body + tail
+
+
+def _text_size(block: Block) -> int:
+    text = block.get("text", {}).get("text", "")
+    return len(text) + sum(len(f["text"]) for f in block.get("fields", []))
 
 
 def fallback_text(msg: Message) -> str:

@@ -38,6 +38,7 @@ REASONS = {
     "restricted_action": "this workspace does not let Cruscible post in {where}: "
     "an admin can allow it, or choose another channel",
     "msg_too_long": "the message was too long for Slack",
+    "msg_blocks_too_long": "the message was too long for Slack",
     "invalid_blocks": "Slack refused the message's layout (invalid_blocks)",
     "missing_scope": "Cruscible lacks a permission it needs: reinstall the app from its manifest",
     "cannot_dm_user": "direct messages from Cruscible are closed for this member",
