@@ -28,6 +28,7 @@ from provisioning import Environment, FaultRecord
 
 log = logging.getLogger(__name__)
 SNAPSHOT_TIMEOUT_S = 10.0
+MEASURED_SHARE = 0.5  # a latency threshold is judged only when this share was answered right
 
 Injector = Callable[[str, str], Awaitable[FaultRecord]]
 Progress = Callable[[str, float], None]
@@ -155,6 +156,15 @@ class Grade:
         detail = verdict.description
         if result.unreliable:
             detail += f" (the load generator fell behind: {result.unreliable_reason})"
+        good = result.ok / result.scheduled if result.scheduled else 0.0
+        if verdict.threshold.metric not in ("errors", "rate") and good < MEASURED_SHARE:
+            # The latency of wrong answers says nothing of the service's: no credit for it.
+            detail = (
+                f"only {good:.0%} of the requests were answered as the contract says; a "
+                f"latency of errors does not count ({verdict.description})"
+            )
+            self.check(check_id, title, Status.FAIL, detail=detail)
+            return verdict
         if verdict.ok:
             status = Status.PASS
         elif whole_ok or excused:
@@ -197,7 +207,11 @@ class Grade:
         """``faults.recovery``: back to good answers within ``limit_s`` of every fault healing.
 
         Records ``faults.recovery_s`` (the worst; None when some fault never recovered).
+        Without any fault window (none fired) the check is skipped: nothing to recover from.
         """
+        if not windows:
+            self.skip_faults("faults.recovery", detail=self._no_fault_reason())
+            return None
         recoveries = [w.recovery_s for w in windows]
         worst = None if any(r is None for r in recoveries) else max(recoveries, default=0.0)
         self.metric("faults.recovery_s", None if worst is None else round(worst, 2))
@@ -212,10 +226,20 @@ class Grade:
         return worst
 
     def availability(
-        self, title: str, result: LoadResult, detail: str, *, penalty: float = 10.0
+        self,
+        title: str,
+        result: LoadResult,
+        detail: str,
+        *,
+        penalty: float = 10.0,
+        windows: Sequence[FaultWindow] | None = None,
     ) -> None:
         """``faults.availability``: what failing requests during faults cost — a trade-off, so
-        it warns rather than fails, its points shrinking ``penalty`` times the error rate."""
+        it warns rather than fails, its points shrinking ``penalty`` times the error rate.
+        Given the run's ``windows`` and none fired, it is skipped like ``recovery``."""
+        if windows is not None and not windows:
+            self.skip_faults("faults.availability", detail=self._no_fault_reason())
+            return
         self.check(
             "faults.availability",
             title,
@@ -225,15 +249,26 @@ class Grade:
             evidence={"errors_by_kind": result.errors},
         )
 
-    def skip_faults(self, *check_ids: str) -> None:
-        """Fault checks of a grade made without an environment: skipped, and said so."""
+    def skip_faults(self, *check_ids: str, detail: str = "") -> None:
+        """Fault checks no fault could be judged for: skipped (they neither earn nor cost
+        points), and said so — by default, a grade made without an environment."""
         for check_id in check_ids:
             self.check(
                 check_id,
                 "Behaviour under injected faults",
                 Status.SKIP,
-                detail="graded without an environment: no fault was injected",
+                detail=detail or "graded without an environment: no fault was injected",
             )
+
+    def _no_fault_reason(self) -> str:
+        if self.faults_not_fired:
+            spared = sorted({f.resource for f in self.faults_not_fired})
+            return (
+                "no fault was injected: the design was not seen using "
+                + ", ".join(spared)
+                + ", so taking it away would prove nothing"
+            )
+        return "no fault was injected"
 
     # -- traffic ----------------------------------------------------------------------
     async def request(self, method: str, path: str, **kwargs: Any) -> Exchange:
