@@ -79,8 +79,13 @@ ACTIVE = ("queued", "running")  # a learner has at most one submission in these 
 
 
 class Submission(Base):
-    """A submitted URL and its grade; ``status`` is the persistent grading queue:
-    queued → running → done | error | cancelled."""
+    """A submission and its grade; ``status`` is the persistent grading queue:
+    queued → running → done | error | cancelled.
+
+    ``kind`` ``url``: ``url`` is the learner's running service. ``code``: ``source`` is a
+    public git URL or an archive stored under the data directory until graded (so a restart
+    resumes it); the code was built and run by us (``hosted``: on the same caps as everyone)
+    and ``logs_ref`` is its hosted submission id (``cruscible logs``)."""
 
     __tablename__ = "submissions"
     __table_args__ = (
@@ -112,6 +117,10 @@ class Submission(Base):
     thread: Mapped[str | None] = mapped_column(String(128), default=None)  # post results under
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # times a worker started it
     started_at: Mapped[datetime | None] = mapped_column(default=None)
+    kind: Mapped[str] = mapped_column(String(8), default="url")  # url | code
+    source: Mapped[str | None] = mapped_column(String(2048), default=None)
+    hosted: Mapped[bool] = mapped_column(Boolean, default=False)
+    logs_ref: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class Community(Base):
@@ -164,6 +173,7 @@ class Contest(Base):
     closed_at: Mapped[datetime | None] = mapped_column(default=None)
     standings_at: Mapped[datetime | None] = mapped_column(default=None)  # final standings posted
     cancelled_at: Mapped[datetime | None] = mapped_column(default=None)
+    hosted_only: Mapped[bool] = mapped_column(Boolean, default=False)  # only hosted code ranks
 
 
 class LeaderboardMessage(Base):
