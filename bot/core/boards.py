@@ -1,5 +1,8 @@
 """Leaderboards: per challenge, per contest and all-time, ranked by best score, ties broken by
-the earlier submission. Learners who opted out (``users.public`` false) are left out."""
+the earlier submission. Learners who opted out (``users.public`` false) are left out.
+
+A ranked score marked ⚙ ran hosted: we built and ran the learner's code on the same caps for
+everyone, so it compares fairly; an unmarked one is a URL the learner deployed themselves."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from bot.core.message import Message
 from bot.store import Store, Submission, User
 
 SHOWN = 10
+HOSTED_MARK = " ⚙"
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class Entry:
     score: int
     at: datetime  # when the ranked score was submitted (the tie-break: earlier wins)
     tries: int
+    hosted: bool = False  # the ranked score ran hosted (every score of an all-time total did)
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class Graded:
     challenge: str
     score: int
     at: datetime
+    hosted: bool = False
 
 
 def best_per_learner(rows: Iterable[Graded]) -> list[Entry]:
@@ -45,7 +51,9 @@ def best_per_learner(rows: Iterable[Graded]) -> list[Entry]:
         held = best.get(r.user_id)
         if held is None or (r.score, -r.at.timestamp()) > (held.score, -held.at.timestamp()):
             best[r.user_id] = r
-    entries = [Entry(b.user_id, b.name, b.score, b.at, tries[b.user_id]) for b in best.values()]
+    entries = [
+        Entry(b.user_id, b.name, b.score, b.at, tries[b.user_id], b.hosted) for b in best.values()
+    ]
     return sorted(entries, key=lambda e: (-e.score, e.at, e.user_id))
 
 
@@ -64,6 +72,7 @@ def all_time(rows: Iterable[Graded]) -> list[Entry]:
             top.score + (held.score if held else 0),
             max(top.at, held.at) if held else top.at,
             top.tries + (held.tries if held else 0),
+            top.hosted and (held.hosted if held else True),
         )
     return sorted(totals.values(), key=lambda e: (-e.score, e.at, e.user_id))
 
@@ -84,6 +93,7 @@ async def graded(
             Submission.challenge,
             Submission.score,
             Submission.created_at,
+            Submission.hosted,
         )
         .join(User, User.id == Submission.user_id)
         .where(Submission.status == "done", Submission.score.is_not(None), User.public.is_(True))
@@ -98,7 +108,7 @@ async def graded(
         q = q.where(Submission.community_id == community_id)
     async with store.session() as s:
         rows = (await s.execute(q)).all()
-    return [Graded(u, n, c, score, at) for u, n, c, score, at in rows]
+    return [Graded(u, n, c, score, at, bool(h)) for u, n, c, score, at, h in rows]
 
 
 def render(
@@ -110,12 +120,17 @@ def render(
 ) -> Message:
     if not entries:
         return Message(title=title, body=empty)
+    shown = entries[:SHOWN]
     lines = [
-        f"{i}. {e.name} — {e.score}{points} ({e.tries} {'try' if e.tries == 1 else 'tries'})"
-        for i, e in enumerate(entries[:SHOWN], 1)
+        f"{i}. {e.name} — {e.score}{points}{HOSTED_MARK if e.hosted else ''} "
+        f"({e.tries} {'try' if e.tries == 1 else 'tries'})"
+        for i, e in enumerate(shown, 1)
     ]
     more = len(entries) - SHOWN
-    footer = f"and {more} more" if more > 0 else ""
+    notes = [f"and {more} more"] if more > 0 else []
+    if any(e.hosted for e in shown):
+        notes.append(f"{HOSTED_MARK.strip()} ran hosted, on equal resources")
+    footer = " · ".join(notes)
     return Message(title=title, body="\n".join(lines), footer=footer)
 
 

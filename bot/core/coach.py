@@ -6,7 +6,9 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from datetime import date, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -21,11 +23,13 @@ from bot.core.communities import Communities, check_timezone
 from bot.core.contests import Contests, standings_message
 from bot.core.errors import CoachError
 from bot.core.grader import Graded, Grader
+from bot.core.hosted import HostedError, HostedGrader
 from bot.core.message import Field, Message
 from bot.core.outbox import Actor, DeliveryFailed, DirectMessageClosed, Outbox
 from bot.core.publish import ChannelRoutes, OutboxRoutes, Publisher, Routes
 from bot.core.queue import AlreadyQueued, GradingQueue, QueueStopped, Watcher
 from bot.core.ratelimit import RateLimiter
+from bot.core.sources import Source, classify, is_upload
 from bot.core.streaks import COUNTED_STATUS, current_streak, local_days
 from bot.logs import SECRETS
 from bot.store import Community, EnvironmentRecord, Store, Submission, User
@@ -60,6 +64,11 @@ class Coach:
         self.provisioner = provisioner
         self.grader = grader
         self.clock = clock
+        # Code submissions: built and run in a sandbox next to the learner's environment.
+        policy = getattr(grader, "policy", None)
+        self.hosted: HostedGrader | None = (
+            HostedGrader(grader, settings.data_dir, policy) if policy is not None else None
+        )
         self.communities = Communities(store)
         self.channels = ChannelRegistry()
         self.publisher = Publisher(store, self.channels, clock=clock)
@@ -249,14 +258,25 @@ class Coach:
         thread: str | None = None,
         seed: int | None = None,
         community: Community | None = None,
+        archive: Path | None = None,
+        local_paths: bool = False,
     ) -> Submission:
-        """Queue ``url`` for grading and wait for it: the progress message shows the place in
-        the queue, then the grade; the score card (and discussion) go to the channel (under
-        ``thread``), the report by DM. Returns the finished (or cancelled) submission."""
+        """Queue a submission for grading and wait for it: the progress message shows the place
+        in the queue, then the grade; the score card (and discussion) go to the channel (under
+        ``thread``), the report by DM. Returns the finished (or cancelled) submission.
+
+        ``url`` is a running service's URL or code: a public git URL (see
+        :mod:`bot.core.sources` for the rule), or with ``local_paths`` (the terminal only) a
+        folder or archive; ``archive`` is an attached archive already stored under the data
+        dir (``url`` is then its file name). Code is built and run by us (hosted), its build
+        and run logs go to the learner privately. Raises :class:`CoachError` for bad input."""
         challenge = self.challenge(challenge_id)
         url = url.strip()
-        if not url.lower().startswith(("http://", "https://")):
-            raise CoachError(f"{url!r} is not an http(s) URL")
+        source = Source("code", str(archive)) if archive else classify(url, local_paths=local_paths)
+        if source.kind == "code" and self.hosted is None:
+            raise CoachError("this bot does not run code; submit your running service's URL")
+        if source.kind == "url":
+            url = source.value
         user = await self.user(actor)
         envs = [e for e in await self.environments(actor) if e.label == challenge.id]
         watcher = Watcher(out, actor, thread)
@@ -271,6 +291,8 @@ class Coach:
                     community_id=community.id if community else None,
                     thread=thread,
                     created_at=self.clock(),
+                    kind=source.kind,
+                    source=source.value if source.kind == "code" else None,
                 ),
                 watcher,
             )
@@ -279,6 +301,10 @@ class Coach:
                 f"your submission #{exc.existing.id} ({exc.existing.challenge}) is still "
                 f"{exc.existing.status} — one at a time: wait for it, or `cancel` it first"
             ) from None
+        if source.kind == "url" and community is not None:
+            contest = await self.contests.hosted_only_live(community.id, challenge.id)
+            if contest is not None:
+                await self._progress_message(out, actor, views.not_ranked(contest.id, challenge.id))
         ref: str | None = None
         try:
             watcher.position = await self.queue.position(sub.id)
@@ -327,8 +353,12 @@ class Coach:
                     self._show(watcher, views.grading_progress(challenge.id, phase, fraction))
                 )
 
-        progress("preflight", 0.0)
         out_dir = self.settings.reports_dir / f"submission-{sub.id}"
+        if sub.kind == "code":
+            progress("build", 0.0)
+            await self._grade_code(sub, watcher, challenge, env, out_dir, progress)
+            return
+        progress("preflight", 0.0)
         try:
             graded = await self.grader.grade(
                 challenge, sub.url, out_dir, seed=sub.seed, env=env, progress=progress
@@ -342,6 +372,126 @@ class Coach:
         if watcher is not None:
             await self._show(watcher, views.grading_progress(challenge.id, "done", 1.0))
         await self._publish(sub, graded, watcher)
+
+    async def _grade_code(
+        self,
+        sub: Submission,
+        watcher: Watcher | None,
+        challenge: Challenge,
+        env: Environment | None,
+        out_dir: Path,
+        progress: Callable[[str, float], None],
+    ) -> None:
+        """Build, run and grade submitted code (``bot.core.hosted``) next to the learner's
+        environment (a fresh one, removed after, when they have none). Each failing step is
+        recorded as ``"<step> failed: <reason>"``; its log lines go to the learner privately."""
+        assert self.hosted is not None and sub.source is not None
+        lines: list[str] = []
+
+        def say(line: str) -> None:
+            lines.append(line)
+            log.info("submission %d: %s", sub.id, line)
+
+        try:
+            hsub, built = await self.hosted.prepare(
+                sub.source, challenge, scope=f"user-{sub.user_id}", say=say
+            )
+        except HostedError as exc:
+            await self._code_failed(sub, watcher, "build", str(exc))
+            return
+        own: Environment | None = None
+        try:
+            if env is None:
+                env = own = await self._code_environment(sub, challenge)
+        except CoachError as exc:
+            hsub.update(status="failed")
+            await hsub.cleanup()
+            await self._code_failed(sub, watcher, "environment", str(exc), logs=False)
+            return
+        try:
+            try:
+                result = await self.hosted.grade_prepared(
+                    hsub, built, challenge, env, seed=sub.seed, out_dir=out_dir,
+                    progress=progress, say=say,
+                )  # fmt: skip
+            except HostedError as exc:
+                await self._code_failed(sub, watcher, "start", str(exc), logs_ref=hsub.id)
+                return
+            except CannotGrade as exc:
+                await self._code_failed(sub, watcher, "grade", str(exc), logs_ref=hsub.id)
+                return
+        finally:
+            if own is not None:
+                await self.destroy_environment(own.id)
+        await self._finish(sub.id, graded=result.graded, hosted=True, logs_ref=hsub.id)
+        if result.crashed:
+            await self._tell_privately(
+                sub,
+                watcher,
+                views.hosted_logs(
+                    challenge.id, "processes stopped during the grade", result.crash_report,
+                    hsub.id,
+                ),
+            )  # fmt: skip
+        if watcher is not None:
+            await self._show(watcher, views.grading_progress(challenge.id, "done", 1.0))
+        await self._publish(sub, result.graded, watcher)
+
+    async def _code_environment(self, sub: Submission, challenge: Challenge) -> Environment:
+        """A fresh environment of the learner's for one grade of their code."""
+        async with self.store.session() as s:
+            user = await s.get_one(User, sub.user_id)
+        actor = Actor(user.platform, user.platform_id, user.display_name)
+        spec = challenge.environment_spec(self.owner(actor), self.settings.env_ttl)
+        return await self.create_environment(actor, spec)
+
+    async def _code_failed(
+        self,
+        sub: Submission,
+        watcher: Watcher | None,
+        step: str,
+        detail: str,
+        *,
+        logs: bool = True,
+        logs_ref: str | None = None,
+    ) -> None:
+        """Record which step failed (its first line: ``results`` shows it); the last log lines
+        (masked by ``bot.core.hosted``) go to the learner privately, never to a channel."""
+        first = next((ln for ln in detail.splitlines() if ln.strip()), "no reason given")
+        error = f"{step} failed: {first}" + (
+            " (the last log lines are in your DMs)" if logs else ""
+        )
+        await self._finish(sub.id, error=error, logs_ref=logs_ref)
+        if logs:
+            await self._tell_privately(
+                sub, watcher, views.hosted_logs(sub.challenge, f"{step} failed", detail, logs_ref)
+            )
+        if watcher is not None:
+            await self._show(watcher, views.cannot_grade(sub.url, error))
+
+    async def _tell_privately(self, sub: Submission, watcher: Watcher | None, msg: Message) -> None:
+        """A DM to the learner (else the private reply of their command); never a channel."""
+        if watcher is not None:
+            try:
+                await watcher.out.dm(watcher.actor, msg)
+                return
+            except DeliveryFailed as exc:
+                log.info("submission %d: no DM (%s); private reply", sub.id, exc.reason)
+            try:
+                await watcher.out.reply(msg)
+            except DeliveryFailed as exc:
+                log.warning("submission %d: logs not delivered: %s", sub.id, exc.reason)
+            return
+        async with self.store.session() as s:
+            user = await s.get_one(User, sub.user_id)
+            community = await s.get(Community, sub.community_id) if sub.community_id else None
+        channels = self.channels.get(user.platform)
+        if channels is None:
+            return
+        try:
+            await channels.dm(community, user.platform_id, msg)
+        except DeliveryFailed as exc:  # `results` keeps the step that failed
+            log.info("submission %d: logs not delivered: %s", sub.id, exc.reason)
 
     @staticmethod
     async def _progress_message(out: Outbox, actor: Actor, msg: Message) -> str | None:
@@ -373,7 +523,10 @@ class Coach:
             log.warning("progress not shown: %s", getattr(exc, "reason", exc))
 
     async def _settled(self, sub: Submission) -> None:
-        """A submission left the queue: boards and waiting contest standings may move."""
+        """A submission left the queue: boards and waiting contest standings may move; an
+        archive it stored is removed."""
+        if sub.kind == "code" and sub.source and is_upload(self.settings.data_dir, sub.source):
+            Path(sub.source).unlink(missing_ok=True)
         if sub.status == "done":
             self._boards.clear()
             self.boards.touch()
@@ -419,11 +572,18 @@ class Coach:
                 log.info("submission %d: interrupted; the learner was not told: %s", sub.id, exc)
 
     async def _finish(
-        self, sub_id: int, *, graded: Graded | None = None, error: str | None = None
+        self,
+        sub_id: int,
+        *,
+        graded: Graded | None = None,
+        error: str | None = None,
+        hosted: bool = False,
+        logs_ref: str | None = None,
     ) -> None:
         async with self.store.session() as s:
             sub = await s.get_one(Submission, sub_id)
             sub.finished_at = self.clock()
+            sub.hosted, sub.logs_ref = hosted, logs_ref
             if graded is None:
                 sub.status, sub.error = "error", error
                 return

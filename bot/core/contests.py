@@ -2,7 +2,8 @@
 
 Score = the learner's best submission made inside ``[starts_at, ends_at)`` in the contest's
 community; ties go to the earlier submission. Submissions made after the close are graded as
-usual but not ranked. Each announcement is recorded when made (``opened_at`` …), so running
+usual but not ranked. A ``hosted_only`` contest ranks only code we built and ran on the same
+caps for everyone (``Submission.hosted``): a URL submitted during it is graded, not ranked. Each announcement is recorded when made (``opened_at`` …), so running
 :meth:`Contests.advance` again, or late after a restart, never repeats one; the final standings
 wait until every submission made in time has finished grading.
 """
@@ -95,6 +96,7 @@ class Contests:
         *,
         created_by: str,
         channel_id: str | None = None,
+        hosted_only: bool = False,
     ) -> Contest:
         try:
             challenge = self.catalog.get(challenge_id)
@@ -115,6 +117,7 @@ class Contests:
                 starts_at=starts_at,
                 ends_at=ends_at,
                 created_by=created_by,
+                hosted_only=hosted_only,
             )
             s.add(contest)
         await self._changed(contest)
@@ -153,6 +156,23 @@ class Contests:
         live = [c for c in contests if is_live(c, now)]
         upcoming = sorted((c for c in contests if c.starts_at > now), key=lambda c: c.starts_at)
         return next(iter(live + upcoming + contests), None)
+
+    async def hosted_only_live(self, community_id: int, challenge: str) -> Contest | None:
+        """The running contest of the community on ``challenge`` that ranks hosted code only."""
+        now = self.clock()
+        async with self.store.session() as s:
+            return await s.scalar(
+                select(Contest)
+                .where(
+                    Contest.community_id == community_id,
+                    Contest.challenge == challenge,
+                    Contest.hosted_only.is_(True),
+                    Contest.cancelled_at.is_(None),
+                    Contest.starts_at <= now,
+                    Contest.ends_at > now,
+                )
+                .limit(1)
+            )
 
     async def unfinished(self) -> list[Contest]:
         """Contests with an announcement still to make (the scheduler plans these)."""
@@ -253,6 +273,8 @@ class Contests:
             until=contest.ends_at,
             community_id=contest.community_id,
         )
+        if contest.hosted_only:
+            rows = [r for r in rows if r.hosted]
         return boards.best_per_learner(rows)
 
     async def pending(self, contest: Contest) -> int:
@@ -277,7 +299,8 @@ class Contests:
         return Message(
             title=f"Contest #{contest.id} is open: {challenge.spec.title}",
             body=challenge.spec.summary
-            + "\n\nYour best score in the window counts; ties go to the earlier submission.",
+            + "\n\nYour best score in the window counts; ties go to the earlier submission."
+            + (HOSTED_ONLY if contest.hosted_only else ""),
             fields=window_fields(contest),
             buttons=[start_button(contest.challenge)],
             footer=f"/submit {contest.challenge} <url> before the close",
@@ -309,12 +332,21 @@ class Contests:
             setattr(await s.get_one(Contest, contest_id), column, when)
 
 
+HOSTED_ONLY = (
+    "\n\n⚙ Hosted only: submit your code (a .zip/.tar.gz or a public git URL); we run it on "
+    "the same resources for everyone. A URL is graded but not ranked."
+)
+
+
 def window_fields(contest: Contest) -> list[Field]:
-    return [
+    fields = [
         Field("Challenge", contest.challenge),
         Field("Opens", f"{contest.starts_at:%Y-%m-%d %H:%M} UTC"),
         Field("Closes", f"{contest.ends_at:%Y-%m-%d %H:%M} UTC"),
     ]
+    if contest.hosted_only:
+        fields.append(Field("Ranked", "⚙ hosted code only"))
+    return fields
 
 
 def standings_message(contest: Contest, entries: list[boards.Entry], *, final: bool) -> Message:

@@ -188,3 +188,26 @@ def publication_note(pub: Publication | None) -> str:
     if pub.note:
         parts.append(f"report {pub.note}")
     return "".join(f" — {p}" for p in parts)
+
+
+def hosted_logs(challenge_id: str, what: str, text: str, logs_ref: str | None = None) -> Message:
+    """The build or run logs of the learner's hosted code (last lines, secrets already masked):
+    sent privately only (DM, else the private reply), never to a channel."""
+    tail = "\n".join(text.strip().splitlines()[-40:]) or "(no output)"
+    return Message(
+        title=f"Your {challenge_id} code: {what}",
+        body=f"```\n{tail}\n```",
+        footer=f"full logs: cruscible logs {logs_ref}" if logs_ref else "",
+        tone=Tone.WARNING,
+    )
+
+
+def not_ranked(contest_id: int, challenge_id: str) -> Message:
+    """A URL submission during a contest that ranks hosted code only."""
+    return Message(
+        title="Graded, but not ranked in the contest",
+        body=f"Contest #{contest_id} ({challenge_id}) ranks code we run on equal resources "
+        "only: this URL is graded as usual and counts on the leaderboard, not in the contest. "
+        "Submit your code (a .zip/.tar.gz or a public git URL) to be ranked.",
+        tone=Tone.WARNING,
+    )
