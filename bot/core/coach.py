@@ -270,6 +270,53 @@ class Coach:
         folder or archive; ``archive`` is an attached archive already stored under the data
         dir (``url`` is then its file name). Code is built and run by us (hosted), its build
         and run logs go to the learner privately. Raises :class:`CoachError` for bad input."""
+        try:
+            sub, watcher, source = await self._queue(
+                actor, challenge_id, url, out, thread, seed, community, archive, local_paths
+            )
+        except BaseException:
+            if archive is not None:  # never queued: nothing else will remove it
+                archive.unlink(missing_ok=True)
+            raise
+        challenge = self.challenge(challenge_id)
+        url = sub.url
+        if source.kind == "url" and community is not None:
+            contest = await self.contests.hosted_only_live(community.id, challenge.id)
+            if contest is not None:
+                await self._progress_message(out, actor, views.not_ranked(contest.id, challenge.id))
+        ref: str | None = None
+        try:
+            watcher.position = await self.queue.position(sub.id)
+            ref = await self._progress_message(
+                out, actor, views.queued(challenge.id, watcher.position)
+            )
+        finally:
+            watcher.attach(ref)
+        try:
+            done = await watcher.done
+        except QueueStopped:
+            raise CoachError(
+                "the bot is restarting; your submission stays queued and is graded when it is back"
+            ) from None
+        if done.status == "cancelled" and ref is not None:
+            await self._show_ref(out, ref, views.cancelled(challenge.id, done.id))
+        elif done.status == "error":
+            raise CoachError(f"could not grade {url}: {done.error}")
+        return done
+
+    async def _queue(
+        self,
+        actor: Actor,
+        challenge_id: str,
+        url: str,
+        out: Outbox,
+        thread: str | None,
+        seed: int | None,
+        community: Community | None,
+        archive: Path | None,
+        local_paths: bool,
+    ) -> tuple[Submission, Watcher, Source]:
+        """Check the submission and queue it; raises :class:`CoachError` when it cannot be."""
         challenge = self.challenge(challenge_id)
         url = url.strip()
         source = Source("code", str(archive)) if archive else classify(url, local_paths=local_paths)
@@ -301,29 +348,7 @@ class Coach:
                 f"your submission #{exc.existing.id} ({exc.existing.challenge}) is still "
                 f"{exc.existing.status} — one at a time: wait for it, or `cancel` it first"
             ) from None
-        if source.kind == "url" and community is not None:
-            contest = await self.contests.hosted_only_live(community.id, challenge.id)
-            if contest is not None:
-                await self._progress_message(out, actor, views.not_ranked(contest.id, challenge.id))
-        ref: str | None = None
-        try:
-            watcher.position = await self.queue.position(sub.id)
-            ref = await self._progress_message(
-                out, actor, views.queued(challenge.id, watcher.position)
-            )
-        finally:
-            watcher.attach(ref)
-        try:
-            done = await watcher.done
-        except QueueStopped:
-            raise CoachError(
-                "the bot is restarting; your submission stays queued and is graded when it is back"
-            ) from None
-        if done.status == "cancelled" and ref is not None:
-            await self._show_ref(out, ref, views.cancelled(challenge.id, done.id))
-        elif done.status == "error":
-            raise CoachError(f"could not grade {url}: {done.error}")
-        return done
+        return sub, watcher, source
 
     async def cancel(self, actor: Actor) -> Message:
         """Cancel the learner's queued or running grade."""

@@ -17,7 +17,8 @@ HELP = """\
 - `list` — every challenge · `show ID` — one challenge
 - `provision ID` — start your private infrastructure (bundle by private message)
 - `env` — your environments · `env extend ENV` · `env destroy ENV`
-- `submit ID URL` — grade your service
+- `submit ID URL|GIT_URL` — grade your service, or your code (a public git URL; in the terminal \
+also a folder or .zip/.tar.gz), built and run by us on equal resources
 - `cancel` — cancel your queued or running grade
 - `results` — your results and streak · `leaderboard [ID]` · `tradeoffs ID`
 - `contest` — this week's contest · `contest standings [N]`
@@ -25,7 +26,8 @@ HELP = """\
 - `timezone Area/City` — the days your streak counts in"""
 
 ADMIN_HELP = """\
-- `admin contest create ID START END [CHANNEL]` — e.g. `2026-11-30T09:00 2026-12-07T09:00`
+- `admin contest create ID START END [CHANNEL] [hosted]` — e.g. `2026-11-30T09:00 \
+2026-12-07T09:00`; `hosted`: only code we run on equal resources is ranked
 - `admin contest list` · `admin contest cancel N`
 - `admin leaderboard [all|ID|contest N]` — one self-updating board message in the channel"""
 
@@ -109,8 +111,10 @@ async def _run(
             await out.reply(await coach.env_extend(actor, env_id))
         case ["env", "destroy" | "down", env_id]:
             await out.reply(await coach.env_destroy(actor, env_id))
-        case ["submit", cid, url]:
-            await coach.submit(actor, cid, url, out, community=community)
+        case ["submit", cid, url]:  # a local folder or archive only from the terminal
+            await coach.submit(
+                actor, cid, url, out, community=community, local_paths=actor.platform == "console"
+            )
         case ["cancel"]:
             await out.reply(await coach.cancel(actor))
         case ["results"]:
@@ -168,11 +172,20 @@ async def _pick(coach: Coach, community: Community, number: list[str]) -> Contes
     return contest
 
 
+HOSTED_WORDS = frozenset({"hosted", "hosted-only", "--hosted-only"})
+
+
+def without_hosted(words: list[str]) -> list[str]:
+    """``words`` less the flag of a hosted-only contest."""
+    return [w for w in words if w.lower() not in HOSTED_WORDS]
+
+
 async def _admin(
     coach: Coach, actor: Actor, words: list[str], out: Outbox, community: Community
 ) -> None:
     match words:
-        case ["contest", "create", cid, start, end, *channel] if len(channel) <= 1:
+        case ["contest", "create", cid, start, end, *rest] if len(without_hosted(rest)) <= 1:
+            channel = without_hosted(rest)
             contest = await coach.contests.create(
                 community,
                 cid,
@@ -180,6 +193,7 @@ async def _admin(
                 parse_local(end, community.timezone),
                 created_by=actor.id,
                 channel_id=channel[0] if channel else None,
+                hosted_only=len(channel) < len(rest),
             )
             await out.reply(contest_message(contest, [], coach.clock()))
         case ["contest", "list"]:

@@ -63,7 +63,9 @@ async def test_submit_without_url_opens_the_form_and_refuses_a_bad_url(slack: Wo
     assert resp.status == 200
     assert resp.json() == {
         "response_action": "errors",
-        "errors": {modal.URL: "Enter the http:// or https:// URL where your service runs."},
+        "errors": {
+            modal.URL: "Enter a public https:// git URL, or the http(s):// URL of your service."
+        },
     }
     before = len(slack.fake.calls)
     await slack.settle()

@@ -14,6 +14,7 @@ from bot.adapters.discord.failures import SETUP, missing
 from bot.adapters.discord.outbox import message_ref, parse_ref
 from bot.adapters.discord.render import clip, render
 from bot.adapters.discord.turn import Turn, actor_of, local_day, turns_of
+from bot.adapters.discord.uploads import download
 from bot.adapters.discord.views import SubmitModal
 from bot.core import views
 from bot.core.communities import settings_message
@@ -244,6 +245,7 @@ class AdminContestCommands(app_commands.Group, name="contest", description="Week
         start="e.g. 2026-11-30T09:00",
         end="e.g. 2026-12-07T09:00",
         channel="where it is announced (the Cruscible channel by default)",
+        hosted_only="rank only code we build and run on equal resources (URLs are not ranked)",
     )
     @app_commands.autocomplete(challenge=challenge_ids)
     async def create(
@@ -253,6 +255,7 @@ class AdminContestCommands(app_commands.Group, name="contest", description="Week
         start: str,
         end: str,
         channel: discord.TextChannel | None = None,
+        hosted_only: bool = False,
     ) -> None:
         async def use(t: Turn) -> None:
             community = here(t)
@@ -263,6 +266,7 @@ class AdminContestCommands(app_commands.Group, name="contest", description="Week
                 parse_local(end, community.timezone),
                 created_by=t.actor.id,
                 channel_id=str(channel.id) if channel else None,
+                hosted_only=hosted_only,
             )
             await t.out.reply(contest_message(contest, [], t.coach.clock()))
 
@@ -317,23 +321,47 @@ class ContestCommands(
 
 
 # -- learner commands ------------------------------------------------------------------------
-@app_commands.command(description="Grade your running service")
+@app_commands.command(description="Grade your code (an archive or a git URL) or running service")
 @app_commands.describe(
-    url="your service's URL (a form opens without it)", challenge="today's by default"
+    url="a public https git URL of your code, or your running service's URL (a form opens "
+    "without it or a file)",
+    challenge="today's by default",
+    code="a .zip or .tar.gz of your code: we build and run it on equal resources",
 )
 @app_commands.autocomplete(challenge=challenge_ids)
 @app_commands.guild_only()
 async def submit(
-    interaction: discord.Interaction, url: str | None = None, challenge: str | None = None
+    interaction: discord.Interaction,
+    url: str | None = None,
+    challenge: str | None = None,
+    code: discord.Attachment | None = None,
 ) -> None:
     async def grade(i: discord.Interaction, link: str) -> None:
         async def use(t: Turn) -> None:
             cid, thread = await todays(t, challenge)
-            await t.coach.submit(t.actor, cid, link, t.out, thread=thread, community=t.community)
+            archive = None
+            if code is not None:  # downloaded (capped) after the defer: it may take a while
+                archive = await download(code, t.coach.settings.data_dir)
+            await t.coach.submit(
+                t.actor,
+                cid,
+                code.filename if code is not None else link,
+                t.out,
+                thread=thread,
+                community=t.community,
+                archive=archive,
+            )
 
         await turns_of(i).run(i, use)
 
-    if url is None:
+    if code is not None:
+        if url is not None:
+            await interaction.response.send_message(
+                "Attach your code or give a URL, not both.", ephemeral=True
+            )
+            return
+        await grade(interaction, code.filename)
+    elif url is None:
         await interaction.response.send_modal(SubmitModal(challenge or "today's challenge", grade))
     else:
         await grade(interaction, url)

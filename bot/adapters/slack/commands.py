@@ -9,11 +9,13 @@ import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapters.slack import modal
+from bot.adapters.slack import files, modal
 from bot.adapters.slack.blocks import SLASH
 from bot.adapters.slack.daily import local_today, post_daily, todays_thread
 from bot.adapters.slack.failures import delivering, error_code, where_label
@@ -29,7 +31,8 @@ log = logging.getLogger(__name__)
 
 SLACK_LINK = re.compile(r"<([#@!]?)([^|>]+)(?:\|[^>]*)?>")
 ADMIN_HELP = f"""\
-`{SLASH} submit` — a form to submit your service's URL
+`{SLASH} submit` — a form to submit your service's URL or a public git URL of your code; or \
+share a .zip/.tar.gz of your code with me in a direct message, with the challenge id as its text
 `{SLASH} admin show` · `admin channel [#channel|here]` · `admin post-time HH:MM` · \
 `admin timezone Area/City` · `admin ping @group|off` (who the daily post and contest openings \
 notify) · `admin post` (post today's challenge now) — settings, for admins"""
@@ -102,19 +105,55 @@ async def apologising(out: SlackOutbox, what: str) -> AsyncIterator[None]:
 
 
 async def submit(
-    coach: Coach, community: Community, actor: Actor, challenge: str, url: str, out: SlackOutbox
+    coach: Coach,
+    community: Community,
+    actor: Actor,
+    challenge: str,
+    url: str,
+    out: SlackOutbox,
+    *,
+    archive: Path | None = None,
 ) -> None:
-    """Grade ``url`` for ``community`` (its boards and contests count it); results go in the
-    thread of today's post when it is this challenge."""
+    """Grade ``url`` (a service, or a public git URL of code) or a stored ``archive`` (``url``
+    is then its file name) for ``community`` (its boards and contests count it); results go in
+    the thread of today's post when it is this challenge."""
     where = await todays_thread(coach.communities, community, challenge)
     thread = None
     if where is not None:
         out.post_channel = where[0]
         thread = message_ref(*where)  # a ref SlackChannels can thread under after a restart
     try:
-        await coach.submit(actor, challenge, url, out, thread=thread, community=community)
+        await coach.submit(
+            actor, challenge, url, out, thread=thread, community=community, archive=archive
+        )
     except CoachError as exc:
         await out.reply(views.error(str(exc)))
+
+
+async def submit_file(
+    coach: Coach,
+    client: AsyncWebClient,
+    community: Community,
+    actor: Actor,
+    text: str,
+    shared: list[dict[str, Any]],
+    out: SlackOutbox,
+) -> None:
+    """Code shared in the app's DM: the message's first word names the challenge (today's by
+    default); the first file is downloaded (capped, see :mod:`bot.adapters.slack.files`) and
+    queued. Refusals (a wrong type, too large, an unknown challenge) are told privately."""
+    words = unescape(text).split()
+    challenge = words[0] if words else coach.catalog.for_day(local_today(community)).id
+    try:
+        coach.challenge(challenge)
+        if len(shared) != 1:
+            raise CoachError("share one .zip or .tar.gz of your code at a time")
+        archive = await files.download(client, shared[0], coach.settings.data_dir)
+    except CoachError as exc:
+        await out.reply(views.error(str(exc)))
+        return
+    name = str(shared[0].get("name") or archive.name)
+    await submit(coach, community, actor, challenge, name, out, archive=archive)
 
 
 async def open_submit_form(inv: Invocation, challenge: str | None) -> None:
@@ -147,8 +186,9 @@ async def admin(inv: Invocation, args: list[str]) -> None:
     if not await is_admin(inv.client, inv.out.user):
         await out.reply(views.error("Only workspace admins and owners can change the settings."))
         return
-    if args[:2] == ["contest", "create"] and len(args) == 6:  # … START END CHANNEL
-        problem = await channel_problem(inv.client, args[5])
+    channel = commands.without_hosted(args[5:])  # … START END [CHANNEL] [hosted]
+    if args[:2] == ["contest", "create"] and len(channel) == 1:
+        problem = await channel_problem(inv.client, channel[0])
         if problem is not None:
             await out.reply(views.error(f"The contest is not created: {problem}."))
             return

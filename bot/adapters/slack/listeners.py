@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack import commands, modal
@@ -126,6 +127,28 @@ def register(bolt: AsyncApp, coach: Coach, inflight: Inflight) -> None:
             async with commands.apologising(out, "the submission form"):
                 await commands.submit(coach, community, actor, form.challenge, form.url, out)
 
+    async def on_dm_file(
+        event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+    ) -> None:
+        """Code shared in the app's DM (``message.im`` with files) is submitted."""
+        shared = event.get("files") or []
+        if event.get("channel_type") != "im" or event.get("bot_id") or not shared:
+            return
+        if event.get("subtype") not in (None, "file_share") or not event.get("user"):
+            return
+        async with inflight.track():
+            team = team_of(context)
+            community = await coach.communities.get("slack", team)
+            user, dm = event["user"], event["channel"]
+            out = SlackOutbox(
+                client, user=user, channel=dm, post_channel=community.channel_id or dm
+            )
+            actor = slack_actor(team, user, await user_name(client, user))
+            async with commands.apologising(out, "a shared file"):
+                await commands.submit_file(
+                    coach, client, community, actor, event.get("text", ""), shared, out
+                )
+
     async def on_home(
         event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
     ) -> None:
@@ -138,3 +161,13 @@ def register(bolt: AsyncApp, coach: Coach, inflight: Inflight) -> None:
     bolt.action(BUTTONS)(ack=ack_now, lazy=[on_button])
     bolt.view(modal.CALLBACK_ID)(ack=check_form, lazy=[on_form])
     bolt.event("app_home_opened")(on_home)
+    bolt.event("message")(ack=ack_now, lazy=[on_dm_file])
+
+
+async def user_name(client: AsyncWebClient, user: str) -> str:
+    """The learner's Slack name (events carry only the id); "" when users.info fails."""
+    try:
+        info = (await client.users_info(user=user))["user"]
+    except SlackApiError:
+        return ""
+    return str(info.get("name") or "")

@@ -39,12 +39,15 @@ def submit_modal(
     url_input = {
         "type": "plain_text_input",
         "action_id": URL,
-        "placeholder": {"type": "plain_text", "text": "https://my-service.example.com"},
+        "placeholder": {
+            "type": "plain_text",
+            "text": "https://github.com/me/repo or https://my-service.example.com",
+        },
     }
     return {
         "type": "modal",
         "callback_id": CALLBACK_ID,
-        "title": {"type": "plain_text", "text": "Submit your service"},
+        "title": {"type": "plain_text", "text": "Submit your work"},
         "submit": {"type": "plain_text", "text": "Grade it"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "private_metadata": json.dumps({"channel": channel}),
@@ -58,11 +61,12 @@ def submit_modal(
             {
                 "type": "input",
                 "block_id": URL,
-                "label": {"type": "plain_text", "text": "Your service's URL"},
+                "label": {"type": "plain_text", "text": "Git URL or service URL"},
                 "element": url_input,
                 "hint": {
                     "type": "plain_text",
-                    "text": "Where it answers GET /healthz; grading takes about a minute.",
+                    "text": "A public git URL: we build and run your code on equal resources. "
+                    "Or where your service answers GET /healthz. Grading takes about a minute.",
                 },
             },
         ],
@@ -87,5 +91,5 @@ def errors(submitted: Submitted) -> dict[str, str]:
         found[CHALLENGE] = "Pick the challenge your service answers."
     parts = urlsplit(submitted.url)
     if parts.scheme not in {"http", "https"} or not parts.hostname or " " in submitted.url:
-        found[URL] = "Enter the http:// or https:// URL where your service runs."
+        found[URL] = "Enter a public https:// git URL, or the http(s):// URL of your service."
     return found
