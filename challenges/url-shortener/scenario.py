@@ -7,6 +7,7 @@ import asyncio
 import re
 import secrets
 import time
+from collections.abc import Awaitable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -30,6 +31,8 @@ DELETES_PER_RUN = 2  # …and a few deletes late in each run
 PROBE_RATE = 150.0  # redirects of hot links per second whose Location is recorded
 PROBE_IN_FLIGHT = 64
 RECOVERY_LIMIT_S = 5.0
+RACE_PROBE_OFFSETS_MS = (0.0, 0.3, 0.6, 1.0, 1.5, 2.0, 3.0, 4.5)  # reads sent while a PUT flies
+RACE_WINDOW_MS = 1.0  # the race the detection estimate is stated for: a window this wide
 WARM_UP = 200  # links redirected once, unmeasured, before the load
 STATS_FLUSH_S = 1.1
 SNAPSHOT_TIMEOUT_S = 10.0
@@ -66,6 +69,7 @@ class UrlShortenerScenario(Scenario):
         self.codes: list[str] = []  # by popularity rank (0 = most popular)
         self.versions = 0
         self.fault_run_start_s: float | None = None
+        self.race_flights: list[tuple[float, int]] = []  # (write's flight s, reads during it)
 
     def url(self, *parts: object) -> str:
         return "https://example.com/" + "/".join(str(p) for p in (self.nonce, *parts))
@@ -252,21 +256,62 @@ class UrlShortenerScenario(Scenario):
         return sorted(out, key=lambda w: w.at_s)
 
     async def writer(self, g: Grade, schedule: list[Write], t0: float) -> None:
+        """The scheduled writes, each probed for the read/invalidate race: the link is read
+        just before (so a cache holds it), then read again at fixed offsets while the write
+        is in flight, then once after it was acknowledged. A cache that is invalidated
+        before the database is written lets one of the in-flight reads put the old target
+        back, and the read after the acknowledgement shows it — at every write, not by luck.
+        """
         for w in schedule:
             await asyncio.sleep(max(0.0, t0 + w.at_s - time.monotonic()))
             code = self.codes[w.rank]
+            await self.probe(g, code)  # the link is cached now, if the design caches
             if w.kind == "delete":
                 op = self.history.invoke("writer", "delete", code)
-                ex = await g.request("DELETE", f"/v1/links/{code}")
-                ok = ex.status == 204
+                call = g.request("DELETE", f"/v1/links/{code}")
+                want = 204
             else:
                 self.versions += 1
                 value = self.url(w.rank, f"v{self.versions}")
                 op = self.history.invoke("writer", "write", code, value)
-                ex = await g.request("PUT", f"/v1/links/{code}", json={"url": value})
-                ok = ex.status == 200
+                call = g.request("PUT", f"/v1/links/{code}", json={"url": value})
+                want = 200
+            ex, in_flight = await self.race_probed(g, code, call)
+            ok = ex.status == want
             outcome: Outcome = "ok" if ok else "failed" if ex.status in (400, 404) else "unknown"
             self.history.complete(op, outcome, {"status": ex.status})
+            if op.completed_s is not None and op.invoked_s is not None:
+                self.race_flights.append((op.completed_s - op.invoked_s, in_flight))
+            await self.probe(g, code)  # sees a stale entry the race left behind
+
+    async def race_probed(
+        self, g: Grade, code: str, call: Awaitable[Exchange]
+    ) -> tuple[Exchange, int]:
+        """Run ``call`` with reads of ``code`` at RACE_PROBE_OFFSETS_MS after it left; return
+        its exchange and how many of those reads were sent before it was answered."""
+        write = asyncio.ensure_future(call)
+        started = time.monotonic()
+        sent = 0
+        reads: list[asyncio.Task[None]] = []
+        for offset_ms in RACE_PROBE_OFFSETS_MS:
+            await asyncio.sleep(max(0.0, started + offset_ms / 1000 - time.monotonic()))
+            if write.done():
+                break
+            reads.append(asyncio.create_task(self.probe(g, code)))
+            sent += 1
+        ex = await write
+        await asyncio.gather(*reads)
+        return ex, sent
+
+    def race_detection(self) -> float:
+        """The chance that a read/invalidate race RACE_WINDOW_MS wide, at a random point of
+        a write's flight, was hit by at least one in-flight read, over all probed writes
+        (each read covers about one window's width; reads are independent per write)."""
+        miss = 1.0
+        for flight_s, reads in self.race_flights:
+            if flight_s > 0:
+                miss *= 1 - min(1.0, reads * RACE_WINDOW_MS / 1000 / flight_s)
+        return 1 - miss
 
     async def probe(self, g: Grade, code: str) -> None:
         op = self.history.invoke("reader", "read", code)
@@ -471,6 +516,9 @@ class UrlShortenerScenario(Scenario):
         g.metric("cache.writes_acknowledged", sum(op.outcome == "ok" for op in writes))
         if self.fault_run_start_s is not None:
             g.metric("cache.stale_reads_fault_run", self.stale_since(self.fault_run_start_s))
+        detection = round(self.race_detection(), 4)
+        g.metric("cache.race_writes_probed", len(self.race_flights))
+        g.metric("cache.race_detection", detection)
         checked = found.counts.get("reads", 0)
         if checked < len(reads) / 2 or checked == 0:
             g.check(
@@ -493,7 +541,10 @@ class UrlShortenerScenario(Scenario):
                 f"{checked} redirects of the {HOT} hot links checked against "
                 f"{len(writes)} writes made during the "
                 f"load: {stale} answered a target an acknowledged PUT or DELETE had already "
-                f"replaced, {unwritten} answered a target never written. {found.reason}"
+                f"replaced, {unwritten} answered a target never written. {found.reason} "
+                f"Every write was probed with reads in flight: a read/invalidate race "
+                f"{RACE_WINDOW_MS:g} ms wide would have been seen with probability "
+                f"{detection:.4f}."
             ),
             expected="every redirect that starts after a PUT/DELETE was acknowledged sees it",
             actual=first["message"] if first else "no stale redirect",

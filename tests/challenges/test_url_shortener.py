@@ -70,3 +70,21 @@ async def test_codes_that_collide_and_overwrite_are_caught_with_the_same_verdict
         assert "handed out twice" in report.discussion
         assert report.check("contract.redirect").status == Status.PASS
     assert verdict(first) == verdict(second)
+
+
+async def test_invalidating_before_writing_is_caught_every_time_twice(
+    app: App, env: Environment, tmp_path: Path
+) -> None:
+    """The read/invalidate race is a database round trip wide: reads sent while every write
+    is in flight catch it in each grade, and the report states how likely that was."""
+    module = "tests.fixtures.flawed.shortener_invalidates_first"
+    first = await grade_module(app, CHALLENGE, module, env, tmp_path / "1", seed=7)
+    second = await grade_module(app, CHALLENGE, module, env, tmp_path / "2", seed=7)
+    for report in (first, second):
+        assert not report.passed
+        fresh = report.check("cache.fresh")
+        assert fresh.status == Status.FAIL, fresh.detail
+        assert report.metrics["cache.stale_reads"] > 0
+        assert report.metrics["cache.race_detection"] > 0.99
+        assert "would have been seen with probability" in fresh.detail
+    assert verdict(first) == verdict(second)
