@@ -340,6 +340,7 @@ def submit(
     from grading.render import render_markdown
     from grading.runner import overall_progress
     from provisioning.hosted import logs as hosted_logs
+    from provisioning.hosted.submission import env_secrets
 
     err, out = console(stderr=True), console()
 
@@ -410,7 +411,7 @@ def submit(
                 try:
                     await asyncio.sleep(max(0.0, left))
                 finally:
-                    await sub.finish(result.service, ())
+                    await sub.finish(result.service, env_secrets(environment))
             return EXIT_PASSED if result.graded.report.passed else EXIT_FAILED
         finally:
             if own is not None:

@@ -55,8 +55,8 @@ class HostedError(CoachError):
 class HostedGraded:
     """A graded submission of code. ``crashed``: replicas that stopped during the grade, with
     ``crash_report`` their reasons and last log lines (masked); ``timings`` in seconds:
-    ``fetch``, ``build``, ``start`` (box up to ``/healthz`` 200) and ``to_first_request``
-    (from the submission to the service being ready for the grader's first request)."""
+    ``fetch``, ``build`` and ``to_first_request`` (from the submission to every web replica
+    answering ``/healthz``, when the grader can send its first request)."""
 
     submission: Submission
     graded: Graded
