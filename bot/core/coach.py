@@ -6,7 +6,8 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 1.0  # chat platforms rate-limit edits
 
 __all__ = ["Coach", "CoachError"]
+
+
+class NoEnvironment(CoachError):
+    """No environment could be made for submitted code to run next to."""
 
 
 class Coach:
@@ -424,30 +429,23 @@ class Coach:
         except HostedError as exc:
             await self._code_failed(sub, watcher, "build", str(exc))
             return
-        own: Environment | None = None
         try:
-            if env is None:
-                env = own = await self._code_environment(sub, challenge)
-        except CoachError as exc:
+            async with self.code_environment(sub, challenge, env) as near:
+                result = await self.hosted.grade_prepared(
+                    hsub, built, challenge, near, seed=sub.seed, out_dir=out_dir,
+                    progress=progress, say=say,
+                )  # fmt: skip
+        except NoEnvironment as exc:
             hsub.update(status="failed")
             await hsub.cleanup()
             await self._code_failed(sub, watcher, "environment", str(exc), logs=False)
             return
-        try:
-            try:
-                result = await self.hosted.grade_prepared(
-                    hsub, built, challenge, env, seed=sub.seed, out_dir=out_dir,
-                    progress=progress, say=say,
-                )  # fmt: skip
-            except HostedError as exc:
-                await self._code_failed(sub, watcher, "start", str(exc), logs_ref=hsub.id)
-                return
-            except CannotGrade as exc:
-                await self._code_failed(sub, watcher, "grade", str(exc), logs_ref=hsub.id)
-                return
-        finally:
-            if own is not None:
-                await self.destroy_environment(own.id)
+        except HostedError as exc:
+            await self._code_failed(sub, watcher, "start", str(exc), logs_ref=hsub.id)
+            return
+        except CannotGrade as exc:
+            await self._code_failed(sub, watcher, "grade", str(exc), logs_ref=hsub.id)
+            return
         await self._finish(sub.id, graded=result.graded, hosted=True, logs_ref=hsub.id)
         if result.crashed:
             await self._tell_privately(
@@ -462,13 +460,31 @@ class Coach:
             await self._show(watcher, views.grading_progress(challenge.id, "done", 1.0))
         await self._publish(sub, result.graded, watcher)
 
-    async def _code_environment(self, sub: Submission, challenge: Challenge) -> Environment:
-        """A fresh environment of the learner's for one grade of their code."""
+    @asynccontextmanager
+    async def code_environment(
+        self, sub: Submission, challenge: Challenge, env: Environment | None
+    ) -> AsyncIterator[Environment]:
+        """The environment submitted code runs next to: the learner's own for the challenge
+        (``env``), else a fresh one of theirs, destroyed after the grade. Raises
+        :class:`NoEnvironment` when none can be made (a quota, a backend failure)."""
+        if env is not None:
+            yield env
+            return
         async with self.store.session() as s:
             user = await s.get_one(User, sub.user_id)
         actor = Actor(user.platform, user.platform_id, user.display_name)
         spec = challenge.environment_spec(self.owner(actor), self.settings.env_ttl)
-        return await self.create_environment(actor, spec)
+        try:
+            own = await self.create_environment(actor, spec)
+        except CoachError as exc:
+            raise NoEnvironment(str(exc)) from None
+        try:
+            yield own
+        finally:
+            try:
+                await self.destroy_environment(own.id)
+            except CoachError as exc:  # the reaper removes it at its TTL; the grade stands
+                log.warning("environment %s not destroyed after a grade: %s", own.id, exc)
 
     async def _code_failed(
         self,

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from bot.app import make_provisioner
@@ -17,6 +18,7 @@ from bot.config import Settings
 from bot.core.channels import MessageGone
 from bot.core.coach import Coach
 from bot.core.grader import Graded
+from bot.core.hosted import HostedError
 from bot.core.message import Message
 from bot.core.outbox import Actor, DeliveryFailed, DirectMessageClosed
 from bot.store import Community, Store, Submission
@@ -148,6 +150,70 @@ class ScriptedGrader:
         path = out_dir / "report.json"
         path.write_text(report.to_json())
         return Graded(report, out_dir, [path])
+
+
+@dataclass
+class ScriptedBuild:
+    """What :class:`ScriptedHosted` prepared: the hosted submission's id and source."""
+
+    id: str
+    source: str
+    status: str = "built"
+
+    def update(self, **fields: Any) -> None:
+        self.status = fields.get("status", self.status)
+
+    async def cleanup(self) -> None:
+        self.status = "cleaned"
+
+
+@dataclass
+class ScriptedHosted:
+    """Stands in for ``bot.core.hosted.HostedGrader`` where building and running code is not
+    the point: a source in ``broken_builds`` fails to build, in ``broken_starts`` fails to start
+    (with that log text, as ``HostedError`` carries it), in ``crashes`` grades with a process
+    that stopped during the grade; otherwise ``grader`` grades the source as if it were the URL."""
+
+    grader: ScriptedGrader
+    broken_builds: dict[str, str] = field(default_factory=dict)
+    broken_starts: dict[str, str] = field(default_factory=dict)
+    crashes: dict[str, str] = field(default_factory=dict)
+    prepared: list[str] = field(default_factory=list)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    async def prepare(self, source: Any, challenge: Any, *, scope: str = "", say: Any = None):  # type: ignore[no-untyped-def]
+        self.prepared.append(str(source))
+        if source in self.broken_builds:
+            raise HostedError(self.broken_builds[source])
+        return ScriptedBuild(f"sub-{next(self._ids)}", str(source)), None
+
+    async def grade_prepared(  # type: ignore[no-untyped-def]
+        self, sub: ScriptedBuild, built: Any, challenge: Any, env: Any, *, seed: int,
+        out_dir: Path, progress: Any = None, say: Any = None, **_: Any,
+    ):  # fmt: skip
+        if sub.source in self.broken_starts:
+            raise HostedError(self.broken_starts[sub.source])
+        graded = await self.grader.grade(
+            challenge, sub.source, out_dir, seed=seed, progress=progress
+        )
+        crashed = [sub.source] if sub.source in self.crashes else []
+        return SimpleNamespace(
+            submission=sub,
+            graded=graded,
+            crashed=crashed,
+            crash_report=self.crashes.get(sub.source, ""),
+        )
+
+
+def scripted_hosting(coach: Coach, hosted: ScriptedHosted) -> None:
+    """Code on ``coach`` runs through ``hosted``, next to no environment (none is made)."""
+
+    @asynccontextmanager
+    async def no_environment(sub: Any, challenge: Any, env: Any) -> AsyncIterator[None]:
+        yield None
+
+    coach.hosted = hosted  # type: ignore[assignment]
+    coach.code_environment = no_environment  # type: ignore[method-assign,assignment]
 
 
 _catalog: Catalog | None = None
