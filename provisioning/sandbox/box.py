@@ -38,7 +38,8 @@ from pathlib import Path
 from provisioning.sandbox import cgroups, host, registry
 from provisioning.sandbox.cgroups import Cgroup
 from provisioning.sandbox.limits import Limits
-from provisioning.sandbox.relay import Listener, check_socket_path, serve_forward
+from provisioning.sandbox.relay import check_socket_path
+from provisioning.sandbox.relayd import RelayProcess
 from provisioning.sandbox.spec import BoxSpec, ProcessState, SandboxError
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,7 @@ class Box:
         self.id = "box-" + secrets.token_hex(6)
         self.isolation: dict[str, str] = {}
         self._replicas: list[_Replica] = []
-        self._servers: list[Listener] = []
-        self._proxy: registry.Proxy | None = None
+        self._relay: RelayProcess | None = None
         self._cgroup: Cgroup | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._done = asyncio.Event()
@@ -247,10 +247,8 @@ class Box:
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
-        for server in self._servers:
-            await server.close()
-        if self._proxy is not None:
-            await self._proxy.close()
+        if self._relay is not None:
+            await self._relay.stop()
         for fd in self._inbound_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -262,7 +260,13 @@ class Box:
     @property
     def refused_hosts(self) -> list[str]:
         """What the registry proxy refused (``"host:port"``), for the build log."""
-        return list(self._proxy.refused) if self._proxy else []
+        return list(self._relay.refused) if self._relay else []
+
+    @property
+    def relay_pid(self) -> int | None:
+        """The pid of this box's relay process (the host side of its forwards and registry
+        proxy, see :mod:`provisioning.sandbox.relayd`), or ``None`` before it started."""
+        return self._relay.pid if self._relay else None
 
     # ----------------------------------------------------------------- internals
 
@@ -525,11 +529,13 @@ class Box:
                 log.warning("box %s runs without a cgroup: %s", self.id, exc)
             cgroup = "none (rlimits only)"
         net = self.root / "net"
-        for port in spec.forwards:
-            self._servers.append(await serve_forward(net / f"out-{port}.sock", port))
-        if reg is not None:
-            self._proxy = registry.Proxy(reg.hosts)
-            await self._proxy.serve(net / f"out-{PROXY_PORT}.sock")
+        # The host side of the forwards runs in its own process, not in the caller's loop.
+        self._relay = await RelayProcess.start(
+            net,
+            spec.forwards,
+            proxy=(PROXY_PORT, reg.hosts) if reg is not None else None,
+            stderr=self.root / "relay.err",
+        )
         processes = []
         for rep in self._replicas:
             inbound_fd = None
@@ -576,6 +582,8 @@ class Box:
         with contextlib.suppress(ConnectionError):
             await self._proc.stdin.drain()
         self._proc.stdin.close()
+        with contextlib.suppress(ConnectionError):
+            await self._proc.stdin.wait_closed()  # the box reads its plan up to end of file
         # The box holds the listening sockets now; ours would only steal connections.
         for fd in self._inbound_fds:
             os.close(fd)

@@ -18,6 +18,7 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -157,9 +158,15 @@ class Proxy:
     ``http://``) only to the allowed ``(host, port)`` pairs. ``refused`` lists what it denied,
     as ``"host:port"``, for the build log."""
 
-    def __init__(self, allowed: frozenset[tuple[str, int]]) -> None:
+    def __init__(
+        self,
+        allowed: frozenset[tuple[str, int]],
+        on_refused: Callable[[str], None] | None = None,
+    ) -> None:
+        """``on_refused`` is called with each refusal as it is appended to ``refused``."""
         self.allowed = allowed
         self.refused: list[str] = []
+        self._on_refused = on_refused
         self._listener = Listener()
 
     async def serve(self, path: Path) -> None:
@@ -195,7 +202,10 @@ class Proxy:
                 where = (url.hostname.lower(), url.port or 80)
             rest = _origin_form(head, method, url.path or "/", url.query)
         if where is None or where not in self.allowed:
-            self.refused.append(target if where is None else f"{where[0]}:{where[1]}")
+            denied = target if where is None else f"{where[0]}:{where[1]}"
+            self.refused.append(denied)
+            if self._on_refused is not None:
+                self._on_refused(denied)
             await _answer(
                 writer, "403 Forbidden", f"{target} is not the package registry of this host\n"
             )
