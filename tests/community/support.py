@@ -179,10 +179,13 @@ class ScriptedHosted:
     broken_starts: dict[str, str] = field(default_factory=dict)
     crashes: dict[str, str] = field(default_factory=dict)
     prepared: list[str] = field(default_factory=list)
+    received: dict[str, bytes] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     async def prepare(self, source: Any, challenge: Any, *, scope: str = "", say: Any = None):  # type: ignore[no-untyped-def]
         self.prepared.append(str(source))
+        if Path(source).is_file():  # an archive the learner attached: what reached the builder
+            self.received[str(source)] = Path(source).read_bytes()
         if source in self.broken_builds:
             raise HostedError(self.broken_builds[source])
         return ScriptedBuild(f"sub-{next(self._ids)}", str(source)), None

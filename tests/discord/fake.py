@@ -150,12 +150,15 @@ class FakeDiscord:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
     url: str = ""
+    cdn: dict[str, bytes] = field(default_factory=dict)  # attachment path -> content
+    cdn_gets: list[str] = field(default_factory=list)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 2**20)
         app.router.add_get("/gateway-ws", self._gateway)
         app.router.add_route("*", API + "/{tail:.*}", self._rest)
+        app.router.add_get("/cdn/{tail:.*}", self._cdn)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -337,6 +340,31 @@ class FakeDiscord:
         if resolved:
             data["resolved"] = resolved
         return self._interaction(4 if focused else 2, data, who, permissions, channel_id, age)
+
+    def attach(self, filename: str, content: bytes, *, size: int | None = None) -> tuple[str, Json]:
+        """A file a user attaches to a slash command option: its id (the option's value) and
+        the ``resolved`` data of the interaction; served from the fake CDN. ``size``: the size
+        Discord declares (the content's by default)
+        (https://discord.com/developers/docs/resources/message#attachment-object)."""
+        aid = str(self.snowflake())
+        path = f"/cdn/attachments/{aid}/{filename}"
+        self.cdn[path] = content
+        attachment = {
+            "id": aid,
+            "filename": filename,
+            "size": len(content) if size is None else size,
+            "url": self.url + path,
+            "proxy_url": self.url + path,
+            "content_type": "application/gzip",
+        }
+        return aid, {"attachments": {aid: attachment}}
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        self.cdn_gets.append(request.path)
+        content = self.cdn.get(request.path)
+        if content is None:
+            return web.Response(status=404)
+        return web.Response(body=content)
 
     def press(self, custom_id: str, message: Json, *, who: Json) -> Json:
         """A button press on ``message``."""
@@ -827,7 +855,7 @@ def _application() -> Json:
 
 
 def _option_type(name: str) -> int:
-    return {"channel": 7, "role": 8}.get(name, 3)
+    return {"channel": 7, "role": 8, "code": 11, "hosted_only": 5}.get(name, 3)
 
 
 async def _read_body(request: web.Request) -> tuple[Any, dict[str, bytes]]:

@@ -1,0 +1,160 @@
+"""/submit with attached code, through the real discord.py client and the fake Discord: the
+attachment is checked and downloaded (capped) before it is queued, its build and run logs go by
+DM and never to a channel. Building and running code is scripted here (tests/hosted, and one
+real grade in tests/community/test_hosted_e2e.py, prove it)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot.adapters.discord.client import CruscibleClient
+from bot.app import App
+from bot.core.sources import MAX_ARCHIVE_BYTES
+from bot.store import Contest, Submission
+from tests.community.support import ScriptedGrader, ScriptedHosted, scripted_hosting
+from tests.discord.fake import (
+    ADA,
+    CHANNEL_ID,
+    EVERYONE_PERMISSIONS,
+    GRACE,
+    GUILD_ID,
+    MANAGE_GUILD,
+    Call,
+    FakeDiscord,
+)
+
+SECRET_LINE = "web[0]: KeyError: 'REDIS_URL' at boot"
+
+
+def tarball(files: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def uploads(app: App) -> list[Path]:
+    folder = app.settings.data_dir / "uploads"
+    return list(folder.iterdir()) if folder.exists() else []
+
+
+def carrying(calls: list[Call], text: str) -> list[Call]:
+    return [c for c in calls if c.method in ("POST", "PATCH") and text in c.text()]
+
+
+@pytest.fixture
+def hosted(app: App, monkeypatch: pytest.MonkeyPatch) -> ScriptedHosted:
+    scripted = ScriptedHosted(ScriptedGrader(scores={}))
+    monkeypatch.setattr(app.coach, "hosted", app.coach.hosted)
+    monkeypatch.setattr(app.coach, "code_environment", app.coach.code_environment)
+    scripted_hosting(app.coach, scripted)
+    return scripted
+
+
+async def submit_file(fake: FakeDiscord, name: str, content: bytes, **kw: int) -> str:
+    aid, resolved = fake.attach(name, content, **kw)
+    command = fake.slash("submit", who=GRACE, resolved=resolved, code=aid, challenge="rate-limiter")
+    return await fake.interact(command)
+
+
+async def test_other_types_and_oversize_attachments_are_refused_unread(
+    bot: CruscibleClient, fake: FakeDiscord, app: App, hosted: ScriptedHosted
+) -> None:
+    token = await submit_file(fake, "app.rar", b"Rar!")
+    (answer,) = await fake.wait_for(lambda: fake.webhook_calls(token))
+    assert "attach a .zip or .tar.gz" in answer.embeds()[0]["description"]
+    token = await submit_file(fake, "big.zip", b"PK", size=MAX_ARCHIVE_BYTES + 1)
+    (answer,) = await fake.wait_for(lambda: fake.webhook_calls(token))
+    assert "the limit is 25 MB" in answer.embeds()[0]["description"]
+    assert fake.cdn_gets == [] and hosted.prepared == [] and uploads(app) == []
+
+
+async def test_attached_code_is_built_hosted_and_its_logs_go_by_dm_only(
+    bot: CruscibleClient, fake: FakeDiscord, app: App, hosted: ScriptedHosted
+) -> None:
+    content = tarball({"main.py": "print('up')\n"})
+    hosted.crashes = _EveryCrash(f"web[0] exited 1\n{SECRET_LINE}")  # type: ignore[assignment]
+    since = len(fake.calls)
+    token = await submit_file(fake, "limiter.tar.gz", content)
+    await fake.wait_for(lambda: [c for c in carrying(fake.calls[since:], SECRET_LINE)])
+    await fake.wait_for(lambda: len(fake.webhook_calls(token)) >= 2)
+    (stored,) = hosted.received
+    assert hosted.received[stored] == content  # the bytes the learner attached
+    leaks = carrying(fake.calls[since:], SECRET_LINE)
+    assert leaks and all(fake.is_dm(c) for c in leaks)  # logs by DM, never in a channel
+    async with app.coach.store.session() as s:
+        sub = await s.scalar(
+            select(Submission).where(Submission.kind == "code").order_by(Submission.id.desc())
+        )
+    assert sub is not None and (sub.url, sub.hosted) == ("limiter.tar.gz", True)
+    async with asyncio.timeout(10):  # graded: the archive is removed as the queue settles
+        while uploads(app):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def test_a_failed_build_answers_privately_which_step_failed(
+    bot: CruscibleClient, fake: FakeDiscord, app: App, hosted: ScriptedHosted
+) -> None:
+    hosted.broken_builds = _EveryCrash(f"pip install failed (exit 1)\n{SECRET_LINE}")  # type: ignore[assignment]
+    since = len(fake.calls)
+    token = await submit_file(fake, "broken.zip", b"PK\x05\x06" + b"\0" * 18)
+    await fake.wait_for(
+        lambda: [c for c in fake.webhook_calls(token) if "build failed" in c.text()]
+    )
+    leaks = carrying(fake.calls[since:], SECRET_LINE)
+    assert leaks and all(fake.is_dm(c) for c in leaks)
+
+
+async def test_an_admin_creates_a_hosted_only_contest(
+    bot: CruscibleClient, fake: FakeDiscord, app: App
+) -> None:
+    options = [
+        {"name": "challenge", "type": 3, "value": "rate-limiter"},
+        {"name": "start", "type": 3, "value": "2030-02-04T09:00"},
+        {"name": "end", "type": 3, "value": "2030-02-11T09:00"},
+        {"name": "hosted_only", "type": 5, "value": True},
+    ]
+    command = fake.slash("admin", who=ADA, permissions=EVERYONE_PERMISSIONS | MANAGE_GUILD)
+    command["data"]["options"] = [
+        {
+            "name": "contest",
+            "type": 2,
+            "options": [{"name": "create", "type": 1, "options": options}],
+        }
+    ]
+    community = await app.coach.communities.get("discord", str(GUILD_ID))
+    await app.coach.communities.configure(community.id, channel_id=str(CHANNEL_ID))
+    token = await fake.interact(command)
+    (answer,) = await fake.wait_for(lambda: fake.webhook_calls(token))
+    assert "hosted code only" in answer.text()
+    async with app.coach.store.session() as s:
+        contest = await s.scalar(select(Contest).order_by(Contest.id.desc()))
+    assert contest is not None and contest.hosted_only
+    await app.coach.contests.cancel(community, contest.id)  # other tests see no contest of ours
+
+
+class _EveryCrash(dict):  # type: ignore[type-arg]
+    """A ``ScriptedHosted`` script that applies to any source (stored paths are random)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: object) -> str:
+        return self.text
+
+    def get(self, key: object, default: object = None) -> str:  # type: ignore[override]
+        return self.text
