@@ -1,7 +1,8 @@
 """The supervisor inside a box (standard library only; runs with the staged interpreter).
 
 It reads its plan as JSON on stdin (so the environment, which holds secrets, never touches the
-disk), then:
+disk), or, with ``--handoff PATH`` (in a container), from the host over that socket file along
+with the inbound listening sockets; then:
 
 - for each forwarded port, listens on TCP ``127.0.0.1:<port>`` in the box's private network
   namespace and relays each connection to the socket file ``<net>/out-<port>.sock``, which the
@@ -168,9 +169,47 @@ def _undumpable():
         pass
 
 
+def _handoff(path):
+    """The plan and the inbound listening sockets from the host, over the socket file ``path``
+    (a container cannot inherit descriptors): an 8-byte big-endian length with the descriptors
+    attached (SCM_RIGHTS, unix(7)), then the plan's JSON. Process ``k`` with ``inbound_slot``
+    gets descriptor ``inbound_slot``."""
+    for _ in range(100):  # the host listens before the box starts; bounded anyway (5 s)
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(path)
+            break
+        except OSError:
+            sock.close()
+            import time
+
+            time.sleep(0.05)
+    else:
+        raise SystemExit(f"boxinit: cannot reach {path}")
+    head, fds, _flags, _addr = socket.recv_fds(sock, 8, 256)
+    while len(head) < 8:
+        head += sock.recv(8 - len(head))
+    size = int.from_bytes(head, "big")
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise SystemExit("boxinit: the plan was cut short")
+        data += chunk
+    sock.close()
+    plan = json.loads(data)
+    for proc in plan["processes"]:
+        if proc.get("inbound_slot") is not None:
+            proc["inbound_fd"] = fds[proc["inbound_slot"]]
+    return plan
+
+
 def main():
     _undumpable()
-    plan = json.loads(sys.stdin.buffer.read())
+    if len(sys.argv) == 3 and sys.argv[1] == "--handoff":
+        plan = _handoff(sys.argv[2])
+    else:
+        plan = json.loads(sys.stdin.buffer.read())
     sys.stdin.close()
     os.close(0)
     os.open("/dev/null", os.O_RDONLY)

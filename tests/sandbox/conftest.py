@@ -49,3 +49,19 @@ async def boxes() -> AsyncIterator[list[Box]]:
     started: list[Box] = []
     yield started
     await asyncio.gather(*(box.stop() for box in started))
+
+
+@pytest.fixture(scope="session")
+def docker_engine(bwrap: str) -> Iterator[str]:
+    """A Docker engine for docker boxes (``$DOCKER_HOST``, or a private bridge-less dockerd
+    started here, installing ``docker.io`` as root when missing), exported as ``DOCKER_HOST``."""
+    from provisioning.docker.engine import EngineUnavailable, ensure_engine
+
+    try:
+        engine = ensure_engine()
+    except EngineUnavailable as exc:
+        pytest.skip(f"dockerd cannot start here: {exc}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DOCKER_HOST", engine.url)
+        yield engine.url
+    engine.stop()
