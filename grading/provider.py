@@ -32,6 +32,8 @@ import hashlib
 import hmac
 import json
 import os
+import signal
+import ssl
 import sys
 import time
 import uuid
@@ -308,9 +310,40 @@ def main(endpoints: Sequence[Endpoint], argv: Sequence[str] | None = None) -> No
     parser = argparse.ArgumentParser(description="a simulated third-party API")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--public-host", help="also serve HTTPS here (needs --tls-cert/--tls-key)")
+    parser.add_argument("--public-port", type=int)
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
     args = parser.parse_args(argv)
     token, admin = os.environ.get("PROVIDER_TOKEN"), os.environ.get("PROVIDER_ADMIN_TOKEN")
     if not token or not admin:
         sys.exit("error: PROVIDER_TOKEN and PROVIDER_ADMIN_TOKEN must be set")
     provider = Provider(endpoints, token, admin)
-    web.run_app(provider.app(), host=args.host, port=args.port, access_log=None, print=None)
+    if args.public_port is None:
+        web.run_app(provider.app(), host=args.host, port=args.port, access_log=None, print=None)
+        return
+    if not (args.public_host and args.tls_cert and args.tls_key):
+        sys.exit("error: --public-port needs --public-host, --tls-cert and --tls-key")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    sites = [(args.host, args.port, None), (args.public_host, args.public_port, ctx)]
+    asyncio.run(_serve(provider.app(), sites))
+
+
+async def _serve(app: web.Application, sites: list[tuple[str, int, ssl.SSLContext | None]]) -> None:
+    """Serve ``app`` on several sites (plain on loopback for the grader, HTTPS for learners:
+    https://docs.aiohttp.org/en/stable/web_advanced.html#application-runners) until
+    SIGTERM or SIGINT."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    for host, port, ctx in sites:
+        await web.TCPSite(runner, host, port, ssl_context=ctx).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -49,7 +49,11 @@ class Environment:
         return out
 
     def dotenv(self) -> str:
-        return "".join(f"{k}={v}\n" for k, v in self.bundle.items())
+        """The bundle as a .env file; a multi-line value (``CA_CERT_PEM``) is double-quoted,
+        which python-dotenv, Docker Compose and a POSIX shell's ``.`` all read back whole."""
+        return "".join(
+            f'{k}="{v}"\n' if "\n" in v else f"{k}={v}\n" for k, v in self.bundle.items()
+        )
 
     def admin(self, kind: Resource) -> dict[str, str]:
         return self.resources[kind].admin

@@ -24,6 +24,7 @@ from provisioning.local.ports import PortPool
 from provisioning.local.runtime import ProcessRuntime, Runtime, State
 from provisioning.local.users import run_as_for, service_user
 from provisioning.spec import EnvironmentSpec, Resource
+from provisioning.tls import Exposure
 
 log = logging.getLogger(__name__)
 _DESTROY_SWEEPS = 5
@@ -67,6 +68,7 @@ class LocalBackend:
         port_range: tuple[int, int] = (20000, 29999),
         *,
         ready_timeout: float = 30.0,
+        exposure: Exposure | None = None,
     ) -> None:
         self.state_dir = Path(data_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -76,6 +78,7 @@ class LocalBackend:
         self.envs_dir = layout.make_traversable(self.data_dir / "envs")
         self.run_as = run_as_for(self.envs_dir)
         self.ready_timeout = ready_timeout
+        self.exposure = exposure  # None: loopback, plain text (see provisioning.tls)
         self.ports = PortPool(self.data_dir / "ports", port_range, self._exists)
         self.runtimes = self._make_runtimes()
         self._held: dict[str, int] = {}  # env id -> descriptor holding its in-use lock
@@ -107,7 +110,7 @@ class LocalBackend:
         return bool(_ENV_ID.match(env_id)) and (self.envs_dir / env_id).is_dir()
 
     def _slot(self, env_id: str, kind: Resource) -> Slot:
-        return Slot(env_id, self._env_dir(env_id) / kind.value, self.run_as)
+        return Slot(env_id, self._env_dir(env_id) / kind.value, self.run_as, exposure=self.exposure)
 
     def _write(self, env: Environment) -> None:
         path = self._env_dir(env.id) / METADATA
@@ -239,9 +242,10 @@ class LocalBackend:
         self.run_as.own(slot.home)
         avoid: set[int] = set()
         for _ in range(_START_ATTEMPTS):
-            ports = self.ports.allocate(env_id, len(driver.port_names), frozenset(avoid))
+            names = driver.ports_for(slot)
+            ports = self.ports.allocate(env_id, len(names), frozenset(avoid))
             info = await asyncio.to_thread(
-                driver.configure, slot, dict(zip(driver.port_names, ports, strict=True))
+                driver.configure, slot, dict(zip(names, ports, strict=True))
             )
             try:
                 await self._start(env, kind, info, first=True, fresh=True)

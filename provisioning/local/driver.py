@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import shutil
 import signal
 import string
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from provisioning.environment import ResourceInfo
 from provisioning.local.ports import HOST
 from provisioning.local.users import RunAs
 from provisioning.spec import Resource
+from provisioning.tls import Exposure
 
 
 class NotReady(Exception):
@@ -43,6 +46,31 @@ async def port_open(host: str, port: int, budget: float) -> None:
     writer.close()
 
 
+PUBLIC = "public"  # exposed: the port of the TLS relay in front of a loopback server
+
+
+def relay_argv(
+    slot: Slot, public_port: int, to_port: int, server: list[str], protocol: str = "tls"
+) -> list[str]:
+    """The command line running ``server`` behind :mod:`provisioning.local.tlsrelay`: the relay
+    runs as us and starts ``server`` as the service user (when root)."""
+    assert slot.exposure is not None
+    run_as = slot.run_as
+    return [
+        sys.executable, "-m", "provisioning.local.tlsrelay", "--protocol", protocol,
+        "--listen", slot.exposure.listen_host, "--port", str(public_port),
+        "--to-port", str(to_port),
+        "--cert", str(slot.home / "tls.crt"), "--key", str(slot.home / "tls.key"),
+        *(["--uid", str(run_as.uid), "--gid", str(run_as.gid)] if run_as.uid is not None else []),
+        "--", *server,
+    ]  # fmt: skip
+
+
+def relay_environment() -> dict[str, str]:
+    """The relay imports this package: the same import path as ours."""
+    return {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+
+
 @dataclass(frozen=True)
 class Slot:
     """Where one resource of one environment lives."""
@@ -52,6 +80,17 @@ class Slot:
     run_as: RunAs
     options: Mapping[str, str] = field(default_factory=dict)  # from the spec, at configure
     bind: str = HOST  # the address servers listen on (0.0.0.0 inside a bridged container)
+    exposure: Exposure | None = None  # set: learner listeners on the public side, TLS only
+
+    @property
+    def public(self) -> str:
+        """The host learners' URLs name: the public host when exposed, else loopback."""
+        return self.exposure.public_host if self.exposure is not None else HOST
+
+    @property
+    def local(self) -> str:
+        """The host the grader on this machine connects to."""
+        return self.exposure.local_host if self.exposure is not None else HOST
 
     @property
     def log_path(self) -> Path:
@@ -67,6 +106,14 @@ class Driver(ABC):
     host: ClassVar[str] = HOST
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
     service_user: ClassVar[bool] = True  # drop to the unprivileged service user when root
+
+    def ports_for(self, slot: Slot) -> tuple[str, ...]:
+        """The names of the ports ``configure`` is given for ``slot``."""
+        return self.port_names
+
+    def runs_as_service_user(self, slot: Slot) -> bool:
+        """Whether the process started for ``slot`` drops to the service user when root."""
+        return self.service_user
 
     @abstractmethod
     def configure(self, slot: Slot, ports: dict[str, int]) -> ResourceInfo:

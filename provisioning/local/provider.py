@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 
 from provisioning.environment import ResourceInfo
-from provisioning.local.driver import Driver, NotReady, Slot, password
+from provisioning.local.driver import PUBLIC, Driver, NotReady, Slot, password
 from provisioning.spec import Resource
 
 ADMIN_HEADER = "X-Admin-Token"
@@ -20,6 +20,9 @@ class ProviderDriver(Driver):
     kind = Resource.PROVIDER
     service_user = False  # the project's Python may live where the service user cannot read
 
+    def ports_for(self, slot: Slot) -> tuple[str, ...]:
+        return self.port_names if slot.exposure is None else (*self.port_names, PUBLIC)
+
     def configure(self, slot: Slot, ports: dict[str, int]) -> ResourceInfo:
         module = slot.options.get("module", "")
         if not module:
@@ -27,18 +30,34 @@ class ProviderDriver(Driver):
         port = ports["port"]
         token, admin_token = password(), password()
         url = f"http://{self.host}:{port}"
+        learner = {"PROVIDER_URL": url, "PROVIDER_TOKEN": token}
+        if slot.exposure is not None:
+            slot.exposure.install(slot.home)
+            learner = {
+                **slot.exposure.bundle_vars(),
+                "PROVIDER_URL": f"https://{slot.public}:{ports[PUBLIC]}",
+                "PROVIDER_TOKEN": token,
+            }
         return ResourceInfo(
             kind=self.kind,
-            host=self.host,
+            host=slot.public if slot.exposure is not None else self.host,
             port=port,
-            learner={"PROVIDER_URL": url, "PROVIDER_TOKEN": token},
+            learner=learner,
             admin={"url": url, "admin_token": admin_token},
             secrets=[token, admin_token],
             extra={"ports": ports, "module": module},
         )
 
     def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
-        return [sys.executable, "-m", info.extra["module"], "--port", str(info.port)]
+        argv = [sys.executable, "-m", info.extra["module"], "--port", str(info.port)]
+        public = info.extra["ports"].get(PUBLIC)
+        if slot.exposure is None or public is None:
+            return argv
+        return [
+            *argv,
+            "--public-host", slot.exposure.listen_host, "--public-port", str(public),
+            "--tls-cert", str(slot.home / "tls.crt"), "--tls-key", str(slot.home / "tls.key"),
+        ]  # fmt: skip
 
     def environment(self, slot: Slot, info: ResourceInfo) -> dict[str, str]:
         """Tokens travel in the environment, never in argv (which ``ps`` shows); the module is

@@ -149,7 +149,7 @@ class ProcessRuntime(Runtime):
             data_dir=self.data_dir,
             env_id=env_id,
             resource=kind.value,
-            run_as=self.run_as if driver.service_user else RunAs(),
+            run_as=self.run_as if driver.runs_as_service_user(slot) else RunAs(),
             extra_env=driver.environment(slot, info),
         )
         self._children[(env_id, kind)] = proc

@@ -13,7 +13,17 @@ from botocore.credentials import Credentials
 
 from provisioning.environment import ResourceInfo
 from provisioning.local import binaries
-from provisioning.local.driver import Driver, NotReady, Slot, access_key, password
+from provisioning.local.driver import (
+    PUBLIC,
+    Driver,
+    NotReady,
+    Slot,
+    access_key,
+    password,
+    port_open,
+    relay_argv,
+    relay_environment,
+)
 from provisioning.spec import Resource
 
 REGION = "us-east-1"
@@ -29,6 +39,13 @@ class SeaweedDriver(Driver):
         "s3", "s3.grpc", "master", "master.grpc", "volume", "volume.grpc",
         "filer", "filer.grpc", "admin", "admin.grpc",
     )  # fmt: skip
+
+    def ports_for(self, slot: Slot) -> tuple[str, ...]:
+        return self.port_names if slot.exposure is None else (*self.port_names, PUBLIC)
+
+    def runs_as_service_user(self, slot: Slot) -> bool:
+        """Exposed, the relay (our Python) runs as us and starts ``weed`` as the service user."""
+        return slot.exposure is None
 
     def configure(self, slot: Slot, ports: dict[str, int]) -> ResourceInfo:
         bucket = f"{slot.env_id}-data"
@@ -54,12 +71,20 @@ class SeaweedDriver(Driver):
         data.mkdir(mode=0o700, exist_ok=True)
         slot.run_as.own(conf, data)
         endpoint = f"http://{self.host}:{ports['s3']}"
+        public_endpoint, extra_vars = endpoint, {}
+        if slot.exposure is not None:  # weed stays on loopback; the relay serves HTTPS
+            slot.exposure.install(slot.home)
+            public_endpoint = f"https://{slot.public}:{ports[PUBLIC]}"
+            extra_vars = slot.exposure.bundle_vars()
+            if "CA_CERT_FILE" in extra_vars:
+                extra_vars["AWS_CA_BUNDLE"] = extra_vars["CA_CERT_FILE"]
         return ResourceInfo(
             kind=self.kind,
-            host=self.host,
+            host=slot.public if slot.exposure is not None else self.host,
             port=ports["s3"],
             learner={
-                "S3_ENDPOINT_URL": endpoint,
+                **extra_vars,
+                "S3_ENDPOINT_URL": public_endpoint,
                 "S3_BUCKET": bucket,
                 "AWS_ACCESS_KEY_ID": learner_key,
                 "AWS_SECRET_ACCESS_KEY": learner_secret,
@@ -76,7 +101,14 @@ class SeaweedDriver(Driver):
         )
 
     def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
-        ports: dict[str, int] = info.extra["ports"]
+        ports: dict[str, int] = dict(info.extra["ports"])
+        public = ports.pop(PUBLIC, None)
+        weed = self._weed(slot, ports, info)
+        if slot.exposure is None or public is None:
+            return weed
+        return relay_argv(slot, public, ports["s3"], weed)
+
+    def _weed(self, slot: Slot, ports: dict[str, int], info: ResourceInfo) -> list[str]:
         home = slot.home
         return [
             str(binaries.weed()),
@@ -103,6 +135,12 @@ class SeaweedDriver(Driver):
             f"-bucket={info.admin['bucket']},{HEALTH_BUCKET}",
         ]
 
+    def environment(self, slot: Slot, info: ResourceInfo) -> dict[str, str]:
+        env = {"TMPDIR": str(slot.home)}  # weed puts its gRPC sockets in the temp dir
+        if slot.exposure is not None:  # the relay imports this package
+            env.update(relay_environment())
+        return env
+
     def cleanup(self, slot: Slot) -> None:
         """weed hard-codes its gRPC unix sockets to /tmp/seaweedfs-<component>-grpc-<port>.sock."""
         try:
@@ -110,12 +148,9 @@ class SeaweedDriver(Driver):
         except (OSError, ValueError):
             return
         for name, port in ports.items():
-            if name.endswith(".grpc"):
+            if name.endswith(".grpc") and name != PUBLIC:
                 component = name.removesuffix(".grpc")
                 Path(f"/tmp/seaweedfs-{component}-grpc-{port}.sock").unlink(missing_ok=True)
-
-    def environment(self, slot: Slot, info: ResourceInfo) -> dict[str, str]:
-        return {"TMPDIR": str(slot.home)}  # weed puts its gRPC sockets in the temp dir
 
     async def probe(self, slot: Slot, info: ResourceInfo, budget: float) -> str:
         """Write and read back an object with the admin key (only our server knows it), then
@@ -142,6 +177,8 @@ class SeaweedDriver(Driver):
             raise NotReady(f"cannot reach S3: {type(exc).__name__}") from None
         if got != nonce:
             raise NotReady("S3 did not return what was written")
+        if slot.exposure is not None:
+            await port_open(slot.local, info.extra["ports"][PUBLIC], budget)  # the TLS relay
         return f"S3 (SeaweedFS) serving bucket {admin['bucket']}"
 
 

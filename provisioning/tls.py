@@ -1,0 +1,262 @@
+"""Environments reachable from elsewhere: the public host, the listen address and TLS.
+
+By default every server listens on 127.0.0.1 in plain text (nothing here is used). When the
+operator sets ``CRUSCIBLE_PUBLIC_HOST``, the local backend makes every learner-facing listener
+speak TLS only, on ``CRUSCIBLE_LISTEN_HOST`` (default ``0.0.0.0``), and every bundle carries
+the public host:
+
+- the certificate is the operator's (``CRUSCIBLE_TLS_CERT`` / ``CRUSCIBLE_TLS_KEY``, PEM;
+  ``CRUSCIBLE_TLS_CA`` names the CA that signed it when it is not a publicly trusted one), or
+  one issued here from Cruscible's own CA, kept in ``<state dir>/tls`` (keys mode 0600);
+- the CA's certificate travels with the bundle (``CA_CERT_PEM``) so that standard clients can
+  verify the server: libpq's ``sslmode=verify-full`` with ``sslrootcert``/``PGSSLROOTCERT``
+  (https://www.postgresql.org/docs/current/libpq-ssl.html), redis-py's ``ssl_ca_certs``,
+  boto3/AWS CLI's ``AWS_CA_BUNDLE``
+  (https://docs.aws.amazon.com/cli/latest/userguide/cli-configure-envvars.html), an
+  ``ssl.SSLContext`` for nats-py.
+
+Issued certificates: the CA (EC P-256) is valid for a year; a leaf for 7 days with the public
+host, the listen address and loopback as subject alternative names, re-issued when less than
+a day remains or the names changed (an environment lives 8 hours at most, so a running server
+never holds an expired leaf). Private keys are never logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioning.backend import ProvisioningError
+
+log = logging.getLogger(__name__)
+
+ENV_PUBLIC_HOST = "CRUSCIBLE_PUBLIC_HOST"
+ENV_LISTEN_HOST = "CRUSCIBLE_LISTEN_HOST"
+ENV_TLS_CERT = "CRUSCIBLE_TLS_CERT"
+ENV_TLS_KEY = "CRUSCIBLE_TLS_KEY"
+ENV_TLS_CA = "CRUSCIBLE_TLS_CA"
+CA_FILE_HINT = "cruscible-ca.pem"  # where the bundle suggests saving CA_CERT_PEM
+WILDCARD = {"0.0.0.0", "::", ""}
+CA_DAYS = 365
+LEAF_DAYS = 7
+RENEW_BEFORE = dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """How environments are exposed: who connects where, with which certificate.
+
+    ``public_host`` is the name or address clients use; ``listen_host`` the address servers
+    bind (``0.0.0.0`` for all); ``ca_file`` the CA clients verify with (``None``: the
+    operator's certificate is publicly trusted and clients use their system store).
+    """
+
+    public_host: str
+    listen_host: str
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None
+    issued: bool = False  # by our CA, for the public host, the listen address and loopback
+
+    @property
+    def local_host(self) -> str:
+        """The address the grader (on this machine) connects to: the listen address, or
+        loopback when servers listen on every address."""
+        return "127.0.0.1" if self.listen_host in WILDCARD else self.listen_host
+
+    def ca_pem(self) -> str:
+        return self.ca_file.read_text() if self.ca_file is not None else ""
+
+    def bundle_vars(self) -> dict[str, str]:
+        """What every exposed resource adds to the bundle: the CA and where to save it."""
+        if self.ca_file is None:
+            return {}
+        return {"CA_CERT_PEM": self.ca_pem().strip(), "CA_CERT_FILE": CA_FILE_HINT}
+
+    def server_context(self) -> ssl.SSLContext:
+        """A TLS server context with the certificate (TLS 1.2 at least)."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+    def client_context(self, *, check_hostname: bool = True) -> ssl.SSLContext:
+        """A client context trusting ``ca_file`` (the system store when there is none)."""
+        ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        ctx.check_hostname = check_hostname
+        return ctx
+
+    def install(self, home: Path, own: object | None = None) -> tuple[Path, Path]:
+        """Copy the certificate and key into a server's directory (key mode 0600), for servers
+        that run as another user; return their paths. ``own`` is a ``RunAs.own``-like callable."""
+        cert, key = home / "tls.crt", home / "tls.key"
+        _write_private(cert, self.cert_file.read_bytes(), 0o644)
+        _write_private(key, self.key_file.read_bytes(), 0o600)
+        if callable(own):
+            own(cert, key)
+        return cert, key
+
+
+def _write_private(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _names(*hosts: str) -> list[str]:
+    out: list[str] = []
+    for host in (*hosts, "localhost", "127.0.0.1"):
+        if host and host not in WILDCARD and host not in out:
+            out.append(host)
+    return out
+
+
+def _san(names: list[str]) -> object:
+    from cryptography import x509
+
+    entries: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            entries.append(x509.DNSName(name))
+    return x509.SubjectAlternativeName(entries)
+
+
+def _load_or_make_ca(tls_dir: Path, now: dt.datetime) -> tuple[object, object, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    cert_path, key_path = tls_dir / "ca.crt", tls_dir / "ca.key"
+    if cert_path.exists() and key_path.exists():
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        if cert.not_valid_after_utc - now > dt.timedelta(days=LEAF_DAYS + 1):
+            key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+            return cert, key, cert_path
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Cruscible environments CA")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )  # fmt: skip
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+    _write_private(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        0o600,
+    )
+    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    (tls_dir / "server.crt").unlink(missing_ok=True)  # signed by the old CA
+    log.info("issued a new environments CA, valid %d days", CA_DAYS)
+    return cert, key, cert_path
+
+
+def issue(tls_dir: Path, public_host: str, listen_host: str) -> tuple[Path, Path, Path]:
+    """The CA and a leaf for ``public_host`` under ``tls_dir`` (made or renewed as needed).
+
+    Returns ``(leaf cert, leaf key, CA cert)`` paths. Raises ``ProvisioningError`` when the
+    directory cannot be written.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    try:
+        tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProvisioningError(f"cannot create {tls_dir}: {exc}") from None
+    now = dt.datetime.now(dt.UTC)
+    ca_cert, ca_key, ca_path = _load_or_make_ca(tls_dir, now)
+    cert_path, key_path = tls_dir / "server.crt", tls_dir / "server.key"
+    names = _names(public_host, listen_host)
+    if cert_path.exists() and key_path.exists():
+        leaf = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        if san == _san(names) and leaf.not_valid_after_utc - now > RENEW_BEFORE:
+            return cert_path, key_path, ca_path
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_cert.subject)  # type: ignore[attr-defined]
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=LEAF_DAYS))
+        .add_extension(_san(names), critical=False)  # type: ignore[arg-type]
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    _write_private(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        0o600,
+    )
+    _write_private(cert_path, leaf.public_bytes(serialization.Encoding.PEM), 0o644)
+    log.info("issued a server certificate for %s, valid %d days", ", ".join(names), LEAF_DAYS)
+    return cert_path, key_path, ca_path
+
+
+def from_env(state_dir: Path, environ: Mapping[str, str] | None = None) -> Exposure | None:
+    """The exposure the operator configured, or ``None`` (loopback, plain text: the default).
+
+    Raises ``ProvisioningError`` for a half-given certificate or unreadable files.
+    """
+    env = os.environ if environ is None else environ
+    public = env.get(ENV_PUBLIC_HOST, "").strip()
+    if not public:
+        return None
+    listen = env.get(ENV_LISTEN_HOST, "").strip() or "0.0.0.0"
+    cert, key, ca = (env.get(n, "").strip() for n in (ENV_TLS_CERT, ENV_TLS_KEY, ENV_TLS_CA))
+    if bool(cert) != bool(key):
+        raise ProvisioningError(f"set both {ENV_TLS_CERT} and {ENV_TLS_KEY}, or neither")
+    if cert:
+        paths = [Path(cert), Path(key)] + ([Path(ca)] if ca else [])
+        for path in paths:
+            if not path.is_file():
+                raise ProvisioningError(f"TLS file {path} does not exist")
+        return Exposure(public, listen, Path(cert), Path(key), Path(ca) if ca else None)
+    leaf, leaf_key, ca_path = issue(state_dir / "tls", public, listen)
+    return Exposure(public, listen, leaf, leaf_key, ca_path, issued=True)

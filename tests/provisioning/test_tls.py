@@ -1,0 +1,315 @@
+"""Environments exposed on a public host: TLS only, standard clients, per-environment secrets.
+
+The "public" host is 127.0.0.2 (another loopback address): no packet leaves the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import ssl
+import stat
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import boto3
+import nats
+import psycopg
+import pytest
+import redis
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, SSLError
+
+from provisioning.backend import ProvisioningError
+from provisioning.environment import Environment
+from provisioning.local import LocalBackend
+from provisioning.spec import EnvironmentSpec, Resource
+from provisioning.tls import Exposure, from_env, issue
+
+PUBLIC = "127.0.0.2"
+PROVIDER_MODULE = "tests.fixtures.provider_send"
+
+
+@pytest.fixture(scope="module")
+def tls_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="cruscible-tls-", dir="/tmp"))
+    path.chmod(0o711)  # servers run as an unprivileged user when tests run as root
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def exposure(tls_dir: Path) -> Exposure:
+    found = from_env(tls_dir, {"CRUSCIBLE_PUBLIC_HOST": PUBLIC, "CRUSCIBLE_LISTEN_HOST": PUBLIC})
+    assert found is not None
+    return found
+
+
+@pytest.fixture(scope="module")
+async def envs(tls_dir: Path, exposure: Exposure) -> AsyncIterator[tuple[Environment, Environment]]:
+    backend = LocalBackend(tls_dir, exposure=exposure)
+    first = await backend.create(
+        "tls-a",
+        EnvironmentSpec(resources=tuple(Resource), provider_module=PROVIDER_MODULE),
+    )
+    second = await backend.create(
+        "tls-b",
+        EnvironmentSpec(resources=(Resource.POSTGRES, Resource.REDIS, Resource.S3, Resource.QUEUE)),
+    )
+    try:
+        yield first, second
+    finally:
+        await backend.destroy(first.id)
+        await backend.destroy(second.id)
+        await backend.close()
+
+
+@pytest.fixture(scope="module")
+def ca_file(envs: tuple[Environment, Environment], tls_dir: Path) -> Path:
+    """The CA as a learner saves it: from the bundle's CA_CERT_PEM."""
+    path = tls_dir / envs[0].bundle["CA_CERT_FILE"]
+    path.write_text(envs[0].bundle["CA_CERT_PEM"] + "\n")
+    return path
+
+
+def _port(url: str) -> int:
+    port = urlsplit(url).port
+    assert port is not None
+    return port
+
+
+def _s3(bundle: dict[str, str], endpoint: str, verify: str | bool, key: str, secret: str):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        region_name=bundle["AWS_REGION"],
+        verify=verify,
+        config=Config(retries={"max_attempts": 1}, connect_timeout=3, read_timeout=5),
+    )
+
+
+# -- certificates and settings ---------------------------------------------------------
+
+
+def test_issued_certificate_names_the_public_host_and_keys_are_private(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    cert, key, ca = issue(tmp_path / "tls", "learners.example.test", "0.0.0.0")
+    leaf = x509.load_pem_x509_certificate(cert.read_bytes())
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "learners.example.test" in names.get_values_for_type(x509.DNSName)
+    validity = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+    assert validity.days <= 8
+    for private in (key, tmp_path / "tls" / "ca.key"):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    ctx = ssl.create_default_context(cafile=str(ca))  # the leaf verifies against the CA
+    assert ctx.cert_store_stats()["x509_ca"] == 1
+    again = issue(tmp_path / "tls", "learners.example.test", "0.0.0.0")
+    assert again[0].read_bytes() == cert.read_bytes()  # kept while valid and for the same names
+
+
+def test_settings_default_to_loopback_and_reject_half_a_certificate(tmp_path: Path) -> None:
+    assert from_env(tmp_path, {}) is None
+    with pytest.raises(ProvisioningError, match="both"):
+        from_env(tmp_path, {"CRUSCIBLE_PUBLIC_HOST": PUBLIC, "CRUSCIBLE_TLS_CERT": "/x"})
+
+
+async def test_bundle_names_the_public_host_and_carries_the_ca(
+    envs: tuple[Environment, Environment],
+) -> None:
+    bundle = envs[0].bundle
+    assert (
+        bundle["DATABASE_URL"].startswith("postgresql://")
+        and "sslmode=verify-full" in (bundle["DATABASE_URL"])
+    )
+    assert bundle["REDIS_URL"].startswith("rediss://app:") and f"@{PUBLIC}:" in bundle["REDIS_URL"]
+    assert bundle["S3_ENDPOINT_URL"].startswith(f"https://{PUBLIC}:")
+    assert bundle["NATS_URL"].startswith("tls://") and f"@{PUBLIC}:" in bundle["NATS_URL"]
+    assert bundle["PROVIDER_URL"].startswith(f"https://{PUBLIC}:")
+    assert bundle["CA_CERT_PEM"].startswith("-----BEGIN CERTIFICATE-----")
+    assert bundle["PGSSLROOTCERT"] == bundle["AWS_CA_BUNDLE"] == bundle["CA_CERT_FILE"]
+    dotenv = envs[0].dotenv()
+    assert f'CA_CERT_PEM="{bundle["CA_CERT_PEM"]}"\n' in dotenv  # quoted: one variable
+    for secret in envs[0].secrets():
+        assert secret not in bundle["CA_CERT_PEM"]
+
+
+# -- each resource: plain text refused, TLS with the bundle accepted ------------------
+
+
+async def test_postgres_refuses_plain_text_and_accepts_verify_full(
+    envs: tuple[Environment, Environment], ca_file: Path
+) -> None:
+    url = envs[0].bundle["DATABASE_URL"]
+    with pytest.raises(psycopg.OperationalError, match="TLS"):
+        await psycopg.AsyncConnection.connect(url, sslmode="disable", connect_timeout=5)
+    async with await psycopg.AsyncConnection.connect(
+        url, sslrootcert=str(ca_file), connect_timeout=5
+    ) as conn:
+        cur = await conn.execute("SELECT current_user")
+        assert await cur.fetchone() == ("app",)
+        assert conn.pgconn.ssl_in_use
+    with pytest.raises(psycopg.OperationalError):  # verify-full without the CA: refused
+        await psycopg.AsyncConnection.connect(url, sslrootcert="system", connect_timeout=5)
+
+
+async def test_valkey_refuses_plain_text_and_accepts_rediss(
+    envs: tuple[Environment, Environment], ca_file: Path
+) -> None:
+    url = envs[0].bundle["REDIS_URL"]
+    plain = redis.Redis.from_url(url.replace("rediss://", "redis://", 1), socket_timeout=3)
+    with pytest.raises(redis.RedisError):
+        plain.ping()
+    client = redis.Redis.from_url(url, ssl_ca_certs=str(ca_file), socket_timeout=5)
+    try:
+        assert client.set("tls", "yes") and client.get("tls") == b"yes"
+    finally:
+        client.close()
+
+
+async def test_s3_refuses_plain_text_and_accepts_https(
+    envs: tuple[Environment, Environment], ca_file: Path
+) -> None:
+    bundle = envs[0].bundle
+    key, secret = bundle["AWS_ACCESS_KEY_ID"], bundle["AWS_SECRET_ACCESS_KEY"]
+    endpoint = bundle["S3_ENDPOINT_URL"]
+    plain = _s3(bundle, endpoint.replace("https://", "http://", 1), False, key, secret)
+    with pytest.raises((BotoCoreError, ClientError)):
+        await asyncio.to_thread(plain.list_objects_v2, Bucket=bundle["S3_BUCKET"])
+    client = _s3(bundle, endpoint, str(ca_file), key, secret)
+    await asyncio.to_thread(client.put_object, Bucket=bundle["S3_BUCKET"], Key="k", Body=b"v")
+    got = await asyncio.to_thread(client.get_object, Bucket=bundle["S3_BUCKET"], Key="k")
+    assert got["Body"].read() == b"v"
+    with pytest.raises(SSLError):  # the system store does not know our CA
+        await asyncio.to_thread(
+            _s3(bundle, endpoint, True, key, secret).list_objects_v2, Bucket=bundle["S3_BUCKET"]
+        )
+
+
+async def _nats_connect(url: str, tls: ssl.SSLContext | None) -> nats.NATS:
+    async def quiet(_: Exception) -> None:
+        pass
+
+    return await nats.connect(
+        url,
+        connect_timeout=3,
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        error_cb=quiet,
+        **({"tls": tls} if tls is not None else {}),
+    )
+
+
+async def test_nats_refuses_plain_text_and_accepts_tls(
+    envs: tuple[Environment, Environment], ca_file: Path
+) -> None:
+    url = urlsplit(envs[0].bundle["NATS_URL"])
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        info = await asyncio.wait_for(reader.readline(), 5)
+        assert b'"tls_required":true' in info
+        writer.write(b'CONNECT {"verbose":false}\r\nPING\r\n')
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(200), 5)
+        assert b"PONG" not in answer  # plain text gets no service
+    finally:
+        writer.close()
+    nc = await _nats_connect(envs[0].bundle["NATS_URL"], ssl.create_default_context(cafile=ca_file))
+    try:
+        sub = await nc.subscribe("tls.check")
+        await nc.publish("tls.check", b"ok")
+        msg = await sub.next_msg(timeout=5)
+        assert msg.data == b"ok"
+    finally:
+        await nc.close()
+
+
+async def test_provider_refuses_plain_text_and_accepts_https(
+    envs: tuple[Environment, Environment], ca_file: Path
+) -> None:
+    bundle = envs[0].bundle
+    url = bundle["PROVIDER_URL"]
+    timeout = aiohttp.ClientTimeout(total=5)
+    headers = {"Authorization": f"Bearer {bundle['PROVIDER_TOKEN']}"}
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        with pytest.raises(aiohttp.ClientError):
+            async with http.get(url.replace("https://", "http://", 1) + "/v1/send"):
+                pass
+        ctx = ssl.create_default_context(cafile=ca_file)
+        body = {"idempotency_key": "k1", "to": "x"}
+        async with http.post(f"{url}/v1/send", json=body, headers=headers, ssl=ctx) as resp:
+            assert resp.status < 500 and resp.status != 401
+
+
+# -- safety ----------------------------------------------------------------------------
+
+
+async def test_another_environments_credentials_are_refused(
+    envs: tuple[Environment, Environment], ca_file: Path
+) -> None:
+    mine, other = envs[0].bundle, envs[1].bundle
+    theirs = psycopg.conninfo.conninfo_to_dict(other["DATABASE_URL"])["password"]
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        await psycopg.AsyncConnection.connect(
+            mine["DATABASE_URL"], password=theirs, sslrootcert=str(ca_file), connect_timeout=5
+        )
+    mine_redis, their_redis = urlsplit(mine["REDIS_URL"]), urlsplit(other["REDIS_URL"])
+    forged_redis = mine["REDIS_URL"].replace(
+        f":{mine_redis.password}@", f":{their_redis.password}@", 1
+    )
+    client = redis.Redis.from_url(forged_redis, ssl_ca_certs=str(ca_file), socket_timeout=5)
+    with pytest.raises(redis.AuthenticationError):
+        client.ping()
+    client.close()
+    s3 = _s3(
+        mine,
+        mine["S3_ENDPOINT_URL"],
+        str(ca_file),
+        other["AWS_ACCESS_KEY_ID"],
+        other["AWS_SECRET_ACCESS_KEY"],
+    )
+    with pytest.raises(ClientError):
+        await asyncio.to_thread(s3.list_objects_v2, Bucket=mine["S3_BUCKET"])
+    their_nats = urlsplit(other["NATS_URL"])
+    forged = mine["NATS_URL"].replace(
+        urlsplit(mine["NATS_URL"]).netloc.split("@")[0], their_nats.netloc.split("@")[0]
+    )
+    with pytest.raises(Exception, match="(?i)auth"):
+        await _nats_connect(forged, ssl.create_default_context(cafile=ca_file))
+
+
+async def test_postgres_slows_failed_authentication(
+    envs: tuple[Environment, Environment],
+) -> None:
+    """auth_delay is loaded and delays every failed attempt (the setting is read back rather
+    than timed)."""
+    async with await psycopg.AsyncConnection.connect(
+        envs[0].admin(Resource.POSTGRES)["dsn"], connect_timeout=5
+    ) as conn:
+        cur = await conn.execute("SHOW auth_delay.milliseconds")
+        assert await cur.fetchone() == ("500ms",)
+
+
+async def test_a_destroyed_environments_ports_are_closed(
+    tls_dir: Path, exposure: Exposure, ca_file: Path
+) -> None:
+    backend = LocalBackend(tls_dir, exposure=exposure)
+    env = await backend.create("tls-c", EnvironmentSpec(resources=(Resource.REDIS, Resource.QUEUE)))
+    ports = [_port(env.bundle["REDIS_URL"]), _port(env.bundle["NATS_URL"])]
+    for port in ports:
+        with socket.create_connection((PUBLIC, port), timeout=3):
+            pass
+    await backend.destroy(env.id)
+    await backend.close()
+    for port in ports:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((PUBLIC, port), timeout=3).close()
+    assert not any(p.name == "tls-c" for p in (tls_dir / "envs").iterdir())
+    assert os.path.exists(ca_file)
