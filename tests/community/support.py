@@ -208,6 +208,24 @@ class ScriptedHosted:
         )
 
 
+class AnySource(dict):  # type: ignore[type-arg]
+    """A :class:`ScriptedHosted` script that applies to any source (a stored archive's path is
+    random): ``ScriptedHosted(g, broken_builds=AnySource("log text"))``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: object) -> str:
+        return self.text
+
+    def get(self, key: object, default: object = None) -> str:  # type: ignore[override]
+        return self.text
+
+
 def scripted_hosting(coach: Coach, hosted: ScriptedHosted) -> None:
     """Code on ``coach`` runs through ``hosted``, next to no environment (none is made)."""
 

@@ -17,7 +17,7 @@ from bot.adapters.discord.client import CruscibleClient
 from bot.app import App
 from bot.core.sources import MAX_ARCHIVE_BYTES
 from bot.store import Contest, Submission
-from tests.community.support import ScriptedGrader, ScriptedHosted, scripted_hosting
+from tests.community.support import AnySource, ScriptedGrader, ScriptedHosted, scripted_hosting
 from tests.discord.fake import (
     ADA,
     CHANNEL_ID,
@@ -83,7 +83,7 @@ async def test_attached_code_is_built_hosted_and_its_logs_go_by_dm_only(
     bot: CruscibleClient, fake: FakeDiscord, app: App, hosted: ScriptedHosted
 ) -> None:
     content = tarball({"main.py": "print('up')\n"})
-    hosted.crashes = _EveryCrash(f"web[0] exited 1\n{SECRET_LINE}")  # type: ignore[assignment]
+    hosted.crashes = AnySource(f"web[0] exited 1\n{SECRET_LINE}")
     since = len(fake.calls)
     token = await submit_file(fake, "limiter.tar.gz", content)
     await fake.wait_for(lambda: [c for c in carrying(fake.calls[since:], SECRET_LINE)])
@@ -105,7 +105,7 @@ async def test_attached_code_is_built_hosted_and_its_logs_go_by_dm_only(
 async def test_a_failed_build_answers_privately_which_step_failed(
     bot: CruscibleClient, fake: FakeDiscord, app: App, hosted: ScriptedHosted
 ) -> None:
-    hosted.broken_builds = _EveryCrash(f"pip install failed (exit 1)\n{SECRET_LINE}")  # type: ignore[assignment]
+    hosted.broken_builds = AnySource(f"pip install failed (exit 1)\n{SECRET_LINE}")
     since = len(fake.calls)
     token = await submit_file(fake, "broken.zip", b"PK\x05\x06" + b"\0" * 18)
     await fake.wait_for(
@@ -141,20 +141,3 @@ async def test_an_admin_creates_a_hosted_only_contest(
         contest = await s.scalar(select(Contest).order_by(Contest.id.desc()))
     assert contest is not None and contest.hosted_only
     await app.coach.contests.cancel(community, contest.id)  # other tests see no contest of ours
-
-
-class _EveryCrash(dict):  # type: ignore[type-arg]
-    """A ``ScriptedHosted`` script that applies to any source (stored paths are random)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __getitem__(self, key: object) -> str:
-        return self.text
-
-    def get(self, key: object, default: object = None) -> str:  # type: ignore[override]
-        return self.text

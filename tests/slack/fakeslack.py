@@ -120,6 +120,8 @@ class FakeSlack:
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (channel, ts)
     refused: list[Call] = field(default_factory=list)  # answered 429 or 5xx
     uploads: dict[str, bytes] = field(default_factory=dict)
+    shared: dict[str, bytes] = field(default_factory=dict)  # file id -> bytes a user shared
+    downloads: list[tuple[str, str | None]] = field(default_factory=list)  # (file id, token)
     socket_acks: list[dict[str, Any]] = field(default_factory=list)
     sockets: int = 0  # Socket Mode connections accepted so far
     _runner: web.AppRunner | None = None
@@ -166,6 +168,7 @@ class FakeSlack:
                 web.post("/api/{method}", self._api),
                 web.get("/api/{method}", self._api),
                 web.post("/upload/{file_id}", self._upload),
+                web.get("/files-pri/{file_id}/{name}", self._download),
                 web.post("/response/{key}", self._response),
                 web.get("/socket", self._websocket),
             ]
@@ -226,6 +229,33 @@ class FakeSlack:
             for c in self.calls
             if not c.is_dm and not (c.method == "upload" and c.args["file_id"] in dm_files)
         ]
+
+    def share(self, name: str, content: bytes, *, size: int | None = None) -> dict[str, Any]:
+        """A file a user shares (the ``files`` entry of a ``file_share`` message); downloadable
+        with a bot token from ``url_private_download``: https://api.slack.com/types/file.
+        ``size``: what Slack declares (the content's by default)."""
+        file_id = f"F{next(self._ids)}"
+        self.shared[file_id] = content
+        url = f"{self.base}/files-pri/{file_id}/{name}"
+        return {
+            "id": file_id,
+            "name": name,
+            "size": len(content) if size is None else size,
+            "url_private": url,
+            "url_private_download": url + "?download",
+        }
+
+    async def _download(self, request: web.Request) -> web.Response:
+        """Private file URLs need the token as a Bearer header
+        (https://api.slack.com/types/file#authentication); without it Slack serves its login
+        page, never the file."""
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+        file_id = request.match_info["file_id"]
+        self.downloads.append((file_id, token))
+        if token not in self.tokens or token in self.revoked or file_id not in self.shared:
+            return web.Response(status=200, text="<html>Sign in to Slack</html>")
+        return web.Response(body=self.shared[file_id])
 
     # -- handlers ---------------------------------------------------------------------------
     async def _api(self, request: web.Request) -> web.Response:

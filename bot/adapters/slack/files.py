@@ -76,6 +76,8 @@ async def download(
         ):
             if response.status != 200:
                 raise CoachError(f"could not download {name!r} (HTTP {response.status})")
+            if response.content_type == "text/html":  # Slack's sign-in page: the token was refused
+                raise CoachError(f"Slack did not hand over {name!r} (is files:read granted?)")
             async for chunk in response.content.iter_chunked(CHUNK):
                 upload.write(chunk)
         return upload.close()
