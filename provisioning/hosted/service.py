@@ -18,7 +18,7 @@ import aiohttp
 from provisioning.environment import Environment
 from provisioning.hosted.balancer import Balancer, start_balancer
 from provisioning.hosted.manifest import Manifest
-from provisioning.sandbox import Box, BoxSpec, Limits, ProcessSpec, ProcessState
+from provisioning.sandbox import Box, BoxSpec, Limits, ProcessSpec, ProcessState, box_class
 
 READY_TIMEOUT_S = 60.0
 LOG_LINES = 20
@@ -149,7 +149,7 @@ async def start_service(
     not answer 200 through the balancer within ``ready_timeout_s``; nothing is left running
     then. :class:`provisioning.sandbox.SandboxError` when no box can start here.
     """
-    box = await Box.start(run_spec(workdir, manifest, env, limits), box_root)
+    box = await box_class(env.backend).start(run_spec(workdir, manifest, env, limits), box_root)
     try:
         web = manifest.web
         sockets = [box.inbound(web.name, i) for i in range(web.replicas)]

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import docker
 import pytest
 
-from provisioning.sandbox import BoxSpec, Limits, ProcessSpec
+from provisioning.environment import Environment
+from provisioning.hosted.manifest import parse_manifest
+from provisioning.hosted.service import start_service
+from provisioning.sandbox import Box, BoxSpec, Limits, ProcessSpec, box_class
 from provisioning.sandbox.docker_box import LABEL_BOX, DockerBox
 from tests.sandbox.support import listener, probe
 
@@ -182,3 +187,43 @@ async def test_docker_box_memory_limit_is_reported(
     states = await box.wait(60)
     assert states[0].oom_killed, states
     assert states[0].reason == "killed: memory limit 96 MB"
+
+
+HEALTH = r"""
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{self.path} from {os.getuid()}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+async def test_hosted_service_runs_in_a_docker_box_next_to_a_docker_environment(
+    workspace: Path, docker_engine: str
+) -> None:
+    app = workspace / "app"
+    probe(workspace, "main.py", HEALTH)
+    manifest = parse_manifest('[processes.web]\ncommand = "python main.py"\n', app)
+    now = datetime.now(UTC)
+    env = Environment("env-dockerbox", "owner", "docker", "", now, now, resources={})
+    service = await start_service(
+        app, manifest, env, box_root=workspace / "b0", limits=Limits(wall_s=60)
+    )
+    try:
+        assert isinstance(service.box, DockerBox)
+        assert box_class("local") is Box
+        async with aiohttp.ClientSession() as http, http.get(f"{service.url}/hello") as resp:
+            assert resp.status == 200
+            assert (await resp.text()).startswith("/hello from ")
+    finally:
+        await service.stop()
