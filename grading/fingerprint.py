@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from grading.report import Architecture
 from provisioning.environment import Environment, ResourceInfo
 from provisioning.spec import Resource
+from provisioning.tls import admin_tls
 
 READ_TIMEOUT_S = 5.0
 MIN_OPS = 5
@@ -199,9 +201,10 @@ async def _quiet(_: Exception) -> None:
     """nats-py logs every connection error unless given a callback; failures raise anyway."""
 
 
-async def _nats_connect(url: str) -> nats.NATS:
+async def _nats_connect(url: str, tls: ssl.SSLContext | None = None) -> nats.NATS:
     return await nats.connect(
         url,
+        **({"tls": tls} if tls is not None else {}),
         connect_timeout=READ_TIMEOUT_S,
         allow_reconnect=False,
         max_reconnect_attempts=1,  # nats-py retries the first connect forever with 0
@@ -210,9 +213,9 @@ async def _nats_connect(url: str) -> nats.NATS:
     )
 
 
-async def _read_queue_system(url: str) -> Reading:
+async def _read_queue_system(url: str, tls: ssl.SSLContext | None = None) -> Reading:
     """JetStream and per-account message counts through the system account."""
-    nc = await _nats_connect(url)
+    nc = await _nats_connect(url, tls)
     try:
         body = json.dumps({"accounts": True, "streams": True, "consumer": True}).encode()
         jsz = json.loads((await nc.request("$SYS.REQ.SERVER.PING.JSZ", body, READ_TIMEOUT_S)).data)
@@ -231,9 +234,9 @@ async def _read_queue_system(url: str) -> Reading:
     return {"source": "system", "streams": streams, "accounts": accounts}
 
 
-async def _read_queue_learner(url: str) -> Reading:
+async def _read_queue_learner(url: str, tls: ssl.SSLContext | None = None) -> Reading:
     """JetStream stream/consumer state as the learner's own account sees it."""
-    nc = await _nats_connect(url)
+    nc = await _nats_connect(url, tls)
     try:
         js = nc.jetstream(timeout=READ_TIMEOUT_S)
         streams: dict[str, Any] = {}
@@ -260,12 +263,12 @@ async def _read_queue_learner(url: str) -> Reading:
 
 async def _read_queue(info: ResourceInfo) -> Reading:
     try:
-        return await _read_queue_system(info.admin["url"])
+        return await _read_queue_system(info.admin["url"], admin_tls(info.admin))
     except Exception as exc:  # degrade to the learner's view
         fallback = info.admin.get("learner_url") or info.learner.get("NATS_URL")
         if not fallback:
             raise
-        reading = await _read_queue_learner(fallback)
+        reading = await _read_queue_learner(fallback, admin_tls(info.admin))
         reading["note"] = f"system account unavailable ({type(exc).__name__}); learner view"
         return reading
 

@@ -103,6 +103,19 @@ class Exposure:
         return cert, key
 
 
+def admin_tls(admin: dict[str, str]) -> ssl.SSLContext | None:
+    """The TLS context the grader connects with (exposed servers), else None.
+
+    ``admin`` is the resource's admin map: ``ca_file`` (may be empty: the system store) and
+    ``check_hostname`` are set when the server speaks TLS.
+    """
+    if "check_hostname" not in admin:
+        return None
+    ctx = ssl.create_default_context(cafile=admin.get("ca_file") or None)
+    ctx.check_hostname = admin["check_hostname"] == "true"
+    return ctx
+
+
 def _write_private(path: Path, data: bytes, mode: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 from urllib.parse import quote
 
 import nats
@@ -14,6 +13,7 @@ from provisioning.environment import ResourceInfo
 from provisioning.local import binaries
 from provisioning.local.driver import Driver, NotReady, Slot, password, port_open
 from provisioning.spec import Resource
+from provisioning.tls import admin_tls
 
 LEARNER = "app"
 ADMIN = "admin"
@@ -21,19 +21,6 @@ ADMIN = "admin"
 
 def _url(user: str, pw: str, host: str, port: int, scheme: str = "nats") -> str:
     return f"{scheme}://{quote(user)}:{quote(pw, safe='')}@{host}:{port}"
-
-
-def admin_tls(admin: dict[str, str]) -> ssl.SSLContext | None:
-    """The TLS context the grader connects with (exposed servers), else None.
-
-    ``admin`` is the resource's admin map: ``ca_file`` (may be empty: the system store) and
-    ``check_hostname`` are set when the server speaks TLS.
-    """
-    if "check_hostname" not in admin:
-        return None
-    ctx = ssl.create_default_context(cafile=admin.get("ca_file") or None)
-    ctx.check_hostname = admin["check_hostname"] == "true"
-    return ctx
 
 
 async def _quiet(_: Exception) -> None:

@@ -313,3 +313,12 @@ async def test_a_destroyed_environments_ports_are_closed(
             socket.create_connection((PUBLIC, port), timeout=3).close()
     assert not any(p.name == "tls-c" for p in (tls_dir / "envs").iterdir())
     assert os.path.exists(ca_file)
+
+
+async def test_the_grader_reads_an_exposed_queue_through_its_system_account(
+    envs: tuple[Environment, Environment],
+) -> None:
+    from grading.fingerprint import _read_queue
+
+    reading = await _read_queue(envs[0].resources[Resource.QUEUE])
+    assert "note" not in reading  # no fallback to the learner's view: TLS admin worked
