@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from grading import fingerprint
+from grading import fingerprint, network
 from grading.config import GradeConfig
 from grading.http import Client, wait_healthy
 from grading.report import Architecture, Report, Status
@@ -113,6 +113,9 @@ async def grade(
         )
         before = g.usage_before = await _snapshot(env, budgets["fingerprint"])
         after = None
+        remote = network.is_remote(target)  # then the network's share is measured apart
+        rtt_before = await network.round_trip_ms(http) if remote else None
+        rtt_after = None
         for phase, method in (
             ("contract", scenario.contract),
             ("load", scenario.load),
@@ -142,7 +145,11 @@ async def grade(
                     Status.ERROR,
                     detail=f"the grader could not finish the {phase} phase: {exc!r}",
                 )
+            if phase == "load" and remote:
+                rtt_after = await network.round_trip_ms(http)
             tell(phase, 1.0)
+        if remote:
+            network.record(report, rtt_before, rtt_after)
 
     tell("fingerprint", 0.0)
     if before is not None and after is not None:
