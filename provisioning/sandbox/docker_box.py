@@ -18,8 +18,11 @@ socket files otherwise: https://gvisor.dev/docs/user_guide/compatibility/ ; then
 used and ``isolation["runtime"]`` says why). Containers carry the labels ``cruscible.sandbox``
 (the box id) and ``cruscible.expires``; :func:`sweep` removes the expired ones.
 
-The engine must run on this host (the box's root directory is bind-mounted). Dockerfile builds
-are not supported: :func:`refuse_dockerfile` says so.
+The engine must run on this host (the box's root directory is bind-mounted). A container
+outlives a caller that dies without :meth:`DockerBox.stop` (its relay process does not): it is
+removed by the :func:`sweep` of a later box once ``wall_s`` + 5 min (1 h without a wall time)
+have passed. Dockerfile builds are not supported (builds run in bubblewrap boxes, see
+:mod:`provisioning.hosted.build`, which refuses ``[build] dockerfile``).
 """
 
 from __future__ import annotations
@@ -57,14 +60,6 @@ DEFAULT_EXPIRY_S = 3600.0
 
 def _client() -> docker.DockerClient:
     return docker.from_env(timeout=60)
-
-
-def refuse_dockerfile() -> str:
-    """Why a manifest's ``[build] dockerfile`` cannot be built by docker boxes."""
-    return (
-        "Dockerfile builds are not supported by the sandbox yet: declare a requirements file "
-        "and a start command in the manifest instead"
-    )
 
 
 def sweep(client: docker.DockerClient, now: datetime | None = None) -> int:

@@ -16,7 +16,7 @@ from provisioning.environment import Environment
 from provisioning.hosted.manifest import parse_manifest
 from provisioning.hosted.service import start_service
 from provisioning.sandbox import Box, BoxSpec, Limits, ProcessSpec, box_class
-from provisioning.sandbox.docker_box import LABEL_BOX, DockerBox
+from provisioning.sandbox.docker_box import LABEL_BOX, DockerBox, runtime_for
 from tests.sandbox.support import listener, probe
 
 PROBE = r"""
@@ -227,3 +227,14 @@ async def test_hosted_service_runs_in_a_docker_box_next_to_a_docker_environment(
             assert (await resp.text()).startswith("/hello from ")
     finally:
         await service.stop()
+
+
+def test_runsc_only_when_it_can_reach_socket_files() -> None:
+    assert runtime_for({"Runtimes": {"runc": {"path": "runc"}}})[0] is None
+    without = {"Runtimes": {"runsc": {"path": "/usr/bin/runsc"}}}
+    assert runtime_for(without) == (
+        None,
+        "runc (runsc is configured without --host-uds, needed for socket files)",
+    )
+    with_uds = {"Runtimes": {"runsc": {"path": "runsc", "runtimeArgs": ["--host-uds=all"]}}}
+    assert runtime_for(with_uds) == ("runsc", "runsc (gVisor)")
