@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     env_warn_before: timedelta = timedelta(minutes=15)  # expiry warning by DM
     reap_every: timedelta = timedelta(minutes=1)
     leaderboard_refresh: timedelta = timedelta(seconds=10)  # edits of a board, at most
+    # environments reachable from elsewhere (provisioning.tls reads the same variables):
+    # set public_host and every resource listens on listen_host, TLS only
+    public_host: str | None = None  # the name or address learners' clients use
+    listen_host: str = "0.0.0.0"  # the address servers bind when public_host is set
+    tls_cert: Path | None = None  # PEM; unset: a certificate from Cruscible's own CA
+    tls_key: Path | None = None  # PEM, with tls_cert
+    tls_ca: Path | None = None  # the CA that signed tls_cert, if not a publicly trusted one
 
     @field_validator("data_dir")
     @classmethod

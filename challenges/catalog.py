@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from challenges.schema import ChallengeSpec
 from grading.config import GradeConfig
 from provisioning import EnvironmentSpec, Resource
+from provisioning.tls import ENV_PUBLIC_HOST
 
 if TYPE_CHECKING:  # the grading engine (HTTP client and all) loads when a scenario is asked for
     from grading.report import Report
@@ -57,6 +59,21 @@ class Solution:
     name: str
     module: str
     summary: str
+
+
+def remote_note(public_host: str) -> str:
+    """Three lines on using an environment exposed on ``public_host`` (empty when not exposed)."""
+    if not public_host:
+        return ""
+    return (
+        f"**From anywhere:** your environment listens on `{public_host}`, TLS only. Save "
+        "`CA_CERT_PEM` as `cruscible-ca.pem` (`CA_CERT_FILE`), then load the bundle into your "
+        "environment:\n"
+        '`psql "$DATABASE_URL"` and psycopg read `PGSSLROOTCERT`; the AWS CLI and boto3 read '
+        '`AWS_CA_BUNDLE`; `redis-cli --tls --cacert cruscible-ca.pem -u "$REDIS_URL"`;\n'
+        "redis-py takes `ssl_ca_certs=`, nats-py `tls=ssl.create_default_context(cafile=...)` "
+        "for `NATS_URL` (`tls://`); `PROVIDER_URL` is HTTPS under the same CA."
+    )
 
 
 class Challenge:
@@ -178,9 +195,12 @@ class Challenge:
         path = self.path / "baselines.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    def statement(self) -> str:
+    def statement(self, public_host: str | None = None) -> str:
+        """The statement; ``public_host`` (default: ``CRUSCIBLE_PUBLIC_HOST``) adds how to use
+        an exposed environment from elsewhere (the template's ``remote``)."""
+        host = os.environ.get(ENV_PUBLIC_HOST, "") if public_host is None else public_host
         return self._env.get_template("statement.md.j2").render(
-            c=self.spec, params=self.spec.parameters
+            c=self.spec, params=self.spec.parameters, remote=remote_note(host.strip())
         )
 
     def discussion(

@@ -322,3 +322,15 @@ async def test_the_grader_reads_an_exposed_queue_through_its_system_account(
 
     reading = await _read_queue(envs[0].resources[Resource.QUEUE])
     assert "note" not in reading  # no fallback to the learner's view: TLS admin worked
+
+
+def test_statements_tell_how_to_connect_from_elsewhere_only_when_exposed() -> None:
+    from challenges.catalog import Challenge
+
+    path = Path(__file__).resolve().parents[2] / "challenges" / "rate-limiter"
+    challenge = Challenge.load(path)
+    local, exposed = challenge.statement(public_host=""), challenge.statement(public_host=PUBLIC)
+    assert "CA_CERT_PEM" not in local
+    extra = exposed.removeprefix(local.rstrip("\n"))
+    assert PUBLIC in extra and "PGSSLROOTCERT" in extra and "AWS_CA_BUNDLE" in extra
+    assert len(extra.strip().splitlines()) == 3
