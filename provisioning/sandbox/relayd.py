@@ -30,7 +30,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from provisioning.sandbox.relay import Listener, serve_forward
+from provisioning.sandbox.relay import Forward, serve_forward
 from provisioning.sandbox.spec import SandboxError
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ async def _serve(args: argparse.Namespace) -> None:
     from provisioning.sandbox import registry  # registry imports relay: late, no cycle
 
     net = Path(args.socket_dir)
-    listeners: list[Listener] = []
+    listeners: list[Forward] = []
     proxy: registry.Proxy | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
