@@ -7,7 +7,9 @@ Every figure is for a 4-resource environment (postgres, redis, s3, queue):
 * time-to-bundle over ``--runs`` creations, p50/p95/max: ``local`` cold (new
   processes, new data), ``local`` from a warm pool (``Provisioner.up`` taking a
   ready environment; the pool is refilled, untimed, between runs), ``docker``
-  cold, and — as the floor to compare with — a plain ``docker run`` of the same
+  cold, ``local`` exposed over TLS (public host 127.0.0.2, ``provisioning.tls``: relays and
+  certificates included; the CA is issued once, untimed), and — as the floor to compare
+  with — a plain ``docker run`` of the same
   images and command lines, ready when each port accepts TCP (no credentials
   bootstrapped, no authenticated probe; configuration written beforehand);
 * PSS (``/proc/<pid>/smaps_rollup``) of every process of an idle environment,
@@ -48,6 +50,7 @@ from provisioning.local.driver import port_open  # noqa: E402
 from provisioning.local.users import run_as_for  # noqa: E402
 from provisioning.manager import Provisioner  # noqa: E402
 from provisioning.spec import EnvironmentSpec, Resource  # noqa: E402
+from provisioning.tls import from_env  # noqa: E402
 
 KINDS = (Resource.POSTGRES, Resource.REDIS, Resource.S3, Resource.QUEUE)
 SPEC = EnvironmentSpec(resources=KINDS)
@@ -209,6 +212,8 @@ async def main(runs: int, idle: int, count: int, pool: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="cruscible-bench-", dir="/tmp"))
     root.chmod(0o711)
     local = LocalBackend(root / "local")
+    exposed_env = {"CRUSCIBLE_PUBLIC_HOST": "127.0.0.2", "CRUSCIBLE_LISTEN_HOST": "127.0.0.2"}
+    exposed = LocalBackend(root / "local", exposure=from_env(root / "local", exposed_env))
     found = docker_backend(root / "docker")
     try:
         started = time.perf_counter()
@@ -221,6 +226,7 @@ async def main(runs: int, idle: int, count: int, pool: int) -> None:
         print(f"time-to-bundle, {runs} creations of postgres+redis+s3+queue:")
         report("local, cold", await cold(local, runs))
         report(f"local, warm pool ({pool})", await warm(local, runs, pool))
+        report("local, TLS on a public host", await cold(exposed, runs))
         if found:
             dock, engine = found
             await dock.destroy((await dock.create("env-warmup", SPEC)).id)
@@ -233,6 +239,7 @@ async def main(runs: int, idle: int, count: int, pool: int) -> None:
         await alive(local, count)
     finally:
         await local.close()
+        await exposed.close()
         if found:
             await found[0].close()
             found[1].stop()
