@@ -56,7 +56,7 @@ def classify(text: str, *, local_paths: bool = False) -> Source:
         return Source("url", text)
     if lowered.startswith(("git@", "ssh://", "git://")):
         raise CoachError(f"{text!r}: only public https:// git URLs can be fetched")
-    if local_paths:
+    if local_paths and "://" not in text:
         path = Path(text).expanduser()
         if path.is_dir() or (path.is_file() and archive_suffix(path.name)):
             return Source("code", str(path.resolve()))

@@ -66,6 +66,8 @@ def test_paths_are_code_only_from_the_terminal(tmp_path: Path) -> None:
         classify(str(tmp_path))  # from chat a server path is never read
     with pytest.raises(CoachError, match="neither a folder nor"):
         classify(str(tmp_path / "notes.txt"), local_paths=True)
+    with pytest.raises(CoachError, match="is not an http"):
+        classify("ftp://example.com/x", local_paths=True)
     with pytest.raises(CoachError, match="only public https"):
         classify("git@github.com:ada/limiter.git")
 
