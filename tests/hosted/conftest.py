@@ -39,13 +39,22 @@ def sandbox() -> None:
         pytest.skip(f"sandboxes cannot run here: {reason}")
 
 
+TERMINAL = "console:terminal"  # the owner `cruscible submit` builds for: the cache's scope
+
+
 @pytest.fixture(scope="session")
-def work_root() -> Iterator[Path]:
-    """A short, world-searchable work root of this session's own (a fresh build cache)."""
+def tmpdir_root() -> Iterator[Path]:
+    """A short, world-searchable TMPDIR of this session's own: its ``cruscible-hosted`` is the
+    work root (and build cache) of the grader below and of ``cruscible submit`` run with it."""
     path = Path(tempfile.mkdtemp(prefix="ch-", dir="/tmp"))
     path.chmod(0o711)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def work_root(tmpdir_root: Path) -> Path:
+    return tmpdir_root / "cruscible-hosted"
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from bot.core.hosted import HostedError, HostedGrader
 from provisioning import Environment
 from provisioning.hosted.submission import env_secrets
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, TERMINAL
 
 
 def git(*args: str, cwd: Path) -> None:
@@ -41,8 +41,8 @@ async def test_git_then_the_same_requirements_from_a_folder_hit_the_build_cache(
     git("add", ".", cwd=repo)
     git("commit", "-q", "-m", "limiter", cwd=repo)
     challenge = app.catalog.get("rate-limiter")
-    first, built = await hosted.prepare(str(repo), challenge)
-    second, again = await hosted.prepare(redis_lua_repo, challenge)
+    first, built = await hosted.prepare(str(repo), challenge, scope=TERMINAL)
+    second, again = await hosted.prepare(redis_lua_repo, challenge, scope=TERMINAL)
     try:
         assert first.meta()["source_kind"] == "git" and second.meta()["source_kind"] == "folder"
         assert not (first.root / ".git").exists()
