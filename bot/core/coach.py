@@ -653,7 +653,8 @@ class Coach:
         rows = [
             f"#{s.id} {s.challenge}: "
             + (
-                f"{s.score}/100 {'passed' if s.passed else 'not yet'}"
+                f"{s.score}/100{boards.HOSTED_MARK if s.hosted else ''} "
+                f"{'passed' if s.passed else 'not yet'}"
                 if s.status == "done"
                 else s.status
             )

@@ -105,6 +105,7 @@ async def test_a_git_url_is_built_hosted_graded_and_marked_on_the_board(
         board = await coach.leaderboard("rate-limiter", community=where)
         assert board.body.splitlines() == ["1. bob — 95/100 (1 try)", "2. ada — 90/100 ⚙ (1 try)"]
         assert "⚙ ran hosted, on equal resources" in board.footer
+        assert "rate-limiter: 90/100 ⚙ passed" in (await coach.results(ADA)).body
 
 
 async def test_a_failed_build_says_which_step_and_sends_its_logs_privately(

@@ -143,6 +143,8 @@ async def submit_file(
     default); the first file is downloaded (capped, see :mod:`bot.adapters.slack.files`) and
     queued. Refusals (a wrong type, too large, an unknown challenge) are told privately."""
     words = unescape(text).split()
+    if words[:1] == ["submit"]:  # "submit rate-limiter" reads as naturally as "rate-limiter"
+        words = words[1:]
     challenge = words[0] if words else coach.catalog.for_day(local_today(community)).id
     try:
         coach.challenge(challenge)
