@@ -327,17 +327,31 @@ def main(endpoints: Sequence[Endpoint], argv: Sequence[str] | None = None) -> No
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(args.tls_cert, args.tls_key)
-    sites = [(args.host, args.port, None), (args.public_host, args.public_port, ctx)]
-    asyncio.run(_serve(provider.app(), sites))
+    public = provider.app()
+    public.middlewares.append(_no_admin)  # the grader's routes stay on loopback
+    sites = [(provider.app(), args.host, args.port, None)]
+    sites.append((public, args.public_host, args.public_port, ctx))
+    asyncio.run(_serve(sites))
 
 
-async def _serve(app: web.Application, sites: list[tuple[str, int, ssl.SSLContext | None]]) -> None:
-    """Serve ``app`` on several sites (plain on loopback for the grader, HTTPS for learners:
+@web.middleware
+async def _no_admin(request: web.Request, handler: Any) -> web.StreamResponse:
+    if request.path.startswith("/_admin"):
+        raise web.HTTPNotFound()
+    return await handler(request)
+
+
+async def _serve(
+    sites: list[tuple[web.Application, str, int, ssl.SSLContext | None]],
+) -> None:
+    """Serve each app on its site (plain on loopback for the grader, HTTPS for learners:
     https://docs.aiohttp.org/en/stable/web_advanced.html#application-runners) until
-    SIGTERM or SIGINT."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    for host, port, ctx in sites:
+    SIGTERM or SIGINT. The apps share one provider, hence one record of calls."""
+    runners = []
+    for app, host, port, ctx in sites:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        runners.append(runner)
         await web.TCPSite(runner, host, port, ssl_context=ctx).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -346,4 +360,5 @@ async def _serve(app: web.Application, sites: list[tuple[str, int, ssl.SSLContex
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()

@@ -246,6 +246,13 @@ async def test_provider_refuses_plain_text_and_accepts_https(
         body = {"idempotency_key": "k1", "to": "x"}
         async with http.post(f"{url}/v1/send", json=body, headers=headers, ssl=ctx) as resp:
             assert resp.status < 500 and resp.status != 401
+        admin = envs[0].admin(Resource.PROVIDER)
+        admin_headers = {"X-Admin-Token": admin["admin_token"]}
+        async with http.get(f"{url}/_admin/ping", headers=admin_headers, ssl=ctx) as resp:
+            assert resp.status == 404  # the grader's routes are not on the public side
+        async with http.get(f"{admin['url']}/_admin/calls", headers=admin_headers) as resp:
+            calls = (await resp.json())["calls"]
+        assert [c["body"]["idempotency_key"] for c in calls] == ["k1"]  # one shared record
 
 
 # -- safety ----------------------------------------------------------------------------
@@ -334,3 +341,36 @@ def test_statements_tell_how_to_connect_from_elsewhere_only_when_exposed() -> No
     extra = exposed.removeprefix(local.rstrip("\n"))
     assert PUBLIC in extra and "PGSSLROOTCERT" in extra and "AWS_CA_BUNDLE" in extra
     assert len(extra.strip().splitlines()) == 3
+
+
+async def test_faults_restart_an_exposed_server_behind_its_relay(
+    tls_dir: Path, exposure: Exposure, envs: tuple[Environment, Environment], ca_file: Path
+) -> None:
+    """Restart (data kept) and restart-lose-data go through the relay: TLS works again after."""
+    from provisioning.faults import FaultAction
+
+    backend = LocalBackend(tls_dir, exposure=exposure)
+    env = envs[1]
+    url = env.bundle["DATABASE_URL"]
+    async with await psycopg.AsyncConnection.connect(
+        url, sslrootcert=str(ca_file), autocommit=True, connect_timeout=5
+    ) as conn:
+        await conn.execute("CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)")
+    await backend.fault(env.id, Resource.POSTGRES, FaultAction.RESTART)
+    async with await psycopg.AsyncConnection.connect(
+        url, sslrootcert=str(ca_file), connect_timeout=5
+    ) as conn:
+        cur = await conn.execute("SELECT v FROM kept")
+        assert await cur.fetchone() == (7,)
+    client = redis.Redis.from_url(
+        env.bundle["REDIS_URL"], ssl_ca_certs=str(ca_file), socket_timeout=5
+    )
+    try:
+        client.set("gone", "1")
+        await backend.fault(env.id, Resource.REDIS, FaultAction.RESTART_LOSE_DATA)
+        client.connection_pool.disconnect()
+        assert client.get("gone") is None
+    finally:
+        client.close()
+    health = {h.resource: h.ok for h in await backend.health(env.id)}
+    assert all(health.values()), health
