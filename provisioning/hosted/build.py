@@ -7,7 +7,7 @@ box (``writable_app``, ``registry``), with a cache so that the same requirements
   (https://packaging.python.org/en/latest/specifications/pyproject-toml/#dependencies-optional-dependencies);
   the code itself runs from ``/app``.
 - nothing to install: an empty virtualenv, so that ``python`` is the same everywhere.
-- ``dockerfile``: refused here; it needs the docker backend.
+- ``dockerfile``: refused (not supported yet, on either backend).
 
 The cache is keyed by the sha256 of the requirements (plus the interpreter and a scope, e.g. the
 learner: one learner's build, which runs their code in setup scripts, never feeds another's
@@ -58,8 +58,9 @@ def _requirements(workdir: Path, manifest: Manifest) -> tuple[str, bytes]:
     """The requirements file to install (relative to /app) and its bytes ('' when none)."""
     if manifest.build_kind == "dockerfile":
         raise BuildError(
-            f"build.dockerfile ({manifest.build_file}) needs the docker backend; submissions run "
-            'locally here: use [build] python = "requirements.txt" instead'
+            f"build.dockerfile ({manifest.build_file}) is not supported yet, on either backend "
+            "(a Dockerfile build needs a network for its base image and packages): use "
+            '[build] python = "requirements.txt" instead'
         )
     if manifest.build_kind == "none":
         return "", b""

@@ -13,6 +13,7 @@ import docker
 import pytest
 
 from provisioning.environment import Environment
+from provisioning.hosted.build import BuildError, build
 from provisioning.hosted.manifest import parse_manifest
 from provisioning.hosted.service import start_service
 from provisioning.sandbox import Box, BoxSpec, Limits, ProcessSpec, box_class
@@ -238,3 +239,12 @@ def test_runsc_only_when_it_can_reach_socket_files() -> None:
     )
     with_uds = {"Runtimes": {"runsc": {"path": "runsc", "runtimeArgs": ["--host-uds=all"]}}}
     assert runtime_for(with_uds) == ("runsc", "runsc (gVisor)")
+
+
+async def test_a_dockerfile_build_is_refused_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\n")
+    text = '[build]\ndockerfile = "Dockerfile"\n[processes.web]\ncommand = "python main.py"\n'
+    manifest = parse_manifest(text, tmp_path)
+    with pytest.raises(BuildError, match="not supported yet, on either backend"):
+        await build(tmp_path, manifest, box_root=tmp_path / "box", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "box").exists()  # refused before any box started
