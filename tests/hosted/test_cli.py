@@ -18,6 +18,8 @@ from bot.app import App
 from bot.core.hosted import HostedError, HostedGrader
 from provisioning import Environment
 
+from .conftest import FIXTURES
+
 CLI = [sys.executable, "-m", "bot"]
 
 
@@ -85,3 +87,45 @@ async def test_logs_shows_a_submissions_masked_logs(
     bad = cli("logs", sub.id, "--process", "worker", data_dir=data_dir)
     assert bad.returncode == 2 and "known: build, web" in bad.stderr
     assert cli("logs", "sub-000000000000", data_dir=data_dir).returncode == 2
+
+
+async def test_logs_follow_prints_as_it_runs_and_ends_with_the_submission(
+    sandbox: None, fresh_data_dir: Path, work_root: Path, tmp_path: Path
+) -> None:
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from provisioning.hosted.submission import Submission
+    from provisioning.sandbox import Limits
+
+    (tmp_path / "main.py").write_text((FIXTURES / "stdlib_web.py").read_text())
+    (tmp_path / "cruscible.toml").write_text(
+        '[processes.web]\ncommand = "python main.py"\n\n[processes.ticker]\n'
+        'command = "for i in 1 2 3; do echo tick $i; sleep 1; done; sleep 60"\n'
+    )
+    now = datetime.now(UTC)
+    nothing = Environment("env-none", "me", "local", "", now, now + timedelta(hours=1), {})
+    sub = Submission.create(fresh_data_dir, work_root=work_root)
+    await sub.fetch(tmp_path)
+    await sub.build()
+    service = await sub.run(nothing, limits=Limits())
+    follower = await asyncio.create_subprocess_exec(
+        *CLI,
+        "logs",
+        sub.id,
+        "--process",
+        "ticker",
+        "--follow",
+        env={**os.environ, "CRUSCIBLE_DATA_DIR": str(fresh_data_dir)},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        for _ in range(100):
+            if "tick 3" in sub.live_log("ticker").read_text():
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await sub.finish(service, ())
+    out, _ = await asyncio.wait_for(follower.communicate(), 60)
+    assert follower.returncode == 0
+    assert out.decode().split() == ["tick", "1", "tick", "2", "tick", "3"]
