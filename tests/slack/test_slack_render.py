@@ -214,7 +214,7 @@ def test_the_manifest_matches_the_app() -> None:
     assert command["command"] == SLASH and command["url"].endswith(EVENTS_PATH)
     assert manifest["oauth_config"]["scopes"]["bot"] == BOT_SCOPES
     events = manifest["settings"]["event_subscriptions"]["bot_events"]
-    assert events == ["app_home_opened", "app_uninstalled", "tokens_revoked"]
+    assert events == ["app_home_opened", "message.im", "app_uninstalled", "tokens_revoked"]
     assert manifest["settings"]["interactivity"]["request_url"].endswith(EVENTS_PATH)
 
 

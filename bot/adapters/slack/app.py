@@ -34,6 +34,8 @@ BOT_SCOPES = [
     "groups:read",
     "im:write",
     "files:write",
+    "files:read",  # code shared in the DM
+    "im:history",  # message.im: the DM's shared files reach the app
     "users:read",
 ]
 INSTALLATIONS_DB = "slack-installations.db"
