@@ -12,7 +12,9 @@ import aiohttp
 import pytest
 
 from bot.app import App
-from bot.core.hosted import HostedError, HostedGrader
+from bot.core.grader import Graded
+from bot.core.hosted import HostedError, HostedGrader, _add_crash_check
+from grading.report import Report
 from provisioning import Environment
 from provisioning.hosted.submission import env_secrets
 
@@ -108,6 +110,13 @@ async def test_a_worker_that_stops_is_seen_while_the_web_keeps_serving(
         [stopped] = service.stopped()
         assert (stopped.name, stopped.exit_code, stopped.reason) == ("worker", 1, "exited 1")
         assert "working" in service.describe([stopped])
+        # What a grade does with it: a warning check carrying the reason and the log tail.
+        graded = Graded(Report("rate-limiter", service.url, rate_env.id, 7), tmp_path, [])
+        _add_crash_check(graded, [stopped], service.describe([stopped]))
+        check = graded.report.check("hosted.processes")
+        assert check.status == "warn" and check.max_points == 0
+        assert check.detail == "stopped during the grade: worker[0] exited 1"
+        assert "working" in check.evidence["log_tail"]
         assert service.box.isolation["net"].startswith("private")
     finally:
         await sub.finish(service, env_secrets(rate_env))
