@@ -16,7 +16,8 @@ from bot.core.grader import Graded
 from bot.core.hosted import HostedError, HostedGrader, _add_crash_check
 from grading.report import Report
 from provisioning import Environment
-from provisioning.hosted.submission import env_secrets
+from provisioning.hosted.build import BuildError
+from provisioning.hosted.submission import Submission, env_secrets
 
 from .conftest import FIXTURES, TERMINAL
 
@@ -121,3 +122,36 @@ async def test_a_worker_that_stops_is_seen_while_the_web_keeps_serving(
     finally:
         await sub.finish(service, env_secrets(rate_env))
     assert (sub.logs_dir / "worker-0.log").read_text().strip() == "working"
+
+
+async def test_a_failing_build_and_a_build_over_its_time_say_why_with_the_last_lines(
+    app: App, hosted: HostedGrader, redis_lua_repo: Path, tmp_path: Path
+) -> None:
+    challenge = app.catalog.get("rate-limiter")
+    missing = stdlib_repo(tmp_path / "missing", '[processes.web]\ncommand = "python main.py"\n')
+    (missing / "requirements.txt").write_text("--no-index\nno-such-package-anywhere==1.0\n")
+    with pytest.raises(HostedError) as info:
+        await hosted.prepare(missing, challenge)
+    text = str(info.value)
+    assert text.startswith("the build failed (exited 1); its last lines:")
+    assert "no-such-package-anywhere" in text
+    sub_id = next(
+        p.name
+        for p in (app.settings.data_dir / "submissions").iterdir()
+        if "missing" in (p / "meta.json").read_text()
+    )
+    assert (
+        "no-such-package-anywhere"
+        in (app.settings.data_dir / "submissions" / sub_id / "logs" / "build.log").read_text()
+    )
+
+    slow = stdlib_repo(tmp_path / "slow", '[processes.web]\ncommand = "python main.py"\n')
+    shutil.copytree(redis_lua_repo / "wheels", slow / "wheels")
+    (slow / "requirements.txt").write_text(
+        "--no-index\n--find-links wheels\naiohttp\nredis\n# slow\n"
+    )
+    sub = Submission.create(app.settings.data_dir, work_root=hosted.work_root)
+    await sub.fetch(slow)
+    with pytest.raises(BuildError, match=r"killed: wall time 1 s"):
+        await sub.build(timeout_s=1)
+    await sub.cleanup()
