@@ -61,11 +61,12 @@ class BalancerError(RuntimeError):
 
 
 def _request_bytes(request: web.Request, body: bytes) -> bytes:
-    """``request`` as HTTP/1.1 bytes for a replica: hop-by-hop headers dropped, the body's
-    length set, ``X-Forwarded-For`` added."""
+    """``request`` as HTTP/1.1 bytes for a replica: hop-by-hop headers and ``Expect`` dropped
+    (the body is already here: no ``100 Continue`` to wait for), the body's length set,
+    ``X-Forwarded-For`` added."""
     lines = [f"{request.method} {request.raw_path} HTTP/1.1"]
     for name, value in request.headers.items():
-        if name.lower() not in HOP_BY_HOP and name.lower() != "x-forwarded-for":
+        if name.lower() not in HOP_BY_HOP and name.lower() not in {"x-forwarded-for", "expect"}:
             lines.append(f"{name}: {value}")
     if "Host" not in request.headers:
         lines.append("Host: localhost")
