@@ -312,6 +312,10 @@ class Box:
             log.info("box %s %s", self.id, reason)
         await self._kill()
 
+    def _relay_failed(self, reason: str) -> None:
+        """The relay process could not be kept running: the box cannot reach its resources."""
+        self._tasks.append(asyncio.create_task(self._kill_for(f"sandbox failed: {reason}")))
+
     def _plan_replicas(self) -> None:
         if self.spec.registry and PROXY_PORT in self.spec.forwards:
             raise SandboxError(
@@ -535,6 +539,7 @@ class Box:
             spec.forwards,
             proxy=(PROXY_PORT, reg.hosts) if reg is not None else None,
             stderr=self.root / "relay.err",
+            on_failure=self._relay_failed,
         )
         processes = []
         for rep in self._replicas:

@@ -293,6 +293,7 @@ class DockerBox(Box):
             spec.forwards,
             proxy=(PROXY_PORT, reg.hosts) if reg is not None else None,
             stderr=self.root / "relay.err",
+            on_failure=self._relay_failed,
         )
         processes = []
         for rep in self._replicas:

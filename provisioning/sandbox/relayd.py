@@ -12,8 +12,9 @@ prints ``ready`` on stdout; each refusal of the proxy is a line ``refused <json 
 It ends on ``SIGTERM``, when its stdin reaches end of file (the parent closed it or died), and
 when its parent dies (``PR_SET_PDEATHSIG``: https://man7.org/linux/man-pages/man2/prctl.2.html).
 
-Parent: ``relay = await RelayProcess.start(net, forwards, proxy=...)``, ``relay.pid``,
-``relay.refused``, ``await relay.stop()``.
+Parent: ``relay = await RelayProcess.start(net, forwards, proxy=..., on_failure=...)``,
+``relay.pid``, ``relay.refused``, ``await relay.stop()``; a relay process that exits on its own
+is started again (up to 3 times), then ``on_failure(reason)`` is called.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from provisioning.sandbox.relay import Forward, serve_forward
@@ -37,28 +38,46 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
+MAX_RESTARTS = 3
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _PROJECT = Path(__file__).resolve().parents[2]
 
 
 class RelayProcess:
-    """A running relay process (parent side). ``refused``: what the proxy denied, as
-    ``"host:port"`` (or the raw target when it had none), in order."""
+    """A running relay process (parent side), supervised: when it exits on its own it is
+    started again (at most ``MAX_RESTARTS`` times; connections open then are lost, new ones
+    work), after which ``on_failure`` is called with the reason. ``refused``: what the proxy
+    denied, as ``"host:port"`` (or the raw target when it had none), in order."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self._proc = proc
-        self.refused: list[str] = []
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        stderr: Path | None,
+        on_failure: Callable[[str], None] | None,
+    ) -> None:
+        self._argv = argv
+        self._env = env
+        self._stderr = stderr
+        self._on_failure = on_failure
+        self._proc: asyncio.subprocess.Process | None = None
+        self._starting: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.refused: list[str] = []
+        self.restarts = 0
 
     @property
     def pid(self) -> int:
-        """The relay process's pid."""
+        """The pid of the current relay process."""
+        assert self._proc is not None
         return self._proc.pid
 
     @property
     def running(self) -> bool:
-        """Whether the relay process has not exited."""
-        return self._proc.returncode is None
+        """Whether the current relay process has not exited."""
+        return self._proc is not None and self._proc.returncode is None
 
     @classmethod
     async def start(
@@ -68,6 +87,7 @@ class RelayProcess:
         *,
         proxy: tuple[int, frozenset[tuple[str, int]]] | None = None,
         stderr: Path | None = None,
+        on_failure: Callable[[str], None] | None = None,
         timeout: float = READY_TIMEOUT_S,  # noqa: ASYNC109
     ) -> RelayProcess:
         """Start the relay process for the socket files under ``net`` and wait until it
@@ -97,46 +117,77 @@ class RelayProcess:
             "LANG": "C.UTF-8",
             "PYTHONPATH": os.pathsep.join([str(_PROJECT), *sys.path[1:]]),
         }
-        with open(stderr or os.devnull, "ab") as err:
+        relay = cls(argv, env, stderr, on_failure)
+        await relay._spawn(timeout)
+        relay._watch = asyncio.create_task(relay._supervise(timeout))
+        return relay
+
+    async def _spawn(self, timeout: float) -> None:  # noqa: ASYNC109
+        with open(self._stderr or os.devnull, "ab") as err:
             proc = await asyncio.create_subprocess_exec(
-                *argv,
+                *self._argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=err,
-                env=env,
+                env=self._env,
                 start_new_session=True,  # a terminal's ^C reaches the caller, which stops us
             )
-        relay = cls(proc)
+        self._starting = proc
         assert proc.stdout is not None
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), timeout)
         except TimeoutError:
             line = b""
+        finally:
+            self._starting = None
+        if self._stopping:
+            line = b""
         if line.strip() != b"ready":
-            await relay.stop()
+            await self._end(proc)
             detail = ""
-            if stderr is not None:
-                with contextlib.suppress(OSError):
-                    detail = stderr.read_text(errors="replace").strip().splitlines()[-1]
+            if self._stderr is not None:
+                with contextlib.suppress(OSError, IndexError):
+                    detail = self._stderr.read_text(errors="replace").strip().splitlines()[-1]
             raise SandboxError(
                 "the box's relay process did not start"
                 + (f": {detail}" if detail else f" (exit {proc.returncode})")
             )
-        relay._reader = asyncio.create_task(relay._read_reports())
-        return relay
+        self._proc = proc  # only once it listens: ``pid`` names a ready relay process
+        self._reader = asyncio.create_task(self._read_reports(proc))
 
-    async def _read_reports(self) -> None:
-        assert self._proc.stdout is not None
-        while line := await self._proc.stdout.readline():
+    async def _supervise(self, timeout: float) -> None:  # noqa: ASYNC109
+        while True:
+            assert self._proc is not None
+            code = await self._proc.wait()
+            if self._stopping:
+                return
+            if self._reader is not None:
+                await self._reader  # what it reported before it ended
+            if self.restarts >= MAX_RESTARTS:
+                reason = f"relay process exited ({code}) {self.restarts + 1} times"
+                log.error("%s; giving up", reason)
+                if self._on_failure is not None:
+                    self._on_failure(reason)
+                return
+            self.restarts += 1
+            log.warning("relay process exited (%s); starting it again", code)
+            try:
+                await self._spawn(timeout)
+            except SandboxError as exc:
+                if self._on_failure is not None and not self._stopping:
+                    self._on_failure(str(exc))
+                return
+
+    async def _read_reports(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
             kind, _, rest = line.decode("utf-8", "replace").strip().partition(" ")
             if kind == "refused":
                 with contextlib.suppress(ValueError):
                     self.refused.append(str(json.loads(rest)))
 
-    async def stop(self) -> None:
-        """End the relay process (every open connection with it): ``SIGTERM``, then
-        ``SIGKILL`` after 5 s. Idempotent."""
-        proc = self._proc
+    @staticmethod
+    async def _end(proc: asyncio.subprocess.Process) -> None:
         if proc.stdin is not None and not proc.stdin.is_closing():
             proc.stdin.close()
         if proc.returncode is None:
@@ -148,10 +199,19 @@ class RelayProcess:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._reader, 1)
-            self._reader = None
+
+    async def stop(self) -> None:
+        """End the relay process (every open connection with it): ``SIGTERM``, then
+        ``SIGKILL`` after 5 s; no restart after this. Idempotent."""
+        self._stopping = True
+        for proc in (self._starting, self._proc):
+            if proc is not None:
+                await self._end(proc)
+        for task in (self._watch, self._reader):
+            if task is not None and task is not asyncio.current_task():
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(task, 1)
+        self._watch = self._reader = None
 
 
 # --------------------------------------------------------------------- the child process

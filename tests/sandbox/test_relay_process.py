@@ -119,6 +119,33 @@ async def test_forward_flows_while_the_callers_loop_is_blocked(
         assert not _alive(relay)
 
 
+async def test_a_relay_process_that_dies_is_started_again(
+    workspace: Path, boxes: list[Box]
+) -> None:
+    with threaded_echo() as port:
+        command = probe(workspace, "client.py", CLIENT) + f" {port}"
+        spec = BoxSpec(
+            workdir=workspace / "app",
+            processes=(ProcessSpec("t", command),),
+            forwards=(port,),
+            limits=Limits(wall_s=60),
+        )
+        box = await Box.start(spec, workspace / "b0")
+        boxes.append(box)
+        first = box.relay_pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        for _ in range(200):  # bounded: 10 s
+            if box.relay_pid != first:
+                break
+            await asyncio.sleep(0.05)
+        assert box.relay_pid != first and _alive(box.relay_pid or 0)
+        (workspace / "app" / "go").touch()
+        states = await box.wait(30)
+        assert states[0].reason == "exited 0", box.log_tail("t")
+        assert "got ping" in box.log_tail("t")
+
+
 PARENT = r"""
 import asyncio, sys
 from pathlib import Path
