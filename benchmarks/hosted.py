@@ -10,7 +10,9 @@ Prints, in one run, medians over ``--reps`` repetitions of:
   and the throughput achieved at a rate beyond what it sustains, with the same load
   (``grading.load``) against the design run unsandboxed (``python -m``, as ``cruscible demo``
   used to) and hosted (sandbox, socket relays, the round-robin balancer), one after the other
-  in each repetition; and the ratios.
+  in each repetition; and the ratios;
+* the balancer alone: its CPU time per request (``/proc/<pid>/stat``) in front of a trivial
+  aiohttp replica on a socket file, 4,000 requests over 32 keep-alive connections.
 
 The load generator, the host side of the sandbox's relays and the servers share the machine:
 the figures are what a grade on this machine sees, not an isolated measurement of the relays.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -32,6 +35,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,12 +48,28 @@ from challenges.launch import running  # noqa: E402
 from grading.load import LoadPlan, LoadResult, Request, Response, run_load  # noqa: E402
 from grading.urlguard import Policy, resolve_target  # noqa: E402
 from provisioning import Environment  # noqa: E402
+from provisioning.hosted.balancer import start_balancer  # noqa: E402
 from provisioning.hosted.submission import env_secrets  # noqa: E402
 from provisioning.sandbox import Box  # noqa: E402
 
 CHALLENGE, DESIGN = "rate-limiter", "redis_lua"
 BENCH = Actor("console", "bench", "bench")
 KEYS = 10_000
+TRIVIAL_REPLICA = """
+import asyncio, sys, uvloop
+from aiohttp import web
+async def check(request):
+    await request.read()
+    return web.json_response({"allowed": True, "remaining": 1})
+async def main():
+    app = web.Application()
+    app.router.add_post("/v1/check", check)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.UnixSite(runner, sys.argv[1]).start()
+    await asyncio.Event().wait()
+uvloop.run(main())
+"""
 
 
 def classify(_req: Request, resp: Response) -> str | None:
@@ -106,6 +126,43 @@ async def measure(
     return steady.percentile_ms(99), burst.ok / burst.duration_s, steady.error_rate
 
 
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def balancer_cpu_us(requests: int = 4000) -> float:
+    """The balancer's CPU time per request (µs) in front of a trivial replica."""
+    root = tmp_root()
+    sock = root / "replica.sock"
+    replica = await asyncio.create_subprocess_exec(sys.executable, "-c", TRIVIAL_REPLICA, str(sock))
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.05)
+        balancer = await start_balancer([sock])
+        try:
+            connector = aiohttp.TCPConnector(limit=32)
+            async with aiohttp.ClientSession(connector=connector) as http:
+
+                async def one() -> None:
+                    async with http.post(f"{balancer.url}/v1/check", json={"key": "k"}) as r:
+                        await r.read()
+
+                await asyncio.gather(*(one() for _ in range(200)))
+                before = cpu_s(balancer.proc.pid)
+                await asyncio.gather(*(one() for _ in range(requests)))
+                used = cpu_s(balancer.proc.pid) - before
+        finally:
+            await balancer.stop()
+    finally:
+        replica.kill()
+        await replica.wait()
+        shutil.rmtree(root, ignore_errors=True)
+    return used / requests * 1e6
+
+
 async def main(args: argparse.Namespace) -> None:
     reason = Box.available()
     if reason:
@@ -151,7 +208,8 @@ async def main(args: argparse.Namespace) -> None:
             await app.coach.destroy_environment(env.id)
     for root in roots:
         shutil.rmtree(root, ignore_errors=True)
-    report(args, cold, warm, rows)
+    balancer = [await balancer_cpu_us() for _ in range(args.reps)]
+    report(args, cold, warm, rows, balancer)
 
 
 def med(values: list[float]) -> float:
@@ -163,6 +221,7 @@ def report(
     cold: list[float],
     warm: list[float],
     rows: dict[str, list[tuple[float, float, float]]],
+    balancer: list[float],
 ) -> None:
     print(f"hosted submissions — {CHALLENGE}/{DESIGN}, medians")
     print(
@@ -189,6 +248,10 @@ def report(
     print(
         f"  {f'ok/s at {args.max_rate:g}/s offered':28} {tput['unsandboxed']:12.0f} "
         f"{tput['hosted']:12.0f} {tput['hosted'] / max(tput['unsandboxed'], 1e-9):8.2f}"
+    )
+    print(
+        f"  balancer alone: {med(balancer):.0f} µs of CPU per request "
+        f"(n={len(balancer)}: {', '.join(f'{v:.0f}' for v in balancer)})"
     )
 
 
