@@ -103,9 +103,15 @@ async def _relay(
     except OSError:
         client_w.close()
         return
-    try:
-        await asyncio.gather(_pipe(client_r, server_w), _pipe(server_r, client_w))
+    pipes = [
+        asyncio.ensure_future(_pipe(client_r, server_w)),
+        asyncio.ensure_future(_pipe(server_r, client_w)),
+    ]
+    try:  # TLS cannot half-close: once either side is done, so is the connection
+        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for pipe in pipes:
+            pipe.cancel()
         for w in (server_w, client_w):
             w.close()
             with contextlib.suppress(OSError, ssl.SSLError, ConnectionError):
