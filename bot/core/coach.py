@@ -416,10 +416,8 @@ class Coach:
         environment (a fresh one, removed after, when they have none). Each failing step is
         recorded as ``"<step> failed: <reason>"``; its log lines go to the learner privately."""
         assert self.hosted is not None and sub.source is not None
-        lines: list[str] = []
 
         def say(line: str) -> None:
-            lines.append(line)
             log.info("submission %d: %s", sub.id, line)
 
         try:
@@ -500,7 +498,7 @@ class Coach:
         (masked by ``bot.core.hosted``) go to the learner privately, never to a channel."""
         first = next((ln for ln in detail.splitlines() if ln.strip()), "no reason given")
         error = f"{step} failed: {first}" + (
-            " (the last log lines are in your DMs)" if logs else ""
+            " (its last log lines were sent to you privately)" if logs else ""
         )
         await self._finish(sub.id, error=error, logs_ref=logs_ref)
         if logs:
