@@ -564,12 +564,15 @@ class Coach:
     async def _settled(self, sub: Submission) -> None:
         """A submission left the queue: boards and waiting contest standings may move; an
         archive it stored is removed."""
-        if sub.kind == "code" and sub.source and is_upload(self.settings.data_dir, sub.source):
-            Path(sub.source).unlink(missing_ok=True)
+        self._discard_upload(sub)
         if sub.status == "done":
             self._boards.clear()
             self.boards.touch()
         await self.contests.settle_all()
+
+    def _discard_upload(self, sub: Submission) -> None:
+        if sub.kind == "code" and sub.source and is_upload(self.settings.data_dir, sub.source):
+            Path(sub.source).unlink(missing_ok=True)
 
     async def _publish(self, sub: Submission, graded: Graded, watcher: Watcher | None) -> None:
         """The score card, discussion and report, by the first route that works (see
@@ -597,8 +600,10 @@ class Coach:
         await self.publisher.publish(sub.id, graded, routes, learner=learner)
 
     async def notify_interrupted(self, subs: list[Submission]) -> None:
-        """Tell learners whose grade restarts interrupted too often (never drop one silently)."""
+        """Tell learners whose grade restarts interrupted too often (never drop one silently);
+        an archive such a submission stored is removed."""
         for sub in subs:
+            self._discard_upload(sub)
             async with self.store.session() as s:
                 user = await s.get_one(User, sub.user_id)
                 community = await s.get(Community, sub.community_id) if sub.community_id else None
