@@ -26,6 +26,7 @@ from bot.core.sources import (
 from bot.store import Submission
 from tests.community.support import (
     Clock,
+    RecordingChannels,
     ScriptedGrader,
     ScriptedHosted,
     coach_over,
@@ -242,3 +243,29 @@ async def test_the_console_submits_a_folder_and_chat_cannot(home: Path, clock: C
         await dispatch(coach, ADA, f"submit rate-limiter {repo}", chat)
         assert hosted.prepared == [str(repo)]  # a chat learner never names a server path
         assert any("not an http(s) URL" in m.body for _, m in chat.replies)
+
+
+async def test_a_resumed_grade_sends_its_logs_by_dm_and_never_to_the_channel(
+    home: Path, clock: Clock
+) -> None:
+    channels = RecordingChannels()
+    grader = ScriptedGrader()
+    async with coach_over(home, clock=clock, grader=grader, channels=channels) as coach:
+        scripted_hosting(coach, ScriptedHosted(grader, broken_starts={GIT: SECRET_LINE}))
+        where = await community(coach)
+        user = await coach.user(ADA)
+        await coach.queue.add(  # as a restart finds it: nobody waits on it in this process
+            Submission(
+                user_id=user.id,
+                challenge="rate-limiter",
+                url=GIT,
+                kind="code",
+                source=GIT,
+                seed=1,
+                community_id=where.id,
+                created_at=clock.now,
+            )
+        )
+        await coach.queue.idle()
+        assert [(who, SECRET_LINE in m.body) for who, m in channels.dms] == [(ADA.id, True)]
+        assert not [p for p in channels.posts if SECRET_LINE in p.message.text()]
