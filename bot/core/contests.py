@@ -303,7 +303,8 @@ class Contests:
             + (HOSTED_ONLY if contest.hosted_only else ""),
             fields=window_fields(contest),
             buttons=[start_button(contest.challenge)],
-            footer=f"/submit {contest.challenge} <url> before the close",
+            footer=f"/submit {contest.challenge} with your code (an archive or a git URL) or "
+            "your service's URL before the close",
             tone=Tone.SUCCESS,
         )
 
