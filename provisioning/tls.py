@@ -92,6 +92,13 @@ class Exposure:
         ctx.check_hostname = check_hostname
         return ctx
 
+    def renew(self) -> None:
+        """Re-issue our certificate if it is near its end (a no-op for the operator's): called
+        before each environment is made, so a long-running bot never hands out an expired one.
+        Running servers keep the copy they were given."""
+        if self.issued:
+            issue(self.cert_file.parent, self.public_host, self.listen_host)
+
     def install(self, home: Path, own: object | None = None) -> tuple[Path, Path]:
         """Copy the certificate and key into a server's directory (key mode 0600), for servers
         that run as another user; return their paths. ``own`` is a ``RunAs.own``-like callable."""
@@ -153,7 +160,7 @@ def _load_or_make_ca(tls_dir: Path, now: dt.datetime) -> tuple[object, object, P
 
     cert_path, key_path = tls_dir / "ca.crt", tls_dir / "ca.key"
     if cert_path.exists() and key_path.exists():
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())  # damaged: raises
         if cert.not_valid_after_utc - now > dt.timedelta(days=LEAF_DAYS + 1):
             key = serialization.load_pem_private_key(key_path.read_bytes(), None)
             return cert, key, cert_path
@@ -216,12 +223,21 @@ def issue(tls_dir: Path, public_host: str, listen_host: str) -> tuple[Path, Path
     except OSError as exc:
         raise ProvisioningError(f"cannot create {tls_dir}: {exc}") from None
     now = dt.datetime.now(dt.UTC)
-    ca_cert, ca_key, ca_path = _load_or_make_ca(tls_dir, now)
+    try:
+        ca_cert, ca_key, ca_path = _load_or_make_ca(tls_dir, now)
+    except (ValueError, TypeError) as exc:
+        raise ProvisioningError(
+            f"the environments CA in {tls_dir} is damaged ({type(exc).__name__}); move "
+            "ca.crt and ca.key away to issue a new one (bundles given so far name the old one)"
+        ) from None
     cert_path, key_path = tls_dir / "server.crt", tls_dir / "server.key"
     names = _names(public_host, listen_host)
     if cert_path.exists() and key_path.exists():
-        leaf = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        try:
+            leaf = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except (ValueError, x509.ExtensionNotFound):  # damaged: issue a new one
+            san = None
         if san == _san(names) and leaf.not_valid_after_utc - now > RENEW_BEFORE:
             return cert_path, key_path, ca_path
     key = ec.generate_private_key(ec.SECP256R1())

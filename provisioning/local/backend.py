@@ -269,6 +269,8 @@ class LocalBackend:
         if not spec.resources:
             raise ProvisioningError("an environment needs at least one resource")
         env_dir = self._env_dir(env_id)
+        if self.exposure is not None:
+            await asyncio.to_thread(self.exposure.renew)
         try:
             env_dir.mkdir(mode=layout.TRAVERSABLE)
         except FileExistsError:

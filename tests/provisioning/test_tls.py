@@ -6,6 +6,7 @@ The "public" host is 127.0.0.2 (another loopback address): no packet leaves the 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import shutil
 import socket
@@ -113,6 +114,12 @@ def test_issued_certificate_names_the_public_host_and_keys_are_private(tmp_path:
     assert ctx.cert_store_stats()["x509_ca"] == 1
     again = issue(tmp_path / "tls", "learners.example.test", "0.0.0.0")
     assert again[0].read_bytes() == cert.read_bytes()  # kept while valid and for the same names
+    key.with_name("server.crt").write_bytes(b"")  # unreadable: renewed rather than trusted
+    with pytest.raises(ValueError):
+        x509.load_pem_x509_certificate(cert.read_bytes())
+    Exposure("learners.example.test", "0.0.0.0", cert, key, ca, issued=True).renew()
+    renewed = x509.load_pem_x509_certificate(cert.read_bytes())
+    assert renewed.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=6)
 
 
 def test_settings_default_to_loopback_and_reject_half_a_certificate(tmp_path: Path) -> None:
