@@ -503,7 +503,7 @@ def load(
             except json.JSONDecodeError as exc:
                 raise ValueError(f"--body is not JSON: {exc}") from None
         target = asyncio.run(resolve_target(url, url_policy(settings)))
-        plan = plan_from_cli(method, target.base_path, body, header or [], rate, duration)
+        plan = plan_from_cli(method, "", body, header or [], rate, duration)  # the URL itself
     except (TargetRefused, ValueError) as exc:
         raise fail(str(exc)) from None
     result = run_load_sync(target, plan)

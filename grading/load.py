@@ -132,8 +132,11 @@ class LoadPlan:
 
 
 def encode_request(req: Request, target: Target) -> bytes:
-    """The request as HTTP/1.1 bytes, with Host, User-Agent and Content-Length filled in."""
-    path = target.base_path + req.path
+    """The request as HTTP/1.1 bytes, with Host, User-Agent and Content-Length filled in.
+
+    ``req.path`` is relative to the target's base path; an empty one is the target's URL
+    itself (``cruscible load http://host/healthz``)."""
+    path = target.base_path + req.path if req.path else target.base_path or "/"
     parts = [req.method, path, *(x for h in req.headers for x in h)]
     if any(c in p for p in parts for c in "\r\n") or " " in req.method + path:
         raise ValueError(f"request line or headers contain whitespace or CR/LF: {req!r}")
@@ -745,9 +748,9 @@ def plan_from_cli(
         data = body.encode()
         if not any(n.lower() == "content-type" for n, _ in pairs):
             pairs.append(("Content-Type", "application/json"))
-    request = Request(
-        method.upper(), path if path.startswith("/") else "/" + path, data, tuple(pairs)
-    )
+    if path and not path.startswith("/"):
+        path = "/" + path
+    request = Request(method.upper(), path, data, tuple(pairs))
     return LoadPlan(rate=rate, duration_s=duration, make_request=lambda _i: request)
 
 

@@ -239,3 +239,15 @@ def test_the_terminal_is_not_held_to_the_per_owner_limit(data_dir: Path) -> None
             )
             assert down.returncode == 0, down.stderr
     assert len(set(made)) == 2
+
+
+def test_load_sends_to_the_url_as_given(data_dir: Path) -> None:
+    """``cruscible load http://host/healthz`` loads that path, not the path twice."""
+    from tests.grading.servers import app_process
+
+    with app_process() as url:
+        res = cli(
+            "load", f"{url}/healthz", "--rate", "50", "--duration", "1", "--json", data_dir=data_dir
+        )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["statuses"] == {"200": 50}

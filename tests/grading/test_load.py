@@ -245,6 +245,10 @@ def test_request_encoding_and_cli_plan() -> None:
         b"X-Trace: 1\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n"
         b'{"key": "k"}'
     )
+    itself = plan_from_cli("get", "", None, [], 1, 1).make_request(0)  # the URL as given
+    assert encode_request(itself, target).startswith(b"GET /api HTTP/1.1\r\n")
+    root = Target("http://svc.test:8080", "http", "svc.test", 8080, "127.0.0.1", "")
+    assert encode_request(itself, root).startswith(b"GET / HTTP/1.1\r\n")
     with pytest.raises(ValueError, match="CR/LF"):
         encode_request(Request("GET", "/x", headers=(("X", "a\r\nInjected: 1"),)), target)
     with pytest.raises(ValueError, match="not valid JSON"):
