@@ -349,6 +349,10 @@ class Grade:
             windows = nemesis.outcomes(self.timeline)
         self.fault_windows.extend(windows)
         self.report.faults.extend(w.to_outcome() for w in windows)
+        for w in windows:  # what each outage cost, for the discussion to name
+            self.metric(f"faults.{w.resource}.errors_during", w.errors_during)
+            p99 = None if w.p99_during_ms is None else round(w.p99_during_ms, 2)
+            self.metric(f"faults.{w.resource}.p99_during_ms", p99)
         return result, windows
 
     @property
