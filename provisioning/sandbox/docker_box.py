@@ -43,7 +43,7 @@ from docker.errors import APIError, DockerException, NotFound
 from docker.types import Ulimit
 
 from provisioning.sandbox import docker_image, host, registry
-from provisioning.sandbox.box import ETC_DIRS, ETC_FILES, PROXY_PORT, Box
+from provisioning.sandbox.box import ETC_DIRS, ETC_FILES, PROXY_PORT, Box, _mask
 from provisioning.sandbox.cgroups import Cgroup
 from provisioning.sandbox.relayd import RelayProcess
 from provisioning.sandbox.spec import BoxSpec, ProcessState, SandboxError
@@ -149,6 +149,9 @@ class DockerBox(Box):
         box = cls(spec, root)
         try:
             await box._start_container()
+        except DockerException as exc:
+            await box.stop()
+            raise SandboxError(f"the Docker engine refused the box: {exc}") from exc
         except BaseException:
             await box.stop()
             raise
@@ -171,6 +174,9 @@ class DockerBox(Box):
             self._docker = None
 
     # ----------------------------------------------------------------- internals
+
+    def _masked(self) -> tuple[str, ...]:
+        return (*self.spec.secrets, *self.spec.env.values())
 
     def _read_counters(self) -> None:
         if self._counters is None or self._stopped:
@@ -338,9 +344,8 @@ class DockerBox(Box):
                 await self._handoff(server, plan, self._inbound_fds, user.uid)
             except (TimeoutError, OSError) as exc:
                 logs = await asyncio.to_thread(self._container.logs, tail=5)
-                raise SandboxError(
-                    f"the docker box did not start: {logs.decode(errors='replace').strip()}"
-                ) from exc
+                text = _mask(logs.decode(errors="replace").strip(), self._masked())
+                raise SandboxError(f"the docker box did not start: {text}") from exc
         finally:
             server.close()
             handoff.unlink(missing_ok=True)

@@ -248,3 +248,17 @@ async def test_a_dockerfile_build_is_refused_with_the_reason(tmp_path: Path) -> 
     with pytest.raises(BuildError, match="not supported yet, on either backend"):
         await build(tmp_path, manifest, box_root=tmp_path / "box", cache_dir=tmp_path / "cache")
     assert not (tmp_path / "box").exists()  # refused before any box started
+
+
+async def test_docker_box_meets_its_wall_time(
+    workspace: Path, docker_boxes: list[DockerBox]
+) -> None:
+    spec = BoxSpec(
+        workdir=workspace / "app",
+        processes=(ProcessSpec("t", "sleep 60"),),
+        limits=Limits(wall_s=2),
+    )
+    box = await _run(workspace, docker_boxes, "b0", spec)
+    states = await box.wait(30)
+    assert not states[0].running
+    assert states[0].reason == "killed: wall time 2 s"
