@@ -27,7 +27,9 @@ async def test_reference_designs_pass(
     assert report.metrics["delivery.lost"] == 0
     assert report.metrics["delivery.duplicates"] == 0
     assert report.check("delivery.no-loss").status == Status.PASS
-    assert {f.resource for f in report.faults} == {"queue", "redis"}
+    used = set(report.architecture.resources_used)
+    assert {f.resource for f in report.faults} == used & {"queue", "redis", "postgres"}
+    assert report.faults  # every reference design lives somewhere the grader can fault
     assert report.discussion
 
 
