@@ -465,12 +465,18 @@ def show_logs(
             text, _ = hosted_logs.read_tail(kept if kept.exists() else live)
             sys.stdout.write(hosted_logs.mask(text, secrets))
             return
-        offset = 0
+        offset, printed = 0, 0
         while True:
             text, offset = hosted_logs.read_tail(live, offset=offset)
-            sys.stdout.write(hosted_logs.mask(text, secrets))
+            shown = hosted_logs.mask(text, secrets)
+            sys.stdout.write(shown)
             sys.stdout.flush()
+            printed += len(shown)
             if sub.meta().get("status") not in live_states or not live.exists():
+                # It ended between two reads: the rest is in the kept (masked) copy.
+                rest, _ = hosted_logs.read_tail(kept)
+                if offset <= hosted_logs.KEEP_BYTES and len(rest) > printed:
+                    sys.stdout.write(rest[printed:])
                 return
             await asyncio.sleep(0.5)
 
