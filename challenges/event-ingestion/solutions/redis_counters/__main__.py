@@ -23,7 +23,8 @@ NX`` makes the resend harmless). For counts that must survive, PostgreSQL (or AO
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -80,7 +81,10 @@ class RedisStore:
         return {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
-def build(env: Mapping[str, str]) -> web.Application:
+def build(
+    env: Mapping[str, str], store: Callable[[aioredis.Redis], Any] = RedisStore
+) -> web.Application:
+    """The service around ``store`` (made from the Redis client; default this design's)."""
     pool = aioredis.BlockingConnectionPool.from_url(
         env["REDIS_URL"],
         max_connections=32,
@@ -91,7 +95,7 @@ def build(env: Mapping[str, str]) -> web.Application:
     )
     client = aioredis.Redis(connection_pool=pool)
     app = contract.build_app(
-        RedisStore(client),
+        store(client),
         deadline_s=DEADLINE_S,
         errors=(RedisConnectionError, RedisTimeoutError),
     )

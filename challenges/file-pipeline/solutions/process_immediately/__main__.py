@@ -43,6 +43,8 @@ PARSERS = 2  # uploads parsed at once; more would only share the same CPU
 
 
 class ProcessImmediately:
+    process = staticmethod(contract.process)  # bytes -> Result; raises contract.Malformed
+
     def __init__(self, table: Table, bucket: Bucket) -> None:
         self.table = table
         self.bucket = bucket
@@ -52,7 +54,7 @@ class ProcessImmediately:
         upload_id = contract.new_id()
         async with self.parsing:
             try:
-                result, error = await asyncio.to_thread(contract.process, data), None
+                result, error = await asyncio.to_thread(self.process, data), None
             except contract.Malformed as exc:
                 result, error = None, str(exc)
         await self.bucket.put(upload_id, data)  # the original first…
@@ -64,9 +66,10 @@ class ProcessImmediately:
         return await self.table.get(upload_id)
 
 
-def build(env: Mapping[str, str]) -> web.Application:
+def build(env: Mapping[str, str], design: type = ProcessImmediately) -> web.Application:
+    """The service around ``design`` (a class taking the table and the bucket)."""
     table, bucket = Table(env["DATABASE_URL"]), Bucket(env)
-    app = contract.build_app(ProcessImmediately(table, bucket))
+    app = contract.build_app(design(table, bucket))
     add_health_check(app, "postgres", table.health)
     app.cleanup_ctx.append(table.lifecycle)
     return app
