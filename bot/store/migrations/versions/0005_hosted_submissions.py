@@ -15,19 +15,22 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("submissions") as batch:
-        batch.add_column(
-            sa.Column("kind", sa.String(length=8), nullable=False, server_default="url")
-        )
-        batch.add_column(sa.Column("source", sa.String(length=2048), nullable=True))
-        batch.add_column(
-            sa.Column("hosted", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-        batch.add_column(sa.Column("logs_ref", sa.String(length=64), nullable=True))
-    with op.batch_alter_table("contests") as batch:
-        batch.add_column(
-            sa.Column("hosted_only", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
+    # Plain ADD COLUMN on both SQLite and PostgreSQL: a batch copy of ``submissions`` would
+    # drop the table that ``publications`` references, which SQLite's foreign keys refuse.
+    op.add_column(
+        "submissions",
+        sa.Column("kind", sa.String(length=8), nullable=False, server_default="url"),
+    )
+    op.add_column("submissions", sa.Column("source", sa.String(length=2048), nullable=True))
+    op.add_column(
+        "submissions",
+        sa.Column("hosted", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
+    op.add_column("submissions", sa.Column("logs_ref", sa.String(length=64), nullable=True))
+    op.add_column(
+        "contests",
+        sa.Column("hosted_only", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
 
 
 def downgrade() -> None:
