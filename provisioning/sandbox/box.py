@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from provisioning.sandbox import cgroups, host, registry
 from provisioning.sandbox.cgroups import Cgroup
@@ -312,6 +313,42 @@ class Box:
             log.info("box %s %s", self.id, reason)
         await self._kill()
 
+    async def _start_relay(self, spec: BoxSpec, reg: registry.Registry | None) -> None:
+        """The host side of the forwards (and the registry proxy), in its own process — not
+        in the caller's event loop, which may be a grader's load generator."""
+        self._relay = await RelayProcess.start(
+            self.root / "net",
+            spec.forwards,
+            proxy=(PROXY_PORT, reg.hosts) if reg is not None else None,
+            stderr=self.root / "relay.err",
+            on_failure=self._relay_failed,
+        )
+
+    def _bind_inbound(self, rep: _Replica) -> int:
+        """A listening socket file for ``rep``'s ``$PORT``, owner-only; its fd is kept in
+        ``_inbound_fds`` (closed once the box holds it)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        path = self.root / "net" / f"in-{rep.name}-{rep.replica}.sock"
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        sock.listen(128)
+        fd = sock.detach()
+        self._inbound_fds.append(fd)
+        return fd
+
+    def _process_plan(
+        self, rep: _Replica, interp: host.Interpreter, reg: registry.Registry | None
+    ) -> dict[str, Any]:
+        """What the in-box supervisor needs to run ``rep`` (its inbound socket aside)."""
+        return {
+            "name": rep.name,
+            "replica": rep.replica,
+            "command": rep.command,
+            "env": self._process_env(rep, interp, reg),
+            "port": rep.port,
+            "log": f"/box/logs/{rep.name}-{rep.replica}.log",
+        }
+
     def _relay_failed(self, reason: str) -> None:
         """The relay process could not be kept running: the box cannot reach its resources."""
         self._tasks.append(asyncio.create_task(self._kill_for(f"sandbox failed: {reason}")))
@@ -532,38 +569,14 @@ class Box:
             if host.is_root():
                 log.warning("box %s runs without a cgroup: %s", self.id, exc)
             cgroup = "none (rlimits only)"
-        net = self.root / "net"
-        # The host side of the forwards runs in its own process, not in the caller's loop.
-        self._relay = await RelayProcess.start(
-            net,
-            spec.forwards,
-            proxy=(PROXY_PORT, reg.hosts) if reg is not None else None,
-            stderr=self.root / "relay.err",
-            on_failure=self._relay_failed,
-        )
+        await self._start_relay(spec, reg)
         processes = []
         for rep in self._replicas:
             inbound_fd = None
             if rep.port is not None:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                path = net / f"in-{rep.name}-{rep.replica}.sock"
-                sock.bind(str(path))
-                os.chmod(path, 0o600)
-                sock.listen(128)
-                inbound_fd = sock.detach()
+                inbound_fd = self._bind_inbound(rep)
                 os.set_inheritable(inbound_fd, True)
-                self._inbound_fds.append(inbound_fd)
-            processes.append(
-                {
-                    "name": rep.name,
-                    "replica": rep.replica,
-                    "command": rep.command,
-                    "env": self._process_env(rep, interp, reg),
-                    "port": rep.port,
-                    "inbound_fd": inbound_fd,
-                    "log": f"/box/logs/{rep.name}-{rep.replica}.log",
-                }
-            )
+            processes.append({**self._process_plan(rep, interp, reg), "inbound_fd": inbound_fd})
         forwards = list(spec.forwards) + ([PROXY_PORT] if reg is not None else [])
         plan = {
             "processes": processes,
@@ -602,11 +615,7 @@ class Box:
             + (", writable /app" if spec.writable_app else ""),
             "privileges": ("no capabilities, no_new_privs" if user.dropped else "no_new_privs")
             + (", no user namespaces" if host.bwrap_supports("--disable-userns") else ""),
-            "limits": (
-                f"memory {limits.memory_mb} MB, cpus {limits.cpus}, pids {limits.pids}, "
-                f"disk {limits.disk_mb} MB, open files {limits.open_files}"
-                + (f", wall {limits.wall_s:g} s" if limits.wall_s else "")
-            ),
+            "limits": limits.describe(),
         }
         if self._cgroup is None:
             self.isolation["limits"] += " (per-process rlimits)"

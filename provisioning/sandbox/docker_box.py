@@ -45,7 +45,6 @@ from docker.types import Ulimit
 from provisioning.sandbox import docker_image, host, registry
 from provisioning.sandbox.box import ETC_DIRS, ETC_FILES, PROXY_PORT, Box, _mask
 from provisioning.sandbox.cgroups import Cgroup
-from provisioning.sandbox.relayd import RelayProcess
 from provisioning.sandbox.spec import BoxSpec, ProcessState, SandboxError
 
 log = logging.getLogger(__name__)
@@ -293,36 +292,14 @@ class DockerBox(Box):
         reg = await asyncio.to_thread(registry.host_registry) if spec.registry else None
         self._plan_replicas()
         await asyncio.to_thread(self._layout, user)
-        net = self.root / "net"
-        self._relay = await RelayProcess.start(
-            net,
-            spec.forwards,
-            proxy=(PROXY_PORT, reg.hosts) if reg is not None else None,
-            stderr=self.root / "relay.err",
-            on_failure=self._relay_failed,
-        )
+        await self._start_relay(spec, reg)
         processes = []
         for rep in self._replicas:
             slot = None
             if rep.port is not None:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                path = net / f"in-{rep.name}-{rep.replica}.sock"
-                sock.bind(str(path))
-                os.chmod(path, 0o600)
-                sock.listen(128)
                 slot = len(self._inbound_fds)
-                self._inbound_fds.append(sock.detach())
-            processes.append(
-                {
-                    "name": rep.name,
-                    "replica": rep.replica,
-                    "command": rep.command,
-                    "env": self._process_env(rep, interp, reg),
-                    "port": rep.port,
-                    "inbound_slot": slot,
-                    "log": f"/box/logs/{rep.name}-{rep.replica}.log",
-                }
-            )
+                self._bind_inbound(rep)
+            processes.append({**self._process_plan(rep, interp, reg), "inbound_slot": slot})
         plan = {
             "processes": processes,
             "forwards": list(spec.forwards) + ([PROXY_PORT] if reg is not None else []),
@@ -330,7 +307,7 @@ class DockerBox(Box):
             "status": "/box/state/status.json",
         }
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        handoff = net / "handoff.sock"
+        handoff = self.root / "net" / "handoff.sock"
         server.bind(str(handoff))
         os.chmod(handoff, 0o666)
         server.listen(4)
@@ -364,11 +341,7 @@ class DockerBox(Box):
             "cgroup": "docker",
             "fs": "read-only root, private /tmp" + (", writable /app" if spec.writable_app else ""),
             "privileges": "no capabilities, no-new-privileges",
-            "limits": (
-                f"memory {limits.memory_mb} MB, cpus {limits.cpus}, pids {limits.pids}, "
-                f"disk {limits.disk_mb} MB, open files {limits.open_files}"
-                + (f", wall {limits.wall_s:g} s" if limits.wall_s else "")
-            ),
+            "limits": limits.describe(),
         }
         self._tasks.append(asyncio.create_task(self._reap_container()))
         self._tasks.append(asyncio.create_task(self._poll_counters()))

@@ -31,6 +31,14 @@ class Limits:
     open_files: int = 1024
     wall_s: float | None = None
 
+    def describe(self) -> str:
+        """One line for ``Box.isolation["limits"]``."""
+        return (
+            f"memory {self.memory_mb} MB, cpus {self.cpus}, pids {self.pids}, "
+            f"disk {self.disk_mb} MB, open files {self.open_files}"
+            + (f", wall {self.wall_s:g} s" if self.wall_s else "")
+        )
+
     def __post_init__(self) -> None:
         if self.cpus <= 0:
             raise ValueError(f"cpus must be > 0, got {self.cpus}")
