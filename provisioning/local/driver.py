@@ -155,3 +155,18 @@ class Driver(ABC):
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir(mode=0o700)
         slot.run_as.own(data)
+
+
+class RelayedDriver(Driver):
+    """A server whose build cannot speak TLS itself: exposed (``slot.exposure``), it stays on
+    loopback and our TLS relay (``provisioning.local.tlsrelay``) serves it on the public port.
+    The relay is our Python, so it runs as us and starts the server as the service user."""
+
+    def ports_for(self, slot: Slot) -> tuple[str, ...]:
+        return self.port_names if slot.exposure is None else (*self.port_names, PUBLIC)
+
+    def runs_as_service_user(self, slot: Slot) -> bool:
+        return slot.exposure is None
+
+    def environment(self, slot: Slot, info: ResourceInfo) -> dict[str, str]:
+        return {} if slot.exposure is None else relay_environment()

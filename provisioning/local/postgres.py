@@ -15,13 +15,12 @@ from provisioning.environment import ResourceInfo
 from provisioning.local import binaries, pgtemplate
 from provisioning.local.driver import (
     PUBLIC,
-    Driver,
     NotReady,
+    RelayedDriver,
     Slot,
     password,
     port_open,
     relay_argv,
-    relay_environment,
 )
 from provisioning.spec import Resource
 
@@ -40,7 +39,7 @@ def has_auth_delay() -> bool:
     return any((lib / sub / "auth_delay.so").exists() for sub in ("", "postgresql"))
 
 
-class PostgresDriver(Driver):
+class PostgresDriver(RelayedDriver):
     kind = Resource.POSTGRES
     durable = True
     stop_signal = signal.SIGINT  # fast shutdown
@@ -88,16 +87,6 @@ class PostgresDriver(Driver):
                 "version": pgtemplate.version(),
             },
         )
-
-    def ports_for(self, slot: Slot) -> tuple[str, ...]:
-        return self.port_names if slot.exposure is None else (*self.port_names, PUBLIC)
-
-    def runs_as_service_user(self, slot: Slot) -> bool:
-        """Exposed, the relay (our Python) runs as us and starts postgres as the service user."""
-        return slot.exposure is None
-
-    def environment(self, slot: Slot, info: ResourceInfo) -> dict[str, str]:
-        return {} if slot.exposure is None else relay_environment()
 
     def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
         exposure = slot.exposure

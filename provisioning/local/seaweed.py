@@ -15,14 +15,13 @@ from provisioning.environment import ResourceInfo
 from provisioning.local import binaries
 from provisioning.local.driver import (
     PUBLIC,
-    Driver,
     NotReady,
+    RelayedDriver,
     Slot,
     access_key,
     password,
     port_open,
     relay_argv,
-    relay_environment,
 )
 from provisioning.spec import Resource
 
@@ -34,19 +33,12 @@ AUTH_FAILED = r"<Code>(?:InvalidAccessKeyId|SignatureDoesNotMatch)</Code>"  # th
 HEALTH_BUCKET = "cruscible-health"  # the grader's probe objects, out of the learner's bucket
 
 
-class SeaweedDriver(Driver):
+class SeaweedDriver(RelayedDriver):
     kind = Resource.S3
     port_names = (
         "s3", "s3.grpc", "master", "master.grpc", "volume", "volume.grpc",
         "filer", "filer.grpc", "admin", "admin.grpc",
     )  # fmt: skip
-
-    def ports_for(self, slot: Slot) -> tuple[str, ...]:
-        return self.port_names if slot.exposure is None else (*self.port_names, PUBLIC)
-
-    def runs_as_service_user(self, slot: Slot) -> bool:
-        """Exposed, the relay (our Python) runs as us and starts ``weed`` as the service user."""
-        return slot.exposure is None
 
     def configure(self, slot: Slot, ports: dict[str, int]) -> ResourceInfo:
         bucket = f"{slot.env_id}-data"
@@ -138,8 +130,7 @@ class SeaweedDriver(Driver):
 
     def environment(self, slot: Slot, info: ResourceInfo) -> dict[str, str]:
         env = {"TMPDIR": str(slot.home)}  # weed puts its gRPC sockets in the temp dir
-        if slot.exposure is not None:  # the relay imports this package
-            env.update(relay_environment())
+        env.update(super().environment(slot, info))  # exposed, the relay imports this package
         return env
 
     def cleanup(self, slot: Slot) -> None:

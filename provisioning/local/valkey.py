@@ -21,13 +21,12 @@ from provisioning.environment import ResourceInfo
 from provisioning.local import binaries
 from provisioning.local.driver import (
     PUBLIC,
-    Driver,
     NotReady,
+    RelayedDriver,
     Slot,
     password,
     port_open,
     relay_argv,
-    relay_environment,
 )
 from provisioning.spec import Resource
 
@@ -47,18 +46,8 @@ def _sha(pw: str) -> str:
     return hashlib.sha256(pw.encode()).hexdigest()
 
 
-class ValkeyDriver(Driver):
+class ValkeyDriver(RelayedDriver):
     kind = Resource.REDIS
-
-    def ports_for(self, slot: Slot) -> tuple[str, ...]:
-        return self.port_names if slot.exposure is None else (*self.port_names, PUBLIC)
-
-    def runs_as_service_user(self, slot: Slot) -> bool:
-        """Exposed, the relay (our Python) runs as us and starts valkey as the service user."""
-        return slot.exposure is None
-
-    def environment(self, slot: Slot, info: ResourceInfo) -> dict[str, str]:
-        return {} if slot.exposure is None else relay_environment()
 
     def configure(self, slot: Slot, ports: dict[str, int]) -> ResourceInfo:
         port = ports["port"]
