@@ -252,37 +252,30 @@ def starvation(
     """
     groups = history.by_key(kind)
     longest = 0.0
-    limit_s = window_s + tolerance_s
     for n_key, (key, ops) in enumerate(groups.items()):
         run.tick(f"{n_key} of {len(groups)} keys checked")
         done = sorted((op for op in ops if op.done), key=lambda op: op.invoked_s)
+        lockouts: list[tuple[float, float, bool]] = []  # (refused at, until, admitted then)
         refused_at: float | None = None
         for op in done:
             if admitted(op):
                 if refused_at is not None:
-                    lockout = op.invoked_s - refused_at
-                    longest = max(longest, lockout)
-                    if lockout > limit_s:
-                        run.anomaly(
-                            f"key {key!r}: refused from {refused_at:.3f} s and not admitted "
-                            f"again until {op.invoked_s:.3f} s ({lockout:.1f} s, more than "
-                            f"one {window_s:g} s window)",
-                            key=key,
-                            lockout_s=round(lockout, 3),
-                        )
+                    lockouts.append((refused_at, op.invoked_s, True))
                 refused_at = None
             elif refused_at is None and (
                 op.outcome == "failed" or op.result.get("allowed") is False
             ):
                 refused_at = op.completed_s
-        if refused_at is not None and done:
-            lockout = done[-1].invoked_s - refused_at
+        if refused_at is not None:  # still refused when the history ends
+            lockouts.append((refused_at, done[-1].invoked_s, False))
+        for start, until, readmitted in lockouts:
+            lockout = until - start
             longest = max(longest, lockout)
-            if lockout > limit_s:
+            if lockout > window_s + tolerance_s:
+                then = "not admitted again until" if readmitted else "still refused at"
                 run.anomaly(
-                    f"key {key!r}: refused from {refused_at:.3f} s and still refused at "
-                    f"{done[-1].invoked_s:.3f} s ({lockout:.1f} s, more than one "
-                    f"{window_s:g} s window)",
+                    f"key {key!r}: refused from {start:.3f} s and {then} {until:.3f} s "
+                    f"({lockout:.1f} s, more than one {window_s:g} s window)",
                     key=key,
                     lockout_s=round(lockout, 3),
                 )
