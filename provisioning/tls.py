@@ -31,6 +31,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from provisioning.backend import ProvisioningError
 
@@ -132,6 +133,16 @@ def _write_private(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
+def _write_key(path: Path, key: Any) -> None:
+    """A private key as unencrypted PKCS#8 PEM, readable by its owner only."""
+    from cryptography.hazmat.primitives import serialization
+
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write_private(path, pem, 0o600)
+
+
 def _names(*hosts: str) -> list[str]:
     out: list[str] = []
     for host in (*hosts, "localhost", "127.0.0.1"):
@@ -192,15 +203,7 @@ def _load_or_make_ca(tls_dir: Path, now: dt.datetime) -> tuple[object, object, P
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        0o600,
-    )
+    _write_key(key_path, key)
     _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     (tls_dir / "server.crt").unlink(missing_ok=True)  # signed by the old CA
     log.info("issued a new environments CA, valid %d days", CA_DAYS)
@@ -254,15 +257,7 @@ def issue(tls_dir: Path, public_host: str, listen_host: str) -> tuple[Path, Path
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     )
-    _write_private(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        0o600,
-    )
+    _write_key(key_path, key)
     _write_private(cert_path, leaf.public_bytes(serialization.Encoding.PEM), 0o644)
     log.info("issued a server certificate for %s, valid %d days", ", ".join(names), LEAF_DAYS)
     return cert_path, key_path, ca_path
