@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo sandbox test lint format clean
 
 install: $(VENV)/.installed
 
@@ -16,8 +16,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-demo: install
+demo: install sandbox
 	$(BIN)/cruscible demo
+
+# The sandbox for submitted code: bubblewrap, installed from the distribution when we are root.
+sandbox:
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing bubblewrap (the sandbox for submitted code)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+	  { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; } || \
+	  echo "could not install bubblewrap: the demo runs its design unsandboxed"; \
+	else echo "bubblewrap is not installed: the demo runs its design unsandboxed (apt-get install bubblewrap)"; fi
 
 test: install
 	$(BIN)/ruff check .

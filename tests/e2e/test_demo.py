@@ -13,6 +13,7 @@ import pytest
 
 from bot.config import default_data_dir
 from tests.e2e.newcomer import assert_nothing_left, cruscible, private_home, shell
+from tests.support.sandbox import ensure_bubblewrap
 
 pytestmark = pytest.mark.slow
 
@@ -20,14 +21,17 @@ pytestmark = pytest.mark.slow
 def test_a_newcomer_runs_the_demo_with_no_setting(tmp_path: Path) -> None:
     """As a newcomer would: no CRUSCIBLE_ variable at all and a fresh private home (mode 0700,
     as Debian ships /root); as root here, servers run as the service user all the same."""
+    sandboxed = ensure_bubblewrap() is None  # as `make demo` installs it when root
     home = private_home()
     try:
-        check_demo(home, tmp_path / "out")
+        out = check_demo(home, tmp_path / "out")
     finally:
         shutil.rmtree(home, ignore_errors=True)
+    if sandboxed:  # the first design goes in as a learner's code, built and run in a box
+        assert "'redis_lua' is submitted as code" in out, out[-3000:]
 
 
-def check_demo(home: Path, reports: Path) -> None:
+def check_demo(home: Path, reports: Path) -> str:
     env = shell({"HOME": str(home)})
     res = cruscible("demo", "--out", str(reports), env=env, timeout=400, cwd=home)
     out = res.stdout
@@ -59,3 +63,4 @@ def check_demo(home: Path, reports: Path) -> None:
         hit.update(f["resource"] for f in report["faults"])
         assert (reports / design / "latency.png").stat().st_size > 10_000
     assert hit == {"redis", "postgres"}  # Redis counters, then PostgreSQL upserts
+    return out

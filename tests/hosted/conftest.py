@@ -3,9 +3,7 @@ code on the session's app, environments for the end-to-end grades, learner repos
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,25 +14,14 @@ from bot.app import App, url_policy
 from bot.core.hosted import HostedGrader, package_reference
 from bot.core.outbox import Actor
 from provisioning import Environment
-from provisioning.sandbox import Box
-
-
-def _install_bubblewrap() -> None:
-    for argv in (["apt-get", "install", "-y", "bubblewrap"], ["apt-get", "update"]):
-        subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
-    subprocess.run(
-        ["apt-get", "install", "-y", "bubblewrap"], capture_output=True, timeout=600, check=False
-    )
+from tests.support.sandbox import ensure_bubblewrap
 
 
 @pytest.fixture(scope="session")
 def sandbox() -> None:
     """Boxes can run here (bubblewrap is installed when missing and we are root), else skip
     with the reason."""
-    reason = Box.available()
-    if reason and "bubblewrap" in reason and os.geteuid() == 0 and shutil.which("apt-get"):
-        _install_bubblewrap()
-        reason = Box.available()
+    reason = ensure_bubblewrap()
     if reason:
         pytest.skip(f"sandboxes cannot run here: {reason}")
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,21 +11,13 @@ from pathlib import Path
 import pytest
 
 from provisioning.sandbox import Box
+from tests.support.sandbox import ensure_bubblewrap
 
 
 @pytest.fixture(scope="session")
 def bwrap() -> str:
     """Boxes can run here: bubblewrap is installed (``apt-get install bubblewrap`` as root)."""
-    if shutil.which("bwrap") is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "bubblewrap"]):
-            subprocess.run(
-                argv,
-                check=False,
-                capture_output=True,
-                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-                timeout=600,
-            )
-    reason = Box.available()
+    reason = ensure_bubblewrap()
     if reason is not None:
         pytest.skip(f"sandboxes cannot run here: {reason}")
     return shutil.which("bwrap") or "bwrap"
