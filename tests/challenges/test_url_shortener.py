@@ -59,9 +59,12 @@ async def test_never_invalidated_cache_is_caught_with_the_same_verdict_twice(
     assert verdict(first) == verdict(second)
 
 
-async def test_codes_that_collide_and_overwrite_are_caught_with_the_same_verdict_twice(
+async def test_codes_that_collide_and_overwrite_are_caught_twice(
     app: App, env: Environment, tmp_path: Path
 ) -> None:
+    """Which links collide is the service's own dice (its codes are random), so what else a
+    collision breaks (a hot link's freshness, a popular link's redirects under load) varies
+    between grades; the gate that names the flaw fails both times, with its metric."""
     module = "tests.fixtures.flawed.shortener_short_codes"
     first = await grade_module(app, CHALLENGE, module, env, tmp_path / "1", seed=7)
     second = await grade_module(app, CHALLENGE, module, env, tmp_path / "2", seed=7)
@@ -74,7 +77,6 @@ async def test_codes_that_collide_and_overwrite_are_caught_with_the_same_verdict
         assert "handed out for two different URLs" in resolve.detail
         assert "handed out twice" in report.discussion
         assert report.check("contract.redirect").status == Status.PASS
-    assert verdict(first) == verdict(second)
 
 
 async def test_invalidating_before_writing_is_caught_every_time_twice(

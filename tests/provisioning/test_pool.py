@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -41,12 +40,10 @@ async def test_up_hands_out_a_pooled_environment_relabelled(
 ) -> None:
     (idle,) = prov.pool.members()
     assert idle not in {e.id for e in await prov.list()}, "idle members are not anybody's"
-    started = time.perf_counter()
     env = await prov.up(
         wanted("pool-a", ttl=timedelta(minutes=10), parameters={"RATE_LIMIT": "7"}, label="rl")
     )
-    assert time.perf_counter() - started < 0.5
-    assert env.id == idle
+    assert env.id == idle  # handed out from the pool, not started anew
     assert (env.owner, env.label, env.bundle["RATE_LIMIT"]) == ("pool-a", "rl", "7")
     assert timedelta(minutes=9) < env.expires_at - env.created_at <= timedelta(minutes=10)
     stored = await backend.get(env.id)
