@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
+# The suite runs on this many pytest-xdist workers (tests/conftest.py groups it by directory).
+TEST_WORKERS ?= 2
+
 .PHONY: install demo sandbox test lint format clean
 
 install: $(VENV)/.installed
@@ -33,7 +36,7 @@ sandbox:
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: install
 	$(BIN)/ruff check .
