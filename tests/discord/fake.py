@@ -76,6 +76,9 @@ CONTENT_MAX = 2000  # https://discord.com/developers/docs/resources/message#crea
 ATTACHMENTS_MAX = 10  # https://discord.com/developers/docs/resources/message#create-message
 # https://discord.com/developers/docs/components/reference#action-row and #button
 ROWS_MAX, BUTTONS_PER_ROW, LABEL_MAX, CUSTOM_ID_MAX = 5, 5, 80, 100
+# https://discord.com/developers/docs/components/reference#text-input (label, placeholder) and
+# https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-response-object-modal
+INPUT_LABEL_MAX, PLACEHOLDER_MAX, MODAL_TITLE_MAX = 45, 100, 45
 
 Json = dict[str, Any]
 
@@ -827,10 +830,14 @@ def _invalid(body: Json, files: dict[str, bytes]) -> Json | None:
         if len(buttons) > BUTTONS_PER_ROW:
             problems[f"components.{i}.components"] = "Must be 5 or fewer in length."
         for j, b in enumerate(buttons):
-            if len(b.get("label") or "") > LABEL_MAX:
+            if len(b.get("label") or "") > (INPUT_LABEL_MAX if b.get("type") == 4 else LABEL_MAX):
                 problems[f"components.{i}.components.{j}.label"] = "Too long."
+            if len(b.get("placeholder") or "") > PLACEHOLDER_MAX:
+                problems[f"components.{i}.components.{j}.placeholder"] = "Too long."
             if len(b.get("custom_id") or "") > CUSTOM_ID_MAX:
                 problems[f"components.{i}.components.{j}.custom_id"] = "Too long."
+    if len(body.get("title") or "") > MODAL_TITLE_MAX:  # a modal's; messages have none
+        problems["title"] = f"Must be {MODAL_TITLE_MAX} or fewer in length."
     if len(files) > ATTACHMENTS_MAX:
         problems["files"] = f"Must be {ATTACHMENTS_MAX} or fewer in length."
     return _error(50035, "Invalid Form Body", problems) if problems else None

@@ -100,6 +100,7 @@ async def test_submit_without_a_url_opens_a_form(bot: CruscibleClient, fake: Fak
     assert callback.json["type"] == 9  # a modal
     form = callback.json["data"]
     (field,) = [c for row in form["components"] for c in row["components"] if c["type"] == 4]
+    assert "git repository" in field["label"]  # code is submitted here too, not only a URL
     answered = fake.modal_submit(form["custom_id"], {field["custom_id"]: "ftp://nope"}, who=LINUS)
     embed = await answer(fake, await fake.interact(answered))
     assert "'ftp://nope' is not an http(s) URL" in embed["description"]

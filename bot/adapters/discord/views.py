@@ -52,11 +52,14 @@ def button_view(buttons: list[Button]) -> discord.ui.View | None:
 
 
 class SubmitModal(discord.ui.Modal):
-    """Asks for the service URL when ``/submit`` is used without one."""
+    """Asks what to grade when ``/submit`` has neither a URL nor an attachment: a running
+    service's URL or a git repository's (code we build and run). Discord caps a text input's
+    label at 45 characters and its placeholder at 100
+    (https://discord.com/developers/docs/components/reference#text-input)."""
 
     url: discord.ui.TextInput[SubmitModal] = discord.ui.TextInput(
-        label="Your service's URL",
-        placeholder="https://my-service.example.com",
+        label="Your service's URL, or your git repository",
+        placeholder="https://my-service.example.com or https://github.com/you/repo.git",
         max_length=500,
     )
 
