@@ -113,8 +113,9 @@ async def grade(
         )
         before = g.usage_before = await _snapshot(env, budgets["fingerprint"])
         after = None
-        remote = network.is_remote(target)  # then the network's share is measured apart
+        remote = network.is_remote(target, env)  # then the network's share is measured apart
         rtt_before = await network.round_trip_ms(http) if remote else None
+        g.network_rtt_ms = rtt_before  # latency thresholds are judged on the service's share
         rtt_after = None
         for phase, method in (
             ("contract", scenario.contract),
@@ -149,7 +150,7 @@ async def grade(
                 rtt_after = await network.round_trip_ms(http)
             tell(phase, 1.0)
         if remote:
-            network.record(report, rtt_before, rtt_after)
+            network.record(report, rtt_before, rtt_after, g.judged_on_service_share)
 
     tell("fingerprint", 0.0)
     if before is not None and after is not None:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-from grading import fingerprint
+from grading import fingerprint, network
 from grading.config import GradeConfig
 from grading.http import Client, Exchange
 from grading.load import LoadPlan, LoadResult, run_load
@@ -78,6 +78,8 @@ class Grade:
         self.phase = ""
         self.usage_before: fingerprint.Snapshot | None = None  # the runner's first snapshot
         self.faults_not_fired: list[FaultStep] = []  # ``if_used`` faults the design escaped
+        self.network_rtt_ms: float | None = None  # a remote target's round trip (the runner's)
+        self.judged_on_service_share: list[str] = []  # threshold checks judged net of it
         self._injector = injector
         self._progress = progress
 
@@ -150,10 +152,18 @@ class Grade:
         that failed or timed out failed whoever was slow — so an ``errors`` threshold broken
         overall fails whatever the generator did.
         """
-        verdict = judge(Threshold.parse(threshold), result)
+        asked = Threshold.parse(threshold)
+        shifted = network.on_service_share(asked, self.network_rtt_ms)
+        verdict = judge(shifted or asked, result)
         whole_ok = verdict.whole_value is None or verdict.threshold.passes(verdict.whole_value)
         excused = result.unreliable and verdict.threshold.metric != "errors"
         detail = verdict.description
+        if shifted is not None:  # a remote target: the limit applies to the service's share
+            detail = (
+                f"judged on the service's share: {asked} for the service is {shifted} as "
+                f"measured over a network round trip of {self.network_rtt_ms:.1f} ms; {detail}"
+            )
+            self.judged_on_service_share.append(check_id)
         if result.unreliable:
             detail += f" (the load generator fell behind: {result.unreliable_reason})"
         good = result.ok / result.scheduled if result.scheduled else 0.0
