@@ -25,15 +25,23 @@ class LaunchError(RuntimeError):
 
 
 class RunningService:
-    def __init__(self, module: str, proc: asyncio.subprocess.Process, port: int, log: Path):
+    def __init__(
+        self,
+        module: str,
+        proc: asyncio.subprocess.Process,
+        port: int,
+        log: Path,
+        host: str = "127.0.0.1",
+    ):
         self.module = module
         self.proc = proc
         self.port = port
         self.log = log
+        self.host = host
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -72,11 +80,17 @@ async def _healthy(service: RunningService, deadline_s: float) -> bool:
 
 
 async def start_service(
-    module: str, bundle: Mapping[str, str], *, cwd: Path = PROJECT_ROOT, attempts: int = 5
+    module: str,
+    bundle: Mapping[str, str],
+    *,
+    cwd: Path = PROJECT_ROOT,
+    attempts: int = 5,
+    host: str = "127.0.0.1",
 ) -> RunningService:
-    """Start ``python -m module --port N`` with ``bundle`` in its environment; wait for /healthz.
+    """Start ``python -m module --host H --port N`` with ``bundle`` in its environment; wait
+    for /healthz.
 
-    ``cwd`` is where the module's top package is found. A port another process holds makes
+    ``cwd`` is where the module's top package is found; ``host`` the address it binds. A port another process holds makes
     the service exit at bind; it is retried on another.
     """
     env = {**os.environ, **bundle, "PYTHONUNBUFFERED": "1"}
@@ -89,6 +103,8 @@ async def start_service(
                 sys.executable,
                 "-m",
                 module,
+                "--host",
+                host,
                 "--port",
                 str(port),
                 env=env,
@@ -97,7 +113,7 @@ async def start_service(
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
-        service = RunningService(module, proc, port, log)
+        service = RunningService(module, proc, port, log, host)
         if await _healthy(service, START_DEADLINE_S):
             return service
         await service.stop()
@@ -110,9 +126,9 @@ async def start_service(
 
 @contextlib.asynccontextmanager
 async def running(
-    module: str, bundle: Mapping[str, str], *, cwd: Path = PROJECT_ROOT
+    module: str, bundle: Mapping[str, str], *, cwd: Path = PROJECT_ROOT, host: str = "127.0.0.1"
 ) -> AsyncIterator[RunningService]:
-    service = await start_service(module, bundle, cwd=cwd)
+    service = await start_service(module, bundle, cwd=cwd, host=host)
     try:
         yield service
     finally:

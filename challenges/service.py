@@ -66,6 +66,23 @@ def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1
     return value
 
 
+def ca_file(env: Mapping[str, str]) -> str | None:
+    """The CA file an exposed environment's servers verify against: ``CA_CERT_FILE`` (where
+    the learner saved ``CA_CERT_PEM``; libpq reads ``PGSSLROOTCERT`` and boto3
+    ``AWS_CA_BUNDLE`` themselves). None for an environment on loopback (plain text)."""
+    return env.get("CA_CERT_FILE") or None
+
+
+def redis_tls(env: Mapping[str, str]) -> dict[str, str]:
+    """redis-py keyword arguments for ``REDIS_URL``: ``rediss://`` verified with the
+    environment's CA (https://redis.readthedocs.io/en/stable/examples/ssl_connection_examples.html);
+    nothing for ``redis://``."""
+    found = ca_file(env)
+    if env.get("REDIS_URL", "").startswith("rediss://") and found:
+        return {"ssl_ca_certs": found}
+    return {}
+
+
 def add_health_check(app: web.Application, name: str, check: HealthCheck) -> None:
     """Register a store probe for ``GET /healthz`` (e.g. a PING, a SELECT 1)."""
     app.setdefault(HEALTH_CHECKS, {})[name] = check

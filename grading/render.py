@@ -14,6 +14,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from grading.network import CHECK_ID as NETWORK_CHECK
 from grading.plots import grade_plot
 from grading.report import Check, Report, Status
 from grading.timeline import Timeline
@@ -148,6 +149,8 @@ def _context(report: Report, statement_title: str | None) -> dict[str, Any]:
         "signals": _signal_lines(report.architecture.signals),
         "plot": PLOT_NAME if PLOT_NAME in report.artifacts else None,
         "headline_metrics": list(report.metrics.items())[:4],
+        # a remote target: the round trip, and which thresholds were judged net of it
+        "network": next((c for c in report.checks if c.id == NETWORK_CHECK), None),
     }
 
 

@@ -33,7 +33,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from challenges.service import add_health_check, run
+from challenges.service import add_health_check, redis_tls, run
 
 from .. import contract
 
@@ -87,6 +87,7 @@ def build(
     """The service around ``store`` (made from the Redis client; default this design's)."""
     pool = aioredis.BlockingConnectionPool.from_url(
         env["REDIS_URL"],
+        **redis_tls(env),
         max_connections=32,
         timeout=DEADLINE_S,
         socket_timeout=DEADLINE_S,

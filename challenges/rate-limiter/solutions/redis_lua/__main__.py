@@ -45,7 +45,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from challenges.service import StoreUnavailable, add_health_check, run
+from challenges.service import StoreUnavailable, add_health_check, redis_tls, run
 
 from .. import contract
 
@@ -100,10 +100,12 @@ class FixedWindowLimiter:
         return contract.Decision.deny(ttl_ms / 1000)
 
 
-def connect(url: str) -> aioredis.Redis:
-    """A client whose every wait is short and bounded (fail fast, fail closed)."""
+def connect(url: str, **tls: str) -> aioredis.Redis:
+    """A client whose every wait is short and bounded (fail fast, fail closed); ``tls`` for
+    ``rediss://`` (:func:`challenges.service.redis_tls`)."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        **tls,
         max_connections=POOL_SIZE,
         timeout=SOCKET_TIMEOUT_S,  # waiting for a free connection
         socket_timeout=SOCKET_TIMEOUT_S,
@@ -118,7 +120,7 @@ def connect(url: str) -> aioredis.Redis:
 
 def build(env: Mapping[str, str]) -> web.Application:
     limits = contract.Limits.from_env(env)
-    client = connect(env["REDIS_URL"])
+    client = connect(env["REDIS_URL"], **redis_tls(env))
     app = contract.build_app(FixedWindowLimiter(client, limits), limits, deadline_s=DEADLINE_S)
     add_health_check(app, "redis", client.ping)
 

@@ -43,7 +43,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from challenges.service import add_health_check, run, warn_throttled
+from challenges.service import add_health_check, redis_tls, run, warn_throttled
 
 from .. import contract
 from ..postgres import PostgresLinks
@@ -119,10 +119,12 @@ class CachedLinks:
                     del self.pending[code]
 
 
-def connect(url: str) -> aioredis.Redis:
-    """A client that gives up fast: a redirect would rather ask PostgreSQL than wait."""
+def connect(url: str, **tls: str) -> aioredis.Redis:
+    """A client that gives up fast: a redirect would rather ask PostgreSQL than wait; ``tls``
+    for ``rediss://`` (:func:`challenges.service.redis_tls`)."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        **tls,
         max_connections=POOL_SIZE,
         timeout=REDIS_TIMEOUT_S,  # waiting for a free connection
         socket_timeout=REDIS_TIMEOUT_S,
@@ -133,7 +135,7 @@ def connect(url: str) -> aioredis.Redis:
 
 def build(env: Mapping[str, str]) -> web.Application:
     db = PostgresLinks(env["DATABASE_URL"], timeout_s=DEADLINE_S)
-    cache = connect(env["REDIS_URL"])
+    cache = connect(env["REDIS_URL"], **redis_tls(env))
     links = CachedLinks(db, cache)
     app = contract.build_app(links, deadline_s=DEADLINE_S)
     # Ready when PostgreSQL is: a redirect can be served without Redis.
