@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     contest_reminder: timedelta = timedelta(hours=24)  # before a contest closes
     env_warn_before: timedelta = timedelta(minutes=15)  # expiry warning by DM
     reap_every: timedelta = timedelta(minutes=1)
+    # a scheduled firing (daily post, contest step) claimed by a replica that then died is
+    # made by another once this lease has passed (bot.core.firings)
+    schedule_lease: timedelta = timedelta(minutes=5)
     leaderboard_refresh: timedelta = timedelta(seconds=10)  # edits of a board, at most
     # environments reachable from elsewhere (provisioning.tls reads the same variables):
     # set public_host and every resource listens on listen_host, TLS only

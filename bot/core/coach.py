@@ -23,6 +23,7 @@ from bot.core.clock import Clock, utcnow
 from bot.core.communities import Communities, check_timezone
 from bot.core.contests import Contests, standings_message
 from bot.core.errors import CoachError
+from bot.core.firings import Firings
 from bot.core.grader import Graded, Grader
 from bot.core.hosted import HostedError, HostedGrader
 from bot.core.message import Field, Message
@@ -87,8 +88,15 @@ class Coach:
             clock=clock,
             max_attempts=settings.grading_max_attempts,
         )
+        # schedule firings claimed once across the processes over this store
+        self.firings = Firings(store, lease=settings.schedule_lease, clock=clock)
         self.contests = Contests(
-            store, catalog, self.channels, reminder_before=settings.contest_reminder, clock=clock
+            store,
+            catalog,
+            self.channels,
+            reminder_before=settings.contest_reminder,
+            clock=clock,
+            firings=self.firings,
         )
         self._boards = boards.BoardCache()
         self.boards = BoardPosts(

@@ -4,8 +4,10 @@ Score = the learner's best submission made inside ``[starts_at, ends_at)`` in th
 community; ties go to the earlier submission. Submissions made after the close are graded as
 usual but not ranked. A ``hosted_only`` contest ranks only code we built and ran on the same
 caps for everyone (``Submission.hosted``): a URL submitted during it is graded, not ranked. Each announcement is recorded when made (``opened_at`` …), so running
-:meth:`Contests.advance` again, or late after a restart, never repeats one; the final standings
-wait until every submission made in time has finished grading.
+:meth:`Contests.advance` again, or late after a restart, never repeats one; with ``firings``,
+each is also claimed in the store first, so replicas that all run it make it once
+(``bot.core.firings``). The final standings wait until every submission made in time has
+finished grading.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -24,6 +27,7 @@ from bot.core import boards
 from bot.core.channels import ChannelRegistry
 from bot.core.clock import Clock, utcnow
 from bot.core.errors import CoachError
+from bot.core.firings import Firings
 from bot.core.message import Field, Message, Tone
 from bot.core.views import start_button
 from bot.store import Community, Contest, Store, Submission
@@ -63,8 +67,10 @@ class Contests:
         *,
         reminder_before: timedelta,
         clock: Clock = utcnow,
+        firings: Firings | None = None,
     ) -> None:
         self.store = store
+        self.firings = firings
         self.catalog = catalog
         self.channels = channels
         self.reminder_before = reminder_before
@@ -207,27 +213,40 @@ class Contests:
                 return made
             now = self.clock()
             if contest.opened_at is None and now >= contest.starts_at:
-                if now < contest.ends_at:  # an opening after the close would only confuse
-                    await channels.post(
-                        community, self._opening(contest), channel_id=contest.channel_id, ping=True
-                    )
-                    made.append("open")
-                await self._record(contest.id, "opened_at", now)
+                async with self._once(community, contest, "open", contest.starts_at) as mine:
+                    if mine:
+                        if now < contest.ends_at:  # an opening after the close would confuse
+                            await channels.post(
+                                community,
+                                self._opening(contest),
+                                channel_id=contest.channel_id,
+                                ping=True,
+                            )
+                            made.append("open")
+                        await self._record(contest.id, "opened_at", now)
             remind = contest.ends_at - self.reminder_before
             if contest.reminded_at is None and now >= remind and remind > contest.starts_at:
-                if now < contest.ends_at:
-                    await channels.post(
-                        community, await self._reminder(contest), channel_id=contest.channel_id
-                    )
-                    made.append("remind")
-                await self._record(contest.id, "reminded_at", now)
+                async with self._once(community, contest, "remind", remind) as mine:
+                    if mine:
+                        if now < contest.ends_at:
+                            await channels.post(
+                                community,
+                                await self._reminder(contest),
+                                channel_id=contest.channel_id,
+                            )
+                            made.append("remind")
+                        await self._record(contest.id, "reminded_at", now)
             if contest.closed_at is None and now >= contest.ends_at:
-                pending = await self.pending(contest)
-                await channels.post(
-                    community, self._closing(contest, pending), channel_id=contest.channel_id
-                )
-                await self._record(contest.id, "closed_at", now)
-                made.append("close")
+                async with self._once(community, contest, "close", contest.ends_at) as mine:
+                    if mine:
+                        pending = await self.pending(contest)
+                        await channels.post(
+                            community,
+                            self._closing(contest, pending),
+                            channel_id=contest.channel_id,
+                        )
+                        await self._record(contest.id, "closed_at", now)
+                        made.append("close")
         if await self.settle(contest_id):
             made.append("standings")
         return made
@@ -244,9 +263,12 @@ class Contests:
             channels = self.channels.get(community.platform)
             if channels is None:
                 return False
-            message = standings_message(contest, await self.standings(contest), final=True)
-            await channels.post(community, message, channel_id=contest.channel_id)
-            await self._record(contest.id, "standings_at", self.clock())
+            async with self._once(community, contest, "standings", contest.ends_at) as mine:
+                if not mine:
+                    return False
+                message = standings_message(contest, await self.standings(contest), final=True)
+                await channels.post(community, message, channel_id=contest.channel_id)
+                await self._record(contest.id, "standings_at", self.clock())
             return True
 
     async def settle_all(self) -> None:
@@ -324,6 +346,14 @@ class Contests:
             )
         return Message(title=f"Contest #{contest.id} ({contest.challenge}) is closed", body=body)
 
+    def _once(
+        self, community: Community, contest: Contest, step: str, at: datetime
+    ) -> AbstractAsyncContextManager[bool]:
+        """The claim of one announcement across processes (always ours without ``firings``)."""
+        if self.firings is None:
+            return nullcontext(True)
+        return self.firings.once(contest_job(community.platform, contest.id, step), at)
+
     async def _community(self, contest: Contest) -> Community:
         async with self.store.session() as s:
             return await s.get_one(Community, contest.community_id)
@@ -337,6 +367,11 @@ HOSTED_ONLY = (
     "\n\n⚙ Hosted only: submit your code (a .zip/.tar.gz or a public git URL); we run it on "
     "the same resources for everyone. A URL is graded but not ranked."
 )
+
+
+def contest_job(platform: str, contest_id: int, step: str) -> str:
+    """The name of a contest announcement's firing: ``<platform>/contest:<id>:<step>``."""
+    return f"{platform}/contest:{contest_id}:{step}"
 
 
 def window_fields(contest: Contest) -> list[Field]:

@@ -3,8 +3,10 @@
 The day a post belongs to is the local date of the latest post time at or before *now*, so a
 post made late (a restart, a misfire) is still the right day's; it is made only within
 ``grace`` of its time, and never twice: the ``DailyPost`` record of (community, day) is checked
-under a per-community lock before posting. The one window left is a crash between the
-platform accepting the post and its record being written (milliseconds).
+under a per-community lock before posting, and with ``firings`` the post is claimed in the
+store first, so replicas that all fire it make it once (``bot.core.firings``). The one window
+left is a crash between the platform accepting the post and its record being written
+(milliseconds).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -19,10 +22,16 @@ from bot.core import views
 from bot.core.channels import ChannelRegistry
 from bot.core.clock import Clock, utcnow
 from bot.core.communities import Communities
+from bot.core.firings import Firings
 from bot.store import Community
 from challenges.catalog import Catalog
 
 log = logging.getLogger(__name__)
+
+
+def daily_job(community: Community) -> str:
+    """The name of a community's daily-post firing: ``<platform>/daily:<id>``."""
+    return f"{community.platform}/daily:{community.id}"
 
 
 def post_clock(community: Community) -> tuple[int, int]:
@@ -49,7 +58,9 @@ class DailyPoster:
         *,
         grace: timedelta,
         clock: Clock = utcnow,
+        firings: Firings | None = None,
     ) -> None:
+        self.firings = firings
         self.communities = communities
         self.catalog = catalog
         self.channels = channels
@@ -74,14 +85,22 @@ class DailyPoster:
         async with self._locks[community.id]:
             if await self.communities.daily_post(community.id, day) is not None:
                 return None
-            challenge = self.catalog.for_day(day)
-            message = views.daily_post(challenge, datetime.combine(day, time()))
-            ref = await channels.post(community, message, ping=True)
-            await self.communities.record_daily_post(
-                community.id, day, challenge.id, community.channel_id, ref
-            )
+            async with self._once(community, due) as mine:
+                if not mine:
+                    return None  # another process makes it (or made it)
+                challenge = self.catalog.for_day(day)
+                message = views.daily_post(challenge, datetime.combine(day, time()))
+                ref = await channels.post(community, message, ping=True)
+                await self.communities.record_daily_post(
+                    community.id, day, challenge.id, community.channel_id, ref
+                )
         log.info("daily post of %s for %s: %s", community.id, day, challenge.id)
         return ref
+
+    def _once(self, community: Community, due: datetime) -> AbstractAsyncContextManager[bool]:
+        if self.firings is None:
+            return nullcontext(True)
+        return self.firings.once(daily_job(community), due)
 
     async def catch_up(self) -> list[str]:
         """At start-up: every post due within the grace window and not made yet."""

@@ -40,13 +40,24 @@ async def contest(key: str, contest_id: int) -> None:
 
 
 async def environments(key: str) -> None:
-    """The reaper, then the expiry warnings."""
+    """The reaper (each process reaps what its provisioner holds), then the expiry warnings
+    (once per tick across replicas)."""
     if ops := _ops(key):
         await ops.envs.reap()
-        await ops.envs.warn()
+        every_s = ops.coach.settings.reap_every.total_seconds()
+        await ops.tick("warnings", every_s, ops.envs.warn)
 
 
 async def publications(key: str) -> None:
-    """Publish again what a platform refused for a while (see ``bot.core.publish``)."""
+    """Publish again what a platform refused for a while (see ``bot.core.publish``), once per
+    tick across replicas."""
     if ops := _ops(key):
-        await ops.coach.publisher.retry_due()
+        from bot.scheduler.operations import PUBLISH_EVERY_S
+
+        await ops.tick("publications", PUBLISH_EVERY_S, ops.coach.publisher.retry_due)
+
+
+async def firings(key: str) -> None:
+    """Scheduled firings whose claimer died, made by this replica (``bot.core.firings``)."""
+    if ops := _ops(key):
+        await ops.sweep()

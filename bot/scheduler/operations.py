@@ -1,7 +1,19 @@
-"""Community operations of a running bot: the persistent scheduler and the grading queue.
+"""Community operations of a running bot: the scheduler and the grading queue.
 
-Jobs live in APScheduler's SQLAlchemy job store, in the store's database (synchronously: the
-job store of APScheduler 3 is sync). At start-up they are planned again from the store:
+Where jobs live depends on the store:
+
+- SQLite (one process, the embedded default): APScheduler's SQLAlchemy job store, in the
+  store's database (synchronously: the job store of APScheduler 3 is sync).
+- PostgreSQL (any number of replicas): each replica's own in-memory job store. APScheduler 3
+  must never share a job store between schedulers
+  (https://apscheduler.readthedocs.io/en/3.x/userguide.html#sharing-a-job-store-among-one-or-more-schedulers),
+  so every replica fires every job, and each firing's side effect is claimed in the store
+  first (``bot.core.firings``): one replica makes it. What a downtime missed comes from the
+  start-up catch-up below, not from stored jobs.
+
+A claimed firing whose claimer died is made by another replica once its lease
+(``CRUSCIBLE_SCHEDULE_LEASE``) has passed: every replica sweeps expired claims every half lease
+(at most every minute). At start-up jobs are planned again from the store:
 
 - ``daily:<community>`` — a cron job at the community's local post time, in its timezone. An
   unchanged job is kept as stored, so one missed during downtime runs once on return (coalesce,
@@ -12,17 +24,20 @@ job store of APScheduler 3 is sync). At start-up they are planned again from the
 - ``environments`` — the reaper and the expiry warnings, every ``reap_every``.
 - ``publications`` — results a platform refused for a while, published again when due
   (every ``PUBLISH_EVERY_S`` seconds; each publication keeps its own backoff in the store).
-
-Only one process should run operations over one database.
+  Each tick is claimed like a post (ticks are aligned to the epoch, so every replica's tick
+  has the same time): replicas serving the same platforms retry a publication once.
+- ``firings`` — the sweep of expired claims.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from datetime import UTC
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
-from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.base import BaseJobStore, JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -39,6 +54,8 @@ from bot.store import Community, Contest
 log = logging.getLogger(__name__)
 
 PUBLISH_EVERY_S = 30
+SWEEP_AT_MOST_EVERY_S = 60.0
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # periodic ticks are aligned to it across replicas
 DONE_COLUMN = {"open": "opened_at", "remind": "reminded_at", "close": "closed_at"}
 
 
@@ -47,18 +64,37 @@ def daily_trigger(community: Community) -> CronTrigger:
     return CronTrigger(hour=hour, minute=minute, timezone=community.timezone)
 
 
+def shares_job_store(db_url: str) -> bool:
+    """Jobs persist in the store's own database only with SQLite (one process)."""
+    return db_url.split(":", 1)[0].split("+", 1)[0] == "sqlite"
+
+
+def tick_of(now: datetime, every_s: float) -> datetime:
+    """The epoch-aligned tick at or before ``now`` of a job run every ``every_s`` seconds: the
+    same on every replica, whenever within the tick its scheduler woke."""
+    ticks = int((now - EPOCH).total_seconds() // every_s)
+    return EPOCH + timedelta(seconds=ticks * every_s)
+
+
 class Operations:
     def __init__(self, coach: Coach, *, clock: Clock = utcnow) -> None:
         settings = coach.settings
         self.coach = coach
         self.clock = clock
-        self.key = settings.scheduler_url
+        self.firings = coach.firings
+        self.persistent = shares_job_store(settings.db_url)
+        # the key by which stored jobs find this object: the database for stored jobs (they
+        # outlive the process), this process's claims otherwise
+        self.key = settings.scheduler_url if self.persistent else f"replica:{self.firings.owner}"
+        lease_s = settings.schedule_lease.total_seconds()
+        self.sweep_every_s = max(1.0, min(SWEEP_AT_MOST_EVERY_S, lease_s / 2))
         self.daily = DailyPoster(
             coach.communities,
             coach.catalog,
             coach.channels,
             grace=settings.daily_grace,
             clock=clock,
+            firings=self.firings,
         )
         self.envs = EnvWatch(
             coach.store,
@@ -67,8 +103,11 @@ class Operations:
             warn_before=settings.env_warn_before,
             clock=clock,
         )
+        store: BaseJobStore = (
+            SQLAlchemyJobStore(url=settings.scheduler_url) if self.persistent else MemoryJobStore()
+        )
         self.scheduler = AsyncIOScheduler(
-            jobstores={"default": SQLAlchemyJobStore(url=settings.scheduler_url)},
+            jobstores={"default": store},
             job_defaults={
                 "coalesce": True,
                 "max_instances": 1,
@@ -87,16 +126,25 @@ class Operations:
             await self.plan_contest(contest)
         self.scheduler.add_job(
             jobs.environments,
-            IntervalTrigger(seconds=self.coach.settings.reap_every.total_seconds()),
+            IntervalTrigger(
+                seconds=self.coach.settings.reap_every.total_seconds(), start_date=EPOCH
+            ),
             args=[self.key],
             id="environments",
             replace_existing=True,
         )
         self.scheduler.add_job(
             jobs.publications,
-            IntervalTrigger(seconds=PUBLISH_EVERY_S),
+            IntervalTrigger(seconds=PUBLISH_EVERY_S, start_date=EPOCH),
             args=[self.key],
             id="publications",
+            replace_existing=True,
+        )
+        self.scheduler.add_job(
+            jobs.firings,
+            IntervalTrigger(seconds=self.sweep_every_s),
+            args=[self.key],
+            id="firings",
             replace_existing=True,
         )
         self.coach.communities.on_change(self.plan_daily)
@@ -148,6 +196,37 @@ class Operations:
                 replace_existing=True,
                 misfire_grace_time=None,  # an announcement is made however late
             )
+
+    async def tick(self, name: str, every_s: float, work: Callable[[], Awaitable[object]]) -> bool:
+        """Run a periodic job's ``work`` if this replica claims its current tick; whether it
+        did. Replicas serving other platforms claim their own tick (their work differs)."""
+        at = tick_of(utcnow(), every_s)  # the scheduler's time, not a test's clock
+        platforms = "+".join(sorted(self.coach.channels.platforms())) or "none"
+        async with self.firings.once(f"{platforms}/{name}", at) as mine:
+            if mine:
+                await work()
+        return mine
+
+    async def sweep(self) -> int:
+        """Make again each firing of this replica's platforms whose claimer died (its lease
+        passed); how many were tried. Old firings are pruned."""
+        prefixes = [f"{p}/" for p in sorted(self.coach.channels.platforms())]
+        tried = 0
+        for job, at in await self.firings.expired(prefixes):
+            kind, _, ident = job.split("/", 1)[1].partition(":")
+            try:
+                if kind == "daily":
+                    await self.daily.run(int(ident))
+                elif kind == "contest":
+                    await self.coach.contests.advance(int(ident.split(":", 1)[0]))
+                # a periodic tick is not made again: the next tick does its work
+            except Exception:
+                log.exception("the retry of firing %s at %s failed", job, at)
+                continue
+            tried += 1
+            await self.firings.close_idle(job, at)  # nothing was left to make
+        await self.firings.prune()
+        return tried
 
     def next_runs(self) -> dict[str, object]:
         """Each job's next run time (UTC), by id."""

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATE_LOCK = 0x63727573  # the advisory lock key of schema migrations ("crus")
 
 
 def _alembic_config(connection: Connection) -> Config:
@@ -33,8 +34,15 @@ class Store:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest migration."""
+        """Bring the schema to the newest migration. On PostgreSQL, processes starting together
+        migrate one at a time (a transaction-level advisory lock: the others wait, then find
+        the schema current): https://www.postgresql.org/docs/current/explicit-locking.html
+        #ADVISORY-LOCKS"""
         async with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK}
+                )
             await conn.run_sync(lambda c: command.upgrade(_alembic_config(c), "head"))
 
     @asynccontextmanager

@@ -216,3 +216,26 @@ class Publication(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ScheduleFiring(Base):
+    """One firing of a schedule (a daily post, a contest announcement, a periodic tick), claimed
+    by the one process that makes it: unique per (job, fire time), so replicas whose own
+    schedulers all fire it run it once. A claim holds a lease: a claimer that dies before
+    ``done_at`` leaves it to another process once ``lease_until`` has passed
+    (``bot.core.firings``)."""
+
+    __tablename__ = "schedule_firings"
+    __table_args__ = (
+        UniqueConstraint("job", "fire_at"),
+        Index("schedule_firings_open", "done_at", "lease_until"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job: Mapped[str] = mapped_column(String(128))  # <platforms>/<kind>:<ids>
+    fire_at: Mapped[datetime]  # the scheduled time this firing stands for
+    owner: Mapped[str] = mapped_column(String(64))  # the claiming process
+    claimed_at: Mapped[datetime]
+    lease_until: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    done_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -15,6 +15,7 @@ from sqlalchemy import delete
 from bot.core.daily import DailyPoster
 from bot.scheduler import Operations
 from bot.store import DailyPost
+from bot.store.models import ScheduleFiring
 from tests.community.support import Clock, RecordingChannels, coach_over, community
 
 PARIS, NEW_YORK = "Europe/Paris", "America/New_York"
@@ -161,6 +162,7 @@ async def test_a_run_missed_while_down_is_made_once_on_return(home: Path) -> Non
         await ops.stop()
         async with coach.store.session() as s:  # as if the post had never been made
             await s.execute(delete(DailyPost))
+            await s.execute(delete(ScheduleFiring))
         ops.scheduler.start(paused=True)  # mark the stored job overdue, as downtime would
         ops.scheduler.modify_job(f"daily:{c.id}", next_run_time=due)
         ops.scheduler.shutdown(wait=False)
