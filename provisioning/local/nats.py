@@ -1,4 +1,12 @@
-"""NATS with JetStream: a learner account with storage caps, the system account for the grader."""
+"""NATS with JetStream: a learner account with storage caps, the system account for the grader.
+
+Exposed (:mod:`provisioning.tls`), the server stays on loopback in plain text and the TLS relay
+(``--protocol nats``) serves ``tls://`` on the public side: nats-server has no throttling of
+failed logins (each bad password gets ``-ERR 'Authorization Violation'`` and the connection
+closes, https://docs.nats.io/reference/reference-protocols/nats-protocol#-err), so the relay
+refuses an address after repeated violations, as it does for Valkey. The grader connects to the
+loopback port directly.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +19,21 @@ from nats.errors import Error as NatsError
 
 from provisioning.environment import ResourceInfo
 from provisioning.local import binaries
-from provisioning.local.driver import Driver, NotReady, Slot, password, port_open
+from provisioning.local.driver import (
+    PUBLIC,
+    NotReady,
+    RelayedDriver,
+    Slot,
+    password,
+    port_open,
+    relay_argv,
+)
 from provisioning.spec import Resource
 from provisioning.tls import admin_tls
 
 LEARNER = "app"
 ADMIN = "admin"
+AUTH_FAILED = r"-ERR 'Authorization Violation'"  # a bad user or password; the relay throttles
 
 
 def _url(user: str, pw: str, host: str, port: int, scheme: str = "nats") -> str:
@@ -27,7 +44,7 @@ async def _quiet(_: Exception) -> None:
     """nats-py logs every connection error by default; the caller reports instead."""
 
 
-class NatsDriver(Driver):
+class NatsDriver(RelayedDriver):
     kind = Resource.QUEUE
 
     def configure(self, slot: Slot, ports: dict[str, int]) -> ResourceInfo:
@@ -36,24 +53,9 @@ class NatsDriver(Driver):
         data = slot.home / "data"
         data.mkdir(mode=0o700, exist_ok=True)
         conf = slot.home / "nats.conf"
-        exposure = slot.exposure
-        tls = ""
-        if exposure is not None:
-            # every client connection must then be TLS (https://docs.nats.io/running-a-nats-service/configuration/securing_nats/tls)
-            exposure.install(slot.home, slot.run_as.own)
-            tls = (
-                "tls {\n"
-                f"  cert_file: {json.dumps(str(slot.home / 'tls.crt'))}\n"
-                f"  key_file: {json.dumps(str(slot.home / 'tls.key'))}\n"
-                "  verify: false\n"
-                "  timeout: 2\n"
-                "}\n"
-            )
-        bind = slot.bind if exposure is None else exposure.listen_host
         conf.write_text(
             f"server_name: {json.dumps(self._server_name(slot))}\n"
-            f'listen: "{bind}:{port}"\n'
-            f"{tls}"
+            f'listen: "{slot.bind}:{port}"\n'
             "http_port: 0\n"
             "jetstream {\n"
             f"  store_dir: {json.dumps(str(data))}\n"
@@ -73,24 +75,16 @@ class NatsDriver(Driver):
         slot.run_as.own(conf, data)
         learner_url = _url(LEARNER, learner_pw, self.host, port)
         learner = {"NATS_URL": learner_url}
-        admin = {"url": _url(ADMIN, admin_pw, self.host, port), "learner_url": learner_url}
-        if exposure is not None:
-            learner = {
-                "NATS_URL": _url(LEARNER, learner_pw, slot.public, port, "tls"),
-                **exposure.bundle_vars(),
-            }
-            admin = {
-                "url": _url(ADMIN, admin_pw, slot.local, port, "tls"),
-                "learner_url": _url(LEARNER, learner_pw, slot.local, port, "tls"),
-                "ca_file": str(exposure.ca_file or ""),
-                "check_hostname": "true" if exposure.issued else "false",
-            }
+        if slot.exposure is not None:
+            slot.exposure.install(slot.home)
+            public = _url(LEARNER, learner_pw, slot.public, ports[PUBLIC], "tls")
+            learner = {**slot.exposure.bundle_vars(), "NATS_URL": public}
         return ResourceInfo(
             kind=self.kind,
-            host=slot.public if exposure is not None else self.host,
+            host=slot.public if slot.exposure is not None else self.host,
             port=port,
             learner=learner,
-            admin=admin,
+            admin={"url": _url(ADMIN, admin_pw, self.host, port), "learner_url": learner_url},
             secrets=[admin_pw, learner_pw],
             extra={"ports": ports},
         )
@@ -100,10 +94,16 @@ class NatsDriver(Driver):
         return f"cruscible-{slot.env_id}"
 
     def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
-        return [str(binaries.nats_server()), "-c", str(slot.home / "nats.conf")]
+        argv = [str(binaries.nats_server()), "-c", str(slot.home / "nats.conf")]
+        if slot.exposure is None:
+            return argv
+        public = info.extra["ports"][PUBLIC]
+        return relay_argv(slot, public, info.port, argv, protocol="nats", fail_pattern=AUTH_FAILED)
 
     async def probe(self, slot: Slot, info: ResourceInfo, budget: float) -> str:
-        await port_open(slot.local, info.port, budget)  # nats-py waits seconds on refused ports
+        await port_open(self.host, info.port, budget)  # nats-py waits seconds on refused ports
+        if slot.exposure is not None:
+            await port_open(slot.local, info.extra["ports"][PUBLIC], budget)  # the TLS relay
         tls = admin_tls(info.admin)
         try:
             nc = await asyncio.wait_for(

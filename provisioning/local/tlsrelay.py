@@ -18,10 +18,19 @@ plain-text startup with a FATAL error (SQLSTATE 28000) naming ``sslmode``. libpq
 negotiation (``sslnegotiation=postgres``) and every ``sslmode`` from ``require`` up work; a
 plain-text cancel request is refused too.
 
+Used for NATS with ``--protocol nats``: a NATS client reads the server's ``INFO`` line in plain
+text and upgrades to TLS when it says ``tls_required``
+(https://docs.nats.io/reference/reference-protocols/nats-protocol#info), so the relay reads the
+loopback server's ``INFO``, sends it on with ``tls_required`` set (and the client's address, the
+public port), then upgrades. A plain-text ``CONNECT`` fails the handshake. Clients that open
+with TLS before ``INFO`` (nats-py's ``tls_handshake_first``) are not supported.
+
 With ``--fail-pattern REGEX``, the relay watches the server's answers for an authentication
-failure (Valkey's ``-WRONGPASS``, S3's ``InvalidAccessKeyId``/``SignatureDoesNotMatch``):
+failure (Valkey's ``-WRONGPASS``, S3's ``InvalidAccessKeyId``/``SignatureDoesNotMatch``, NATS's
+``-ERR 'Authorization Violation'``):
 after ``FAIL_LIMIT`` failures from one client address within ``FAIL_WINDOW_S``, that address's
-connections are closed at once for ``BAN_S`` (neither server throttles failed logins itself).
+connections are closed at once for ``BAN_S`` (none of these servers throttles failed logins
+itself).
 The relay logs nothing of what it carries.
 """
 
@@ -30,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import re
 import signal
 import ssl
@@ -123,6 +133,32 @@ async def _postgres_tls(
     return False
 
 
+async def _nats_tls(
+    client_r: asyncio.StreamReader,
+    client_w: asyncio.StreamWriter,
+    server_r: asyncio.StreamReader,
+    ctx: ssl.SSLContext,
+    address: str,
+    public_port: int,
+) -> bool:
+    """NATS's TLS upgrade on a fresh connection: the server's ``INFO`` (read from the loopback
+    server) goes on saying ``tls_required``, then the handshake; False if the server's first
+    line was not an ``INFO``."""
+    line = await server_r.readline()
+    if not line.startswith(b"INFO "):
+        return False
+    info = json.loads(line[5:])
+    if not isinstance(info, dict):
+        return False
+    info.update(tls_required=True, tls_available=True, port=public_port)
+    if address:
+        info["client_ip"] = address
+    client_w.write(b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b"\r\n")
+    await client_w.drain()
+    await client_w.start_tls(ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
+    return True
+
+
 async def _pipe(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
@@ -146,19 +182,20 @@ async def _relay(
     client_r: asyncio.StreamReader,
     client_w: asyncio.StreamWriter,
     to_port: int,
-    postgres_ctx: ssl.SSLContext | None,
+    protocol: str,
+    ctx: ssl.SSLContext,
     throttle: Throttle,
 ) -> None:
+    """One client connection: refused while its address is banned, else TLS (already done
+    by the listener for ``tls``, negotiated here for ``postgres`` and ``nats``) and relayed."""
     peer = client_w.get_extra_info("peername")
     address = str(peer[0]) if peer else ""
     if throttle.refused(address):
         client_w.close()
         return
-    if postgres_ctx is not None:
+    if protocol == "postgres":
         try:
-            ok = await asyncio.wait_for(
-                _postgres_tls(client_r, client_w, postgres_ctx), HANDSHAKE_TIMEOUT_S
-            )
+            ok = await asyncio.wait_for(_postgres_tls(client_r, client_w, ctx), HANDSHAKE_TIMEOUT_S)
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError, struct.error):
             ok = False
         if not ok:
@@ -169,6 +206,19 @@ async def _relay(
     except OSError:
         client_w.close()
         return
+    if protocol == "nats":
+        sock = client_w.get_extra_info("sockname")
+        try:
+            ok = await asyncio.wait_for(
+                _nats_tls(client_r, client_w, server_r, ctx, address, sock[1] if sock else 0),
+                HANDSHAKE_TIMEOUT_S,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ValueError):
+            ok = False
+        if not ok:
+            for w in (server_w, client_w):
+                w.close()
+            return
     pipes = [
         asyncio.ensure_future(_pipe(client_r, server_w)),
         asyncio.ensure_future(
@@ -190,10 +240,10 @@ async def serve(args: argparse.Namespace) -> int:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(args.cert, args.key)
-    in_band = args.protocol == "postgres"  # TLS after the protocol's own request
+    in_band = args.protocol != "tls"  # TLS after the protocol's own exchange
     throttle = Throttle(re.compile(args.fail_pattern.encode()) if args.fail_pattern else None)
     server = await asyncio.start_server(
-        lambda r, w: _relay(r, w, args.to_port, ctx if in_band else None, throttle),
+        lambda r, w: _relay(r, w, args.to_port, args.protocol, ctx, throttle),
         args.listen,
         args.port,
         ssl=None if in_band else ctx,
@@ -226,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--to-port", type=int, required=True)
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
-    parser.add_argument("--protocol", choices=("tls", "postgres"), default="tls")
+    parser.add_argument("--protocol", choices=("tls", "postgres", "nats"), default="tls")
     parser.add_argument("--fail-pattern", default="", help="an authentication failure")
     parser.add_argument("--uid", type=int, default=None)
     parser.add_argument("--gid", type=int, default=None)

@@ -321,6 +321,7 @@ async def test_a_destroyed_environments_ports_are_closed(
         with socket.create_connection((PUBLIC, port), timeout=3):
             pass
     await _repeated_bad_passwords_are_refused(env, ca_file)
+    await _repeated_bad_nats_passwords_are_refused(env, ca_file)
     await backend.destroy(env.id)
     await backend.close()
     for port in ports:
@@ -402,3 +403,26 @@ async def _repeated_bad_passwords_are_refused(env: Environment, ca_file: Path) -
     with pytest.raises(redis.ConnectionError):
         right.ping()
     right.close()
+
+
+async def _repeated_bad_nats_passwords_are_refused(env: Environment, ca_file: Path) -> None:
+    """nats-server has no throttle of its own: its relay refuses an address after repeated
+    ``-ERR 'Authorization Violation'`` answers, even for the right password."""
+    from provisioning.local.tlsrelay import FAIL_LIMIT
+
+    url = env.bundle["NATS_URL"]
+    password = urlsplit(url).password
+    assert password is not None
+    tls = ssl.create_default_context(cafile=ca_file)
+    nc = await _nats_connect(url, tls)  # the right password is served before
+    await nc.close()
+    wrong = url.replace(f":{password}@", ":not-the-password@", 1)
+    answers = []
+    for _ in range(FAIL_LIMIT):
+        with pytest.raises(Exception) as failed:  # noqa: PT011 (nats-py's error types vary)
+            await _nats_connect(wrong, tls)
+        answers.append(str(failed.value).lower())
+    assert "authorization" in answers[0]  # the server's own refusal, relayed
+    with pytest.raises(Exception) as refused:  # noqa: PT011
+        await _nats_connect(url, tls)
+    assert "authorization" not in str(refused.value).lower()  # closed by the relay, unasked
