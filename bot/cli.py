@@ -235,6 +235,30 @@ def run_bot(
     run(lambda a: adapter.serve(a, socket_mode=socket_mode, port=port), settings=settings)
 
 
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="grades at once (default: CRUSCIBLE_GRADING_CONCURRENCY)")
+    ] = None,
+) -> None:
+    """Provision and grade: take grading jobs from the shared PostgreSQL store (any number of
+    workers, on any host; SIGTERM gives running grades back to the queue)."""
+    settings = load_settings(operator=False)
+    if not settings.uses_job_engine:
+        raise fail(
+            "a worker takes its jobs from a PostgreSQL store: set CRUSCIBLE_DATABASE_URL="
+            "postgresql+psycopg://…; with the default SQLite store, `cruscible run` grades itself"
+        )
+
+    async def work(a: App) -> None:
+        from bot.core.jobs import EngineQueue
+
+        assert isinstance(a.coach.queue, EngineQueue)
+        await a.coach.queue.work(concurrency=concurrency)
+
+    run(work, settings=settings)
+
+
 def check_platform_credentials(platform: str, *, socket_mode: bool) -> None:
     """A missing credential is one line and exit 2 before the data directory is touched (the
     adapter checks them again, and asks the platform whether it accepts them)."""

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     # community operations
     grading_concurrency: int = Field(default_factory=_default_grading_concurrency)
     grading_max_attempts: int = 2  # starts of one grade before a restart gives up on it
+    queue_limit: int = 100  # grades waiting at most; beyond, "busy, try at …" (0: no bound)
+    # the job engine (a PostgreSQL store): `cruscible worker` processes grade, see bot.core.jobs
+    worker_heartbeat: timedelta = timedelta(seconds=10)  # a worker says it is alive this often
+    worker_stalled_after: timedelta = timedelta(seconds=30)  # silent this long: its jobs restart
     commands_per_minute: float = 30.0  # per learner, sustained (0: no limit)
     command_burst: int = 20  # per learner, at once
     daily_grace: timedelta = timedelta(hours=3)  # a missed daily post is made this late
@@ -113,6 +117,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'cruscible.db'}"
+
+    @property
+    def uses_job_engine(self) -> bool:
+        """A PostgreSQL store: grades and publications are jobs of the engine (procrastinate),
+        taken by any number of workers and front ends; SQLite: one process does everything."""
+        return self.db_url.split("+", 1)[0].split(":", 1)[0] in {"postgresql", "postgres"}
 
     @property
     def scheduler_url(self) -> str:

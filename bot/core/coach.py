@@ -28,8 +28,8 @@ from bot.core.grader import Graded, Grader
 from bot.core.hosted import HostedError, HostedGrader
 from bot.core.message import Field, Message
 from bot.core.outbox import Actor, DeliveryFailed, DirectMessageClosed, Outbox
-from bot.core.publish import ChannelRoutes, OutboxRoutes, Publisher, Routes
-from bot.core.queue import AlreadyQueued, GradingQueue, QueueStopped, Watcher
+from bot.core.publish import ChannelRoutes, OutboxRoutes, Publisher, Routes, graded_from
+from bot.core.queue import AlreadyQueued, QueueFull, QueueStopped, Watcher, make_queue
 from bot.core.ratelimit import RateLimiter
 from bot.core.sources import Source, classify, is_upload
 from bot.core.streaks import COUNTED_STATUS, current_streak, local_days
@@ -79,8 +79,15 @@ class Coach:
         self.channels = ChannelRegistry()
         self.publisher = Publisher(store, self.channels, clock=clock)
         self.limits = RateLimiter(settings.commands_per_minute, settings.command_burst)
-        self.queue = GradingQueue(
+        self.queue = make_queue(
+            settings,
             store,
+            engine={
+                "publish": self.publish_stored,
+                "interrupted": self.notify_interrupted,
+                "platforms": self.channels.platforms,
+            },
+            limit=settings.queue_limit,
             concurrency=settings.grading_concurrency,
             execute=self._grade,
             show_position=lambda sub, n: views.queued(sub.challenge, n),
@@ -361,6 +368,11 @@ class Coach:
                 f"your submission #{exc.existing.id} ({exc.existing.challenge}) is still "
                 f"{exc.existing.status} — one at a time: wait for it, or `cancel` it first"
             ) from None
+        except QueueFull as exc:
+            raise CoachError(
+                f"grading is busy: {exc.waiting} submissions are waiting; try again at "
+                f"{exc.retry_at:%H:%M} UTC"
+            ) from None
         return sub, watcher, source
 
     async def cancel(self, actor: Actor) -> Message:
@@ -606,6 +618,16 @@ class Coach:
                 user.display_name,
             )
         await self.publisher.publish(sub.id, graded, routes, learner=learner)
+
+    async def publish_stored(self, sub: Submission) -> None:
+        """Publish a grade a worker recorded (``bot.core.jobs``): through the learner's
+        interaction when they wait in this process, else the platform's channels."""
+        try:
+            graded = graded_from(sub)
+        except (ValueError, OSError) as exc:
+            log.warning("submission %d: its report is unreadable: %s", sub.id, exc)
+            return
+        await self._publish(sub, graded, self.queue.watcher(sub.id))
 
     async def notify_interrupted(self, subs: list[Submission]) -> None:
         """Tell learners whose grade restarts interrupted too often (never drop one silently);

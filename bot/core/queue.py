@@ -1,18 +1,30 @@
 """The grading queue: submissions wait in the store, a bounded number grade at once.
 
-The store is the queue (``Submission.status``: queued → running → done | error | cancelled), so
-a restart loses nothing: :meth:`GradingQueue.resume` re-queues what was running when the
-process stopped (up to ``max_attempts`` starts, then it is reported as interrupted). Learners
-who submitted in this process are *watchers*: their progress message shows their place in
-the queue, then the grade's progress.
+The store is the truth (``Submission.status``: queued → running → done | error | cancelled): one
+submission per learner is queued or running at a time (a unique index), a place in the queue
+is counted in the store, and at most ``limit`` wait (beyond: :class:`QueueFull`, with when to
+try again). Learners who submitted in this process are *watchers*: their progress message shows
+their place in the queue, then the grade's progress.
+
+Two implementations of one interface, chosen by the store (:func:`make_queue`):
+
+- :class:`GradingQueue` (SQLite, the embedded default): this process grades, a bounded number
+  at once; a restart loses nothing: :meth:`GradingQueue.resume` re-queues what was running
+  when the process stopped (up to ``max_attempts`` starts, then it is reported as interrupted).
+- :class:`bot.core.jobs.EngineQueue` (PostgreSQL): grades are jobs of procrastinate, run by
+  ``cruscible worker`` processes on any host; chat front ends (``cruscible run``) only queue,
+  follow and publish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -24,9 +36,14 @@ from bot.core.outbox import Actor, Outbox
 from bot.store import Store, Submission
 from bot.store.models import ACTIVE
 
+if TYPE_CHECKING:
+    from bot.config import Settings
+
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted by restarts {n} times; submit again"
+DEFAULT_GRADE_S = 60.0  # the guess of a grade's duration before any grade finished
+RECENT_GRADES = 20  # finished grades the "try at" estimate averages
 
 
 class AlreadyQueued(Exception):
@@ -35,6 +52,17 @@ class AlreadyQueued(Exception):
     def __init__(self, existing: Submission) -> None:
         super().__init__(f"submission #{existing.id} is {existing.status}")
         self.existing = existing
+
+
+class QueueFull(Exception):
+    """``waiting`` grades already wait (the queue's bound); ``retry_at`` (UTC) is when a place
+    is expected to be free: the grades ahead at the recent mean duration, spread over the
+    grades running now."""
+
+    def __init__(self, waiting: int, retry_at: datetime) -> None:
+        super().__init__(f"{waiting} grades are waiting; try at {retry_at:%H:%M} UTC")
+        self.waiting = waiting
+        self.retry_at = retry_at
 
 
 class QueueStopped(Exception):
@@ -92,10 +120,13 @@ class GradingQueue:
         on_settled: Settled | None = None,
         clock: Clock = utcnow,
         max_attempts: int = 2,
+        limit: int = 0,
     ) -> None:
         """``execute`` grades one claimed submission and records its outcome; ``on_settled``
-        hears of every submission that left the queue (graded, failed or cancelled)."""
+        hears of every submission that left the queue (graded, failed or cancelled); ``limit``
+        bounds the grades waiting (0: no bound)."""
         self.store = store
+        self.limit = limit
         self.concurrency = max(1, concurrency)
         self.execute = execute
         self.show_position = show_position
@@ -113,7 +144,18 @@ class GradingQueue:
 
     # -- adding and watching ------------------------------------------------------------------
     async def add(self, sub: Submission, watcher: Watcher | None = None) -> Submission:
-        """Queue ``sub``; raises :class:`AlreadyQueued` when its learner has one unfinished."""
+        """Queue ``sub``; raises :class:`AlreadyQueued` when its learner has one unfinished,
+        :class:`QueueFull` when ``limit`` grades wait already."""
+        await self._insert(sub, watcher)
+        await self._enqueue(sub)
+        return sub
+
+    async def _enqueue(self, sub: Submission) -> None:
+        """``sub`` is in the store, queued: have it graded (here: by this process)."""
+        self.start()
+        self._wake.set()
+
+    async def _insert(self, sub: Submission, watcher: Watcher | None) -> None:
         sub.status = "queued"
         try:
             async with self.store.session() as s:
@@ -121,6 +163,7 @@ class GradingQueue:
                 if existing is not None:
                     s.expunge(existing)  # readable after the rollback
                     raise AlreadyQueued(existing)
+                await self._check_bound(s)
                 s.add(sub)
                 await s.flush()  # the id; workers see the row only once committed
                 if watcher is not None:
@@ -130,9 +173,39 @@ class GradingQueue:
             if existing is None:
                 raise
             raise AlreadyQueued(existing) from None
-        self.start()
-        self._wake.set()
-        return sub
+
+    async def _check_bound(self, s: AsyncSession) -> None:
+        """Raise :class:`QueueFull` when ``limit`` grades wait (counted in the store, so over
+        every replica; two replicas adding at the same instant may pass it by one each)."""
+        if not self.limit:
+            return
+        waiting = int(
+            await s.scalar(
+                select(func.count()).select_from(Submission).where(Submission.status == "queued")
+            )
+            or 0
+        )
+        if waiting < self.limit:
+            return
+        running = await s.scalar(
+            select(func.count()).select_from(Submission).where(Submission.status == "running")
+        )
+        recent = list(
+            await s.execute(
+                select(Submission.started_at, Submission.finished_at)
+                .where(Submission.status == "done", Submission.started_at.is_not(None))
+                .order_by(Submission.id.desc())
+                .limit(RECENT_GRADES)
+            )
+        )
+        spans = [(end - start).total_seconds() for start, end in recent if start and end]
+        mean = sum(spans) / len(spans) if spans else DEFAULT_GRADE_S
+        rounds = math.ceil((waiting - self.limit + 1) / max(1, int(running or 0)))
+        raise QueueFull(waiting, self.clock() + timedelta(seconds=mean * rounds))
+
+    def watcher(self, sub_id: int) -> Watcher | None:
+        """The learner waiting on ``sub_id`` in this process, if any."""
+        return self._watchers.get(sub_id)
 
     async def active(
         self, user_id: int, *, session: AsyncSession | None = None
@@ -342,3 +415,17 @@ class GradingQueue:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def make_queue(
+    settings: Settings, store: Store, *, engine: dict[str, Any], **kwargs: Any
+) -> GradingQueue:
+    """The queue the store calls for: :class:`bot.core.jobs.EngineQueue` (procrastinate) over
+    PostgreSQL, with ``engine`` (its own arguments: ``publish``, ``interrupted``,
+    ``platforms``), else this process's :class:`GradingQueue`. ``kwargs`` are
+    :class:`GradingQueue`'s."""
+    if settings.uses_job_engine:
+        from bot.core.jobs import EngineQueue
+
+        return EngineQueue(store, settings=settings, **engine, **kwargs)
+    return GradingQueue(store, **kwargs)

@@ -121,6 +121,16 @@ def cancelled(challenge_id: str, sub_id: int | None = None) -> Message:
     )
 
 
+def restarted(sub: Submission, max_attempts: int) -> Message:
+    return Message(
+        title=f"Grading {sub.challenge}…",
+        body=f"The worker grading submission #{sub.id} stopped; your grade restarted from the "
+        f"beginning on another worker (start {sub.attempts} of {max_attempts}).",
+        progress=0.0,
+        tone=Tone.WARNING,
+    )
+
+
 def interrupted(sub: Submission) -> Message:
     return Message(
         title=f"Your {sub.challenge} grade was interrupted",

@@ -1,0 +1,424 @@
+"""The grading queue on a job engine: procrastinate over the PostgreSQL store.
+
+Why procrastinate (https://procrastinate.readthedocs.io/): its jobs live in the database the
+store already is (no extra server), a worker claims one with ``SELECT … FOR UPDATE SKIP
+LOCKED`` (each job runs on one worker at a time), workers send heartbeats and the jobs of a
+silent one can be listed and retried, a job *lock* runs jobs sharing it one at a time, a
+*queueing lock* keeps one waiting, and an abort request cancels an asyncio job on whichever
+worker runs it (LISTEN/NOTIFY, polled as a fallback).
+
+Roles over one database (``docs/`` of the README, "at scale"):
+
+- chat front ends (``cruscible run``, any number) add submissions (the store is the truth:
+  status, one per learner, positions, the bound — :class:`~bot.core.queue.GradingQueue`) and
+  defer a ``grade`` job; they follow their watchers' submissions in the store (positions true
+  over every replica, a grade's start and restart, its end) and take the ``settle`` jobs of
+  their platform's queue (``front-<platform>``): publish a finished grade through the
+  platform's channels, tell what a settled submission changes.
+- workers (``cruscible worker``, any number, any host) take ``grade`` jobs (queue
+  ``grading``), ``concurrency`` at once; the job's lock is the learner's, so one of their
+  grades runs at a time whatever was deferred.
+- every process retries the jobs of workers silent for ``worker_stalled_after`` (a kill -9,
+  a lost host): the submission stays ``running``; the next start counts an attempt and the
+  learner's progress message says the grade restarted; after ``max_attempts`` starts it is
+  given up (an error the learner is told).
+
+A learner's cancel marks a waiting submission cancelled, or asks the engine to abort the
+running job: the worker cancels its task (the grade stops where it runs) and records it.
+A worker stopped by SIGTERM gives its grades back (queued again, the attempt not counted).
+
+Environments stay on the host that made them (the ``local`` backend), so a grade that
+injects faults into one must run where it lives; with the ``docker`` backend on a shared
+engine every worker reaches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+from procrastinate import App, JobContext, PsycopgConnector
+from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.job_context import AbortReason
+from sqlalchemy import select, update
+
+from bot.config import Settings
+from bot.core import views
+from bot.core.queue import INTERRUPTED, GradingQueue, QueueStopped, Watcher
+from bot.store import Store, Submission, User
+from bot.store.models import ACTIVE
+
+log = logging.getLogger(__name__)
+
+GRADING = "grading"  # the queue workers take
+FOLLOW_EVERY_S = 0.5  # a front end reads its watchers' submissions this often
+CANCEL_WITHIN_S = 30.0  # a cancel waits this long for the worker to stop the grade
+SHUTDOWN_GRACE_S = 5.0  # a stopping worker lets grades end this long, then gives them back
+SCHEMA_LOCK = 7_240_113  # advisory lock: one process applies the engine's schema
+FINISHED = ("done", "error", "cancelled")
+
+Publish = Callable[[Submission], Awaitable[None]]
+Interrupted = Callable[[list[Submission]], Awaitable[None]]
+
+
+def front_queue(platform: str) -> str:
+    """The queue of the front ends that serve ``platform`` (they hold its channels)."""
+    return f"front-{platform}"
+
+
+def conninfo(db_url: str) -> str:
+    """libpq's URL of the store's SQLAlchemy URL (``postgresql+psycopg://…`` → ``postgresql://…``)."""
+    scheme, sep, rest = db_url.partition("://")
+    return f"{scheme.split('+', 1)[0]}{sep}{rest}"
+
+
+class EngineQueue(GradingQueue):
+    """The grading queue of a PostgreSQL store: grades are procrastinate jobs (see the module).
+
+    ``settings`` gives the store's URL, the heartbeat and how long a silent worker is trusted.
+    A front end's ``settle`` job calls ``publish`` with a finished submission (it publishes
+    from the store), ``interrupted`` with one given up after ``max_attempts`` starts (it tells
+    the learner); ``platforms`` names the platforms this process serves (their ``settle`` jobs
+    are its own). The other arguments are :class:`GradingQueue`'s."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        settings: Settings,
+        publish: Publish | None = None,
+        interrupted: Interrupted | None = None,
+        platforms: Callable[[], set[str]] = set,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(store, **kwargs)
+        self.interrupted = interrupted
+        self.platforms = platforms
+        self.dsn = conninfo(settings.db_url)
+        self.heartbeat_s = settings.worker_heartbeat.total_seconds()
+        self.stalled_after_s = settings.worker_stalled_after.total_seconds()
+        self.publish = publish
+        self.engine = App(connector=PsycopgConnector(conninfo=self.dsn, min_size=1, max_size=8))
+        self._grade_task = self.engine.task(name="grade", pass_context=True, queue=GRADING)(
+            self._grade_job
+        )
+        self._settle_task = self.engine.task(name="settle")(self._settle_job)
+        self._opened = False
+        self._opening = asyncio.Lock()
+        self._side: list[asyncio.Task[None]] = []  # follower, front worker, rescuer
+        self._seen: dict[int, tuple[str, int]] = {}  # a watcher's last (status, attempts) shown
+
+    # -- the engine ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect to the engine; apply its schema if the database has none (once, under an
+        advisory lock, whatever the number of processes starting)."""
+        async with self._opening:
+            if self._opened:
+                return
+            async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                await conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+                try:
+                    cur = await conn.execute("SELECT to_regclass('procrastinate_jobs')")
+                    row = await cur.fetchone()
+                    await self.engine.open_async()
+                    self._opened = True
+                    if row is None or row[0] is None:
+                        await self.engine.schema_manager.apply_schema_async()
+                        log.info("job engine schema applied")
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+
+    async def _close(self) -> None:
+        if self._opened:
+            self._opened = False
+            await self.engine.close_async()
+
+    def _side_task(self, coro: Awaitable[None], name: str) -> None:
+        self._side.append(asyncio.ensure_future(coro))
+        self._side[-1].set_name(name)
+
+    # -- a front end ----------------------------------------------------------------------------
+    async def _enqueue(self, sub: Submission) -> None:
+        """Defer the submission's ``grade`` job; if the engine refuses, the submission is an
+        error (nothing waits for a job that does not exist) and the refusal is raised."""
+        try:
+            await self.open()
+            await self._grade_task.configure(
+                lock=f"user-{sub.user_id}", queueing_lock=f"sub-{sub.id}"
+            ).defer_async(sub_id=sub.id)
+        except BaseException:
+            await self._mark(sub.id, "error", "the grading queue could not take it; submit again")
+            self._watchers.pop(sub.id, None)
+            raise
+        self.start()
+
+    def start(self) -> None:
+        """Follow this process's watchers (idempotent)."""
+        if not any(t.get_name() == "follow" and not t.done() for t in self._side):
+            self._side_task(self._follow(), "follow")
+
+    async def resume(self) -> list[Submission]:
+        """A front end starts: follow watchers, take the ``settle`` jobs of the platforms this
+        process serves, retry the jobs of silent processes. Returns [] (a grade given up on is
+        a worker's finding; its ``settle`` job tells the learner)."""
+        await self.open()
+        self.start()
+        platforms = self.platforms()
+        if platforms:
+            self._side_task(
+                self.engine.run_worker_async(
+                    queues=[front_queue(p) for p in sorted(platforms)],
+                    name="front",
+                    concurrency=4,
+                    install_signal_handlers=False,
+                    update_heartbeat_interval=self.heartbeat_s,
+                    stalled_worker_timeout=self.stalled_after_s,
+                    shutdown_graceful_timeout=SHUTDOWN_GRACE_S,
+                ),
+                "front",
+            )
+        self._side_task(self._rescue(), "rescue")
+        return []
+
+    async def stop(self) -> None:
+        """Stop following and taking jobs; running grades go on in the workers."""
+        for task in self._side:
+            task.cancel()
+        await asyncio.gather(*self._side, *self._tasks, return_exceptions=True)
+        self._side.clear()
+        for watcher in self._watchers.values():
+            watcher.resolve(error=QueueStopped())
+        self._watchers.clear()
+        await self._close()
+
+    async def idle(self) -> None:
+        """Wait until nothing is queued or running (tests, benchmarks)."""
+        while await self.counts():  # noqa: ASYNC110 — the store is the truth
+            await asyncio.sleep(0.05)
+
+    async def cancel(self, user_id: int) -> Submission | None:
+        """Cancel the learner's queued or running submission, wherever it runs; the cancelled
+        (or, if it finished first, finished) one, or None."""
+        sub = await self.active(user_id)
+        if sub is None:
+            return None
+        await self.open()
+        async with self.store.session() as s:
+            done = await s.execute(
+                update(Submission)
+                .where(Submission.id == sub.id, Submission.status == "queued")
+                .values(status="cancelled", finished_at=self.clock())
+            )
+        jobs = await self.engine.job_manager.list_jobs_async(queueing_lock=f"sub-{sub.id}")
+        if done.rowcount:  # type: ignore[attr-defined]
+            for job in jobs:  # a waiting job ends at once; a started one finds it cancelled
+                if job.id is not None and job.status == "todo":
+                    await self.engine.job_manager.cancel_job_by_id_async(job.id)
+            await self._settle(sub.id)
+            return await self._load(sub.id)
+        doing = [j for j in jobs if j.id is not None and j.status == "doing"]
+        for job in doing:
+            assert job.id is not None
+            await self.engine.job_manager.cancel_job_by_id_async(job.id, abort=True)
+        if doing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CANCEL_WITHIN_S):
+                    while (await self._load(sub.id)).status == "running":  # noqa: ASYNC110
+                        await asyncio.sleep(0.1)
+        current = await self._load(sub.id)
+        if current.status in ACTIVE:  # no live job grades it (its worker died): cancelled here
+            await self._mark(sub.id, "cancelled")
+            await self._settle(sub.id)
+        return await self._load(sub.id)
+
+    async def _follow(self) -> None:
+        """Show each watcher its place (counted over every replica), its grade's start and any
+        restart, and resolve it when its submission is finished."""
+        while True:
+            await asyncio.sleep(FOLLOW_EVERY_S)
+            if not self._watchers:
+                continue
+            try:
+                await self._follow_once()
+            except Exception:  # the store or a platform: the next round tries again
+                log.warning("following submissions failed", exc_info=True)
+
+    async def _follow_once(self) -> None:
+        ids = list(self._watchers)
+        async with self.store.session() as s:
+            subs = {
+                x.id: x for x in await s.scalars(select(Submission).where(Submission.id.in_(ids)))
+            }
+            queued = list(
+                await s.scalars(
+                    select(Submission.id)
+                    .where(Submission.status == "queued")
+                    .order_by(Submission.id)
+                )
+            )
+        places = {sid: n for n, sid in enumerate(queued, 1)}
+        for sid in ids:
+            watcher, sub = self._watchers.get(sid), subs.get(sid)
+            if watcher is None or sub is None:
+                continue
+            seen = self._seen.get(sid)
+            if sub.status == "queued":
+                n = places.get(sid)
+                if n is not None and watcher.position != n:
+                    watcher.position = n
+                    await self._say(watcher, self.show_position(sub, n))
+            elif sub.status == "running":
+                if seen is None or seen[0] != "running":
+                    await self._say(watcher, views.grading_progress(sub.challenge, "started", 0.0))
+                elif seen[1] < sub.attempts:
+                    await self._say(watcher, views.restarted(sub, self.max_attempts))
+            else:
+                if sub.status == "done":
+                    await self._say(watcher, views.grading_progress(sub.challenge, "done", 1.0))
+                self._watchers.pop(sid, None)
+                self._seen.pop(sid, None)
+                watcher.resolve(sub)
+                continue
+            self._seen[sid] = (sub.status, sub.attempts)
+
+    @staticmethod
+    async def _say(watcher: Watcher, msg: Any) -> None:
+        try:
+            await watcher.show(msg)
+        except Exception as exc:  # noqa: BLE001 — progress is best effort
+            log.warning("progress not shown: %s", getattr(exc, "reason", exc))
+
+    async def _settle_job(self, sub_id: int) -> None:
+        """A front end's job: publish a finished grade, then what settling changes (boards,
+        contests, an archive removed) — :meth:`GradingQueue._settle`."""
+        sub = await self._load(sub_id)
+        if sub.status == "done" and self.publish is not None:
+            await self.publish(sub)
+        elif (
+            sub.status == "error"
+            and sub.error == INTERRUPTED.format(n=sub.attempts)
+            and self.interrupted is not None
+        ):
+            await self.interrupted([sub])
+        await self._settle(sub_id)
+
+    # -- a worker -----------------------------------------------------------------------------
+    async def work(self, *, concurrency: int | None = None) -> None:
+        """Take ``grade`` jobs until cancelled (SIGTERM, SIGINT: running grades get
+        ``SHUTDOWN_GRACE_S`` to end, then go back to the queue)."""
+        await self.open()
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        assert me is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, me.cancel)
+        rescuer = asyncio.ensure_future(self._rescue())
+        try:
+            await self.engine.run_worker_async(
+                queues=[GRADING],
+                name="grader",
+                concurrency=concurrency or self.concurrency,
+                install_signal_handlers=False,
+                update_heartbeat_interval=self.heartbeat_s,
+                stalled_worker_timeout=self.stalled_after_s,
+                shutdown_graceful_timeout=SHUTDOWN_GRACE_S,
+                abort_job_polling_interval=max(0.5, self.heartbeat_s),
+            )
+        finally:
+            rescuer.cancel()
+            await asyncio.gather(rescuer, return_exceptions=True)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+            await self._close()
+
+    async def _rescue(self) -> None:
+        """Every heartbeat: retry the jobs of processes silent for ``stalled_after_s`` (two
+        rescuers racing over one job: the engine retries it once, the other is refused)."""
+        manager = self.engine.job_manager
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                stalled = await manager.get_stalled_jobs(
+                    seconds_since_heartbeat=self.stalled_after_s
+                )
+            except Exception:
+                log.warning("could not list stalled jobs", exc_info=True)
+                continue
+            for job in stalled:
+                try:
+                    await manager.retry_job(job)
+                    log.warning(
+                        "job %s (%s) restarted: its worker went silent", job.id, job.call_string
+                    )
+                except Exception:  # another process retried it first
+                    log.debug("job %s not retried here", job.id, exc_info=True)
+
+    async def _grade_job(self, context: JobContext, sub_id: int) -> None:
+        """A worker's job: start the submission (an attempt), grade it, record it; then a
+        ``settle`` job for the front ends of its learner's platform."""
+        sub = await self._start(sub_id)
+        if sub is None:  # cancelled, or finished by a worker that died before settling it
+            if (await self._load(sub_id)).status == "done":
+                await self._defer_settle(sub_id)
+            return
+        if sub.status == "running":
+            try:
+                await self.execute(sub, None)
+            except asyncio.CancelledError:
+                if context.abort_reason() is AbortReason.USER_REQUEST:
+                    await self._mark(sub_id, "cancelled")
+                    await self._defer_settle(sub_id)
+                else:  # this worker stops: another takes the grade
+                    await self._give_back(sub_id)
+                raise
+            except Exception as exc:
+                log.exception("grading submission %d failed", sub_id)
+                await self._mark(sub_id, "error", f"internal error: {type(exc).__name__}")
+        await self._defer_settle(sub_id)
+
+    async def _start(self, sub_id: int) -> Submission | None:
+        """Count an attempt and mark it running; a submission already running was started by a
+        worker that went silent: after ``max_attempts`` starts it is given up (an error)."""
+        async with self.store.session() as s:
+            sub = await s.get(Submission, sub_id, with_for_update=True)
+            if sub is None or sub.status not in ACTIVE:
+                return None
+            now = self.clock()
+            if sub.status == "running" and sub.attempts >= self.max_attempts:
+                sub.status, sub.finished_at = "error", now
+                sub.error = INTERRUPTED.format(n=sub.attempts)
+                return sub
+            sub.status, sub.started_at = "running", now
+            sub.attempts += 1
+            return sub
+
+    async def _give_back(self, sub_id: int) -> None:
+        """Queue the submission again (this start not counted) with a fresh job."""
+        async with self.store.session() as s:
+            sub = await s.get(Submission, sub_id, with_for_update=True)
+            if sub is None or sub.status != "running":
+                return
+            sub.status, sub.attempts = "queued", max(0, sub.attempts - 1)
+            user_id = sub.user_id
+        with contextlib.suppress(AlreadyEnqueued):
+            await self._grade_task.configure(
+                lock=f"user-{user_id}", queueing_lock=f"sub-{sub_id}"
+            ).defer_async(sub_id=sub_id)
+
+    async def _defer_settle(self, sub_id: int) -> None:
+        async with self.store.session() as s:
+            sub = await s.get_one(Submission, sub_id)
+            user = await s.get_one(User, sub.user_id)
+        with contextlib.suppress(AlreadyEnqueued):
+            await self._settle_task.configure(
+                queue=front_queue(user.platform),
+                lock=f"settle-{sub_id}",
+                queueing_lock=f"settle-{sub_id}",
+            ).defer_async(sub_id=sub_id)
