@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import logging
 import os
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -71,6 +72,14 @@ def ca_file(env: Mapping[str, str]) -> str | None:
     the learner saved ``CA_CERT_PEM``; libpq reads ``PGSSLROOTCERT`` and boto3
     ``AWS_CA_BUNDLE`` themselves). None for an environment on loopback (plain text)."""
     return env.get("CA_CERT_FILE") or None
+
+
+def tls_context(env: Mapping[str, str]) -> ssl.SSLContext | None:
+    """A client TLS context verifying against the environment's CA (nats-py's ``tls=`` for a
+    ``tls://`` ``NATS_URL``, aiohttp's ``ssl=`` for an HTTPS ``PROVIDER_URL``); None when the
+    environment gave no CA file (loopback, or a publicly trusted certificate)."""
+    found = ca_file(env)
+    return ssl.create_default_context(cafile=found) if found else None
 
 
 def redis_tls(env: Mapping[str, str]) -> dict[str, str]:

@@ -14,6 +14,7 @@ import ssl
 import stat
 import subprocess
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -520,3 +521,36 @@ async def test_redis_cli_connects_with_the_bundle_over_tls(
     plain = [str(cli), "-u", url.replace("rediss://", "redis://", 1), "PING"]
     code, out = await _run(plain, bundle, ca_file.parent)
     assert "PONG" not in out, out
+
+
+async def test_a_reference_design_uses_nats_and_the_provider_over_tls(
+    envs: tuple[Environment, Environment], ca_file: Path
+) -> None:
+    """The notification service's queue design, run with the exposed bundle (the CA saved as
+    its path variables say): an event goes through ``tls://`` NATS, PostgreSQL with
+    ``verify-full`` and the HTTPS provider, and is delivered once."""
+    from challenges.launch import running
+
+    bundle = envs[0].bundle
+    saved = {k: str(ca_file) for k in ("CA_CERT_FILE", "PGSSLROOTCERT", "AWS_CA_BUNDLE")}
+    event_id = str(uuid.uuid4())
+    event = {"event_id": event_id, "type": "order_placed", "user_id": "u1", "data": {}}
+    admin = envs[0].admin(Resource.PROVIDER)
+    headers = {"X-Admin-Token": admin["admin_token"]}
+    module = "challenges.notification-service.solutions.queue_worker"
+    async with (
+        running(module, {**bundle, **saved}) as service,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+    ):
+        async with http.post(f"{service.url}/v1/events", json=event) as resp:
+            assert resp.status == 202, await resp.text()
+        delivered: list[str] = []
+        for _ in range(100):  # up to ~20 s
+            async with http.get(f"{admin['url']}/_admin/calls", headers=headers) as resp:
+                calls = (await resp.json())["calls"]
+            delivered = [c["body"]["idempotency_key"] for c in calls]
+            if event_id in delivered:
+                break
+            await asyncio.sleep(0.2)
+        tail = service.output_tail()
+    assert delivered.count(event_id) == 1, tail

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -117,15 +118,23 @@ def retry_after(headers: Mapping[str, str], default: float = 1.0) -> float:
 class ProviderClient:
     """One HTTP session to the provider; ``send`` makes exactly one attempt."""
 
-    def __init__(self, url: str, token: str, *, connections: int = 128) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        connections: int = 128,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.url = url.rstrip("/") + "/v1/send"
+        self.tls = tls  # for an HTTPS URL under the environment's CA
         self.headers = {"Authorization": f"Bearer {token}"}
         self.connections = connections
         self.session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.connections),
+            connector=aiohttp.TCPConnector(limit=self.connections, ssl=self.tls or True),
             headers=self.headers,
         )
 

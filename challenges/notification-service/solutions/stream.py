@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 
@@ -41,8 +42,9 @@ async def _quiet(exc: Exception) -> None:
 
 
 class Stream:
-    def __init__(self, url: str, consumer: str) -> None:
+    def __init__(self, url: str, consumer: str, tls: ssl.SSLContext | None = None) -> None:
         self.url = url
+        self.tls = tls  # for a tls:// URL (challenges.service.tls_context)
         self.consumer = consumer
         self.nc: NATS | None = None
         self.ready = asyncio.Event()
@@ -51,6 +53,7 @@ class Stream:
         """Connect (reconnecting forever, quickly) and create the stream, retrying until done."""
         self.nc = await nats.connect(
             self.url,
+            tls=self.tls,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.1,
             error_cb=_quiet,

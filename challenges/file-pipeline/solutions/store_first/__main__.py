@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Mapping
 
 import nats
@@ -48,7 +49,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import Error as JetStreamError
 
-from challenges.service import StoreUnavailable, add_health_check, run, warn_throttled
+from challenges.service import StoreUnavailable, add_health_check, run, tls_context, warn_throttled
 
 from .. import contract
 from ..stores import Bucket, Table
@@ -77,7 +78,10 @@ async def _quiet(_: Exception) -> None:
 
 
 class StoreFirst:
-    def __init__(self, table: Table, bucket: Bucket, nats_url: str) -> None:
+    def __init__(
+        self, table: Table, bucket: Bucket, nats_url: str, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self.tls = tls  # for a tls:// URL (challenges.service.tls_context)
         self.table = table
         self.bucket = bucket
         self.nats_url = nats_url
@@ -179,6 +183,7 @@ class StoreFirst:
                 if self.nc is None:
                     self.nc = await nats.connect(
                         self.nats_url,
+                        tls=self.tls,
                         connect_timeout=2,
                         reconnect_time_wait=0.5,
                         max_reconnect_attempts=-1,
@@ -215,7 +220,7 @@ class StoreFirst:
 
 def build(env: Mapping[str, str]) -> web.Application:
     table, bucket = Table(env["DATABASE_URL"]), Bucket(env)
-    design = StoreFirst(table, bucket, env["NATS_URL"])
+    design = StoreFirst(table, bucket, env["NATS_URL"], tls_context(env))
     app = contract.build_app(design)
     add_health_check(app, "postgres", table.health)
     app.cleanup_ctx.append(table.lifecycle)

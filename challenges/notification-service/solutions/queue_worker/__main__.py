@@ -49,7 +49,14 @@ from aiohttp import web
 from nats.aio.msg import Msg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from challenges.service import StoreUnavailable, add_health_check, json_error, run, warn_throttled
+from challenges.service import (
+    StoreUnavailable,
+    add_health_check,
+    json_error,
+    run,
+    tls_context,
+    warn_throttled,
+)
 
 from .. import contract
 from ..stream import Stream
@@ -150,7 +157,7 @@ class Worker:
 
 async def work(env: Mapping[str, str]) -> None:
     """The worker process: deliver from the queue until killed."""
-    stream = Stream(env["NATS_URL"], consumer="queue-worker")
+    stream = Stream(env["NATS_URL"], consumer="queue-worker", tls=tls_context(env))
     pool = AsyncConnectionPool(
         env["DATABASE_URL"],
         min_size=2,
@@ -160,7 +167,9 @@ async def work(env: Mapping[str, str]) -> None:
         kwargs={"autocommit": True, "connect_timeout": 2},
         name="notify",
     )
-    provider = contract.ProviderClient(env["PROVIDER_URL"], env["PROVIDER_TOKEN"])
+    provider = contract.ProviderClient(
+        env["PROVIDER_URL"], env["PROVIDER_TOKEN"], tls=tls_context(env)
+    )
     worker = Worker(stream, pool, provider)
     await pool.open(wait=False)
     await provider.open()
@@ -185,7 +194,7 @@ async def supervise(proc: list[asyncio.subprocess.Process]) -> None:
 
 
 def build(env: Mapping[str, str]) -> web.Application:
-    stream = Stream(env["NATS_URL"], consumer="queue-worker")
+    stream = Stream(env["NATS_URL"], consumer="queue-worker", tls=tls_context(env))
     ingest = Ingest(stream)
     worker: list[asyncio.subprocess.Process] = []
     app = contract.build_app(ingest.accept)

@@ -34,7 +34,7 @@ import psycopg
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from challenges.service import add_health_check, json_error, run, warn_throttled
+from challenges.service import add_health_check, json_error, run, tls_context, warn_throttled
 
 from .. import contract
 
@@ -148,7 +148,9 @@ def build(env: Mapping[str, str]) -> web.Application:
         kwargs={"autocommit": True, "connect_timeout": 2},
         name="notify-sync",
     )
-    provider = contract.ProviderClient(env["PROVIDER_URL"], env["PROVIDER_TOKEN"], connections=512)
+    provider = contract.ProviderClient(
+        env["PROVIDER_URL"], env["PROVIDER_TOKEN"], connections=512, tls=tls_context(env)
+    )
     design = SyncDelivery(pool, provider)
     app = contract.build_app(design.accept)
     add_health_check(app, "postgres", design.health)
