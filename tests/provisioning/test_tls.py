@@ -13,6 +13,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -554,3 +555,26 @@ async def test_a_reference_design_uses_nats_and_the_provider_over_tls(
             await asyncio.sleep(0.2)
         tail = service.output_tail()
     assert delivered.count(event_id) == 1, tail
+
+
+def test_the_docker_backend_refuses_a_public_host_at_start_up(tmp_path: Path) -> None:
+    """Its containers publish plain text on loopback: one ``error:`` line, not a bundle that
+    names a host nothing listens on."""
+    env = {
+        **os.environ,
+        "CRUSCIBLE_BACKEND": "docker",
+        "CRUSCIBLE_PUBLIC_HOST": PUBLIC,
+        "CRUSCIBLE_DATA_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "env", "list"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: the docker backend cannot expose"), done.stderr
+    assert "CRUSCIBLE_BACKEND=local" in done.stderr and "Traceback" not in done.stderr
