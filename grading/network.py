@@ -15,8 +15,8 @@ and an informational check (0 points) that says so. A loopback target gets none 
 
 Latency thresholds are then judged on the service's share (:func:`on_service_share`): an upper
 limit on a request's latency (``p99 < 10ms``; the catalog's are 10-50 ms) is tighter than many
-network paths alone (a transatlantic round trip is ~70 ms), so the measured latency is held to
-the limit plus the round trip measured before the load. The check above names every threshold
+network paths alone, so the measured latency is held to the limit plus the round trip measured
+before the load. The check above names every threshold
 so judged. Error and rate thresholds are judged as measured.
 
 A target counts as remote when its pinned address is not loopback, or when it is the address
