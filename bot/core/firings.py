@@ -75,7 +75,7 @@ class Firings:
         insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
         async with self.store.session() as s:
             stmt = insert(ScheduleFiring).values(row).on_conflict_do_nothing()
-            if (await s.execute(stmt)).rowcount == 1:  # type: ignore[attr-defined]
+            if (await s.execute(stmt.returning(ScheduleFiring.id))).first() is not None:
                 return True
             taken = await s.execute(
                 update(ScheduleFiring)

@@ -26,7 +26,9 @@ A claimed firing whose claimer died is made by another replica once its lease
   (every ``PUBLISH_EVERY_S`` seconds; each publication keeps its own backoff in the store).
   Each tick is claimed like a post (ticks are aligned to the epoch, so every replica's tick
   has the same time): replicas serving the same platforms retry a publication once.
-- ``firings`` — the sweep of expired claims.
+- ``firings`` — the sweep of expired claims; with in-memory jobs it also plans again from the
+  store, so a contest created or a post time changed through another replica is scheduled on
+  this one within a sweep.
 """
 
 from __future__ import annotations
@@ -209,7 +211,14 @@ class Operations:
 
     async def sweep(self) -> int:
         """Make again each firing of this replica's platforms whose claimer died (its lease
-        passed); how many were tried. Old firings are pruned."""
+        passed); how many were tried. Old firings are pruned. With in-memory jobs, the daily
+        posts and contests are planned again from the store first (another replica may have
+        changed them)."""
+        if not self.persistent:
+            for community in await self.coach.communities.all():
+                await self.plan_daily(community)
+            for contest in await self.coach.contests.unfinished():
+                await self.plan_contest(contest)
         prefixes = [f"{p}/" for p in sorted(self.coach.channels.platforms())]
         tried = 0
         for job, at in await self.firings.expired(prefixes):
