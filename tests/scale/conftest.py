@@ -32,7 +32,7 @@ from tests.grading.realservers import Postgres, postgres_server
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_S = 0.5  # workers say they are alive this often …
-STALLED_AFTER_S = 2.0  # … and are trusted this long after they went silent
+STALLED_AFTER_S = 4.0  # … and are trusted this long after they went silent
 _dbs = itertools.count(1)
 
 
