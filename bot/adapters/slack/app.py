@@ -18,6 +18,7 @@ from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstall
 from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStore
 from slack_sdk.oauth.token_rotation.async_rotator import AsyncTokenRotator
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bot.adapters.slack.config import SlackConfig
@@ -38,7 +39,8 @@ BOT_SCOPES = [
     "im:history",  # message.im: the DM's shared files reach the app
     "users:read",
 ]
-INSTALLATIONS_DB = "slack-installations.db"
+INSTALLATIONS_DB = "slack-installations.db"  # with a SQLite store: a file of their own
+TABLES_LOCK = 0x736C6B  # the advisory lock key of creating slack-sdk's tables ("slk")
 OAUTH_STATE_TTL_S = 600
 RATE_LIMIT_RETRIES = 3
 
@@ -104,12 +106,16 @@ class SlackBot:
 
 
 async def oauth_settings(config: SlackConfig, engine: AsyncEngine) -> AsyncOAuthSettings:
-    """Installations and OAuth states in SQL tables of their own (created when missing)."""
+    """Installations and OAuth states in slack-sdk's SQLAlchemy tables (created when missing;
+    on PostgreSQL under an advisory lock, so replicas starting together create them once)."""
     assert config.client_id is not None and config.client_secret is not None
     installations = AsyncSQLAlchemyInstallationStore(client_id=config.client_id, engine=engine)
     states = AsyncSQLAlchemyOAuthStateStore(expiration_seconds=OAUTH_STATE_TTL_S, engine=engine)
-    await installations.create_tables()
-    await states.create_tables()
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": TABLES_LOCK})
+        await conn.run_sync(installations.metadata.create_all)
+        await conn.run_sync(states.metadata.create_all)
     return AsyncOAuthSettings(
         client_id=config.client_id,
         client_secret=config.client_secret,
@@ -120,13 +126,28 @@ async def oauth_settings(config: SlackConfig, engine: AsyncEngine) -> AsyncOAuth
     )
 
 
+def installations_engine(coach: Coach, data_dir: Path) -> tuple[AsyncEngine, bool]:
+    """Where OAuth installations and states live, and whether that engine is this app's own.
+
+    - a PostgreSQL store: the store's own database (and engine), shared by every replica, so a
+      workspace installed through one replica is served by all of them, and an install begun
+      on one may finish on another (the OAuth state is there too);
+    - a SQLite store (one process): ``data_dir/slack-installations.db``, as before.
+    """
+    if coach.store.engine.dialect.name != "sqlite":
+        return coach.store.engine, False
+    return create_async_engine(f"sqlite+aiosqlite:///{data_dir / INSTALLATIONS_DB}"), True
+
+
 @asynccontextmanager
 async def open_slack(coach: Coach, config: SlackConfig, data_dir: Path) -> AsyncIterator[SlackBot]:
-    """The bolt app with the coach's listeners; OAuth installations in ``data_dir``."""
+    """The bolt app with the coach's listeners; OAuth installations where
+    :func:`installations_engine` says."""
     engine = None
+    owned = False
     settings = None
     if config.oauth:
-        engine = create_async_engine(f"sqlite+aiosqlite:///{data_dir / INSTALLATIONS_DB}")
+        engine, owned = installations_engine(coach, data_dir)
         settings = await oauth_settings(config, engine)
     client = web_client(config.bot_token, config.api_url)
     authorize = None
@@ -155,5 +176,5 @@ async def open_slack(coach: Coach, config: SlackConfig, data_dir: Path) -> Async
         yield bot
     finally:
         bot.inflight.cancel()
-        if engine is not None:
+        if engine is not None and owned:
             await engine.dispose()

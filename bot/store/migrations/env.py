@@ -5,10 +5,12 @@ from alembic import context
 from bot.store.models import Base
 
 SCHEDULER_TABLES = {"apscheduler_jobs"}  # APScheduler's job store owns these
+# slack-sdk's SQLAlchemy installation and OAuth state stores own these (bot.adapters.slack.app)
+SLACK_TABLES = {"slack_installations", "slack_bots", "slack_oauth_states"}
 
 
 def include_name(name: str | None, type_: str, _parents: dict[str, str | None]) -> bool:
-    return not (type_ == "table" and name in SCHEDULER_TABLES)
+    return not (type_ == "table" and name in SCHEDULER_TABLES | SLACK_TABLES)
 
 
 connection = context.config.attributes["connection"]
