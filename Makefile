@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-# The suite runs on this many pytest-xdist workers (tests/conftest.py groups it by directory).
+# The suite runs on this many pytest-xdist workers (one test directory per worker at a time: tests/conftest.py).
 TEST_WORKERS ?= 2
 
 .PHONY: install demo sandbox test lint format clean
@@ -36,7 +36,7 @@ sandbox:
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS) --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check .

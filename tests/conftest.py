@@ -1,7 +1,7 @@
 """Shared fixtures: one data directory and one app (store, catalog, real provisioning) per run.
 
-``make test`` runs the suite on two pytest-xdist workers (``--dist loadgroup``). Each test
-directory is one group, so a directory's session and module fixtures start once, and what a
+``make test`` runs the suite on two pytest-xdist workers. Each test directory goes to one
+worker whole (see ``pytest_xdist_make_scheduler``), so a directory's session and module fixtures start once, and what a
 directory holds host-wide (the Docker engine of tests/provisioning, the default data directory
 of tests/e2e) is never used by two workers at once; the challenges' grades run one at a time.
 """
@@ -19,8 +19,6 @@ from bot.app import App, open_app
 from bot.config import Settings
 from tests.support.sandbox import ensure_bubblewrap
 
-TESTS = Path(__file__).parent
-
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Install bubblewrap once, before any worker starts (apt-get holds a host-wide lock)."""
@@ -28,10 +26,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         ensure_bubblewrap()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        directory = item.path.relative_to(TESTS).parts[0]
-        item.add_marker(pytest.mark.xdist_group(directory))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """pytest-xdist's scope scheduler with a test directory as the scope (one worker runs a
+    whole directory; with ``--no-loadscope-reorder`` they are handed out in collection order,
+    so the longest one, tests/challenges, starts first)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByDirectory(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid.split("/")[1]  # "tests/<directory>/test_….py::…"
+
+    return ByDirectory(config, log)
 
 
 @pytest.fixture(scope="session")
