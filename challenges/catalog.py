@@ -17,6 +17,7 @@ import jinja2
 import yaml
 from pydantic import ValidationError
 
+from challenges.checks import DeclarationError, declared_checks, mismatches
 from challenges.schema import ChallengeSpec
 from grading.config import GradeConfig
 from provisioning import EnvironmentSpec, Resource
@@ -111,6 +112,13 @@ class Challenge:
             raise ChallengeError(
                 f"{yaml_path}: resources: 'provider' is listed but provider.py is missing"
             )
+        try:
+            checks = declared_checks(path / "scenario.py")
+        except DeclarationError as exc:
+            raise ChallengeError(str(exc)) from None
+        problems = mismatches(yaml_path, spec.scoring, checks)
+        if problems:
+            raise ChallengeError("\n".join(problems))
         return cls(path, spec)
 
     @property

@@ -110,6 +110,7 @@ async def grade(
             env=env,
             injector=injector,
             progress=progress,
+            checks=type(scenario).checks,
         )
         before = g.usage_before = await _snapshot(env, budgets["fingerprint"])
         after = None

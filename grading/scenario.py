@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from grading import fingerprint, network
 from grading.config import GradeConfig
@@ -32,10 +32,26 @@ MEASURED_SHARE = 0.5  # a latency threshold is judged only when this share was a
 
 Injector = Callable[[str, str], Awaitable[FaultRecord]]
 Progress = Callable[[str, float], None]
+PHASES = ("contract", "load", "verification")
+# What the runner itself records when a phase overruns its budget or crashes (0 points).
+ENGINE_CHECKS = frozenset(f"{p}.{why}" for p in PHASES for why in ("budget", "crashed"))
+
+
+class UndeclaredCheck(ValueError):
+    """A scenario recorded a check id its ``checks`` does not declare."""
 
 
 class Scenario:
-    """Base class for a challenge's grader. Phases run in order; any may be left as is."""
+    """Base class for a challenge's grader. Phases run in order; any may be left as is.
+
+    ``checks`` declares, once, the ids of every check the scenario records: the catalog
+    cross-checks them against ``challenge.yaml``'s ``scoring.weights`` and ``gates`` when the
+    challenge loads (see ``challenges/checks.py``, which reads the literal without importing
+    the scenario), and :meth:`Grade.check` refuses any other id. Empty means undeclared (no
+    check is refused), for ad-hoc scenarios outside the catalog.
+    """
+
+    checks: ClassVar[tuple[str, ...]] = ()
 
     async def contract(self, g: Grade) -> None:
         """Check the HTTP contract, request by request."""
@@ -64,8 +80,10 @@ class Grade:
         env: Environment | None,
         injector: Injector | None,
         progress: Progress | None,
+        checks: Sequence[str] = (),
     ) -> None:
         self.config = config
+        self.declared = frozenset(checks)  # the scenario's declared check ids (empty: any)
         self.target = target
         self.http = http
         self.report = report
@@ -115,11 +133,17 @@ class Grade:
         partial: float | None = None,
     ) -> Check:
         """Record a check. ``partial`` (0..1) awards part of the points to a non-passing check.
+        Raises :class:`UndeclaredCheck` for an id the scenario's ``checks`` does not declare.
 
         A check that does not pass always says why in one line: without a ``detail``, it is
         made of ``expected``/``actual`` and the exchange (``GET /x answered 500``), so no
         failure reaches a learner with the facts hidden in its evidence only.
         """
+        if self.declared and check_id not in self.declared and check_id not in ENGINE_CHECKS:
+            raise UndeclaredCheck(
+                f"check {check_id!r} is not among the scenario's declared checks; add it to "
+                "its `checks` and give it a weight in challenge.yaml"
+            )
         status = ok if isinstance(ok, Status) else (Status.PASS if ok else Status.FAIL)
         if status in (Status.FAIL, Status.ERROR, Status.WARN) and not detail:
             detail = _why(expected, actual, exchange) or title

@@ -91,6 +91,19 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 class EventIngestionScenario(Scenario):
+    checks = (
+        "contract.healthz",
+        "contract.accept",
+        "contract.stats-window",
+        "contract.retry",
+        "contract.bad-input",
+        "load.latency",
+        "load.errors",
+        "faults.availability",
+        "stats.exact",
+        "stats.freshness",
+    )
+
     def __init__(self, spec: ChallengeSpec) -> None:
         self.spec = spec
         self.nonce = secrets.token_hex(4)  # fresh ids on every run; never affects the verdict

@@ -314,6 +314,24 @@ class Originals:
 
 
 class FilePipelineScenario(Scenario):
+    checks = (
+        "contract.healthz",
+        "contract.accept",
+        "contract.status",
+        "contract.result",
+        "contract.stored",
+        "contract.large",
+        "contract.malformed",
+        "contract.unknown",
+        "pipeline.durable",
+        "pipeline.correct",
+        "pipeline.latency",
+        "load.latency",
+        "load.errors",
+        "faults.recovery",
+        "faults.availability",
+    )
+
     def __init__(self, spec: ChallengeSpec) -> None:
         self.spec = spec
         self.nonce = secrets.token_hex(3)  # fresh rows on every run; never affects the verdict

@@ -65,6 +65,21 @@ def describe_calls(calls: list[Call]) -> str:
 
 
 class NotificationScenario(Scenario):
+    checks = (
+        "contract.healthz",
+        "contract.accept",
+        "contract.bad-input",
+        "contract.resend",
+        "contract.delivery",
+        "contract.idempotent",
+        "load.latency",
+        "load.errors",
+        "faults.availability",
+        "delivery.no-loss",
+        "delivery.no-duplicates",
+        "delivery.lag",
+    )
+
     def __init__(self, spec: ChallengeSpec) -> None:
         self.spec = spec
         self.t0 = time.time()

@@ -46,6 +46,23 @@ def check_request(key: str, cost: int | None = None) -> dict[str, Any]:
 
 
 class RateLimiterScenario(Scenario):
+    checks = (
+        "contract.healthz",
+        "contract.allow-first",
+        "contract.remaining",
+        "contract.deny-over-limit",
+        "contract.retry-after",
+        "contract.keys-independent",
+        "contract.cost",
+        "contract.bad-input",
+        "accuracy.atomic",
+        "accuracy.readmitted",
+        "load.latency",
+        "load.errors",
+        "faults.recovery",
+        "faults.availability",
+    )
+
     def __init__(self, spec: ChallengeSpec) -> None:
         self.spec = spec
         self.nonce = secrets.token_hex(3)  # fresh keys on every run; never affects the verdict

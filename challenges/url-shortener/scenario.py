@@ -62,6 +62,22 @@ class Write(NamedTuple):
 
 
 class UrlShortenerScenario(Scenario):
+    checks = (
+        "contract.healthz",
+        "contract.create",
+        "contract.redirect",
+        "contract.unknown",
+        "contract.update",
+        "contract.delete",
+        "contract.bad-input",
+        "cache.fresh",
+        "links.resolve",
+        "load.latency",
+        "load.errors",
+        "faults.recovery",
+        "faults.availability",
+    )
+
     def __init__(self, spec: ChallengeSpec) -> None:
         self.spec = spec
         self.nonce = secrets.token_hex(3)  # fresh URLs on every run; never affects the verdict
