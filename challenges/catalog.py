@@ -158,6 +158,7 @@ class Challenge:
             thresholds=dict(s.thresholds),
             scale={"stated_rate": s.scale.rate, "rate": s.grading.rate},
             budgets_s={"load": s.grading.duration_s + s.grading.fault_duration_s + 30},
+            recovery_s=s.grading.recovery_s,
         )
 
     def scenario(self) -> Scenario:

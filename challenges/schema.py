@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from grading.config import RECOVERY_S
 from grading.nemesis import FaultStep
 from grading.thresholds import Threshold
 from provisioning import Resource
@@ -58,6 +59,13 @@ class LoadPlanSpec(Strict):
     duration_s: float = Field(gt=0, le=60, description="steady load, judged on thresholds")
     fault_duration_s: float = Field(default=0, ge=0, le=60, description="load under faults")
     faults: tuple[FaultPlan, ...] = ()
+    recovery_s: float = Field(
+        default=RECOVERY_S,
+        gt=0,
+        le=60,
+        description="faults.recovery: back to good answers within this many seconds of each "
+        "fault healing",
+    )
 
     @model_validator(mode="after")
     def _faults_fit(self) -> LoadPlanSpec:

@@ -1,1 +1,11 @@
-"""The grader engine: runner, HTTP and load generation, metrics, nemesis, telemetry, scoring, reports."""
+"""The grader engine: runner, HTTP and load generation, metrics, nemesis, telemetry, scoring, reports.
+
+What a challenge's ``scenario.py`` may import from here directly (its public API besides
+:mod:`grading.scenario`): :func:`percentile`, :func:`poll_until`, :func:`json_body`,
+:func:`json_object` and :data:`RECOVERY_S`, the default recovery limit.
+"""
+
+from grading.config import RECOVERY_S
+from grading.helpers import json_body, json_object, percentile, poll_until
+
+__all__ = ["RECOVERY_S", "json_body", "json_object", "percentile", "poll_until"]

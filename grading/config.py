@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+RECOVERY_S = 5.0  # default limit for being back to good answers after a fault heals, seconds
+
 
 @dataclass(frozen=True)
 class GradeConfig:
@@ -16,6 +18,7 @@ class GradeConfig:
     thresholds: dict[str, str] = field(default_factory=dict)  # name -> "p99 < 10ms"
     scale: dict[str, Any] = field(default_factory=dict)  # e.g. {"rate": 2000, "keys": 10000}
     budgets_s: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+    recovery_s: float = RECOVERY_S  # ``faults.recovery``'s limit after each fault heals
 
     def param_int(self, name: str) -> int:
         return int(self.parameters[name])

@@ -34,6 +34,9 @@ from provisioning.spec import Resource
 from provisioning.tls import admin_tls
 
 READ_TIMEOUT_S = 5.0
+# PostgreSQL publishes table statistics about once a second: wait this long after the last
+# request before a snapshot meant to see it (https://www.postgresql.org/docs/current/monitoring-stats.html).
+STATS_FLUSH_S = 1.1
 MIN_OPS = 5
 MIN_OPS_PER_REQUEST = 0.01
 MAX_S3_OBJECTS = 200_000

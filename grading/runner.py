@@ -39,7 +39,7 @@ def overall_progress(phase: str, fraction: float) -> float:
     return (PHASES.index(phase) + max(0.0, min(1.0, fraction))) / len(PHASES)
 
 
-STATS_FLUSH_S = 1.1
+STATS_FLUSH_S = fingerprint.STATS_FLUSH_S
 
 
 class CannotGrade(Exception):

@@ -182,12 +182,6 @@ class Grade:
         whole_ok = verdict.whole_value is None or verdict.threshold.passes(verdict.whole_value)
         excused = result.unreliable and verdict.threshold.metric != "errors"
         detail = verdict.description
-        if shifted is not None:  # a remote target: the limit applies to the service's share
-            detail = (
-                f"judged on the service's share: {asked} for the service is {shifted} as "
-                f"measured over a network round trip of {self.network_rtt_ms:.1f} ms; {detail}"
-            )
-            self.judged_on_service_share.append(check_id)
         if result.unreliable:
             detail += f" (the load generator fell behind: {result.unreliable_reason})"
         good = result.ok / result.scheduled if result.scheduled else 0.0
@@ -199,6 +193,12 @@ class Grade:
             )
             self.check(check_id, title, Status.FAIL, detail=detail)
             return verdict
+        if shifted is not None:  # a remote target: the limit applies to the service's share
+            detail = (
+                f"judged on the service's share: {asked} for the service is {shifted} as "
+                f"measured over a network round trip of {self.network_rtt_ms:.1f} ms; {detail}"
+            )
+            self.judged_on_service_share.append(check_id)
         if verdict.ok:
             status = Status.PASS
         elif whole_ok or excused:
@@ -236,9 +236,10 @@ class Grade:
         )
 
     def recovery(
-        self, windows: Sequence[FaultWindow], limit_s: float, *, title: str = ""
+        self, windows: Sequence[FaultWindow], limit_s: float | None = None, *, title: str = ""
     ) -> float | None:
-        """``faults.recovery``: back to good answers within ``limit_s`` of every fault healing.
+        """``faults.recovery``: back to good answers within ``limit_s`` of every fault healing
+        (default: the challenge's ``grading.recovery_s``, 5 s unless challenge.yaml says).
 
         Records ``faults.recovery_s`` (the worst; None when some fault never recovered).
         Without any fault window (none fired) the check is skipped: nothing to recover from.
@@ -246,6 +247,8 @@ class Grade:
         if not windows:
             self.skip_faults("faults.recovery", detail=self._no_fault_reason())
             return None
+        if limit_s is None:
+            limit_s = self.config.recovery_s
         recoveries = [w.recovery_s for w in windows]
         worst = None if any(r is None for r in recoveries) else max(recoveries, default=0.0)
         self.metric("faults.recovery_s", None if worst is None else round(worst, 2))
@@ -328,12 +331,22 @@ class Grade:
         or None when that cannot be told (no environment, a snapshot failed)."""
         if self.env is None or self.usage_before is None:
             return None
-        try:
-            now = await asyncio.wait_for(fingerprint.snapshot(self.env), SNAPSHOT_TIMEOUT_S)
-        except Exception:
-            log.warning("usage snapshot failed; every fault fires", exc_info=True)
+        now = await self.usage_snapshot()
+        if now is None:
+            log.warning("usage snapshot failed; every fault fires")
             return None
         return set(fingerprint.diff(self.usage_before, now, self.requests_sent).resources_used)
+
+    async def usage_snapshot(self) -> fingerprint.Snapshot | None:
+        """The environment's usage counters now (every store's), or None without an
+        environment or when they could not be read within ``SNAPSHOT_TIMEOUT_S`` (logged)."""
+        if self.env is None:
+            return None
+        try:
+            return await asyncio.wait_for(fingerprint.snapshot(self.env), SNAPSHOT_TIMEOUT_S)
+        except Exception:
+            log.warning("usage snapshot failed", exc_info=True)
+            return None
 
     async def _where_the_design_lives(self, faults: Sequence[FaultStep]) -> list[FaultStep]:
         """``faults`` less the ``if_used`` ones on resources the design never touched."""

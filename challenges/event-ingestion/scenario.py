@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 from challenges.schema import ChallengeSpec
-from grading.checkers import counter_exactness
+from grading import json_body, percentile, poll_until
+from grading.checkers import CheckResult, counter_exactness
 from grading.http import Exchange
 from grading.load import LoadPlan, LoadResult, Request, Response
 from grading.scenario import Grade, Scenario
@@ -81,13 +82,6 @@ def paths_of(data: Any) -> dict[str, int] | None:
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in paths.values()):
         return None
     return {p: n for p, n in paths.items() if n}
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 class EventIngestionScenario(Scenario):
@@ -156,15 +150,14 @@ class EventIngestionScenario(Scenario):
         self, g: Grade, site: str, start: int, end: int, want: int, limit_s: float
     ) -> tuple[Exchange, float | None]:
         """Poll stats until ``total >= want``; return the last answer and how long it took."""
-        t0 = time.monotonic()
-        while True:
-            ex = await self.stats(g, site, start, end)
-            paths = paths_of(_json(ex))
-            if ex.status == 200 and paths is not None and sum(paths.values()) >= want:
-                return ex, time.monotonic() - t0
-            if time.monotonic() - t0 >= limit_s:
-                return ex, None
-            await asyncio.sleep(0.05)
+
+        def counted(ex: Exchange) -> bool:
+            paths = paths_of(json_body(ex))
+            return ex.status == 200 and paths is not None and sum(paths.values()) >= want
+
+        return await poll_until(
+            lambda: self.stats(g, site, start, end), counted, limit_s=limit_s, every_s=0.05
+        )
 
     # -- contract ---------------------------------------------------------------------
     async def contract(self, g: Grade) -> None:
@@ -229,7 +222,7 @@ class EventIngestionScenario(Scenario):
         ]
         for (s, start, end), paths in cases:
             ex = await self.stats(g, s, start, end)
-            data = _json(ex)
+            data = json_body(ex)
             got = paths_of(data)
             total = data.get("total") if isinstance(data, dict) else None
             if ex.status != 200 or got != paths or total != sum(paths.values()):
@@ -289,7 +282,7 @@ class EventIngestionScenario(Scenario):
             ex, took = await self.until(g, site, b - 1, b + 6, distinct, CONVERGE_S)
             await asyncio.sleep(max(0.5, 2 * (took or 0.0)))  # time for a double count to show
             ex = await self.stats(g, site, b - 1, b + 6)
-            got = paths_of(_json(ex))
+            got = paths_of(json_body(ex))
             if ex.status != 200 or got != want:
                 g.check(
                     "contract.retry",
@@ -564,7 +557,7 @@ class EventIngestionScenario(Scenario):
         broken = []
         for site, start, end in wins:
             ex = await self.stats(g, site, start, end)
-            data = _json(ex)
+            data = json_body(ex)
             paths = paths_of(data)
             if ex.status != 200 or paths is None or not isinstance(data.get("total"), int):
                 broken.append(ex)
@@ -581,14 +574,16 @@ class EventIngestionScenario(Scenario):
         self.retry_metrics(g)
         wins = self.windows(g)
         lo, hi = self.bounds(wins)
-        end = time.monotonic() + CONVERGE_S
-        while True:  # counts may settle after the last 202 (a queue, a batch flush)
+
+        async def compared() -> tuple[CheckResult, list[Exchange]]:
             actual, broken = await self.read(g, wins)
             expected = {k: min(max(actual.get(k, 0), lo[k]), hi[k]) for k in hi}
-            found = counter_exactness(expected, actual)
-            if found.valid is True or time.monotonic() >= end:
-                break
-            await asyncio.sleep(0.5)
+            return counter_exactness(expected, actual), broken
+
+        # counts may settle after the last 202 (a queue, a batch flush)
+        (found, broken), _ = await poll_until(
+            compared, lambda r: r[0].valid is True, limit_s=CONVERGE_S, every_s=0.5
+        )
         errors: dict[str, int] = found.counts.get("errors", {})
         whole = {_key(s, a, b) for s, a, b in wins if (a, b) == (self.base, self.base + SPAN_S)}
         # events over- or under-counted over each site's whole hour, counted per path
@@ -641,10 +636,3 @@ def _key(site: str, start: int, end: int, path: str | None = None) -> str:
 def _window_of(key: str) -> str:
     """The total's key of the window a path counter belongs to."""
     return key.rsplit(" ", 1)[0] + " total"
-
-
-def _json(ex: Exchange) -> Any:
-    try:
-        return ex.json()
-    except ValueError:
-        return None

@@ -31,6 +31,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from challenges.schema import ChallengeSpec
+from grading import json_object, percentile
 from grading.http import Exchange
 from grading.load import LoadPlan, LoadResult, Request, Response
 from grading.nemesis import FaultWindow
@@ -84,7 +85,6 @@ RESEND_BUDGET_S = 15.0  # after the load, how long refused uploads are resent
 POLL_EVERY_S = 0.25
 POLL_CONCURRENCY = 8
 DONE_P95_LIMIT_S = 10.0
-RECOVERY_LIMIT_S = 5.0
 UPLOAD_TIMEOUT_S = 20.0
 TERMINAL = ("done", "failed")
 STATUSES = ("pending", "processing", "done", "failed")
@@ -363,11 +363,8 @@ class FilePipelineScenario(Scenario):
         end = time.monotonic() + CONTRACT_WAIT_S
         while time.monotonic() < end:
             ex = await g.request("GET", f"/v1/uploads/{upload_id}")
-            try:
-                got = ex.json()
-            except ValueError:
-                got = None
-            if isinstance(got, dict):
+            got = json_object(ex)
+            if got is not None:
                 data = got
                 status = got.get("status")
                 if not seen or seen[-1] != status:
@@ -457,10 +454,7 @@ class FilePipelineScenario(Scenario):
 
     async def follow(self, g: Grade, upload_id: str, csv: Csv) -> None:
         first = await g.request("GET", f"/v1/uploads/{upload_id}")
-        try:
-            data = first.json()
-        except ValueError:
-            data = None
+        data = json_object(first)
         ok = (
             first.status == 200
             and isinstance(data, dict)
@@ -626,11 +620,8 @@ class FilePipelineScenario(Scenario):
             ex = await g.request("GET", f"/v1/uploads/{t.id}")
         if ex.status != 200:
             return
-        try:
-            data = ex.json()
-        except ValueError:
-            return
-        if not isinstance(data, dict):
+        data = json_object(ex)
+        if data is None:
             return
         t.data = data
         if data.get("status") in TERMINAL:
@@ -704,8 +695,7 @@ class FilePipelineScenario(Scenario):
         g.metric("faults.errors", errors)
         g.recovery(
             windows,
-            RECOVERY_LIMIT_S,
-            title=f"Accepts uploads again within {RECOVERY_LIMIT_S:g} s after each fault heals",
+            title=f"Accepts uploads again within {g.config.recovery_s:g} s after each fault heals",
         )
         g.availability(
             "Keeps accepting uploads while a store is down",
@@ -765,7 +755,7 @@ class FilePipelineScenario(Scenario):
         refused = self.refused
         lost = len(unfinished) + len(missing) + len(refused)
         done_s = sorted(t.finished_at - t.sent_at for t in finished if t.finished_at is not None)
-        p95 = done_s[max(0, math.ceil(0.95 * len(done_s)) - 1)] if done_s else None
+        p95 = percentile(done_s, 95)
         g.metric("pipeline.accepted", len(tracked))
         g.metric("pipeline.lost", lost)
         g.metric("pipeline.unfinished", len(unfinished))
@@ -773,7 +763,7 @@ class FilePipelineScenario(Scenario):
         g.metric("pipeline.refused_max_bytes", max((len(c.body) for c, _ in refused), default=0))
         g.metric("pipeline.missing_originals", len(missing))
         g.metric("pipeline.wrong_results", len(wrong))
-        p50 = done_s[max(0, math.ceil(0.5 * len(done_s)) - 1)] if done_s else None
+        p50 = percentile(done_s, 50)
         g.metric("pipeline.done_p50_s", None if p50 is None else round(p50, 2))
         g.metric("pipeline.done_p95_s", None if p95 is None else round(p95, 2))
         g.metric("pipeline.done_max_s", round(done_s[-1], 2) if done_s else None)

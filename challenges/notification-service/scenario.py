@@ -12,6 +12,7 @@ import uuid
 from typing import Any, NamedTuple
 
 from challenges.schema import ChallengeSpec
+from grading import percentile, poll_until
 from grading.checkers import duplicates
 from grading.http import Exchange
 from grading.load import LoadPlan, LoadResult, Request, Response
@@ -48,13 +49,6 @@ def event_body(event_id: str, kind: str, user: str, order: int) -> bytes:
     return json.dumps(
         {"event_id": event_id, "type": kind, "user_id": user, "data": {"order_id": order}}
     ).encode()
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def describe_calls(calls: list[Call]) -> str:
@@ -325,15 +319,14 @@ class NotificationScenario(Scenario):
     async def drain(self, g: Grade) -> list[Call]:
         """Wait (bounded) until every accepted event was delivered; then watch a little longer."""
         assert self.admin is not None
-        end = time.monotonic() + DRAIN_LIMIT_S
-        while True:
-            calls = await self.admin.calls()
-            delivered = {c.key for c in calls if c.delivered}
-            missing = len(self.accepted.keys() - delivered)
+        admin = self.admin
+
+        def all_delivered(calls: list[Call]) -> bool:
+            missing = len(self.accepted.keys() - {c.key for c in calls if c.delivered})
             g.progress(1 - missing / max(1, len(self.accepted)))
-            if not missing or time.monotonic() >= end:
-                break
-            await asyncio.sleep(POLL_S)
+            return not missing
+
+        await poll_until(admin.calls, all_delivered, limit_s=DRAIN_LIMIT_S, every_s=POLL_S)
         await asyncio.sleep(SETTLE_S)
         return await self.admin.calls()
 

@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from challenges.schema import ChallengeSpec
+from grading import json_object
 from grading.checkers import burst_over_admission, over_admission, starvation
 from grading.history import History
 from grading.http import Exchange
@@ -26,16 +27,6 @@ EDGE_FOLLOW_S = 1.5  # …and keeps asking this long after
 READMIT_TOLERANCE_S = (
     1.0  # a refused client that keeps asking is admitted again within a window + this
 )
-RECOVERY_LIMIT_S = 5.0
-
-
-def body(ex: Exchange) -> dict[str, Any] | None:
-    """The JSON object a check answered, or None when it is not one."""
-    try:
-        data = ex.json()
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def check_request(key: str, cost: int | None = None) -> dict[str, Any]:
@@ -92,7 +83,7 @@ class RateLimiterScenario(Scenario):
 
         key = self.key("first", 0)
         ex = await self.check(g, key)
-        data = body(ex)
+        data = json_object(ex)
         expected = {"allowed": True, "remaining": limit - 1}
         ok = (
             ex.status == 200
@@ -112,7 +103,7 @@ class RateLimiterScenario(Scenario):
         seen, bad = [], None
         for want in range(limit - 2, -1, -1):
             ex = await self.check(g, key)
-            data = body(ex)
+            data = json_object(ex)
             got = data.get("remaining") if data else None
             seen.append(got)
             if ex.status != 200 or got != want:
@@ -130,7 +121,7 @@ class RateLimiterScenario(Scenario):
         g.progress(0.35)
 
         ex = await self.check(g, key)
-        data = body(ex)
+        data = json_object(ex)
         ok = ex.status == 429 and data is not None and data.get("allowed") is False
         g.check(
             "contract.deny-over-limit",
@@ -157,7 +148,7 @@ class RateLimiterScenario(Scenario):
         g.progress(0.45)
 
         ex = await self.check(g, self.key("other", 0))
-        data = body(ex)
+        data = json_object(ex)
         g.check(
             "contract.keys-independent",
             "Another key keeps its own budget",
@@ -168,7 +159,7 @@ class RateLimiterScenario(Scenario):
         )
 
         ex = await self.check(g, self.key("cost", 0), cost=5)
-        data = body(ex)
+        data = json_object(ex)
         ok = ex.status == 200 and bool(data) and data.get("remaining") == limit - 5
         g.check(
             "contract.cost",
@@ -277,7 +268,7 @@ class RateLimiterScenario(Scenario):
         await asyncio.sleep(max(0.0, t0 + at_s - time.monotonic()))
         op = self.probes.invoke(process=0, kind="check", key=key, invoked_s=time.monotonic() - t0)
         ex = await self.check(g, key)
-        data = body(ex)
+        data = json_object(ex)
         allowed = data.get("allowed") if data is not None else None
         # Only a contract answer tells admitted from refused; anything else is unknown.
         outcome = {(200, True): "ok", (429, False): "failed"}.get((ex.status, allowed), "unknown")
@@ -351,7 +342,7 @@ class RateLimiterScenario(Scenario):
         g.metric("faults.error_rate", round(result.error_rate, 4))
         errors = sum(w.errors_during for w in windows)
         g.metric("faults.errors", errors)
-        g.recovery(windows, RECOVERY_LIMIT_S)
+        g.recovery(windows)
         g.availability(
             "Keeps answering while a resource is down",
             result,

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from challenges.schema import ChallengeSpec
-from grading import fingerprint
+from grading import fingerprint, json_object
 from grading.checkers import stale_reads
 from grading.history import History, Outcome
 from grading.http import Exchange
@@ -30,12 +30,9 @@ WRITE_EVERY_S = 0.25  # one update of a hot link this often…
 DELETES_PER_RUN = 2  # …and a few deletes late in each run
 PROBE_RATE = 150.0  # redirects of hot links per second whose Location is recorded
 PROBE_IN_FLIGHT = 64
-RECOVERY_LIMIT_S = 5.0
 RACE_PROBE_OFFSETS_MS = (0.0, 0.3, 0.6, 1.0, 1.5, 2.0, 3.0, 4.5)  # reads sent while a PUT flies
 RACE_WINDOW_MS = 1.0  # the race the detection estimate is stated for: a window this wide
 WARM_UP = 200  # links redirected once, unmeasured, before the load
-STATS_FLUSH_S = 1.1
-SNAPSHOT_TIMEOUT_S = 10.0
 
 
 def location(ex: Exchange) -> str | None:
@@ -47,11 +44,8 @@ def location(ex: Exchange) -> str | None:
 
 def code_of(ex: Exchange) -> str | None:
     """The code a create answered, or None when it answered none usable."""
-    try:
-        data = ex.json()
-    except ValueError:
-        return None
-    code = data.get("code") if isinstance(data, dict) else None
+    data = json_object(ex)
+    code = data.get("code") if data is not None else None
     return code if isinstance(code, str) and CODE_RE.fullmatch(code) else None
 
 
@@ -388,7 +382,7 @@ class UrlShortenerScenario(Scenario):
         # Unmeasured warm-up: a service is not graded on its first second (pools, caches).
         await g.burst([("GET", f"/{code}", {}) for code in self.codes[:WARM_UP]])
         deleted: set[int] = set()
-        before, sent = await self.snapshot(g), g.requests_sent
+        before, sent = await g.usage_snapshot(), g.requests_sent
         result, _ = await self.run(g, grading.duration_s, deleted, [])
         self.report_load(g, result)
         await self.report_usage(g, before, g.requests_sent - sent)
@@ -404,14 +398,6 @@ class UrlShortenerScenario(Scenario):
         result, windows = await self.run(g, grading.fault_duration_s, deleted, steps)
         self.report_faults(g, result, windows)
 
-    async def snapshot(self, g: Grade) -> fingerprint.Snapshot | None:
-        if g.env is None:
-            return None
-        try:
-            return await asyncio.wait_for(fingerprint.snapshot(g.env), SNAPSHOT_TIMEOUT_S)
-        except Exception:  # usage figures are for the discussion; never fail a grade
-            return None
-
     async def report_usage(
         self, g: Grade, before: fingerprint.Snapshot | None, requests: int
     ) -> None:
@@ -422,8 +408,8 @@ class UrlShortenerScenario(Scenario):
         """
         if before is None:
             return
-        await asyncio.sleep(STATS_FLUSH_S)  # PostgreSQL publishes table statistics ~1/s
-        after = await self.snapshot(g)
+        await asyncio.sleep(fingerprint.STATS_FLUSH_S)  # PostgreSQL publishes table statistics ~1/s
+        after = await g.usage_snapshot()
         if after is None:
             return
         signals = fingerprint.diff(before, after, requests).signals
@@ -450,7 +436,7 @@ class UrlShortenerScenario(Scenario):
         g.metric("faults.error_rate", round(result.error_rate, 4))
         errors = sum(w.errors_during for w in windows)
         g.metric("faults.errors", errors)
-        g.recovery(windows, RECOVERY_LIMIT_S)
+        g.recovery(windows)
         g.availability(
             "Keeps redirecting while Redis is down",
             result,

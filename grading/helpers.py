@@ -1,0 +1,66 @@
+"""Small helpers every challenge's ``scenario.py`` may use, re-exported from :mod:`grading`.
+
+They import nothing heavy (no HTTP client, no numpy), so ``grading`` stays light to import
+for the catalog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from grading.http import Exchange
+
+T = TypeVar("T")
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100) of ``values``, in their unit;
+    None when there are none. The smallest value with at least ``q`` % of the values at or
+    below it (no interpolation): ``percentile([1, 2, 3, 4], 50) == 2``."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def json_body(ex: Exchange) -> Any:
+    """The JSON value an exchange answered, or None when its body is not JSON."""
+    try:
+        return ex.json()
+    except ValueError:
+        return None
+
+
+def json_object(ex: Exchange) -> dict[str, Any] | None:
+    """The JSON object an exchange answered, or None when its body is not a JSON object."""
+    data = json_body(ex)
+    return data if isinstance(data, dict) else None
+
+
+async def poll_until(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    *,
+    limit_s: float,
+    every_s: float,
+) -> tuple[T, float | None]:
+    """Await ``probe()`` until ``done`` holds for its result, ``every_s`` seconds apart.
+
+    Returns the last result and the seconds from the first probe until ``done`` held, or
+    None for the seconds when it still did not hold once ``limit_s`` seconds had passed (the
+    probe always runs at least once, and once more after the last wait). Bounded: at most
+    about ``limit_s / every_s + 2`` probes.
+    """
+    t0 = time.monotonic()
+    while True:
+        result = await probe()
+        if done(result):
+            return result, time.monotonic() - t0
+        if time.monotonic() - t0 >= limit_s:
+            return result, None
+        await asyncio.sleep(every_s)
