@@ -2,11 +2,14 @@
 the store's claims) over ``CRUSCIBLE_DATABASE_URL``, posting to a file instead of a platform.
 
 ``python -m tests.scale.schedule_replica OUT [--crash-on-post]`` appends one JSON line per post
-to OUT (``{"pid", "community", "title", "at"}``), a ``ready`` line once its operations started,
-then reads one line from stdin: ``<community id> <epoch seconds>`` makes its scheduler fire that
-community's daily job at that instant (every replica is told the same one), ``armed`` follows.
-With ``--crash-on-post`` the process kills itself (SIGKILL) inside its first post: after it
-claimed the firing, before the platform took it. It runs until killed, at most ``RUN_FOR_S``.
+to OUT (``{"pid", "community", "title", "at"}``) and a line per stage: ``loaded`` (the app is
+open), then — after a ``go`` line on stdin, so that replicas start their operations together —
+``ready`` once its operations started (the start-up catch-up made); then one more stdin line,
+``<community id> <epoch seconds>``, makes its scheduler fire that community's daily job at that
+instant (every replica is told the same one), and ``armed`` follows.
+With ``--crash-on-post`` it starts its operations at once and kills itself (SIGKILL) inside its
+first post: after it claimed the firing, before the platform took it. It runs until killed, at
+most ``RUN_FOR_S``.
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ async def main(out: Path, crash: bool) -> None:
     channels = FileChannels(out, crash=crash)
     async with open_app(settings, reconcile=False) as app:
         app.coach.channels.register(PLATFORM, channels)
+        channels.line(event="loaded")
+        if not crash:
+            await asyncio.to_thread(sys.stdin.readline)  # go
         async with asyncio.timeout(RUN_FOR_S), operations(app) as ops:
             channels.line(event="ready")
             line = await asyncio.to_thread(sys.stdin.readline)

@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import delete, select
 
@@ -32,20 +31,10 @@ from bot.scheduler import Operations
 from bot.store import Community, Contest, DailyPost
 from bot.store.models import ScheduleFiring
 from tests.community.support import RecordingChannels
-from tests.grading.realservers import postgres_server
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 3.0  # replicas sweep expired claims every 1.5 s
 START_WITHIN_S = 60.0
-
-
-@pytest.fixture(scope="module")
-def store_url() -> Iterator[str]:
-    with postgres_server() as pg:
-        with psycopg.connect(pg.dsn, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE schedules")
-        base = pg.dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-        yield f"{base}/schedules"
 
 
 @pytest.fixture
@@ -57,17 +46,17 @@ def root() -> Iterator[Path]:
 
 
 @pytest.fixture
-async def admin(store_url: str, root: Path) -> AsyncIterator[App]:
+async def admin(db_url: str, root: Path) -> AsyncIterator[App]:
     """This process: the store migrated, communities and contests made as an admin would."""
     data = root / "admin"
     data.mkdir(mode=0o755)
-    async with open_app(Settings(database_url=store_url, data_dir=data), reconcile=False) as app:
+    async with open_app(Settings(database_url=db_url, data_dir=data), reconcile=False) as app:
         yield app
 
 
 class Replicas:
-    def __init__(self, store_url: str, root: Path) -> None:
-        self.store_url, self.root = store_url, root
+    def __init__(self, db_url: str, root: Path) -> None:
+        self.db_url, self.root = db_url, root
         self.out = root / "posts.jsonl"
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -76,7 +65,7 @@ class Replicas:
         data = self.root / f"replica-{n}"
         data.mkdir(mode=0o755)
         env = os.environ | {
-            "CRUSCIBLE_DATABASE_URL": self.store_url,
+            "CRUSCIBLE_DATABASE_URL": self.db_url,
             "CRUSCIBLE_DATA_DIR": str(data),
             "CRUSCIBLE_SCHEDULE_LEASE": f"PT{LEASE_S}S",
             "CRUSCIBLE_CONTEST_REMINDER": "PT1S",
@@ -94,6 +83,12 @@ class Replicas:
             )
         self.procs.append(proc)
         return proc
+
+    def tell(self, *procs: subprocess.Popen[bytes], line: str) -> None:
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(f"{line}\n".encode())
+            proc.stdin.flush()
 
     def lines(self) -> list[dict[str, Any]]:
         if not self.out.exists():
@@ -120,8 +115,8 @@ class Replicas:
 
 
 @pytest.fixture
-def replicas(store_url: str, root: Path) -> Iterator[Replicas]:
-    started = Replicas(store_url, root)
+def replicas(db_url: str, root: Path) -> Iterator[Replicas]:
+    started = Replicas(db_url, root)
     try:
         yield started
     finally:
@@ -146,9 +141,10 @@ async def test_each_post_and_contest_step_once_across_two_replicas(
     admin: App, replicas: Replicas
 ) -> None:
     # 1. a replica claims the daily post of "crashed" at its start-up catch-up and dies (-9)
-    #    inside the post, before the platform took it
+    #    inside the post, before the platform took it; two more load meanwhile
     crashed = await daily_community(admin, "crashed", minutes_ago=10)
     doomed = replicas.start(crash=True)
+    one, two = replicas.start(), replicas.start()
 
     async def died() -> bool:
         return doomed.poll() is not None
@@ -158,10 +154,15 @@ async def test_each_post_and_contest_step_once_across_two_replicas(
     held = await firing(admin, f"test/daily:{crashed.id}")
     assert held.done_at is None and held.attempts == 1  # claimed, never made
 
-    # 2. two replicas start together: both catch up "crashed" (its lease ends 3 s after the
-    #    claim) and "caught-up", due 10 minutes ago
+    # 2. the two start their operations together: both catch up "crashed" (its lease ends 3 s
+    #    after the claim) and "caught-up", due 10 minutes ago
     caught = await daily_community(admin, "caught-up", minutes_ago=10)
-    one, two = replicas.start(), replicas.start()
+
+    async def loaded() -> bool:
+        return sum(line.get("event") == "loaded" for line in replicas.lines()) == 3
+
+    await replicas.until(loaded, "the replicas' apps")
+    replicas.tell(one, two, line="go")
 
     async def ready() -> bool:
         return sum(line.get("event") == "ready" for line in replicas.lines()) == 2
@@ -183,14 +184,11 @@ async def test_each_post_and_contest_step_once_across_two_replicas(
         )
     cleared_at = time.time()
     fire_at = cleared_at + 1.5
-    starts = datetime.now(UTC) + timedelta(seconds=4.5)  # planned by the sweep (≤ 1.5 s)
+    starts = datetime.now(UTC) + timedelta(seconds=3)  # planned by the sweep (≤ 1.5 s)
     contest = await admin.coach.contests.create(
-        caught, "rate-limiter", starts, starts + timedelta(seconds=3), created_by="admin"
+        caught, "rate-limiter", starts, starts + timedelta(seconds=2), created_by="admin"
     )
-    for proc in (one, two):
-        assert proc.stdin is not None
-        proc.stdin.write(f"{caught.id} {fire_at}\n".encode())
-        proc.stdin.flush()
+    replicas.tell(one, two, line=f"{caught.id} {fire_at}")
 
     async def finished() -> bool:
         async with admin.store.session() as s:
@@ -199,7 +197,7 @@ async def test_each_post_and_contest_step_once_across_two_replicas(
         return done.standings_at is not None and made is not None
 
     await replicas.until(finished, "the contest's standings and the fired post", within=30)
-    await asyncio.sleep(LEASE_S)  # a second post or announcement would show by now
+    await asyncio.sleep(LEASE_S / 2)  # a second post or announcement would show by now
     assert one.poll() is None and two.poll() is None, replicas.logs()
 
     posts = [line for line in replicas.lines() if "title" in line]

@@ -8,12 +8,11 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import aiohttp
-import psycopg
 import pytest
 
 from bot.adapters.slack.channels import SlackChannels
@@ -22,28 +21,16 @@ from bot.app import App, open_app
 from bot.config import Settings
 from bot.core.message import Message
 from bot.store import Community
-from tests.grading.realservers import postgres_server
 from tests.slack.conftest import OAUTH_CONFIG, Workspace, serve_bot, until
 from tests.slack.fakeslack import OAUTH_CODE, OAUTH_TEAM, OAUTH_TOKEN, SIGNING_SECRET, FakeSlack
 
 
-@pytest.fixture(scope="module")
-def store_url() -> Iterator[str]:
-    with postgres_server() as pg:
-        with psycopg.connect(pg.dsn, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE slack_replicas")
-        base = pg.dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-        yield f"{base}/slack_replicas"
-
-
 @asynccontextmanager
-async def replica(
-    store_url: str, root: Path, name: str, fake: FakeSlack
-) -> AsyncIterator[Workspace]:
+async def replica(db_url: str, root: Path, name: str, fake: FakeSlack) -> AsyncIterator[Workspace]:
     """A Slack front end over the shared store: its own data directory, app and engine."""
     data = root / name
     data.mkdir(mode=0o755)
-    settings = Settings(database_url=store_url, data_dir=data)
+    settings = Settings(database_url=db_url, data_dir=data)
     config = SlackConfig(signing_secret=SIGNING_SECRET, api_url=fake.api_url, **OAUTH_CONFIG)
     app: App
     async with open_app(settings, reconcile=False) as app:
@@ -52,15 +39,15 @@ async def replica(
 
 
 @pytest.fixture
-async def two(store_url: str) -> AsyncIterator[tuple[Workspace, Workspace]]:
+async def two(db_url: str) -> AsyncIterator[tuple[Workspace, Workspace]]:
     root = Path(tempfile.mkdtemp(prefix="cruscible-slack-replicas-"))
     root.chmod(0o755)
     fake = FakeSlack(admins={"UADMIN"})
     await fake.start()
     try:
         async with AsyncExitStack() as stack:
-            first = await stack.enter_async_context(replica(store_url, root, "one", fake))
-            second = await stack.enter_async_context(replica(store_url, root, "two", fake))
+            first = await stack.enter_async_context(replica(db_url, root, "one", fake))
+            second = await stack.enter_async_context(replica(db_url, root, "two", fake))
             yield first, second
     finally:
         await fake.close()
