@@ -1,4 +1,5 @@
-"""Schedules (APScheduler 3, persistent job store): daily posts, contests, the reaper."""
+"""Schedules (APScheduler 3): daily posts, contests, the reaper; each firing made once across
+replicas (``bot.core.firings``)."""
 
 from bot.scheduler.operations import Operations
 

@@ -44,17 +44,14 @@ async def environments(key: str) -> None:
     (once per tick across replicas)."""
     if ops := _ops(key):
         await ops.envs.reap()
-        every_s = ops.coach.settings.reap_every.total_seconds()
-        await ops.tick("warnings", every_s, ops.envs.warn)
+        await ops.warn_environments()
 
 
 async def publications(key: str) -> None:
     """Publish again what a platform refused for a while (see ``bot.core.publish``), once per
     tick across replicas."""
     if ops := _ops(key):
-        from bot.scheduler.operations import PUBLISH_EVERY_S
-
-        await ops.tick("publications", PUBLISH_EVERY_S, ops.coach.publisher.retry_due)
+        await ops.retry_publications()
 
 
 async def firings(key: str) -> None:

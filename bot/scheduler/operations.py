@@ -199,15 +199,32 @@ class Operations:
                 misfire_grace_time=None,  # an announcement is made however late
             )
 
-    async def tick(self, name: str, every_s: float, work: Callable[[], Awaitable[object]]) -> bool:
-        """Run a periodic job's ``work`` if this replica claims its current tick; whether it
-        did. Replicas serving other platforms claim their own tick (their work differs)."""
-        at = tick_of(utcnow(), every_s)  # the scheduler's time, not a test's clock
+    async def tick(
+        self,
+        name: str,
+        every_s: float,
+        work: Callable[[], Awaitable[object]],
+        *,
+        now: datetime | None = None,
+    ) -> bool:
+        """Run a periodic job's ``work`` if this replica claims its tick at ``now`` (default:
+        the scheduler's time, not a test's clock); whether it did. Replicas serving other
+        platforms claim their own tick (their work differs)."""
+        at = tick_of(now or utcnow(), every_s)
         platforms = "+".join(sorted(self.coach.channels.platforms())) or "none"
         async with self.firings.once(f"{platforms}/{name}", at) as mine:
             if mine:
                 await work()
         return mine
+
+    async def retry_publications(self) -> bool:
+        """Publish again what a platform refused for a while, if this replica claims the tick."""
+        return await self.tick("publications", PUBLISH_EVERY_S, self.coach.publisher.retry_due)
+
+    async def warn_environments(self) -> bool:
+        """The expiry warnings by DM, if this replica claims the tick."""
+        every_s = self.coach.settings.reap_every.total_seconds()
+        return await self.tick("warnings", every_s, self.envs.warn)
 
     async def sweep(self) -> int:
         """Make again each firing of this replica's platforms whose claimer died (its lease
