@@ -22,11 +22,12 @@ A challenge declares its endpoints and runs it with ``python -m <its module> --p
     main([Endpoint("POST", "/v1/send", required=("idempotency_key", "message"), key="idempotency_key")])
 
 Tokens come from the environment (``PROVIDER_TOKEN``, ``PROVIDER_ADMIN_TOKEN``), never argv.
+The command line, the admin routes and their payloads are ``provisioning/provider_protocol.py``,
+which the local backend's driver that starts and probes the provider uses too.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import hmac
@@ -37,14 +38,16 @@ import ssl
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
 
-ADMIN_HEADER = "X-Admin-Token"
+from provisioning import provider_protocol as protocol
+from provisioning.provider_protocol import ADMIN_HEADER
+
 Mode = Literal["slow", "throttle", "error", "outage"]
 
 
@@ -121,11 +124,11 @@ class Provider:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/_admin/ping", self.ping)
-        app.router.add_put("/_admin/script", self.set_script)
-        app.router.add_get("/_admin/calls", self.list_calls)
-        app.router.add_post("/_admin/reset", self.reset)
+        app.router.add_get(protocol.HEALTHZ, self.healthz)
+        app.router.add_get(protocol.PING, self.ping)
+        app.router.add_put(protocol.SCRIPT, self.set_script)
+        app.router.add_get(protocol.CALLS, self.list_calls)
+        app.router.add_post(protocol.RESET, self.reset)
         for ep in self.endpoints:
             app.router.add_route(ep.method, ep.path, self.handler(ep))
         return app
@@ -141,7 +144,7 @@ class Provider:
 
     async def ping(self, request: web.Request) -> web.Response:
         self._admin(request)
-        return web.json_response({"ok": True, "calls": len(self.calls)})
+        return web.json_response(protocol.ping_answer(len(self.calls)))
 
     async def set_script(self, request: web.Request) -> web.Response:
         self._admin(request)
@@ -283,6 +286,11 @@ class ProviderAdmin:
         self.headers = {ADMIN_HEADER: admin_token}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
 
+    @classmethod
+    def of(cls, admin: Mapping[str, str], timeout_s: float = 5.0) -> ProviderAdmin:
+        """The handle on the provider whose ``ResourceInfo.admin`` is ``admin``."""
+        return cls(admin[protocol.ADMIN_URL], admin[protocol.ADMIN_TOKEN], timeout_s)
+
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         async with (
             aiohttp.ClientSession(timeout=self.timeout, headers=self.headers) as http,
@@ -294,30 +302,24 @@ class ProviderAdmin:
     async def script(self, windows: Sequence[Window], seed: int = 0) -> float:
         """Replace the script; return its time origin (epoch seconds)."""
         data = await self._call(
-            "PUT", "/_admin/script", json={"windows": [asdict(w) for w in windows], "seed": seed}
+            "PUT", protocol.SCRIPT, json={"windows": [asdict(w) for w in windows], "seed": seed}
         )
         return float(data["t0"])
 
     async def calls(self, since: int = 0) -> list[Call]:
-        data = await self._call("GET", f"/_admin/calls?since={since}")
+        data = await self._call("GET", f"{protocol.CALLS}?since={since}")
         return [Call(**c) for c in data["calls"]]
 
     async def reset(self) -> None:
-        await self._call("POST", "/_admin/reset")
+        await self._call("POST", protocol.RESET)
 
 
 def main(endpoints: Sequence[Endpoint], argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="a simulated third-party API")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--public-host", help="also serve HTTPS here (needs --tls-cert/--tls-key)")
-    parser.add_argument("--public-port", type=int)
-    parser.add_argument("--tls-cert")
-    parser.add_argument("--tls-key")
-    args = parser.parse_args(argv)
-    token, admin = os.environ.get("PROVIDER_TOKEN"), os.environ.get("PROVIDER_ADMIN_TOKEN")
+    args = protocol.parse_args(argv)
+    token = os.environ.get(protocol.ENV_TOKEN)
+    admin = os.environ.get(protocol.ENV_ADMIN_TOKEN)
     if not token or not admin:
-        sys.exit("error: PROVIDER_TOKEN and PROVIDER_ADMIN_TOKEN must be set")
+        sys.exit(f"error: {protocol.ENV_TOKEN} and {protocol.ENV_ADMIN_TOKEN} must be set")
     provider = Provider(endpoints, token, admin)
     if args.public_port is None:
         web.run_app(provider.app(), host=args.host, port=args.port, access_log=None, print=None)
@@ -336,7 +338,7 @@ def main(endpoints: Sequence[Endpoint], argv: Sequence[str] | None = None) -> No
 
 @web.middleware
 async def _no_admin(request: web.Request, handler: Any) -> web.StreamResponse:
-    if request.path.startswith("/_admin"):
+    if request.path.startswith(protocol.ADMIN_PREFIX):
         raise web.HTTPNotFound()
     return await handler(request)
 

@@ -105,8 +105,7 @@ class NotificationScenario(Scenario):
     # -- contract ---------------------------------------------------------------------
     async def contract(self, g: Grade) -> None:
         if g.env is not None and Resource.PROVIDER in g.env.resources:
-            info = g.env.admin(Resource.PROVIDER)
-            self.admin = ProviderAdmin(info["url"], info["admin_token"])
+            self.admin = ProviderAdmin.of(g.env.admin(Resource.PROVIDER))
             await self.admin.reset()  # this grade's record starts empty; old windows are gone
 
         ex = await g.request("GET", "/healthz")

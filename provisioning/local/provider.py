@@ -9,11 +9,10 @@ import sys
 import urllib.error
 import urllib.request
 
+from provisioning import provider_protocol as protocol
 from provisioning.environment import ResourceInfo
 from provisioning.local.driver import PUBLIC, Driver, NotReady, Slot, password
 from provisioning.spec import Resource
-
-ADMIN_HEADER = "X-Admin-Token"
 
 
 class ProviderDriver(Driver):
@@ -30,42 +29,45 @@ class ProviderDriver(Driver):
         port = ports["port"]
         token, admin_token = password(), password()
         url = f"http://{self.host}:{port}"
-        learner = {"PROVIDER_URL": url, "PROVIDER_TOKEN": token}
+        learner = {protocol.ENV_URL: url, protocol.ENV_TOKEN: token}
         if slot.exposure is not None:
             slot.exposure.install(slot.home)
             learner = {
                 **slot.exposure.bundle_vars(),
-                "PROVIDER_URL": f"https://{slot.public}:{ports[PUBLIC]}",
-                "PROVIDER_TOKEN": token,
+                protocol.ENV_URL: f"https://{slot.public}:{ports[PUBLIC]}",
+                protocol.ENV_TOKEN: token,
             }
         return ResourceInfo(
             kind=self.kind,
             host=slot.public if slot.exposure is not None else self.host,
             port=port,
             learner=learner,
-            admin={"url": url, "admin_token": admin_token},
+            admin={protocol.ADMIN_URL: url, protocol.ADMIN_TOKEN: admin_token},
             secrets=[token, admin_token],
             extra={"ports": ports, "module": module},
         )
 
     def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
-        argv = [sys.executable, "-m", info.extra["module"], "--port", str(info.port)]
         public = info.extra["ports"].get(PUBLIC)
         if slot.exposure is None or public is None:
-            return argv
+            return [sys.executable, *protocol.argv(info.extra["module"], info.port)]
         return [
-            *argv,
-            "--public-host", slot.exposure.listen_host, "--public-port", str(public),
-            "--tls-cert", str(slot.home / "tls.crt"), "--tls-key", str(slot.home / "tls.key"),
-        ]  # fmt: skip
+            sys.executable,
+            *protocol.argv(
+                info.extra["module"],
+                info.port,
+                public=(slot.exposure.listen_host, public),
+                tls=(slot.home / "tls.crt", slot.home / "tls.key"),
+            ),
+        ]
 
     def environment(self, slot: Slot, info: ResourceInfo) -> dict[str, str]:
         """Tokens travel in the environment, never in argv (which ``ps`` shows); the module is
         found on the same import path as this process's."""
         return {
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-            "PROVIDER_TOKEN": info.learner["PROVIDER_TOKEN"],
-            "PROVIDER_ADMIN_TOKEN": info.admin["admin_token"],
+            protocol.ENV_TOKEN: info.learner[protocol.ENV_TOKEN],
+            protocol.ENV_ADMIN_TOKEN: info.admin[protocol.ADMIN_TOKEN],
         }
 
     async def probe(self, slot: Slot, info: ResourceInfo, budget: float) -> str:
@@ -74,16 +76,19 @@ class ProviderDriver(Driver):
     @staticmethod
     def _ping(info: ResourceInfo, budget: float) -> str:
         req = urllib.request.Request(
-            f"{info.admin['url']}/_admin/ping", headers={ADMIN_HEADER: info.admin["admin_token"]}
+            info.admin[protocol.ADMIN_URL] + protocol.PING,
+            headers={protocol.ADMIN_HEADER: info.admin[protocol.ADMIN_TOKEN]},
         )
         try:
             with urllib.request.urlopen(req, timeout=budget) as resp:  # noqa: S310 - loopback
                 data = json.loads(resp.read())
         except (OSError, ValueError, urllib.error.URLError) as exc:
             raise NotReady(f"provider not answering: {exc}") from None
-        if not (isinstance(data, dict) and data.get("ok") is True):
-            raise NotReady("something else answers on the provider's port")
-        return f"provider answering ({data.get('calls', 0)} calls recorded)"
+        try:
+            calls = protocol.read_ping(data)
+        except ValueError:
+            raise NotReady("something else answers on the provider's port") from None
+        return f"provider answering ({calls} calls recorded)"
 
     def wipe(self, slot: Slot) -> None:
         """The provider keeps its record in memory: a restart loses it anyway."""
