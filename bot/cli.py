@@ -520,7 +520,8 @@ def load(
     """Open-model load against a URL: achieved rate, errors by kind, latency percentiles."""
     import asyncio
 
-    from grading.load import format_table, plan_from_cli, run_load_sync
+    from bot.loadtable import format_table
+    from grading.load import plan_from_cli, run_load_sync
     from grading.urlguard import TargetRefused, resolve_target
 
     settings = load_settings()

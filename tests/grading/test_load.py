@@ -12,12 +12,12 @@ from collections.abc import Iterator
 import pytest
 from rich.console import Console
 
+from bot.loadtable import format_table
 from grading.load import (
     LoadPlan,
     Request,
     Response,
     encode_request,
-    format_table,
     plan_from_cli,
     run_load,
     run_load_sync,
