@@ -152,7 +152,7 @@ class Operations:
         self.coach.communities.on_change(self.plan_daily)
         self.coach.contests.on_change(self.plan_contest)
         await self.coach.notify_interrupted(await self.coach.queue.resume())
-        await self.coach.publisher.retry_due()
+        await self.retry_publications()  # once across replicas starting together
         await self.daily.catch_up()
         await self.coach.contests.settle_all()
         self.coach.boards.touch()
