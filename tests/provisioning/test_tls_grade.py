@@ -94,11 +94,16 @@ async def test_a_reference_design_graded_through_the_public_path(tls_dir: Path) 
     assert isinstance(rtt, float) and rtt > 0
     assert isinstance(report.metrics["load.p99.service_ms"], float)
     check = report.check(network.CHECK_ID)
-    assert check.status is Status.PASS
-    judged = check.evidence["judged_on_service_share"]
-    assert "load.latency" in judged, check.detail
-    assert "load.latency" in check.detail and "service's share" in check.detail
-    assert "judged on the service's share" in report.check("load.latency").detail
+    assert check.status is Status.PASS and "round trip" in check.detail
     markdown = render_markdown(report)  # the report a learner reads says it too
     section = markdown.split("## Over a network", 1)[1].split("\n## ", 1)[0]
+    assert "network round trip of about" in section
+    latency = report.check("load.latency")
+    if "answered as the contract says" in latency.detail:
+        # Under heavy noise most requests timed out: no latency was judged, none is named.
+        assert check.evidence["judged_on_service_share"] == [], check.detail
+        return
+    assert check.evidence["judged_on_service_share"] == ["load.latency"], check.detail
+    assert "load.latency" in check.detail and "service's share" in check.detail
+    assert latency.detail.startswith("judged on the service's share: p99 < 10 ms for the service")
     assert "Judged on the service's share" in section and "load.latency" in section

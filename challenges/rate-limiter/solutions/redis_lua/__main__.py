@@ -34,6 +34,7 @@ the limit; which one is right depends on what the limit protects.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Mapping
 
@@ -52,6 +53,7 @@ from .. import contract
 NAME = "rate-limiter/redis_lua"
 KEY_PREFIX = "rl:fw:"
 SOCKET_TIMEOUT_S = 0.25
+TLS_CONNECT_TIMEOUT_S = 1.0  # a TLS handshake adds round trips and a key exchange
 POOL_SIZE = 32
 DEADLINE_S = 1.0
 
@@ -109,7 +111,7 @@ def connect(url: str, **tls: str) -> aioredis.Redis:
         max_connections=POOL_SIZE,
         timeout=SOCKET_TIMEOUT_S,  # waiting for a free connection
         socket_timeout=SOCKET_TIMEOUT_S,
-        socket_connect_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=TLS_CONNECT_TIMEOUT_S if tls else SOCKET_TIMEOUT_S,
         # One immediate retry on a broken connection (a pooled connection to a
         # Redis that restarted); a timeout is not retried: the script may have
         # run, and the deadline is short anyway.
@@ -125,6 +127,9 @@ def build(env: Mapping[str, str]) -> web.Application:
     add_health_check(app, "redis", client.ping)
 
     async def redis_client(app: web.Application) -> AsyncIterator[None]:
+        # Open the pool's connections before the first burst (each may cost a TLS handshake);
+        # an unreachable Redis is /healthz's to report, not a reason not to start.
+        await asyncio.gather(*(client.ping() for _ in range(POOL_SIZE)), return_exceptions=True)
         yield
         await client.aclose(close_connection_pool=True)
 
