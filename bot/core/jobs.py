@@ -309,18 +309,17 @@ class EngineQueue(GradingQueue):
 
     # -- a worker -----------------------------------------------------------------------------
     async def work(self, *, concurrency: int | None = None) -> None:
-        """Take ``grade`` jobs until cancelled (SIGTERM, SIGINT: running grades get
-        ``SHUTDOWN_GRACE_S`` to end, then go back to the queue)."""
+        """Take ``grade`` jobs until cancelled or sent SIGTERM or SIGINT (then returns: running
+        grades get ``SHUTDOWN_GRACE_S`` to end, then go back to the queue)."""
         await self.open()
         loop = asyncio.get_running_loop()
-        me = asyncio.current_task()
-        assert me is not None
+        stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, me.cancel)
+                loop.add_signal_handler(sig, stopping.set)
         rescuer = asyncio.ensure_future(self._rescue())
-        try:
-            await self.engine.run_worker_async(
+        worker = asyncio.ensure_future(
+            self.engine.run_worker_async(
                 queues=[GRADING],
                 name="grader",
                 concurrency=concurrency or self.concurrency,
@@ -330,9 +329,16 @@ class EngineQueue(GradingQueue):
                 shutdown_graceful_timeout=SHUTDOWN_GRACE_S,
                 abort_job_polling_interval=max(0.5, self.heartbeat_s),
             )
+        )
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait({worker, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if worker.done():
+                worker.result()  # the engine's failure, raised
         finally:
-            rescuer.cancel()
-            await asyncio.gather(rescuer, return_exceptions=True)
+            for task in (stop, worker, rescuer):
+                task.cancel()
+            await asyncio.gather(stop, worker, rescuer, return_exceptions=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -380,7 +386,8 @@ class EngineQueue(GradingQueue):
                 raise
             except Exception as exc:
                 log.exception("grading submission %d failed", sub_id)
-                await self._mark(sub_id, "error", f"internal error: {type(exc).__name__}")
+                if (await self._load(sub_id)).status == "running":  # else another start won
+                    await self._mark(sub_id, "error", f"internal error: {type(exc).__name__}")
         await self._defer_settle(sub_id)
 
     async def _start(self, sub_id: int) -> Submission | None:
