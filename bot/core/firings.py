@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE = timedelta(minutes=5)
 MAX_ATTEMPTS = 3
 KEEP = timedelta(days=2)  # firings scheduled longer ago than this are pruned
+INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}  # with ON CONFLICT
 
 
 class Firings:
@@ -72,7 +73,9 @@ class Firings:
             "attempts": 1,
         }
         dialect = self.store.engine.dialect.name
-        insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+        insert = INSERTS.get(dialect)
+        if insert is None:
+            raise ValueError(f"schedule claims need SQLite or PostgreSQL, not {dialect}")
         async with self.store.session() as s:
             stmt = insert(ScheduleFiring).values(row).on_conflict_do_nothing()
             if (await s.execute(stmt.returning(ScheduleFiring.id))).first() is not None:
@@ -112,9 +115,10 @@ class Firings:
             )
 
     async def release(self, job: str, at: datetime) -> None:
-        """The claimer failed: the lease ends now, so the next attempt need not wait for it."""
+        """The claimer failed: the lease ends now, so the next attempt need not wait for it (a
+        warning says when that was the last try)."""
         async with self.store.session() as s:
-            await s.execute(
+            tries = await s.scalar(
                 update(ScheduleFiring)
                 .where(
                     ScheduleFiring.job == job,
@@ -123,7 +127,10 @@ class Firings:
                     ScheduleFiring.done_at.is_(None),
                 )
                 .values(lease_until=self.clock())
+                .returning(ScheduleFiring.attempts)
             )
+        if tries is not None and tries >= self.max_attempts:
+            log.warning("firing %s at %s given up after %d tries", job, at, tries)
 
     async def close_idle(self, job: str, at: datetime) -> None:
         """Mark done a firing nobody holds: one whose retry found nothing left to make (the post

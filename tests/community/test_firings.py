@@ -5,6 +5,7 @@ operations over one store run once."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -52,8 +53,9 @@ async def test_one_claimer_per_firing_and_a_lease_taken_over_when_it_passed(
 
 
 async def test_a_failed_claimer_releases_at_once_and_tries_are_bounded(
-    home: Path, clock: Clock
+    home: Path, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.core.firings")
     store = await store_in(home)
     try:
         a, b = (Firings(store, lease=LEASE, clock=clock, owner=o) for o in ("a", "b"))
@@ -63,8 +65,12 @@ async def test_a_failed_claimer_releases_at_once_and_tries_are_bounded(
                     assert mine
                     raise ConnectionError("the platform did not answer")
         async with b.once("test/contest:1:open", AT) as mine:
-            assert not mine  # given up after three tries
+            assert not mine  # given up after three tries, and the log says so
         assert await b.expired(["test/"]) == []
+        assert (
+            "firing test/contest:1:open at 2026-11-30 08:00:00+00:00 given up after 3 tries"
+            in caplog.text
+        )
     finally:
         await store.close()
 
