@@ -384,6 +384,14 @@ async def test_faults_restart_an_exposed_server_behind_its_relay(
         assert client.get("gone") is None
     finally:
         client.close()
+    await backend.fault(env.id, Resource.QUEUE, FaultAction.RESTART)  # NATS's relay too
+    nc = await _nats_connect(env.bundle["NATS_URL"], ssl.create_default_context(cafile=ca_file))
+    try:
+        sub = await nc.subscribe("after.restart")
+        await nc.publish("after.restart", b"back")
+        assert (await sub.next_msg(timeout=5)).data == b"back"
+    finally:
+        await nc.close()
     health = {h.resource: h.ok for h in await backend.health(env.id)}
     assert all(health.values()), health
 
