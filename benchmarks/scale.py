@@ -13,8 +13,9 @@ of this process, one learner each.
 - **claim-to-start**: ``--queued`` grades wait before one worker (one slot) starts; for each
   grade after the first, the time from the previous grade's end to its start (the slot's idle
   time: settling the job, claiming the next, marking it running), p50 and p99.
-- **grades per hour**: 1, 2 or 4 worker processes (one slot each) started, then ``--per-run``
-  zero-length grades added; grades divided by the time from the first start to the last end.
+- **grades per hour**: 1, 2 or 4 worker processes (one slot each) started, ``--per-run``
+  zero-length grades queued (their jobs held), then all made due at once; grades divided by the
+  time from the first start to the last end.
   Next to it, the p99 of a learner's ``results`` command answered by this process meanwhile.
 - **kill -9 → restart**: a 10 s grade on one of two workers; the worker is killed; the time until
   the other starts it (``attempts`` 2 in the store), with the heartbeat and the silence that
@@ -35,6 +36,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -46,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from bot.app import App, open_app  # noqa: E402
 from bot.config import Settings  # noqa: E402
+from bot.core.jobs import EngineQueue  # noqa: E402
 from bot.core.outbox import Actor  # noqa: E402
 from bot.store import Submission, User  # noqa: E402
 from tests.grading.realservers import Postgres, postgres_server  # noqa: E402
@@ -88,17 +91,37 @@ def workers_for(db_url: str) -> Workers:
     return Workers(db_url, root)
 
 
-async def queue_grades(app: App, n: int, url: str, prefix: str) -> None:
-    """``n`` grades of ``url``, one learner each, through the front end's queue."""
+async def queue_grades(app: App, n: int, url: str, prefix: str, *, held: bool = False) -> None:
+    """``n`` grades of ``url``, one learner each, through the front end's queue; ``held``: each
+    job deferred as the queue defers it, but due in an hour (:func:`release` makes them due)."""
     async with app.store.session() as s:
         users = [
             User(platform="console", platform_id=f"{prefix}{i}", display_name=f"L{i}")
             for i in range(n)
         ]
         s.add_all(users)
+    queue = app.coach.queue
+    assert isinstance(queue, EngineQueue)
+    await queue.open()
+    later = datetime.now(UTC) + timedelta(hours=1)
     for user in users:
-        await app.coach.queue.add(
-            Submission(user_id=user.id, challenge="rate-limiter", url=url, seed=1)
+        sub = Submission(user_id=user.id, challenge="rate-limiter", url=url, seed=1)
+        if not held:
+            await queue.add(sub)
+            continue
+        await queue._insert(sub, None)  # the queue's own steps, the job held
+        await queue._grade_task.configure(
+            lock=f"user-{user.id}", queueing_lock=f"sub-{sub.id}", schedule_at=later
+        ).defer_async(sub_id=sub.id)
+
+
+async def release(db_url: str) -> None:
+    """Make every held job due now (workers find them at their next poll)."""
+    async with await psycopg.AsyncConnection.connect(
+        db_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+    ) as conn:
+        await conn.execute(
+            "UPDATE procrastinate_jobs SET scheduled_at = now() WHERE status = 'todo'"
         )
 
 
@@ -162,9 +185,10 @@ async def throughput(pg: Postgres, url: str, n_workers: int, per_run: int) -> di
                     acks.append((time.perf_counter() - began) * 1000)
                     await asyncio.sleep(0.05)
 
+            await queue_grades(app, per_run, url, "t", held=True)
             asking = asyncio.ensure_future(commands())
             try:
-                await queue_grades(app, per_run, url, "t")
+                await release(db)
                 await finished(app, per_run, within=60 + per_run * 0.5)
             finally:
                 asking.cancel()

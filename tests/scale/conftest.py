@@ -15,7 +15,7 @@ import sys
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from tests.grading.realservers import Postgres, postgres_server
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_S = 0.5  # workers say they are alive this often …
 STALLED_AFTER_S = 4.0  # … and are trusted this long after they went silent
+READY = "Starting worker on queues grading"  # procrastinate's log line, at INFO
 _dbs = itertools.count(1)
 
 
@@ -97,24 +98,21 @@ class Workers:
         return proc
 
     async def registered(self, n: int, within: float = 30.0) -> None:
-        """Wait until ``n`` workers announced themselves to the engine."""
-        dsn = self.db_url.replace("postgresql+psycopg://", "postgresql://")
-
-        async def count() -> int:
-            async with await psycopg.AsyncConnection.connect(dsn) as conn:
-                cur = await conn.execute(
-                    "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat > now() - interval '2 seconds'"
-                )
-                row = await cur.fetchone()
-                return int(row[0]) if row else 0
-
+        """Wait until ``n`` of the workers started and alive take grading jobs (each says so
+        in its log: procrastinate's "Starting worker on queues grading"; front ends' own
+        workers over the same database are not counted)."""
         async with asyncio.timeout(within):
             while True:
-                with suppress(psycopg.Error):
-                    if await count() >= n:
-                        return
                 for proc in self.procs:  # none failed (a kill -9 is the caller's)
                     assert proc.poll() in (None, -signal.SIGKILL), self.logs()
+                ready = sum(
+                    1
+                    for i, proc in enumerate(self.procs)
+                    if proc.poll() is None
+                    and READY in (self.root / f"worker-{i}.log").read_text(errors="replace")
+                )
+                if ready >= n:
+                    return
                 await asyncio.sleep(0.1)
 
     def by_pid(self, pid: int) -> subprocess.Popen:
