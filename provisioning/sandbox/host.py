@@ -16,6 +16,7 @@ from functools import cache
 from pathlib import Path
 
 from provisioning.sandbox.spec import SandboxError
+from provisioning.staging import exclusive, link_or_copy
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +119,6 @@ def _world_reachable(path: Path) -> bool:
     return bool(path.stat().st_mode & 0o004)
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    if os.path.lexists(dst):
-        return
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def _ignore(directory: str, names: list[str]) -> set[str]:
     return {n for n in names if n in ("site-packages", "__pycache__", "test", "idlelib")}
 
@@ -165,31 +157,37 @@ def interpreter() -> Interpreter:
                 f"{into} exists but is not a root-owned directory closed to others; remove it"
             )
     if not done.exists():
-        log.info("staging %s for sandboxes at %s", prefix, into)
         into.mkdir(mode=0o755, exist_ok=True)
         into.chmod(0o755)
-        (into / "bin").mkdir(mode=0o755, exist_ok=True)
-        real = Path(os.path.realpath(prefix / "bin" / version))
-        _link_or_copy(str(real), str(into / "bin" / version))
-        for alias in ("python3", "python"):
-            if not os.path.lexists(into / "bin" / alias):
-                os.symlink(version, into / "bin" / alias)
-        lib = prefix / "lib"
-        (into / "lib").mkdir(mode=0o755, exist_ok=True)
-        for entry in lib.iterdir():
-            if entry.name.startswith("libpython") and entry.is_file():
-                _link_or_copy(str(entry), str(into / "lib" / entry.name))
-        shutil.copytree(
-            lib / version,
-            into / "lib" / version,
-            ignore=_ignore,
-            copy_function=_link_or_copy,
-            dirs_exist_ok=True,
-            symlinks=True,
-        )
-        (into / "lib" / version / "site-packages").mkdir(mode=0o755, exist_ok=True)
-        for root, dirs, _files in os.walk(into):
-            for name in dirs:
-                os.chmod(os.path.join(root, name), 0o755)
-        done.write_text(str(prefix))
+        with exclusive(into):
+            if not done.exists():  # or another process staged it while we waited
+                _stage_python(prefix, version, into)
     return Interpreter(into, prefix, executable)
+
+
+def _stage_python(prefix: Path, version: str, into: Path) -> None:
+    log.info("staging %s for sandboxes at %s", prefix, into)
+    (into / "bin").mkdir(mode=0o755, exist_ok=True)
+    real = Path(os.path.realpath(prefix / "bin" / version))
+    link_or_copy(str(real), str(into / "bin" / version))
+    for alias in ("python3", "python"):
+        if not os.path.lexists(into / "bin" / alias):
+            os.symlink(version, into / "bin" / alias)
+    lib = prefix / "lib"
+    (into / "lib").mkdir(mode=0o755, exist_ok=True)
+    for entry in lib.iterdir():
+        if entry.name.startswith("libpython") and entry.is_file():
+            link_or_copy(str(entry), str(into / "lib" / entry.name))
+    shutil.copytree(
+        lib / version,
+        into / "lib" / version,
+        ignore=_ignore,
+        copy_function=link_or_copy,
+        dirs_exist_ok=True,
+        symlinks=True,
+    )
+    (into / "lib" / version / "site-packages").mkdir(mode=0o755, exist_ok=True)
+    for root, dirs, _files in os.walk(into):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+    (into / ".staged").write_text(str(prefix))

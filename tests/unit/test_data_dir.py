@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,3 +155,28 @@ def test_staged_binaries_are_copied_once_then_reused(open_dir: Path) -> None:
     finally:
         binaries._staged.clear()
         binaries._staged.update(saved)
+
+
+def test_processes_staging_at_once_take_turns(open_dir: Path) -> None:
+    """Replicas and workers of one installation start together: each of four processes stages
+    the same trees into one folder at the same moment, and all of them succeed."""
+    into = open_dir / "staged-at-once"
+    stage = (
+        "import sys; from provisioning.local import binaries; "
+        "binaries.stage_for(lambda _: False, __import__('pathlib').Path(sys.argv[1])); "
+        "print(binaries.postgres_bin_dir())"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", stage, str(into)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-500:] for _, err in results]
+    dirs = {Path(out.strip()) for out, _ in results}
+    (postgres_bin,) = dirs
+    assert postgres_bin.is_relative_to(into) and os.access(postgres_bin / "postgres", os.X_OK)
