@@ -26,6 +26,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         ensure_bubblewrap()
 
 
+# The load generator's own tests bound its dispatch lag: never beside a challenge's grade.
+SAME_WORKER = {"grading": "challenges"}
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """pytest-xdist's scope scheduler with a test directory as the scope (one worker runs a
     whole directory; with ``--no-loadscope-reorder`` they are handed out in collection order,
@@ -34,7 +38,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
     class ByDirectory(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return nodeid.split("/")[1]  # "tests/<directory>/test_….py::…"
+            directory = nodeid.split("/")[1]  # "tests/<directory>/test_….py::…"
+            return SAME_WORKER.get(directory, directory)
 
     return ByDirectory(config, log)
 
