@@ -7,6 +7,7 @@ for the catalog.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -14,31 +15,45 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from grading.http import Exchange
+    from grading.load import Response
 
 T = TypeVar("T")
+# The header of a load run's request with a JSON body (``Request(..., headers=JSON_HEADERS)``).
+JSON_HEADERS = (("Content-Type", "application/json"),)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The nearest-rank ``q``-th percentile (0 < q <= 100) of ``values``, in their unit;
     None when there are none. The smallest value with at least ``q`` % of the values at or
-    below it (no interpolation): ``percentile([1, 2, 3, 4], 50) == 2``."""
+    below it (no interpolation): ``percentile([1, 2, 3, 4], 50) == 2`` (the nearest-rank
+    method, https://en.wikipedia.org/wiki/Percentile#The_nearest-rank_method)."""
     if not values:
         return None
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def json_body(ex: Exchange) -> Any:
-    """The JSON value an exchange answered, or None when its body is not JSON."""
+def json_body(answer: Exchange | Response | bytes) -> Any:
+    """The JSON value of ``answer`` (an exchange, a load run's response, or a body's bytes),
+    or None when its body is not JSON (or the exchange got no answer)."""
+    if isinstance(answer, bytes | bytearray):
+        body = bytes(answer)
+    elif hasattr(answer, "json"):
+        try:
+            return answer.json()
+        except ValueError:
+            return None
+    else:
+        body = answer.body
     try:
-        return ex.json()
-    except ValueError:
+        return json.loads(body)
+    except ValueError:  # UnicodeDecodeError included
         return None
 
 
-def json_object(ex: Exchange) -> dict[str, Any] | None:
-    """The JSON object an exchange answered, or None when its body is not a JSON object."""
-    data = json_body(ex)
+def json_object(answer: Exchange | Response | bytes) -> dict[str, Any] | None:
+    """The JSON object of ``answer`` (as :func:`json_body`), or None when it is not one."""
+    data = json_body(answer)
     return data if isinstance(data, dict) else None
 
 

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 from challenges.schema import ChallengeSpec
-from grading import json_body, percentile, poll_until
+from grading import JSON_HEADERS, json_body, percentile, poll_until
 from grading.checkers import CheckResult, counter_exactness
 from grading.http import Exchange
 from grading.load import LoadPlan, LoadResult, Request, Response
@@ -368,12 +368,7 @@ class EventIngestionScenario(Scenario):
                 origin = None
             mine.append(Batch(f"{segment}-{i}", events, origin.key if origin else None))
         self.batches += mine
-        requests = [
-            Request(
-                "POST", "/v1/events", b.body(), (("Content-Type", "application/json"),), tag=b.key
-            )
-            for b in mine
-        ]
+        requests = [Request("POST", "/v1/events", b.body(), JSON_HEADERS, tag=b.key) for b in mine]
 
         def classify(_req: Request, resp: Response) -> str | None:
             return None if resp.status == 202 else f"http_{resp.status}"

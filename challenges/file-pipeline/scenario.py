@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import hashlib
 import io
-import json
 import math
 import secrets
 import time
@@ -239,11 +238,8 @@ def _line(fields: dict[str, bytes], order: tuple[str, ...], eol: bytes) -> bytes
 
 
 def upload_id_of(body: bytes) -> str | None:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    upload_id = data.get("id") if isinstance(data, dict) else None
+    data = json_object(body)
+    upload_id = data.get("id") if data is not None else None
     return upload_id if isinstance(upload_id, str) and upload_id else None
 
 

@@ -12,7 +12,7 @@ import uuid
 from typing import Any, NamedTuple
 
 from challenges.schema import ChallengeSpec
-from grading import percentile, poll_until
+from grading import JSON_HEADERS, percentile, poll_until
 from grading.checkers import duplicates
 from grading.http import Exchange
 from grading.load import LoadPlan, LoadResult, Request, Response
@@ -238,7 +238,7 @@ class NotificationScenario(Scenario):
                 events.append(events[i - g.rng.randint(12, min(i, int(2 * rate)))])
             else:
                 events.append(self.new_event(g))
-        headers = (("Content-Type", "application/json"),)
+        headers = JSON_HEADERS
         requests = [Request("POST", "/v1/events", e.body, headers, tag=e.event_id) for e in events]
 
         def classify(_req: Request, resp: Response) -> str | None:

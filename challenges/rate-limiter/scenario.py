@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from challenges.schema import ChallengeSpec
-from grading import json_object
+from grading import JSON_HEADERS, json_object
 from grading.checkers import burst_over_admission, over_admission, starvation
 from grading.history import History
 from grading.http import Exchange
@@ -244,7 +244,7 @@ class RateLimiterScenario(Scenario):
         total = int(rate * duration_s) + 1
         picks = [g.rng.randrange(LOAD_KEYS) for _ in range(total)]
         bodies = [json.dumps({"key": self.key(segment, i)}).encode() for i in range(LOAD_KEYS)]
-        headers = (("Content-Type", "application/json"),)
+        headers = JSON_HEADERS
 
         def make(i: int) -> Request:
             return Request("POST", "/v1/check", bodies[picks[i % total]], headers)

@@ -11,6 +11,7 @@ import yaml
 import grading
 from challenges.catalog import ROOT, Challenge, ChallengeError
 from grading.http import Exchange
+from grading.load import Response
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -35,6 +36,14 @@ def test_json_helpers_answer_none_for_what_is_not_json() -> None:
     assert grading.json_object(exchange(b'{"a": 1}')) == {"a": 1}
     assert grading.json_object(exchange(b"[1, 2]")) is None
     assert grading.json_object(exchange(b"nope")) is None
+
+
+def test_json_helpers_read_load_responses_and_raw_bodies_alike() -> None:
+    assert grading.json_object(Response(200, b'{"allowed": true}')) == {"allowed": True}
+    assert grading.json_body(Response(502, b"Bad Gateway")) is None
+    assert grading.json_object(b'{"id": "u1"}') == {"id": "u1"}
+    assert grading.json_body(b"\xff\xfe") is None  # not UTF-8: not JSON either
+    assert grading.JSON_HEADERS == (("Content-Type", "application/json"),)
 
 
 async def test_poll_until_returns_the_answer_and_the_time_it_took() -> None:
