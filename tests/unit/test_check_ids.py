@@ -17,7 +17,9 @@ from challenges.catalog import ROOT, Catalog, Challenge, ChallengeError
 from challenges.checks import declared_checks
 from grading.config import GradeConfig
 from grading.report import Report, Status
-from grading.scenario import Grade, UndeclaredCheck
+from grading.runner import grade
+from grading.scenario import Grade, Scenario, UndeclaredCheck
+from tests.grading.servers import serve_app
 
 REAL = ("event-ingestion", "file-pipeline", "notification-service", "rate-limiter", "url-shortener")
 
@@ -172,3 +174,25 @@ def test_an_undeclared_scenario_records_any_check() -> None:
     report = Report("example", "http://127.0.0.1:1", None, 1)
     _grade(report, ()).check("anything.goes", "ad hoc", True)
     assert [c.id for c in report.checks] == ["anything.goes"]
+
+
+class _TypoScenario(Scenario):
+    checks = ("contract.healthz",)
+
+    async def contract(self, g: Grade) -> None:
+        ex = await g.request("GET", "/healthz")
+        g.check("contract.healthz", "GET /healthz answers 200", ex.status == 200, exchange=ex)
+        g.check("contract.helthz", "a typo of the declared id", True)
+
+
+async def test_a_grade_stops_at_an_undeclared_check_and_says_which() -> None:
+    config = GradeConfig("example", weights={"contract.healthz": 5}, pass_mark=0)
+    async with serve_app() as url:  # 127.0.0.1, an ephemeral port
+        outcome = await grade(_TypoScenario(), config, url)
+    checks = {c.id: c for c in outcome.report.checks}
+    assert checks["contract.healthz"].status == Status.PASS
+    assert "contract.helthz" not in checks  # never scored, never silently worth 0
+    crashed = checks["contract.crashed"]
+    assert crashed.status == Status.ERROR
+    assert "'contract.helthz' is not among the scenario's declared checks" in crashed.detail
+    assert not outcome.report.passed
