@@ -59,6 +59,7 @@ GRADING = "grading"  # the queue workers take
 FOLLOW_EVERY_S = 0.5  # a front end reads its watchers' submissions this often
 CANCEL_WITHIN_S = 30.0  # a cancel waits this long for the worker to stop the grade
 SHUTDOWN_GRACE_S = 5.0  # a stopping worker lets grades end this long, then gives them back
+# (at most half the silence that marks a worker dead: a stopping worker sends no heartbeat)
 SCHEMA_LOCK = 7_240_113  # advisory lock: one process applies the engine's schema
 FINISHED = ("done", "error", "cancelled")
 
@@ -102,6 +103,7 @@ class EngineQueue(GradingQueue):
         self.dsn = conninfo(settings.db_url)
         self.heartbeat_s = settings.worker_heartbeat.total_seconds()
         self.stalled_after_s = settings.worker_stalled_after.total_seconds()
+        self.grace_s = min(SHUTDOWN_GRACE_S, self.stalled_after_s / 2)
         self.publish = publish
         self.engine = App(connector=PsycopgConnector(conninfo=self.dsn, min_size=1, max_size=8))
         self._grade_task = self.engine.task(name="grade", pass_context=True, queue=GRADING)(
@@ -178,7 +180,7 @@ class EngineQueue(GradingQueue):
                     install_signal_handlers=False,
                     update_heartbeat_interval=self.heartbeat_s,
                     stalled_worker_timeout=self.stalled_after_s,
-                    shutdown_graceful_timeout=SHUTDOWN_GRACE_S,
+                    shutdown_graceful_timeout=self.grace_s,
                 ),
                 "front",
             )
@@ -274,7 +276,9 @@ class EngineQueue(GradingQueue):
                     await self._say(watcher, self.show_position(sub, n))
             elif sub.status == "running":
                 if seen is None or seen[0] != "running":
-                    await self._say(watcher, views.grading_progress(sub.challenge, "started", 0.0))
+                    await self._say(
+                        watcher, views.grading_progress(sub.challenge, "started on a worker", 0.0)
+                    )
                 elif seen[1] < sub.attempts:
                     await self._say(watcher, views.restarted(sub, self.max_attempts))
             else:
@@ -310,7 +314,8 @@ class EngineQueue(GradingQueue):
     # -- a worker -----------------------------------------------------------------------------
     async def work(self, *, concurrency: int | None = None) -> None:
         """Take ``grade`` jobs until cancelled or sent SIGTERM or SIGINT (then returns: running
-        grades get ``SHUTDOWN_GRACE_S`` to end, then go back to the queue)."""
+        grades get ``SHUTDOWN_GRACE_S`` — at most half ``worker_stalled_after`` — to end, then
+        go back to the queue)."""
         await self.open()
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
@@ -326,7 +331,7 @@ class EngineQueue(GradingQueue):
                 install_signal_handlers=False,
                 update_heartbeat_interval=self.heartbeat_s,
                 stalled_worker_timeout=self.stalled_after_s,
-                shutdown_graceful_timeout=SHUTDOWN_GRACE_S,
+                shutdown_graceful_timeout=self.grace_s,
                 abort_job_polling_interval=max(0.5, self.heartbeat_s),
             )
         )
@@ -382,7 +387,7 @@ class EngineQueue(GradingQueue):
                     await self._mark(sub_id, "cancelled")
                     await self._defer_settle(sub_id)
                 else:  # this worker stops: another takes the grade
-                    await self._give_back(sub_id)
+                    await self._give_back(sub_id, sub.attempts)
                 raise
             except Exception as exc:
                 log.exception("grading submission %d failed", sub_id)
@@ -406,11 +411,12 @@ class EngineQueue(GradingQueue):
             sub.attempts += 1
             return sub
 
-    async def _give_back(self, sub_id: int) -> None:
-        """Queue the submission again (this start not counted) with a fresh job."""
+    async def _give_back(self, sub_id: int, attempt: int) -> None:
+        """Queue the submission again (this start, ``attempt``, not counted) with a fresh job;
+        nothing if another start took it over meanwhile."""
         async with self.store.session() as s:
             sub = await s.get(Submission, sub_id, with_for_update=True)
-            if sub is None or sub.status != "running":
+            if sub is None or sub.status != "running" or sub.attempts != attempt:
                 return
             sub.status, sub.attempts = "queued", max(0, sub.attempts - 1)
             user_id = sub.user_id

@@ -49,3 +49,33 @@ async def test_killed_worker_grade_restarts_elsewhere_and_is_published_once(
             sub = await s.get_one(Submission, done.id)
         assert pub is not None and pub.status == "published" and pub.attempts == 1
         assert sub.status == "done"
+
+
+async def test_a_stopped_worker_gives_its_grade_back_uncounted(
+    db_url: str, workers: Workers, probed
+) -> None:
+    async with front_end(db_url, workers.root) as app:
+        workers.start()
+        workers.start()
+        await workers.registered(2)
+        actor = Actor("console", "bo", "Bo")
+        submitted = asyncio.create_task(
+            app.coach.submit(actor, "rate-limiter", probed.url(60, "bo"), RecordingOutbox())
+        )
+        await until(lambda: probed.hits["bo"] >= 5)
+        stopped = workers.by_pid(probed.pids["bo"][0])
+
+        stopped.send_signal(signal.SIGTERM)  # a deploy: the grade is aborted after its grace
+
+        assert await asyncio.to_thread(stopped.wait, 30) == 0, workers.logs()
+        try:
+            await until(lambda: len(probed.pids["bo"]) == 2, within=30)  # the other took it
+        except TimeoutError:
+            raise AssertionError(workers.logs()) from None
+        assert probed.pids["bo"][1] != stopped.pid
+        async with app.store.session() as s:
+            sub = await s.scalar(select(Submission).where(Submission.url == probed.url(60, "bo")))
+        assert sub is not None and sub.status == "running"
+        assert sub.attempts == 1  # a graceful stop is not a failed start
+        await app.coach.cancel(actor)
+        assert (await asyncio.wait_for(submitted, 30)).status == "cancelled"
