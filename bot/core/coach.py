@@ -397,11 +397,15 @@ class Coach:
         def progress(phase: str, fraction: float) -> None:
             nonlocal last
             now = time.monotonic()
-            if watcher is not None and (now - last >= PROGRESS_EVERY_S or fraction >= 1.0):
-                last = now
+            if now - last < PROGRESS_EVERY_S and fraction < 1.0:
+                return
+            last = now
+            if watcher is not None:
                 loop.create_task(
                     self._show(watcher, views.grading_progress(challenge.id, phase, fraction))
                 )
+            else:  # the learner waits in another process (a worker's grade): via the store
+                self.queue.progressed(sub.id, phase, fraction)
 
         out_dir = self.settings.reports_dir / f"submission-{sub.id}"
         if sub.kind == "code":

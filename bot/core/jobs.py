@@ -113,7 +113,8 @@ class EngineQueue(GradingQueue):
         self._opened = False
         self._opening = asyncio.Lock()
         self._side: list[asyncio.Task[None]] = []  # follower, front worker, rescuer
-        self._seen: dict[int, tuple[str, int]] = {}  # a watcher's last (status, attempts) shown
+        # what a watcher was last shown: (status, attempts, phase, phase_done)
+        self._seen: dict[int, tuple[str, int, str | None, float | None]] = {}
 
     # -- the engine ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -275,12 +276,18 @@ class EngineQueue(GradingQueue):
                     watcher.position = n
                     await self._say(watcher, self.show_position(sub, n))
             elif sub.status == "running":
-                if seen is None or seen[0] != "running":
+                step = (sub.phase, sub.phase_done)
+                if seen is not None and seen[0] == "running" and seen[1] < sub.attempts:
+                    await self._say(watcher, views.restarted(sub, self.max_attempts))
+                elif step[0] is not None and (seen is None or seen[2:] != step):
+                    await self._say(
+                        watcher,
+                        views.grading_progress(sub.challenge, step[0], step[1] or 0.0),
+                    )
+                elif seen is None or seen[0] != "running":
                     await self._say(
                         watcher, views.grading_progress(sub.challenge, "started on a worker", 0.0)
                     )
-                elif seen[1] < sub.attempts:
-                    await self._say(watcher, views.restarted(sub, self.max_attempts))
             else:
                 if sub.status == "done":
                     await self._say(watcher, views.grading_progress(sub.challenge, "done", 1.0))
@@ -288,7 +295,7 @@ class EngineQueue(GradingQueue):
                 self._seen.pop(sid, None)
                 watcher.resolve(sub)
                 continue
-            self._seen[sid] = (sub.status, sub.attempts)
+            self._seen[sid] = (sub.status, sub.attempts, sub.phase, sub.phase_done)
 
     @staticmethod
     async def _say(watcher: Watcher, msg: Any) -> None:
@@ -296,6 +303,22 @@ class EngineQueue(GradingQueue):
             await watcher.show(msg)
         except Exception as exc:  # noqa: BLE001 — progress is best effort
             log.warning("progress not shown: %s", getattr(exc, "reason", exc))
+
+    def progressed(self, sub_id: int, phase: str, fraction: float) -> None:
+        """A worker's grade reached ``phase``: recorded in the store (the caller throttles),
+        where the learner's front end reads it."""
+        self._spawn(self._record_progress(sub_id, phase, fraction))
+
+    async def _record_progress(self, sub_id: int, phase: str, fraction: float) -> None:
+        try:
+            async with self.store.session() as s:
+                await s.execute(
+                    update(Submission)
+                    .where(Submission.id == sub_id, Submission.status == "running")
+                    .values(phase=phase[:32], phase_done=fraction)
+                )
+        except Exception:  # progress is best effort; the grade goes on
+            log.warning("progress of submission %d not recorded", sub_id, exc_info=True)
 
     async def _settle_job(self, sub_id: int) -> None:
         """A front end's job: publish a finished grade, then what settling changes (boards,
@@ -408,6 +431,7 @@ class EngineQueue(GradingQueue):
                 sub.error = INTERRUPTED.format(n=sub.attempts)
                 return sub
             sub.status, sub.started_at = "running", now
+            sub.phase = sub.phase_done = None
             sub.attempts += 1
             return sub
 

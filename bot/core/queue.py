@@ -203,6 +203,10 @@ class GradingQueue:
         rounds = math.ceil((waiting - self.limit + 1) / max(1, int(running or 0)))
         raise QueueFull(waiting, self.clock() + timedelta(seconds=mean * rounds))
 
+    def progressed(self, sub_id: int, phase: str, fraction: float) -> None:
+        """A grade nobody waits on in this process reached ``phase`` (``fraction`` 0..1 of
+        it); here nothing needs it (its watcher, if any, is told directly)."""
+
     def watcher(self, sub_id: int) -> Watcher | None:
         """The learner waiting on ``sub_id`` in this process, if any."""
         return self._watchers.get(sub_id)

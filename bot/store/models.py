@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -121,6 +122,9 @@ class Submission(Base):
     source: Mapped[str | None] = mapped_column(String(2048), default=None)
     hosted: Mapped[bool] = mapped_column(Boolean, default=False)
     logs_ref: Mapped[str | None] = mapped_column(String(64), default=None)
+    # how far a grade got (grading.runner.PHASES, 0..1 of that phase), for a front end to show
+    phase: Mapped[str | None] = mapped_column(String(32), default=None)
+    phase_done: Mapped[float | None] = mapped_column(Float, default=None)
 
 
 class Community(Base):

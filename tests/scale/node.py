@@ -5,7 +5,7 @@ challenge's scenario, so that the engine, not a 30 s grade, is what a test waits
 The submitted URL says how long the grade lasts: ``http://127.0.0.1:PORT/<seconds>/<tag>``.
 The grade sends ``GET <url>/probe`` every ``PROBE_EVERY_S`` with the header ``X-Worker: <pid>``
 until then (the fixture service counts them: who graded, and whether a cancelled grade stopped),
-then reports a score of 80. Settings come from the ``CRUSCIBLE_*`` environment, as a worker's.
+saying its progress as the ``load`` phase, then reports a score of 80. Settings come from the ``CRUSCIBLE_*`` environment, as a worker's.
 
 Run: ``python -m tests.scale.node [--concurrency N]``.
 """
@@ -52,10 +52,13 @@ class ProbeGrader:
         progress: Any = None,
     ) -> Graded:
         loop = asyncio.get_running_loop()
-        until = loop.time() + probe_seconds(url)
+        length = probe_seconds(url)
+        until = loop.time() + length
         headers = {"X-Worker": str(os.getpid())}
         async with aiohttp.ClientSession() as http:
             while loop.time() < until:
+                if progress is not None:
+                    progress("load", 1.0 - (until - loop.time()) / length)
                 async with http.get(f"{url}/probe", headers=headers) as resp:
                     await resp.read()
                 await asyncio.sleep(PROBE_EVERY_S)

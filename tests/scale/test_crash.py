@@ -39,6 +39,7 @@ async def test_killed_worker_grade_restarts_elsewhere_and_is_published_once(
         assert probed.pids["ada"] == [victim.pid, survivor.pid]  # graded again, elsewhere
         assert probed.hits["ada"] > hits_at_kill
         assert any("restarted" in line for line in out.shown()), out.shown()
+        assert any("load (" in line for line in out.shown())  # the worker's progress, shown here
 
         await until(lambda: any("scored 80/100" in m.title for m in out.posts))
         await asyncio.sleep(1.0)  # a second publication would come from the settle job now
