@@ -85,6 +85,7 @@ class Coach:
             engine={
                 "publish": self.publish_stored,
                 "interrupted": self.notify_interrupted,
+                "tell": lambda sub, msg: self._tell_privately(sub, None, msg),
                 "platforms": self.channels.platforms,
             },
             limit=settings.queue_limit,

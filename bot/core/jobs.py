@@ -49,6 +49,7 @@ from sqlalchemy import select, update
 
 from bot.config import Settings
 from bot.core import views
+from bot.core.message import Message
 from bot.core.queue import INTERRUPTED, GradingQueue, QueueStopped, Watcher
 from bot.store import Store, Submission, User
 from bot.store.models import ACTIVE
@@ -65,6 +66,7 @@ FINISHED = ("done", "error", "cancelled")
 
 Publish = Callable[[Submission], Awaitable[None]]
 Interrupted = Callable[[list[Submission]], Awaitable[None]]
+Tell = Callable[[Submission, Message], Awaitable[None]]
 
 
 def front_queue(platform: str) -> str:
@@ -84,7 +86,8 @@ class EngineQueue(GradingQueue):
     ``settings`` gives the store's URL, the heartbeat and how long a silent worker is trusted.
     A front end's ``settle`` job calls ``publish`` with a finished submission (it publishes
     from the store), ``interrupted`` with one given up after ``max_attempts`` starts (it tells
-    the learner); ``platforms`` names the platforms this process serves (their ``settle`` jobs
+    the learner); ``tell`` sends a learner a message privately (a restarted grade nobody waits
+    on in this process); ``platforms`` names the platforms this process serves (their ``settle`` jobs
     are its own). The other arguments are :class:`GradingQueue`'s."""
 
     def __init__(
@@ -94,11 +97,13 @@ class EngineQueue(GradingQueue):
         settings: Settings,
         publish: Publish | None = None,
         interrupted: Interrupted | None = None,
+        tell: Tell | None = None,
         platforms: Callable[[], set[str]] = set,
         **kwargs: Any,
     ) -> None:
         super().__init__(store, **kwargs)
         self.interrupted = interrupted
+        self.tell = tell
         self.platforms = platforms
         self.dsn = conninfo(settings.db_url)
         self.heartbeat_s = settings.worker_heartbeat.total_seconds()
@@ -110,6 +115,7 @@ class EngineQueue(GradingQueue):
             self._grade_job
         )
         self._settle_task = self.engine.task(name="settle")(self._settle_job)
+        self._restarted_task = self.engine.task(name="restarted")(self._restarted_job)
         self._opened = False
         self._opening = asyncio.Lock()
         self._side: list[asyncio.Task[None]] = []  # follower, front worker, rescuer
@@ -182,6 +188,7 @@ class EngineQueue(GradingQueue):
                     update_heartbeat_interval=self.heartbeat_s,
                     stalled_worker_timeout=self.stalled_after_s,
                     shutdown_graceful_timeout=self.grace_s,
+                    delete_jobs="successful",  # the store keeps the outcome
                 ),
                 "front",
             )
@@ -320,6 +327,15 @@ class EngineQueue(GradingQueue):
         except Exception:  # progress is best effort; the grade goes on
             log.warning("progress of submission %d not recorded", sub_id, exc_info=True)
 
+    async def _restarted_job(self, sub_id: int) -> None:
+        """A front end's job: tell the learner privately that their grade restarted, unless
+        they wait in this process (their progress message says so)."""
+        if sub_id in self._watchers or self.tell is None:
+            return
+        sub = await self._load(sub_id)
+        if sub.status == "running":
+            await self.tell(sub, views.restarted(sub, self.max_attempts))
+
     async def _settle_job(self, sub_id: int) -> None:
         """A front end's job: publish a finished grade, then what settling changes (boards,
         contests, an archive removed) — :meth:`GradingQueue._settle`."""
@@ -355,6 +371,7 @@ class EngineQueue(GradingQueue):
                 update_heartbeat_interval=self.heartbeat_s,
                 stalled_worker_timeout=self.stalled_after_s,
                 shutdown_graceful_timeout=self.grace_s,
+                delete_jobs="successful",  # the store keeps the outcome
                 abort_job_polling_interval=max(0.5, self.heartbeat_s),
             )
         )
@@ -403,6 +420,8 @@ class EngineQueue(GradingQueue):
                 await self._defer_settle(sub_id)
             return
         if sub.status == "running":
+            if sub.attempts > 1:  # an earlier start's worker went silent
+                await self._defer_front(self._restarted_task, sub_id, f"restarted-{sub_id}")
             try:
                 await self.execute(sub, None)
             except asyncio.CancelledError:
@@ -450,12 +469,14 @@ class EngineQueue(GradingQueue):
             ).defer_async(sub_id=sub_id)
 
     async def _defer_settle(self, sub_id: int) -> None:
+        await self._defer_front(self._settle_task, sub_id, f"settle-{sub_id}")
+
+    async def _defer_front(self, task: Any, sub_id: int, lock: str) -> None:
+        """Defer ``task`` for the front ends of the submission's learner's platform."""
         async with self.store.session() as s:
             sub = await s.get_one(Submission, sub_id)
             user = await s.get_one(User, sub.user_id)
         with contextlib.suppress(AlreadyEnqueued):
-            await self._settle_task.configure(
-                queue=front_queue(user.platform),
-                lock=f"settle-{sub_id}",
-                queueing_lock=f"settle-{sub_id}",
+            await task.configure(
+                queue=front_queue(user.platform), lock=lock, queueing_lock=lock
             ).defer_async(sub_id=sub_id)

@@ -7,10 +7,13 @@ import asyncio
 import os
 import signal
 
+import pytest
 from sqlalchemy import select
 
+from bot.core.errors import CoachError
 from bot.core.outbox import Actor
 from bot.store import Publication, Submission
+from tests.community.support import RecordingChannels
 from tests.scale.conftest import RecordingOutbox, Workers, front_end, until
 
 
@@ -80,3 +83,42 @@ async def test_a_stopped_worker_gives_its_grade_back_uncounted(
         assert sub.attempts == 1  # a graceful stop is not a failed start
         await app.coach.cancel(actor)
         assert (await asyncio.wait_for(submitted, 30)).status == "cancelled"
+
+
+async def test_with_its_front_end_gone_the_learner_is_told_by_another(
+    db_url: str, workers: Workers, probed
+) -> None:
+    async with front_end(db_url, workers.root) as other:
+        workers.start()
+        workers.start()
+        await workers.registered(2)
+        cy = Actor("console", "cy", "Cy")
+        async with front_end(db_url, workers.root) as gone:
+            submitted = asyncio.create_task(
+                gone.coach.submit(cy, "rate-limiter", probed.url(3, "cy"), RecordingOutbox())
+            )
+            await until(lambda: probed.hits["cy"] >= 3)
+        with pytest.raises(CoachError, match="restarting"):  # its wait ended; the grade goes on
+            await submitted
+        os.kill(probed.pids["cy"][0], signal.SIGKILL)
+        channels = other.coach.channels.get("console")
+        assert isinstance(channels, RecordingChannels)
+
+        await until(lambda: any("restarted" in m.body for _, m in channels.dms), within=30)
+        async with other.store.session() as s:
+            sub = await s.scalar(select(Submission).where(Submission.url == probed.url(3, "cy")))
+        assert sub is not None
+
+        async def published() -> Publication | None:
+            async with other.store.session() as s:
+                return await s.scalar(
+                    select(Publication).where(
+                        Publication.submission_id == sub.id, Publication.status == "published"
+                    )
+                )
+
+        async with asyncio.timeout(30):
+            while await published() is None:  # noqa: ASYNC110 — published by the other
+                await asyncio.sleep(0.1)
+        assert [uid for uid, _ in channels.dms] == ["cy", "cy"]  # the restart, then the report
+        assert len(probed.pids["cy"]) == 2
