@@ -7,29 +7,33 @@ silent one can be listed and retried, a job *lock* runs jobs sharing it one at a
 *queueing lock* keeps one waiting, and an abort request cancels an asyncio job on whichever
 worker runs it (LISTEN/NOTIFY, polled as a fallback).
 
-Roles over one database (``docs/`` of the README, "at scale"):
+Roles over one database (README, "At scale"):
 
 - chat front ends (``cruscible run``, any number) add submissions (the store is the truth:
   status, one per learner, positions, the bound — :class:`~bot.core.queue.GradingQueue`) and
-  defer a ``grade`` job; they follow their watchers' submissions in the store (positions true
-  over every replica, a grade's start and restart, its end) and take the ``settle`` jobs of
-  their platform's queue (``front-<platform>``): publish a finished grade through the
-  platform's channels, tell what a settled submission changes.
+  defer a ``grade`` job; they follow their watchers' submissions in the store every
+  ``FOLLOW_EVERY_S`` (places true over every replica, the grade's phase as the worker records
+  it, a restart, the end) and take the jobs of their platform's queue (``front-<platform>``):
+  ``settle`` publishes a finished grade (through the learner's interaction when they wait in
+  that process, else the platform's channels) and tells what a settled submission changes;
+  ``restarted`` tells a learner nobody follows that their grade restarted.
 - workers (``cruscible worker``, any number, any host) take ``grade`` jobs (queue
   ``grading``), ``concurrency`` at once; the job's lock is the learner's, so one of their
   grades runs at a time whatever was deferred.
-- every process retries the jobs of workers silent for ``worker_stalled_after`` (a kill -9,
+- every process retries the jobs of processes silent for ``worker_stalled_after`` (a kill -9,
   a lost host): the submission stays ``running``; the next start counts an attempt and the
-  learner's progress message says the grade restarted; after ``max_attempts`` starts it is
-  given up (an error the learner is told).
+  learner is told the grade restarted; after ``max_attempts`` starts it is given up (an error
+  the learner is told). Delivery is at least once: a worker silent but alive (a frozen host)
+  may finish a grade another restarted; the publication is one row per submission, so the
+  result is published once.
 
 A learner's cancel marks a waiting submission cancelled, or asks the engine to abort the
 running job: the worker cancels its task (the grade stops where it runs) and records it.
 A worker stopped by SIGTERM gives its grades back (queued again, the attempt not counted).
 
-Environments stay on the host that made them (the ``local`` backend), so a grade that
-injects faults into one must run where it lives; with the ``docker`` backend on a shared
-engine every worker reaches it.
+Environments are made by the front end that answered *Start*; a grade that injects faults
+into one must run where it is reachable: workers on that host sharing its data directory
+(``local`` backend), or any worker with the ``docker`` backend on a shared engine.
 """
 
 from __future__ import annotations
@@ -62,7 +66,6 @@ CANCEL_WITHIN_S = 30.0  # a cancel waits this long for the worker to stop the gr
 SHUTDOWN_GRACE_S = 5.0  # a stopping worker lets grades end this long, then gives them back
 # (at most half the silence that marks a worker dead: a stopping worker sends no heartbeat)
 SCHEMA_LOCK = 7_240_113  # advisory lock: one process applies the engine's schema
-FINISHED = ("done", "error", "cancelled")
 
 Publish = Callable[[Submission], Awaitable[None]]
 Interrupted = Callable[[list[Submission]], Awaitable[None]]
