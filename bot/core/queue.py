@@ -6,6 +6,14 @@ is counted in the store, and at most ``limit`` wait (beyond: :class:`QueueFull`,
 try again). Learners who submitted in this process are *watchers*: their progress message shows
 their place in the queue, then the grade's progress.
 
+The order is fair across communities (a Discord guild, a Slack workspace; submissions made
+outside any — the console, a DM — count as one more): each submission draws a turn when it is
+added (:func:`next_turn`, start-time fair queueing) and :func:`fair_order` starts the lowest
+turn first, so communities with work waiting take turns and one busy server cannot starve the
+others. Both implementations claim by it and count places by
+it, so a learner's place counts what will really start before them (a later submission of a
+quieter community may still pass them: that is the share).
+
 Two implementations of one interface, chosen by the store (:func:`make_queue`):
 
 - :class:`GradingQueue` (SQLite, the embedded default): this process grades, a bounded number
@@ -44,6 +52,41 @@ log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted by restarts {n} times; submit again"
 DEFAULT_GRADE_S = 60.0  # the guess of a grade's duration before any grade finished
 RECENT_GRADES = 20  # finished grades the "try at" estimate averages
+
+
+def _turn() -> Any:
+    return func.coalesce(Submission.turn, 0)
+
+
+async def next_turn(s: AsyncSession, community_id: int | None) -> int:
+    """The turn of a submission its community adds now (start-time fair queueing).
+
+    ``V`` is the highest turn started so far (the queue's virtual time); a community with
+    submissions waiting or running takes the turn after its last one, one with none takes
+    ``V``: so it goes before every turn a busy community queued beyond it, and communities
+    with work waiting take turns round-robin. Two replicas adding at once may draw the same
+    turn; the older submission goes first."""
+    started = await s.scalar(select(func.max(_turn())).where(Submission.started_at.is_not(None)))
+    mine = (
+        Submission.community_id.is_(None)
+        if community_id is None
+        else Submission.community_id == community_id
+    )
+    last = await s.scalar(select(func.max(_turn())).where(mine, Submission.status.in_(ACTIVE)))
+    return max(int(started or 0), int(last) + 1 if last is not None else 0)
+
+
+async def fair_order(s: AsyncSession) -> list[int]:
+    """The queued submissions' ids in the order they start: by turn (:func:`next_turn`), the
+    older first on a tie. Taking the first changes no other place; a grade ending changes
+    none either; only a quieter community's new submission passes those queued."""
+    return list(
+        await s.scalars(
+            select(Submission.id)
+            .where(Submission.status == "queued")
+            .order_by(_turn(), Submission.id)
+        )
+    )
 
 
 class AlreadyQueued(Exception):
@@ -151,9 +194,11 @@ class GradingQueue:
         return sub
 
     async def _enqueue(self, sub: Submission) -> None:
-        """``sub`` is in the store, queued: have it graded (here: by this process)."""
+        """``sub`` is in the store, queued: have it graded (here: by this process); the places
+        it passed (a quieter community's turn) are shown anew."""
         self.start()
         self._wake.set()
+        self._spawn(self._announce_positions())
 
     async def _insert(self, sub: Submission, watcher: Watcher | None) -> None:
         sub.status = "queued"
@@ -164,6 +209,7 @@ class GradingQueue:
                     s.expunge(existing)  # readable after the rollback
                     raise AlreadyQueued(existing)
                 await self._check_bound(s)
+                sub.turn = await next_turn(s, sub.community_id)
                 s.add(sub)
                 await s.flush()  # the id; workers see the row only once committed
                 if watcher is not None:
@@ -222,17 +268,10 @@ class GradingQueue:
             return await s.scalar(q)
 
     async def position(self, sub_id: int) -> int | None:
-        """1 for the next to start; None once it is no longer waiting."""
+        """1 for the next to start (in :func:`fair_order`); None once it is no longer waiting."""
         async with self.store.session() as s:
-            sub = await s.get(Submission, sub_id)
-            if sub is None or sub.status != "queued":
-                return None
-            ahead = await s.scalar(
-                select(func.count())
-                .select_from(Submission)
-                .where(Submission.status == "queued", Submission.id < sub_id)
-            )
-            return int(ahead or 0) + 1
+            order = await fair_order(s)
+        return order.index(sub_id) + 1 if sub_id in order else None
 
     async def counts(self) -> dict[str, int]:
         async with self.store.session() as s:
@@ -331,17 +370,14 @@ class GradingQueue:
         self._slots.release()
 
     async def _claim(self) -> Submission | None:
-        """The oldest queued submission, now ``running`` (atomically: one claimer wins)."""
+        """The first queued submission of :func:`fair_order`, now ``running`` (atomically: one
+        claimer wins)."""
         while True:
             async with self.store.session() as s:
-                sub_id = await s.scalar(
-                    select(Submission.id)
-                    .where(Submission.status == "queued")
-                    .order_by(Submission.id)
-                    .limit(1)
-                )
-                if sub_id is None:
+                order = await fair_order(s)
+                if not order:
                     return None
+                sub_id = order[0]
                 won = await s.execute(
                     update(Submission)
                     .where(Submission.id == sub_id, Submission.status == "queued")
@@ -390,12 +426,11 @@ class GradingQueue:
         if not waiting:
             return
         async with self.store.session() as s:
-            queued = list(
-                await s.scalars(
-                    select(Submission).where(Submission.status == "queued").order_by(Submission.id)
-                )
-            )
-        for n, sub in enumerate(queued, 1):
+            order = await fair_order(s)
+            subs = {
+                x.id: x for x in await s.scalars(select(Submission).where(Submission.id.in_(order)))
+            }
+        for n, sub in enumerate((subs[i] for i in order if i in subs), 1):
             watcher = waiting.get(sub.id)
             if watcher is not None and watcher.position != n:
                 watcher.position = n

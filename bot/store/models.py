@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -125,6 +126,14 @@ class Submission(Base):
     # how far a grade got (grading.runner.PHASES, 0..1 of that phase), for a front end to show
     phase: Mapped[str | None] = mapped_column(String(32), default=None)
     phase_done: Mapped[float | None] = mapped_column(Float, default=None)
+    # its place in the fair order across communities (bot.core.queue.next_turn)
+    turn: Mapped[int | None] = mapped_column(Integer, default=None)
+    # the engine job grading it (a worker's claim step chooses the submission: bot.core.jobs)
+    job_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # the front end whose progress message the learner watches, until it shows the end; a
+    # replica that finished it in that front end's place says why here
+    progress_holder: Mapped[str | None] = mapped_column(String(64), default=None)
+    progress_note: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class Community(Base):
