@@ -18,8 +18,16 @@ Roles over one database (README, "At scale"):
   that process, else the platform's channels) and tells what a settled submission changes;
   ``restarted`` tells a learner nobody follows that their grade restarted.
 - workers (``cruscible worker``, any number, any host) take ``grade`` jobs (queue
-  ``grading``), ``concurrency`` at once; the job's lock is the learner's, so one of their
-  grades runs at a time whatever was deferred.
+  ``grading``), ``concurrency`` at once. A ``grade`` job is a slot, not a fixed submission:
+  one is deferred per submission queued, and the job, once a worker runs it, *claims* the next
+  submission of the fair order across communities (:func:`bot.core.queue.fair_order`) in the
+  store, under one advisory transaction lock (``CLAIM_LOCK``), and records itself on it
+  (``Submission.job_id``). Why a claim step: the engine takes jobs by the priority fixed at
+  defer time, then age, which cannot let a community arriving later pass a busy one's backlog;
+  per-community queues would need each worker to rotate its queue list. The lock serializes
+  claims over every replica and host (each is one short transaction), and the places front ends
+  show are counted by the same order. One grade per learner at a time is the store's unique
+  index (one queued or running submission per learner).
 - every process retries the jobs of processes silent for ``worker_stalled_after`` (a kill -9,
   a lost host): the submission stays ``running``; the next start counts an attempt and the
   learner is told the grade restarted; after ``max_attempts`` starts it is given up (an error
@@ -49,12 +57,12 @@ import psycopg
 from procrastinate import App, JobContext, PsycopgConnector
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.job_context import AbortReason
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from bot.config import Settings
 from bot.core import views
 from bot.core.message import Message
-from bot.core.queue import INTERRUPTED, GradingQueue, QueueStopped, Watcher
+from bot.core.queue import INTERRUPTED, GradingQueue, QueueStopped, Watcher, fair_order
 from bot.store import Store, Submission, User
 from bot.store.models import ACTIVE
 
@@ -66,6 +74,7 @@ CANCEL_WITHIN_S = 30.0  # a cancel waits this long for the worker to stop the gr
 SHUTDOWN_GRACE_S = 5.0  # a stopping worker lets grades end this long, then gives them back
 # (at most half the silence that marks a worker dead: a stopping worker sends no heartbeat)
 SCHEMA_LOCK = 7_240_113  # advisory lock: one process applies the engine's schema
+CLAIM_LOCK = 7_240_114  # advisory transaction lock: one claim step at a time, over every host
 
 Publish = Callable[[Submission], Awaitable[None]]
 Interrupted = Callable[[list[Submission]], Awaitable[None]]
@@ -160,9 +169,9 @@ class EngineQueue(GradingQueue):
         error (nothing waits for a job that does not exist) and the refusal is raised."""
         try:
             await self.open()
-            await self._grade_task.configure(
-                lock=f"user-{sub.user_id}", queueing_lock=f"sub-{sub.id}"
-            ).defer_async(sub_id=sub.id)
+            await self._grade_task.configure(queueing_lock=f"sub-{sub.id}").defer_async(
+                sub_id=sub.id
+            )
         except BaseException:
             await self._mark(sub.id, "error", "the grading queue could not take it; submit again")
             self._watchers.pop(sub.id, None)
@@ -234,7 +243,14 @@ class EngineQueue(GradingQueue):
                     await self.engine.job_manager.cancel_job_by_id_async(job.id)
             await self._settle(sub.id)
             return await self._load(sub.id)
-        doing = [j for j in jobs if j.id is not None and j.status == "doing"]
+        grading = await self._load(sub.id)  # the job that claimed it, whichever it was
+        doing = []
+        if grading.job_id is not None:
+            doing = [
+                j
+                for j in await self.engine.job_manager.list_jobs_async(id=grading.job_id)
+                if j.status == "doing"
+            ]
         for job in doing:
             assert job.id is not None
             await self.engine.job_manager.cancel_job_by_id_async(job.id, abort=True)
@@ -267,13 +283,7 @@ class EngineQueue(GradingQueue):
             subs = {
                 x.id: x for x in await s.scalars(select(Submission).where(Submission.id.in_(ids)))
             }
-            queued = list(
-                await s.scalars(
-                    select(Submission.id)
-                    .where(Submission.status == "queued")
-                    .order_by(Submission.id)
-                )
-            )
+            queued = await fair_order(s)
         places = {sid: n for n, sid in enumerate(queued, 1)}
         for sid in ids:
             watcher, sub = self._watchers.get(sid), subs.get(sid)
@@ -415,12 +425,17 @@ class EngineQueue(GradingQueue):
                     log.debug("job %s not retried here", job.id, exc_info=True)
 
     async def _grade_job(self, context: JobContext, sub_id: int) -> None:
-        """A worker's job: start the submission (an attempt), grade it, record it; then a
-        ``settle`` job for the front ends of its learner's platform."""
-        sub = await self._start(sub_id)
-        if sub is None:  # cancelled, or finished by a worker that died before settling it
-            if (await self._load(sub_id)).status == "done":
-                await self._defer_settle(sub_id)
+        """A worker's job: claim a submission (an attempt; ``sub_id``, the one it was deferred
+        for, only names the job), grade it, record it; then a ``settle`` job for the front ends
+        of its learner's platform."""
+        job_id = context.job.id
+        assert job_id is not None
+        sub = await self._claim_for(job_id)
+        if sub is None:  # nothing queued (cancelled, or claimed by another job)
+            return
+        sub_id = sub.id
+        if sub.status == "done":  # its worker died after recording it, before settling it
+            await self._defer_settle(sub_id)
             return
         if sub.status == "running":
             if sub.attempts > 1:  # an earlier start's worker went silent
@@ -440,13 +455,27 @@ class EngineQueue(GradingQueue):
                     await self._mark(sub_id, "error", f"internal error: {type(exc).__name__}")
         await self._defer_settle(sub_id)
 
-    async def _start(self, sub_id: int) -> Submission | None:
-        """Count an attempt and mark it running; a submission already running was started by a
-        worker that went silent: after ``max_attempts`` starts it is given up (an error)."""
+    async def _claim_for(self, job_id: int) -> Submission | None:
+        """The submission job ``job_id`` grades, started (an attempt counted): the one it
+        claimed before if the engine retried it (its worker went silent: after
+        ``max_attempts`` starts it is given up, an error), else the first of the fair order,
+        claimed under ``CLAIM_LOCK``. A submission it claimed that is done is returned as is;
+        None when there is nothing to grade."""
         async with self.store.session() as s:
-            sub = await s.get(Submission, sub_id, with_for_update=True)
-            if sub is None or sub.status not in ACTIVE:
-                return None
+            await s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+            sub = await s.scalar(
+                select(Submission)
+                .where(Submission.job_id == job_id, Submission.status.in_((*ACTIVE, "done")))
+                .with_for_update()
+            )
+            if sub is None:
+                order = await fair_order(s)
+                if not order:
+                    return None
+                sub = await s.get_one(Submission, order[0], with_for_update=True)
+                sub.job_id = job_id
+            elif sub.status == "done":
+                return sub
             now = self.clock()
             if sub.status == "running" and sub.attempts >= self.max_attempts:
                 sub.status, sub.finished_at = "error", now
@@ -465,11 +494,9 @@ class EngineQueue(GradingQueue):
             if sub is None or sub.status != "running" or sub.attempts != attempt:
                 return
             sub.status, sub.attempts = "queued", max(0, sub.attempts - 1)
-            user_id = sub.user_id
-        with contextlib.suppress(AlreadyEnqueued):
-            await self._grade_task.configure(
-                lock=f"user-{user_id}", queueing_lock=f"sub-{sub_id}"
-            ).defer_async(sub_id=sub_id)
+            sub.job_id = None
+        # a slot for it (no queueing lock: the job first deferred for it may still wait)
+        await self._grade_task.defer_async(sub_id=sub_id)
 
     async def _defer_settle(self, sub_id: int) -> None:
         await self._defer_front(self._settle_task, sub_id, f"settle-{sub_id}")

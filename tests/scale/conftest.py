@@ -144,9 +144,11 @@ def workers(db_url: str) -> Iterator[Workers]:
 
 @dataclass
 class Probed:
-    """What the grades sent to the probed service: hits per tag, and which worker pids."""
+    """What the grades sent to the probed service: hits per tag, which worker pids, and the
+    tags in the order their grades first probed (the start order)."""
 
     hits: Counter[str] = field(default_factory=Counter)
+    order: list[str] = field(default_factory=list)
     pids: defaultdict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     port: int = 0
 
@@ -160,6 +162,8 @@ async def probed() -> AsyncIterator[Probed]:
 
     async def probe(request: web.Request) -> web.Response:
         tag = request.match_info["tag"]
+        if not seen.hits[tag]:
+            seen.order.append(tag)
         seen.hits[tag] += 1
         pid = int(request.headers.get("X-Worker", "0"))
         if not seen.pids[tag] or seen.pids[tag][-1] != pid:
