@@ -29,8 +29,10 @@ With ``--fail-pattern REGEX``, the relay watches the server's answers for an aut
 failure (Valkey's ``-WRONGPASS``, S3's ``InvalidAccessKeyId``/``SignatureDoesNotMatch``, NATS's
 ``-ERR 'Authorization Violation'``):
 after ``FAIL_LIMIT`` failures from one client address within ``FAIL_WINDOW_S``, that address's
-connections are closed at once for ``BAN_S`` (none of these servers throttles failed logins
-itself).
+connections are refused for ``BAN_S`` (none of these servers throttles failed logins itself),
+and its open ones end with their next bytes either way, the answer that made the limit once
+relayed: guesses on one connection count as on many. Guesses a client pipelined before that
+answer came back are already with the server.
 The relay logs nothing of what it carries.
 """
 
@@ -163,13 +165,20 @@ async def _pipe(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     watch: Callable[[bytes], None] | None = None,
+    refused: Callable[[], bool] | None = None,
 ) -> None:
+    """Copy ``reader`` to ``writer`` until either ends; ``watch`` sees each chunk first, and
+    once ``refused()`` is true the copy stops (the connection is then closed)."""
     try:
         while data := await reader.read(CHUNK):
+            if refused is not None and refused():
+                break
             if watch is not None:
                 watch(data)
             writer.write(data)
             await writer.drain()
+            if refused is not None and refused():
+                break
     except (ConnectionError, OSError):
         pass
     finally:
@@ -219,10 +228,16 @@ async def _relay(
             for w in (server_w, client_w):
                 w.close()
             return
+
+    def banned() -> bool:
+        return throttle.refused(address)
+
+    # a banned address loses its open connections too (Valkey takes any number of AUTH and
+    # S3 any number of keep-alive requests on one): its next bytes either way end them
     pipes = [
-        asyncio.ensure_future(_pipe(client_r, server_w)),
+        asyncio.ensure_future(_pipe(client_r, server_w, refused=banned)),
         asyncio.ensure_future(
-            _pipe(server_r, client_w, lambda data: throttle.watch(address, data))
+            _pipe(server_r, client_w, lambda data: throttle.watch(address, data), banned)
         ),
     ]
     try:  # TLS cannot half-close: once either side is done, so is the connection

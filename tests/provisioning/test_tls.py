@@ -6,6 +6,7 @@ The "public" host is 127.0.0.2 (another loopback address): no packet leaves the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -332,6 +333,37 @@ async def test_a_destroyed_environments_ports_are_closed(
             socket.create_connection((PUBLIC, port), timeout=3).close()
     assert not any(p.name == "tls-c" for p in (tls_dir / "envs").iterdir())
     assert os.path.exists(ca_file)
+
+
+async def test_guesses_on_one_connection_count_and_end_it(
+    tls_dir: Path, exposure: Exposure, ca_file: Path
+) -> None:
+    """Valkey takes any number of AUTH on one connection: the relay's limit holds there too,
+    and the connection that reached it ends before the right password is tried on it."""
+    from provisioning.local.tlsrelay import FAIL_LIMIT
+
+    backend = LocalBackend(tls_dir, exposure=exposure)
+    env = await backend.create("tls-d", EnvironmentSpec(resources=(Resource.REDIS,)))
+    try:
+        url = urlsplit(env.bundle["REDIS_URL"])
+        assert url.hostname and url.port and url.password
+        ctx = ssl.create_default_context(cafile=str(ca_file))
+        raw = socket.create_connection((url.hostname, url.port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname=url.hostname) as conn:
+            answers = conn.makefile("rb")
+            for n in range(FAIL_LIMIT):
+                conn.sendall(b"AUTH app guess-%d\r\n" % n)
+                assert answers.readline().startswith(b"-WRONGPASS"), n
+            with contextlib.suppress(OSError):  # the relay may have closed it already
+                conn.sendall(f"AUTH app {url.password}\r\n".encode())
+            try:
+                last = answers.readline()
+            except (ssl.SSLError, ConnectionError):
+                last = b""
+        assert last == b"", last  # closed: the right password was never tried
+    finally:
+        await backend.destroy(env.id)
+        await backend.close()
 
 
 async def test_the_grader_reads_an_exposed_queue_through_its_system_account(
