@@ -112,6 +112,15 @@ class Settings(BaseSettings):
         """``~/x`` from a unit file or a .env (no shell expanded it) means the home's ``x``."""
         return path.expanduser() if str(path).startswith("~") else path
 
+    @field_validator("public_host")
+    @classmethod
+    def _nameable(cls, host: str | None) -> str | None:
+        """Blank is unset; otherwise a host clients can name (provisioning.tls.check_public_host
+        says which and why)."""
+        from provisioning.tls import check_public_host
+
+        return check_public_host(host) if host and host.strip() else None
+
     @property
     def db_url(self) -> str:
         if self.database_url:

@@ -27,6 +27,7 @@ import datetime as dt
 import ipaddress
 import logging
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -109,6 +110,45 @@ class Exposure:
         if callable(own):
             own(cert, key)
         return cert, key
+
+
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.IGNORECASE)
+
+
+def check_public_host(value: str) -> str:
+    """``value`` (stripped) if clients can name it in a URL and a certificate, else
+    ``ValueError`` saying why.
+
+    A DNS name of letters, digits and hyphens, labels of 1 to 63 characters and 253 in all
+    (RFC 1123, https://www.rfc-editor.org/rfc/rfc1123#section-2.1; an international name in
+    its ``xn--`` form, as certificates carry it: RFC 5280 section 4.2.1.6), or an IPv4
+    address. No scheme, port or path; not a wildcard address (that is
+    ``CRUSCIBLE_LISTEN_HOST``'s job); not an IPv6 literal (bundles' URLs would need brackets:
+    give it a DNS name).
+    """
+    host = value.strip()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        if address.version == 6:
+            raise ValueError(f"{host!r} is an IPv6 address: give a DNS name that resolves to it")
+        if address.is_unspecified:
+            raise ValueError(f"{host!r} is no address clients can reach: name this machine")
+        return host
+    name = host
+    if not name.isascii():
+        raise ValueError(f"{host!r} is not ASCII: give an international name in its xn-- form")
+    labels = name.split(".")
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(
+            f"{host!r} is not a host name (letters, digits, hyphens and dots; no scheme, "
+            "port or path)"
+        )
+    if labels[-1].isdigit():
+        raise ValueError(f"{host!r} is neither an IPv4 address nor a host name")
+    return host
 
 
 def admin_tls(admin: dict[str, str]) -> ssl.SSLContext | None:
@@ -263,15 +303,43 @@ def issue(tls_dir: Path, public_host: str, listen_host: str) -> tuple[Path, Path
     return cert_path, key_path, ca_path
 
 
+def _check_pem(exposure: Exposure) -> None:
+    """The operator's files load as a TLS server's would (a PEM certificate and the key that
+    matches it; the CA as PEM), else ``ProvisioningError`` naming the file: checked once here
+    rather than found by each server's relay as it starts."""
+    try:
+        exposure.server_context()
+    except (OSError, ssl.SSLError) as exc:
+        raise ProvisioningError(
+            f"{ENV_TLS_CERT}={exposure.cert_file} and {ENV_TLS_KEY}={exposure.key_file} are not "
+            f"a PEM certificate and its private key ({exc.__class__.__name__}: "
+            f"{getattr(exc, 'reason', None) or exc})"
+        ) from None
+    if exposure.ca_file is not None:
+        try:
+            exposure.client_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise ProvisioningError(
+                f"{ENV_TLS_CA}={exposure.ca_file} is not a PEM certificate "
+                f"({exc.__class__.__name__}: {getattr(exc, 'reason', None) or exc})"
+            ) from None
+
+
 def from_env(state_dir: Path, environ: Mapping[str, str] | None = None) -> Exposure | None:
     """The exposure the operator configured, or ``None`` (loopback, plain text: the default).
 
-    Raises ``ProvisioningError`` for a half-given certificate or unreadable files.
+    Raises ``ProvisioningError`` for a public host clients could not name
+    (:func:`check_public_host`), a half-given certificate, or files that are missing or do
+    not load as PEM.
     """
     env = os.environ if environ is None else environ
     public = env.get(ENV_PUBLIC_HOST, "").strip()
     if not public:
         return None
+    try:
+        check_public_host(public)
+    except ValueError as exc:
+        raise ProvisioningError(f"{ENV_PUBLIC_HOST}: {exc}") from None
     listen = env.get(ENV_LISTEN_HOST, "").strip() or "0.0.0.0"
     cert, key, ca = (env.get(n, "").strip() for n in (ENV_TLS_CERT, ENV_TLS_KEY, ENV_TLS_CA))
     if bool(cert) != bool(key):
@@ -281,6 +349,8 @@ def from_env(state_dir: Path, environ: Mapping[str, str] | None = None) -> Expos
         for path in paths:
             if not path.is_file():
                 raise ProvisioningError(f"TLS file {path} does not exist")
-        return Exposure(public, listen, Path(cert), Path(key), Path(ca) if ca else None)
+        exposure = Exposure(public, listen, Path(cert), Path(key), Path(ca) if ca else None)
+        _check_pem(exposure)
+        return exposure
     leaf, leaf_key, ca_path = issue(state_dir / "tls", public, listen)
     return Exposure(public, listen, leaf, leaf_key, ca_path, issued=True)

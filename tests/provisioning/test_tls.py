@@ -132,6 +132,27 @@ def test_settings_default_to_loopback_and_reject_half_a_certificate(tmp_path: Pa
         from_env(tmp_path, {"CRUSCIBLE_PUBLIC_HOST": PUBLIC, "CRUSCIBLE_TLS_CERT": "/x"})
 
 
+@pytest.mark.parametrize("host", ["not a host!", "ünï.example", "a.example:443", "0.0.0.0"])
+def test_a_public_host_clients_cannot_name_is_refused(host: str, tmp_path: Path) -> None:
+    with pytest.raises(ProvisioningError, match="CRUSCIBLE_PUBLIC_HOST: "):
+        from_env(tmp_path, {"CRUSCIBLE_PUBLIC_HOST": host})
+    assert not (tmp_path / "tls").exists()  # refused before a CA was made
+
+
+def test_operator_files_that_are_not_pem_are_refused_at_once(tmp_path: Path) -> None:
+    """Rather than by every relay as it starts (a traceback in the server's log)."""
+    cert, key, ca = issue(tmp_path / "tls", PUBLIC, PUBLIC)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    given = {"CRUSCIBLE_PUBLIC_HOST": PUBLIC, "CRUSCIBLE_TLS_CERT": str(cert)}
+    with pytest.raises(ProvisioningError, match="not a PEM certificate and its private key"):
+        from_env(tmp_path, {**given, "CRUSCIBLE_TLS_KEY": str(junk)})
+    with pytest.raises(ProvisioningError, match="CRUSCIBLE_TLS_CA=.* is not a PEM"):
+        from_env(tmp_path, {**given, "CRUSCIBLE_TLS_KEY": str(key), "CRUSCIBLE_TLS_CA": str(junk)})
+    mine = from_env(tmp_path, {**given, "CRUSCIBLE_TLS_KEY": str(key), "CRUSCIBLE_TLS_CA": str(ca)})
+    assert mine is not None and not mine.issued and mine.ca_file == ca
+
+
 async def test_bundle_names_the_public_host_and_carries_the_ca(
     envs: tuple[Environment, Environment],
 ) -> None:
