@@ -52,6 +52,7 @@ from bot.core.daily import DailyPoster, post_clock
 from bot.core.envwatch import EnvWatch
 from bot.scheduler import jobs
 from bot.store import Community, Contest
+from bot.store.db import SQLITE_BUSY_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,12 @@ class Operations:
             clock=clock,
         )
         store: BaseJobStore = (
-            SQLAlchemyJobStore(url=settings.scheduler_url) if self.persistent else MemoryJobStore()
+            SQLAlchemyJobStore(
+                url=settings.scheduler_url,
+                engine_options={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}},
+            )
+            if self.persistent
+            else MemoryJobStore()
         )
         self.scheduler = AsyncIOScheduler(
             jobstores={"default": store},

@@ -22,6 +22,12 @@ def _alembic_config(connection: Connection) -> Config:
     return cfg
 
 
+# How long a SQLite writer waits for another connection's write (the store's own and the
+# scheduler's job store share the file) before "database is locked": a busy host's pause
+# must not lose a write. https://www.sqlite.org/c3ref/busy_timeout.html
+SQLITE_BUSY_TIMEOUT_S = 30
+
+
 class Store:
     def __init__(self, url: str) -> None:
         if url.startswith("sqlite"):
@@ -58,5 +64,5 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cur.close()

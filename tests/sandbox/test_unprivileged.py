@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching to another 
 NOBODY = 65534
 SYSTEM_PYTHON = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
 
-# Imports only the sandbox package (standard library only) from this checkout, as the
+# Imports only the sandbox package (standard library only), copied from this checkout, as the
 # ordinary user running a system Python without the project's virtualenv.
 DRIVER = r"""
 import asyncio, json, sys, types
@@ -58,7 +58,12 @@ async def test_ordinary_user_gets_rlimits_and_says_so(workspace: Path) -> None:
         pytest.skip(f"no {SYSTEM_PYTHON} for the ordinary user")
     os.chown(workspace, NOBODY, NOBODY)
     os.chown(workspace / "app", NOBODY, NOBODY)
-    source = Path(provisioning.__file__).parent
+    # a copy of the sandbox package: the checkout may live where that user cannot enter
+    source, package = workspace / "provisioning", Path(provisioning.__file__).parent
+    shutil.copytree(
+        package / "sandbox", source / "sandbox", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy2(package / "staging.py", source)
     proc = await asyncio.create_subprocess_exec(
         shutil.which("setpriv") or "setpriv",
         f"--reuid={NOBODY}",
