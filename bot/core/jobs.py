@@ -35,6 +35,17 @@ Roles over one database (README, "At scale"):
   may finish a grade another restarted; the publication is one row per submission, so the
   result is published once.
 
+Progress messages: the front end the learner submitted through holds their progress message (a
+private reply to their command) and records itself on the submission (``progress_holder``: its
+registration in the engine's worker table, ``procrastinate_workers``, whose heartbeat it sends
+every ``worker_heartbeat``); it clears that once the message shows the end. A front end gone
+(kill -9, a lost host, a stop) leaves it set and its heartbeat stale: once the grade has ended,
+another front end of that platform takes the message over (one wins, by a conditional update)
+and finishes it. Another replica cannot edit that reply (``PROGRESS_ELSEWHERE``), so it
+records why (``progress_note``) and tells the learner the outcome privately by the route
+publication uses for a learner nobody waits on (a DM, :meth:`bot.core.coach.Coach` ``tell``);
+the score card and report are published by the ``settle`` job as ever.
+
 A learner's cancel marks a waiting submission cancelled, or asks the engine to abort the
 running job: the worker cancels its task (the grade stops where it runs) and records it.
 A worker stopped by SIGTERM gives its grades back (queued again, the attempt not counted).
@@ -75,6 +86,15 @@ SHUTDOWN_GRACE_S = 5.0  # a stopping worker lets grades end this long, then give
 # (at most half the silence that marks a worker dead: a stopping worker sends no heartbeat)
 SCHEMA_LOCK = 7_240_113  # advisory lock: one process applies the engine's schema
 CLAIM_LOCK = 7_240_114  # advisory transaction lock: one claim step at a time, over every host
+
+PROGRESS_ELSEWHERE = (
+    "the progress message was the private reply of a front end that stopped; no other replica "
+    "can edit it (Discord: an interaction's response is edited only with its token, held by "
+    "the process that received it — https://discord.com/developers/docs/interactions/"
+    "receiving-and-responding#edit-original-interaction-response; Slack: an ephemeral message "
+    "cannot be updated by chat.update — https://api.slack.com/messaging/managing#ephemeral; "
+    "the console: the terminal's own process), so the outcome was sent privately instead"
+)
 
 Publish = Callable[[Submission], Awaitable[None]]
 Interrupted = Callable[[list[Submission]], Awaitable[None]]
@@ -130,6 +150,7 @@ class EngineQueue(GradingQueue):
         self._restarted_task = self.engine.task(name="restarted")(self._restarted_job)
         self._opened = False
         self._opening = asyncio.Lock()
+        self.holder: int | None = None  # this front end in the engine's worker table
         self._side: list[asyncio.Task[None]] = []  # follower, front worker, rescuer
         # what a watcher was last shown: (status, attempts, phase, phase_done)
         self._seen: dict[int, tuple[str, int, str | None, float | None]] = {}
@@ -176,7 +197,120 @@ class EngineQueue(GradingQueue):
             await self._mark(sub.id, "error", "the grading queue could not take it; submit again")
             self._watchers.pop(sub.id, None)
             raise
+        if sub.id in self._watchers:
+            await self._hold(sub.id)
         self.start()
+
+    async def _hold(self, sub_id: int) -> None:
+        """Record this front end as the holder of the submission's progress message
+        (registered in the engine's worker table at its first one, its heartbeat sent from
+        then on: see the module). Best effort: unrecorded, nobody takes the message over."""
+        try:
+            if self.holder is None:
+                self.holder = await self.engine.job_manager.register_worker()
+                self._side_task(self._beat(), "beat")
+            async with self.store.session() as s:
+                await s.execute(
+                    update(Submission)
+                    .where(Submission.id == sub_id)
+                    .values(progress_holder=str(self.holder))
+                )
+        except Exception:
+            log.warning("progress holder of submission %d not recorded", sub_id, exc_info=True)
+
+    async def _beat(self) -> None:
+        """Every heartbeat: this front end (holding progress messages) is alive."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            if self.holder is None:
+                continue
+            try:
+                await self.engine.job_manager.update_heartbeat(self.holder)
+            except Exception:
+                log.warning("front end heartbeat not sent", exc_info=True)
+
+    async def _release_progress(self, sub_id: int) -> None:
+        """This front end showed the end in the progress message: nobody needs to take it over."""
+        try:
+            async with self.store.session() as s:
+                await s.execute(
+                    update(Submission)
+                    .where(Submission.id == sub_id, Submission.progress_holder == str(self.holder))
+                    .values(progress_holder=None)
+                )
+        except Exception:
+            log.warning("progress of submission %d not released", sub_id, exc_info=True)
+
+    async def _settle(self, sub_id: int) -> None:
+        """As :meth:`GradingQueue._settle`; a watcher of this process resolved here ends with
+        its progress message in this front end's hands (nobody takes it over)."""
+        if sub_id in self._watchers:
+            await self._release_progress(sub_id)
+        await super()._settle(sub_id)
+
+    async def _take_over_progress(self) -> None:
+        """Finish the progress messages of finished grades whose holder is gone (its heartbeat
+        older than ``worker_stalled_after``, or its row pruned) for the learners of the
+        platforms this front end serves: each is taken by one front end (a conditional
+        update), its reason recorded, and the outcome told privately."""
+        platforms = self.platforms()
+        if not platforms or self.tell is None:
+            return
+        async with self.store.session() as s:
+            orphans = list(
+                await s.scalars(
+                    select(Submission)
+                    .join(User, User.id == Submission.user_id)
+                    .where(
+                        Submission.progress_holder.is_not(None),
+                        Submission.status.not_in(ACTIVE),
+                        User.platform.in_(sorted(platforms)),
+                    )
+                )
+            )
+            if not orphans:
+                return
+            alive = {
+                str(row[0])
+                for row in await s.execute(
+                    text(
+                        "SELECT id FROM procrastinate_workers WHERE last_heartbeat > "
+                        "now() - make_interval(secs => :secs)"
+                    ),
+                    {"secs": self.stalled_after_s},
+                )
+            }
+        for sub in orphans:
+            if sub.progress_holder in alive:
+                continue  # its holder lives: it finishes the message itself
+            async with self.store.session() as s:
+                won = await s.execute(
+                    update(Submission)
+                    .where(
+                        Submission.id == sub.id,
+                        Submission.progress_holder == sub.progress_holder,
+                    )
+                    .values(progress_holder=None, progress_note=PROGRESS_ELSEWHERE)
+                )
+            if not won.rowcount:  # type: ignore[attr-defined]
+                continue  # another front end took it
+            log.info("progress of submission %d finished here: its front end is gone", sub.id)
+            try:
+                await self.tell(sub, self._outcome(sub))
+            except Exception:
+                log.warning("outcome of submission %d not told", sub.id, exc_info=True)
+
+    @staticmethod
+    def _outcome(sub: Submission) -> Message:
+        """The final state a progress message would have shown."""
+        if sub.status == "done":
+            return views.grading_progress(sub.challenge, "done", 1.0)
+        if sub.status == "cancelled":
+            return views.cancelled(sub.challenge, sub.id)
+        return Message(
+            title=f"Submission #{sub.id} was not graded",
+            body=f"could not grade {sub.url}: {sub.error or sub.status}",
+        )
 
     def start(self) -> None:
         """Follow this process's watchers (idempotent)."""
@@ -311,6 +445,7 @@ class EngineQueue(GradingQueue):
             else:
                 if sub.status == "done":
                     await self._say(watcher, views.grading_progress(sub.challenge, "done", 1.0))
+                await self._release_progress(sid)  # the coach shows a cancel or an error
                 self._watchers.pop(sid, None)
                 self._seen.pop(sid, None)
                 watcher.resolve(sub)
@@ -403,11 +538,16 @@ class EngineQueue(GradingQueue):
             await self._close()
 
     async def _rescue(self) -> None:
-        """Every heartbeat: retry the jobs of processes silent for ``stalled_after_s`` (two
-        rescuers racing over one job: the engine retries it once, the other is refused)."""
+        """Every heartbeat: finish the progress messages of front ends gone; retry the jobs of
+        processes silent for ``stalled_after_s`` (two rescuers racing over one job: the engine
+        retries it once, the other is refused)."""
         manager = self.engine.job_manager
         while True:
             await asyncio.sleep(self.heartbeat_s)
+            try:
+                await self._take_over_progress()
+            except Exception:
+                log.warning("could not take over progress messages", exc_info=True)
             try:
                 stalled = await manager.get_stalled_jobs(
                     seconds_since_heartbeat=self.stalled_after_s

@@ -1,5 +1,7 @@
 """A worker killed mid-grade (kill -9): another worker grades the submission again, it is
-published once, and the learner's progress message says the grade restarted."""
+published once, and the learner's progress message says the grade restarted. A front end gone
+mid-grade: another answers the next command, tells of the restart, publishes, and finishes the
+progress message the gone one held."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import signal
 import pytest
 from sqlalchemy import select
 
+from bot.core.commands import dispatch
 from bot.core.errors import CoachError
+from bot.core.jobs import PROGRESS_ELSEWHERE
 from bot.core.outbox import Actor
 from bot.store import Publication, Submission
 from tests.community.support import RecordingChannels
@@ -100,6 +104,12 @@ async def test_with_its_front_end_gone_the_learner_is_told_by_another(
             await until(lambda: probed.hits["cy"] >= 3)
         with pytest.raises(CoachError, match="restarting"):  # its wait ended; the grade goes on
             await submitted
+        answer = RecordingOutbox()
+        await dispatch(other.coach, cy, "results", answer)  # the other answers at once
+        assert answer.replies and answer.replies[0].title != "That did not work", answer.replies
+        async with other.store.session() as s:
+            held = await s.scalar(select(Submission).where(Submission.url == probed.url(3, "cy")))
+        assert held is not None and held.progress_holder is not None  # left by the gone one
         os.kill(probed.pids["cy"][0], signal.SIGKILL)
         channels = other.coach.channels.get("console")
         assert isinstance(channels, RecordingChannels)
@@ -120,5 +130,19 @@ async def test_with_its_front_end_gone_the_learner_is_told_by_another(
         async with asyncio.timeout(30):
             while await published() is None:  # noqa: ASYNC110 — published by the other
                 await asyncio.sleep(0.1)
-        assert [uid for uid, _ in channels.dms] == ["cy", "cy"]  # the restart, then the report
         assert len(probed.pids["cy"]) == 2
+
+        async def finished() -> Submission:
+            async with other.store.session() as s:
+                return await s.get_one(Submission, sub.id)
+
+        async with asyncio.timeout(30):  # the gone front end's progress message, finished here
+            while (await finished()).progress_holder is not None:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert (await finished()).progress_note == PROGRESS_ELSEWHERE
+        await until(lambda: len(channels.dms) == 3)
+        assert [uid for uid, _ in channels.dms] == ["cy"] * 3  # restart, report, final state
+        assert "restarted" in channels.dms[0][1].body
+        assert any(
+            (m.title, m.body) == ("Grading rate-limiter…", "graded") for _, m in channels.dms
+        )
