@@ -111,7 +111,7 @@ async def queue_grades(app: App, n: int, url: str, prefix: str, *, held: bool = 
             continue
         await queue._insert(sub, None)  # the queue's own steps, the job held
         await queue._grade_task.configure(
-            lock=f"user-{user.id}", queueing_lock=f"sub-{sub.id}", schedule_at=later
+            queueing_lock=f"sub-{sub.id}", schedule_at=later
         ).defer_async(sub_id=sub.id)
 
 
