@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -74,6 +75,54 @@ class HostedService:
         await self.box.stop()
 
 
+LOOPBACK = {"127.0.0.1", "localhost"}
+PLAIN_SCHEMES = {"rediss": "redis", "tls": "nats", "https": "http"}
+CA_VARS = ("CA_CERT_PEM", "CA_CERT_FILE", "PGSSLROOTCERT", "AWS_CA_BUNDLE")
+
+
+def _to_loopback(value: str, public: tuple[str, int], port: int) -> str:
+    """A bundle URL naming the public listener ``public`` as the same URL on the loopback
+    server's ``port``, in plain text (its TLS query, ``sslmode``, dropped); anything else as is."""
+    url = urlsplit(value)
+    try:
+        if (url.hostname, url.port) != public:
+            return value
+    except ValueError:  # not a URL with a port
+        return value
+    user = url.netloc.rpartition("@")[0]
+    netloc = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
+    scheme = PLAIN_SCHEMES.get(url.scheme, url.scheme)
+    return urlunsplit((scheme, netloc, url.path, "", url.fragment))
+
+
+def loopback_bundle(env: Environment) -> tuple[dict[str, str], list[int]]:
+    """The bundle as code run next to ``env`` uses it, and the loopback ports to forward in.
+
+    An exposed environment (``CRUSCIBLE_PUBLIC_HOST``, provisioning.tls) gives learners its
+    public TLS listeners; a sandbox reaches only forwarded loopback ports, so its bundle names
+    each server's loopback port in plain text, with the same credentials (and without the CA
+    variables). Raises ``ValueError`` for a resource on another host that is not exposed.
+    """
+    bundle, ports, exposed = dict(env.bundle), [], False
+    for info in env.resources.values():
+        public = info.extra.get("ports", {}).get("public")
+        if info.host not in LOOPBACK:
+            if public is None:
+                raise ValueError(
+                    f"{info.kind.value} listens on {info.host}, not on loopback: submissions "
+                    "run next to local environments only"
+                )
+            exposed = True
+            for key, value in info.learner.items():
+                if key not in CA_VARS:
+                    bundle[key] = _to_loopback(value, (info.host, public), info.port)
+        ports.append(info.port)
+    if exposed:
+        for key in CA_VARS:
+            bundle.pop(key, None)
+    return bundle, ports
+
+
 def run_spec(
     workdir: Path,
     manifest: Manifest,
@@ -82,22 +131,16 @@ def run_spec(
     extra_env: Mapping[str, str] | None = None,
 ) -> BoxSpec:
     """The run box for ``manifest`` next to ``env``: its bundle in every process's environment,
-    its resources' loopback ports forwarded in (at the same ``127.0.0.1`` port)."""
-    ports = []
-    for info in env.resources.values():
-        if info.host not in {"127.0.0.1", "localhost"}:
-            raise ValueError(
-                f"{info.kind.value} listens on {info.host}, not on loopback: submissions run "
-                "next to local environments only"
-            )
-        ports.append(info.port)
+    its resources' loopback ports forwarded in (at the same ``127.0.0.1`` port; an exposed
+    environment's bundle is rewritten to them: :func:`loopback_bundle`)."""
+    bundle, ports = loopback_bundle(env)
     processes = tuple(
         ProcessSpec(p.name, p.command, replicas=p.replicas, port=p.web) for p in manifest.processes
     )
     return BoxSpec(
         workdir=workdir,
         processes=processes,
-        env={"VIRTUAL_ENV": "/app/.venv", **env.bundle, **(extra_env or {})},
+        env={"VIRTUAL_ENV": "/app/.venv", **bundle, **(extra_env or {})},
         forwards=tuple(dict.fromkeys(ports)),
         limits=limits,
         secrets=bundle_secrets(env),

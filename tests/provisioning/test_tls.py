@@ -287,6 +287,44 @@ async def test_provider_refuses_plain_text_and_accepts_https(
         assert [c["body"]["idempotency_key"] for c in calls] == ["k1"]  # one shared record
 
 
+async def test_code_run_next_to_an_exposed_environment_gets_its_loopback_servers(
+    envs: tuple[Environment, Environment],
+) -> None:
+    """A sandbox reaches forwarded loopback ports only: hosted code gets each server's loopback
+    port, plain text, with the learner's credentials, and no CA variables."""
+    from provisioning.hosted.service import CA_VARS, loopback_bundle
+
+    env = envs[0]
+    bundle, ports = loopback_bundle(env)
+    assert sorted(ports) == sorted(info.port for info in env.resources.values())
+    assert not set(CA_VARS) & set(bundle)
+    for key in ("DATABASE_URL", "REDIS_URL", "S3_ENDPOINT_URL", "NATS_URL", "PROVIDER_URL"):
+        url = urlsplit(bundle[key])
+        assert url.hostname == "127.0.0.1" and url.port in ports, (key, url.netloc)
+        assert url.password == urlsplit(env.bundle[key]).password
+    async with await psycopg.AsyncConnection.connect(
+        bundle["DATABASE_URL"], connect_timeout=5
+    ) as conn:
+        cur = await conn.execute("SELECT current_user")
+        assert await cur.fetchone() == ("app",)
+    client = redis.Redis.from_url(bundle["REDIS_URL"], socket_timeout=5)
+    try:
+        assert client.ping()
+    finally:
+        client.close()
+    key, secret = bundle["AWS_ACCESS_KEY_ID"], bundle["AWS_SECRET_ACCESS_KEY"]
+    s3 = _s3(bundle, bundle["S3_ENDPOINT_URL"], False, key, secret)
+    await asyncio.to_thread(s3.put_object, Bucket=bundle["S3_BUCKET"], Key="hosted", Body=b"v")
+    nc = await _nats_connect(bundle["NATS_URL"], None)
+    await nc.close()
+    headers = {"Authorization": f"Bearer {bundle['PROVIDER_TOKEN']}"}
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+        http.get(f"{bundle['PROVIDER_URL']}/v1/send", headers=headers) as resp,
+    ):  # a GET: an answer in plain HTTP, and no call recorded on the shared provider
+        assert resp.status == 405
+
+
 # -- safety ----------------------------------------------------------------------------
 
 
