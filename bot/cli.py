@@ -546,11 +546,16 @@ def load(
 
 # -- environments -----------------------------------------------------------------------------
 def _env_json(env: Any, with_bundle: bool) -> dict[str, Any]:
+    """``{"id", "expires_at", "backend", "resources": {kind: {"host", "port"}}, "bundle"?}``;
+    an exposed resource's host and port are those learners connect to (its public listener)."""
     data: dict[str, Any] = {
         "id": env.id,
         "expires_at": env.expires_at.isoformat(),
         "backend": env.backend,
-        "resources": {k.value: {"host": v.host, "port": v.port} for k, v in env.resources.items()},
+        "resources": {
+            k.value: {"host": v.host, "port": v.extra.get("ports", {}).get("public", v.port)}
+            for k, v in env.resources.items()
+        },
     }
     if with_bundle:
         data["bundle"] = env.bundle

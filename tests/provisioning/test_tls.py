@@ -325,6 +325,16 @@ async def test_code_run_next_to_an_exposed_environment_gets_its_loopback_servers
         assert resp.status == 405
 
 
+async def test_env_json_names_the_public_listeners(envs: tuple[Environment, Environment]) -> None:
+    """`cruscible env list --json` gives each resource's host and port as learners reach it."""
+    from bot.cli import _env_json
+
+    resources = _env_json(envs[0], with_bundle=False)["resources"]
+    for kind, key in (("postgres", "DATABASE_URL"), ("redis", "REDIS_URL"), ("queue", "NATS_URL")):
+        url = urlsplit(envs[0].bundle[key])
+        assert resources[kind] == {"host": url.hostname, "port": url.port}, kind
+
+
 # -- safety ----------------------------------------------------------------------------
 
 
