@@ -61,19 +61,23 @@ def _turn() -> Any:
 async def next_turn(s: AsyncSession, community_id: int | None) -> int:
     """The turn of a submission its community adds now (start-time fair queueing).
 
-    ``V`` is the highest turn started so far (the queue's virtual time); a community with
-    submissions waiting or running takes the turn after its last one, one with none takes
-    ``V``: so it goes before every turn a busy community queued beyond it, and communities
-    with work waiting take turns round-robin. Two replicas adding at once may draw the same
-    turn; the older submission goes first."""
-    started = await s.scalar(select(func.max(_turn())).where(Submission.started_at.is_not(None)))
+    ``V`` is the highest turn started so far (the queue's virtual time); a community takes the
+    turn after its last one (queued, running or started; a cancel before the start does not
+    count), and never less than ``V``. So a community with nothing waiting goes before every
+    turn a busy one queued beyond ``V``, communities with work waiting take turns round-robin,
+    and one submitting again each time its grade ends waits its turn as well. Two replicas
+    adding at once may draw the same turn; the older submission goes first."""
+    started = Submission.started_at.is_not(None)
+    virtual = await s.scalar(select(func.max(_turn())).where(started))
     mine = (
         Submission.community_id.is_(None)
         if community_id is None
         else Submission.community_id == community_id
     )
-    last = await s.scalar(select(func.max(_turn())).where(mine, Submission.status.in_(ACTIVE)))
-    return max(int(started or 0), int(last) + 1 if last is not None else 0)
+    last = await s.scalar(
+        select(func.max(_turn())).where(mine, started | Submission.status.in_(ACTIVE))
+    )
+    return max(int(virtual or 0), int(last) + 1 if last is not None else 0)
 
 
 async def fair_order(s: AsyncSession) -> list[int]:
