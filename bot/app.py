@@ -66,6 +66,34 @@ def make_private(path: Path) -> None:
     path.chmod(0o700)  # whatever the umask
 
 
+class StoreUnavailable(RuntimeError):
+    """The store's database cannot be reached or opened: commands end with one ``error:``
+    line naming it (password hidden) and the driver's reason."""
+
+
+async def open_store(settings: Settings) -> Store:
+    """The store of ``settings``, migrated to the newest schema.
+
+    Raises :class:`StoreUnavailable` when its database refuses or cannot be reached (a
+    PostgreSQL that is down, a wrong password, an SQLite file that cannot be opened).
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    from bot.store import Store
+
+    store = Store(settings.db_url)
+    try:
+        await store.migrate()
+    except (OperationalError, InterfaceError, OSError) as exc:
+        await store.close()
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        where = make_url(settings.db_url).render_as_string(hide_password=True)
+        reason = lines[0] if lines else type(exc).__name__
+        raise StoreUnavailable(f"cannot open the store {where}: {reason}") from None
+    return store
+
+
 @asynccontextmanager
 async def open_app(
     settings: Settings | None = None, *, reconcile: bool = True, catalog: Catalog | None = None
@@ -76,13 +104,11 @@ async def open_app(
     """
     from bot.core.coach import Coach
     from bot.core.grader import Grader
-    from bot.store import Store
     from challenges.catalog import Catalog
 
     settings = settings or Settings()
     make_private(settings.data_dir)
-    store = Store(settings.db_url)
-    await store.migrate()
+    store = await open_store(settings)
     provisioner = make_provisioner(settings)
     try:
         catalog = catalog or Catalog.load()

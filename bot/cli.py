@@ -58,13 +58,22 @@ def fail(message: str, code: int = EXIT_CANNOT) -> typer.Exit:
 
 def clear_errors() -> tuple[type[Exception], ...]:
     """Refusals that end a command with one ``error:`` line and exit 2, not a traceback."""
+    from bot.app import StoreUnavailable
     from bot.core.coach import CoachError
     from challenges.catalog import ChallengeError
     from challenges.launch import LaunchError
     from grading.runner import CannotGrade
     from provisioning.backend import ProvisioningError
 
-    return (CoachError, ChallengeError, ProvisioningError, CannotGrade, LaunchError, ValueError)
+    return (
+        CoachError,
+        ChallengeError,
+        ProvisioningError,
+        CannotGrade,
+        LaunchError,
+        StoreUnavailable,
+        ValueError,
+    )
 
 
 def load_settings(*, operator: bool = True) -> Settings:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import typer
 
@@ -47,3 +53,29 @@ def test_a_public_host_clients_cannot_name_is_a_bad_setting(
 def test_a_public_host_clients_can_name_is_kept(host: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRUSCIBLE_PUBLIC_HOST", host)
     assert load_settings().public_host == (host.strip() or None)
+
+
+def test_a_worker_whose_store_refuses_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A PostgreSQL that is down (a loopback port bound but not listening) is an error line
+    naming the store without its password, not a traceback."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # held, never listening: connections are refused
+        port = closed.getsockname()[1]
+        env = {
+            **os.environ,
+            "CRUSCIBLE_DATA_DIR": str(tmp_path),
+            "CRUSCIBLE_DATABASE_URL": f"postgresql+psycopg://app:hush-123@127.0.0.1:{port}/db",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", "from bot.cli import main; main()", "worker"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith("error: cannot open the store postgresql+psycopg://app:***@")
+    assert done.stderr.count("\n") <= 2 and "Traceback" not in done.stderr
+    assert "hush-123" not in done.stderr + done.stdout
