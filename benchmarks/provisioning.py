@@ -13,7 +13,8 @@ Every figure is for a 4-resource environment (postgres, redis, s3, queue):
   images and command lines, ready when each port accepts TCP (no credentials
   bootstrapped, no authenticated probe; configuration written beforehand);
 * PSS (``/proc/<pid>/smaps_rollup``) of every process of an idle environment,
-  per backend (container processes are host processes too);
+  per backend and for ``local`` exposed over TLS (its relays included; container
+  processes are host processes too);
 * ``--alive`` local environments made (4 at a time) and kept alive at once:
   failures, health, total PSS.
 
@@ -153,11 +154,12 @@ async def _until_open(port: int) -> None:
             await asyncio.sleep(0.01)
 
 
-async def idle_pss(backend: LocalBackend, count: int) -> None:
+async def idle_pss(backend: LocalBackend, count: int, label: str = "") -> None:
     envs = [await backend.create(f"env-idle{i}", SPEC) for i in range(count)]
     await asyncio.sleep(3)
     marked = processes.scan(backend.data_dir)
-    print(f"PSS per idle environment, {backend.name} ({count} environments, after 3 s idle):")
+    name = label or backend.name
+    print(f"PSS per idle environment, {name} ({count} environments, after 3 s idle):")
     for env in envs:
         mine = [m for m in marked if m.env_id == env.id]
         by_kind = {
@@ -234,6 +236,7 @@ async def main(runs: int, idle: int, count: int, pool: int) -> None:
             report("plain docker run", await plain_docker_run(dock, engine.url, runs))
 
         await idle_pss(local, idle)
+        await idle_pss(exposed, idle, "local, TLS on a public host")
         if found:
             await idle_pss(found[0], idle)
         await alive(local, count)
