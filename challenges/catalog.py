@@ -77,6 +77,40 @@ def remote_note(public_host: str) -> str:
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (the YAML spec requires
+    unique keys: https://yaml.org/spec/1.2.2/#mapping; PyYAML keeps the last one silently, so a
+    repeated scoring weight or parameter would change a challenge unseen)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[object, object]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+                try:
+                    repeated = key in seen
+                except TypeError:  # unhashable: the safe loader's own check refuses it
+                    continue
+                if repeated:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {key!r}",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: its problem and where (``line L, column C``)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if not problem:
+        return " ".join(str(exc).split())
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
+
+
 class Challenge:
     def __init__(self, path: Path, spec: ChallengeSpec) -> None:
         self.path = path
@@ -97,9 +131,9 @@ class Challenge:
             raise ChallengeError(f"{path}: missing {', '.join(missing)}")
         yaml_path = path / "challenge.yaml"
         try:
-            data = yaml.safe_load(yaml_path.read_text())
+            data = yaml.load(yaml_path.read_text(), Loader=_UniqueKeyLoader)
         except yaml.YAMLError as exc:
-            raise ChallengeError(f"{yaml_path}: not valid YAML: {exc}") from None
+            raise ChallengeError(f"{yaml_path}: not valid YAML: {_yaml_reason(exc)}") from None
         if not isinstance(data, dict):
             raise ChallengeError(f"{yaml_path}: (top level): expected a mapping")
         try:

@@ -105,6 +105,16 @@ def test_yaml_syntax_error_is_reported_with_the_file(copy: Path) -> None:
         Challenge.load(copy)
 
 
+def test_a_key_given_twice_is_refused_not_overridden(copy: Path) -> None:
+    path = copy / "challenge.yaml"
+    text = path.read_text()
+    assert "    contract.healthz: 5\n" in text
+    path.write_text(text.replace("    contract.healthz: 5\n", "    contract.healthz: 5\n" * 2, 1))
+    with pytest.raises(ChallengeError, match=r"found duplicate key 'contract.healthz'") as err:
+        Challenge.load(copy)
+    assert "\n" not in str(err.value) and "(line 49, column 5)" in str(err.value)
+
+
 def test_missing_files_are_named(copy: Path) -> None:
     (copy / "discussion.md.j2").unlink()
     with pytest.raises(ChallengeError, match=r"missing discussion.md.j2"):
