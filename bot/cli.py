@@ -92,6 +92,8 @@ def load_settings(*, operator: bool = True) -> Settings:
     except ValidationError as exc:
         problems = "; ".join(
             f"CRUSCIBLE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            if e["loc"]
+            else e["msg"].removeprefix("Value error, ")  # a rule over several settings
             for e in exc.errors()
         )
         raise fail(f"bad setting: {problems}") from None
@@ -247,7 +249,8 @@ def run_bot(
 @app.command()
 def worker(
     concurrency: Annotated[
-        int | None, typer.Option(help="grades at once (default: CRUSCIBLE_GRADING_CONCURRENCY)")
+        int | None,
+        typer.Option(min=1, help="grades at once (default: CRUSCIBLE_GRADING_CONCURRENCY)"),
     ] = None,
 ) -> None:
     """Provision and grade: take grading jobs from the shared PostgreSQL store (any number of

@@ -8,7 +8,7 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SYSTEM_DATA_DIR = Path("/var/lib/cruscible")
@@ -82,9 +82,11 @@ class Settings(BaseSettings):
     allow_private_targets: bool = False
     log_level: str = "WARNING"
     # community operations
-    grading_concurrency: int = Field(default_factory=_default_grading_concurrency)
-    grading_max_attempts: int = 2  # starts of one grade before a restart gives up on it
-    queue_limit: int = 100  # grades waiting at most; beyond, "busy, try at …" (0: no bound)
+    grading_concurrency: int = Field(default_factory=_default_grading_concurrency, ge=1)
+    grading_max_attempts: int = Field(2, ge=1)  # starts of one grade before it is given up
+    queue_limit: int = Field(
+        100, ge=0
+    )  # grades waiting at most; beyond, "busy, try at …" (0: no bound)
     # the job engine (a PostgreSQL store): `cruscible worker` processes grade, see bot.core.jobs
     worker_heartbeat: timedelta = timedelta(seconds=10)  # a worker says it is alive this often
     worker_stalled_after: timedelta = timedelta(seconds=30)  # silent this long: its jobs restart
@@ -111,6 +113,26 @@ class Settings(BaseSettings):
     def _expand_home(cls, path: Path) -> Path:
         """``~/x`` from a unit file or a .env (no shell expanded it) means the home's ``x``."""
         return path.expanduser() if str(path).startswith("~") else path
+
+    @field_validator("worker_heartbeat")
+    @classmethod
+    def _positive(cls, every: timedelta) -> timedelta:
+        """A heartbeat of zero or less would write to the store without a pause."""
+        if every <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return every
+
+    @model_validator(mode="after")
+    def _stalled_after_heartbeats(self) -> Settings:
+        """A worker is silent for up to one heartbeat between two: marked dead sooner than two,
+        every live worker's grades would restart elsewhere (README, "At scale")."""
+        if self.worker_stalled_after < 2 * self.worker_heartbeat:
+            raise ValueError(
+                f"CRUSCIBLE_WORKER_STALLED_AFTER ({self.worker_stalled_after}) must be at least "
+                f"two CRUSCIBLE_WORKER_HEARTBEAT ({self.worker_heartbeat}): a live worker would "
+                "be taken for dead"
+            )
+        return self
 
     @field_validator("public_host")
     @classmethod

@@ -79,3 +79,52 @@ def test_a_worker_whose_store_refuses_is_one_line_and_exit_2(tmp_path: Path) -> 
     assert done.stderr.startswith("error: cannot open the store postgresql+psycopg://app:***@")
     assert done.stderr.count("\n") <= 2 and "Traceback" not in done.stderr
     assert "hush-123" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({"CRUSCIBLE_GRADING_CONCURRENCY": "0"}, "CRUSCIBLE_GRADING_CONCURRENCY"),
+        ({"CRUSCIBLE_GRADING_MAX_ATTEMPTS": "0"}, "CRUSCIBLE_GRADING_MAX_ATTEMPTS"),
+        ({"CRUSCIBLE_QUEUE_LIMIT": "-1"}, "CRUSCIBLE_QUEUE_LIMIT"),
+        ({"CRUSCIBLE_WORKER_HEARTBEAT": "PT0S"}, "CRUSCIBLE_WORKER_HEARTBEAT"),
+        (
+            {"CRUSCIBLE_WORKER_HEARTBEAT": "PT30S", "CRUSCIBLE_WORKER_STALLED_AFTER": "PT5S"},
+            "CRUSCIBLE_WORKER_STALLED_AFTER (0:00:05) must be at least two",
+        ),
+    ],
+)
+def test_worker_settings_that_cannot_work_are_bad_settings(
+    given: dict[str, str],
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No grade slot, no start, a heartbeat without a pause, or live workers taken for dead."""
+    for key, value in given.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(typer.Exit) as exited:
+        load_settings(operator=False)
+    assert exited.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: bad setting: {named}"), err
+
+
+def test_the_scale_tests_worker_timings_stay_good(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRUSCIBLE_WORKER_HEARTBEAT", "PT0.5S")
+    monkeypatch.setenv("CRUSCIBLE_WORKER_STALLED_AFTER", "PT4S")
+    settings = load_settings(operator=False)
+    assert settings.worker_stalled_after.total_seconds() == 4.0
+
+
+@pytest.mark.parametrize("given", ["0", "-2"])
+def test_worker_concurrency_below_one_is_a_usage_error(given: str) -> None:
+    """Before: 0 fell back to the default unsaid, -2 ended in asyncio's Semaphore error."""
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    done = CliRunner().invoke(app, ["worker", "--concurrency", given])
+    assert done.exit_code == 2
+    said = " ".join(done.output.replace("│", " ").split())  # unwrapped from rich's box
+    assert "'--concurrency': Input should be greater than or equal to 1" in said, said
