@@ -82,13 +82,16 @@ async def open_store(settings: Settings) -> Store:
 
     from bot.store import Store
 
-    store = Store(settings.db_url)
+    where = make_url(settings.db_url).render_as_string(hide_password=True)
+    try:
+        store = Store(settings.db_url)
+    except OSError as exc:  # an SQLite file's folder that cannot be made
+        raise StoreUnavailable(f"cannot open the store {where}: {exc}") from None
     try:
         await store.migrate()
     except (OperationalError, InterfaceError, OSError) as exc:
         await store.close()
         lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        where = make_url(settings.db_url).render_as_string(hide_password=True)
         reason = lines[0] if lines else type(exc).__name__
         raise StoreUnavailable(f"cannot open the store {where}: {reason}") from None
     return store

@@ -114,6 +114,24 @@ class Settings(BaseSettings):
         """``~/x`` from a unit file or a .env (no shell expanded it) means the home's ``x``."""
         return path.expanduser() if str(path).startswith("~") else path
 
+    @field_validator("database_url")
+    @classmethod
+    def _a_store_url(cls, url: str | None) -> str | None:
+        """Blank is unset (SQLite in data_dir); otherwise an SQLAlchemy URL of SQLite or
+        PostgreSQL (https://docs.sqlalchemy.org/en/20/core/engines.html#database-urls)."""
+        if not url or not url.strip():
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            dialect = make_url(url.strip()).get_backend_name()
+        except ArgumentError:
+            raise ValueError("not a database URL (e.g. postgresql+psycopg://…)") from None
+        if dialect not in {"sqlite", "postgresql"}:
+            raise ValueError(f"{dialect!r} is not a store: use postgresql+psycopg://… or sqlite")
+        return url.strip()
+
     @field_validator("worker_heartbeat")
     @classmethod
     def _positive(cls, every: timedelta) -> timedelta:

@@ -128,3 +128,34 @@ def test_worker_concurrency_below_one_is_a_usage_error(given: str) -> None:
     assert done.exit_code == 2
     said = " ".join(done.output.replace("│", " ").split())  # unwrapped from rich's box
     assert "'--concurrency': Input should be greater than or equal to 1" in said, said
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("foo://bar", "'foo' is not a store"),
+        ("not a url", "not a database URL"),
+        ("postgres://app:pw@127.0.0.1:5432/db", "'postgres' is not a store"),  # SQLAlchemy 2
+    ],
+)
+def test_a_database_url_that_is_no_store_is_a_bad_setting(
+    url: str, said: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CRUSCIBLE_DATABASE_URL", url)
+    with pytest.raises(typer.Exit) as exited:
+        load_settings()
+    assert exited.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bad setting: CRUSCIBLE_DATABASE_URL") and said in err
+    assert "pw@" not in err
+
+
+async def test_an_sqlite_store_that_cannot_be_made_is_one_clear_error(tmp_path: Path) -> None:
+    from bot.app import StoreUnavailable, open_store
+    from bot.config import Settings
+
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the store's folder should be
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite+aiosqlite:///{blocked}/x/c.db")
+    with pytest.raises(StoreUnavailable, match="cannot open the store sqlite"):
+        await open_store(settings)
