@@ -161,6 +161,14 @@ class Settings(BaseSettings):
 
         return check_public_host(host) if host and host.strip() else None
 
+    @field_validator("listen_host")
+    @classmethod
+    def _an_address(cls, host: str) -> str:
+        """An IP address to bind (provisioning.tls.check_listen_host)."""
+        from provisioning.tls import check_listen_host
+
+        return check_listen_host(host)
+
     @property
     def db_url(self) -> str:
         if self.database_url:

@@ -151,6 +151,20 @@ def check_public_host(value: str) -> str:
     return host
 
 
+def check_listen_host(value: str) -> str:
+    """``value`` (stripped; blank is ``0.0.0.0``) if it is an IP address to bind, else
+    ``ValueError``: a name would be resolved by every relay as it starts, and written into the
+    issued certificate."""
+    host = value.strip() or "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"{host!r} is not an IP address of this machine to listen on (0.0.0.0: all of them)"
+        ) from None
+    return host
+
+
 def admin_tls(admin: dict[str, str]) -> ssl.SSLContext | None:
     """The TLS context the grader connects with (exposed servers), else None.
 
@@ -329,7 +343,8 @@ def from_env(state_dir: Path, environ: Mapping[str, str] | None = None) -> Expos
     """The exposure the operator configured, or ``None`` (loopback, plain text: the default).
 
     Raises ``ProvisioningError`` for a public host clients could not name
-    (:func:`check_public_host`), a half-given certificate, or files that are missing or do
+    (:func:`check_public_host`), a listen address that is not an IP address, a half-given
+    certificate, or files that are missing or do
     not load as PEM.
     """
     env = os.environ if environ is None else environ
@@ -340,7 +355,10 @@ def from_env(state_dir: Path, environ: Mapping[str, str] | None = None) -> Expos
         check_public_host(public)
     except ValueError as exc:
         raise ProvisioningError(f"{ENV_PUBLIC_HOST}: {exc}") from None
-    listen = env.get(ENV_LISTEN_HOST, "").strip() or "0.0.0.0"
+    try:
+        listen = check_listen_host(env.get(ENV_LISTEN_HOST, ""))
+    except ValueError as exc:
+        raise ProvisioningError(f"{ENV_LISTEN_HOST}: {exc}") from None
     cert, key, ca = (env.get(n, "").strip() for n in (ENV_TLS_CERT, ENV_TLS_KEY, ENV_TLS_CA))
     if bool(cert) != bool(key):
         raise ProvisioningError(f"set both {ENV_TLS_CERT} and {ENV_TLS_KEY}, or neither")

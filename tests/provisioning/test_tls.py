@@ -139,6 +139,15 @@ def test_a_public_host_clients_cannot_name_is_refused(host: str, tmp_path: Path)
     assert not (tmp_path / "tls").exists()  # refused before a CA was made
 
 
+@pytest.mark.parametrize("listen", ["not an address", "learners.example.test", "http://0.0.0.0"])
+def test_a_listen_host_that_is_no_ip_address_is_refused(listen: str, tmp_path: Path) -> None:
+    """A name would be resolved by each relay as it starts (and land in the certificate)."""
+    given = {"CRUSCIBLE_PUBLIC_HOST": PUBLIC, "CRUSCIBLE_LISTEN_HOST": listen}
+    with pytest.raises(ProvisioningError, match="CRUSCIBLE_LISTEN_HOST: .* is not an IP address"):
+        from_env(tmp_path, given)
+    assert not (tmp_path / "tls").exists()
+
+
 def test_operator_files_that_are_not_pem_are_refused_at_once(tmp_path: Path) -> None:
     """Rather than by every relay as it starts (a traceback in the server's log)."""
     cert, key, ca = issue(tmp_path / "tls", PUBLIC, PUBLIC)

@@ -159,3 +159,14 @@ async def test_an_sqlite_store_that_cannot_be_made_is_one_clear_error(tmp_path: 
     settings = Settings(data_dir=tmp_path, database_url=f"sqlite+aiosqlite:///{blocked}/x/c.db")
     with pytest.raises(StoreUnavailable, match="cannot open the store sqlite"):
         await open_store(settings)
+
+
+def test_a_listen_host_that_is_no_ip_address_is_a_bad_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CRUSCIBLE_LISTEN_HOST", "not an address")
+    with pytest.raises(typer.Exit):
+        load_settings()
+    assert capsys.readouterr().err.startswith("error: bad setting: CRUSCIBLE_LISTEN_HOST")
+    monkeypatch.setenv("CRUSCIBLE_LISTEN_HOST", "127.0.0.2")
+    assert load_settings().listen_host == "127.0.0.2"
