@@ -50,3 +50,16 @@ def test_every_setting_is_one_the_code_reads_and_parses() -> None:
         assert settings.uses_job_engine, name  # PostgreSQL: the roles share one store
         urls.add(settings.db_url)
     assert len(urls) == 1
+
+
+def test_the_image_makes_the_users_every_container_shares() -> None:
+    """Front ends make environments and workers fault them, over one data directory: the
+    servers' and the sandbox's users must have one id in every container, so the image makes
+    them (each container would otherwise number them in the order it first needed them)."""
+    from provisioning.local.users import SERVICE_USER
+    from provisioning.sandbox.host import SANDBOX_USER
+
+    build = yaml.safe_load(COMPOSE.read_text())["x-app"]["build"]["dockerfile_inline"]
+    runs = " ".join(build.replace("\\\n", " ").split())
+    for user in (SERVICE_USER, SANDBOX_USER):
+        assert re.search(rf"useradd --system [^&]*\s{re.escape(user)}(\s|$)", runs), user
