@@ -63,3 +63,18 @@ def test_the_image_makes_the_users_every_container_shares() -> None:
     runs = " ".join(build.replace("\\\n", " ").split())
     for user in (SERVICE_USER, SANDBOX_USER):
         assert re.search(rf"useradd --system [^&]*\s{re.escape(user)}(\s|$)", runs), user
+
+
+def test_every_role_shares_the_servers_processes_and_directories() -> None:
+    """A worker faults servers a front end started (found by their marker in /proc, signalled
+    by process group), and every role leases ports from one pool: the host's process
+    namespace, the data directory and the servers' runtime directory are the same for all."""
+    from provisioning.local.layout import RUNTIME_BASE
+
+    roles = {name: s for name, s in services().items() if s.get("image") == "cruscible:local"}
+    for name, service in roles.items():
+        assert service.get("pid") == "host", name
+        mounts = {m.split(":")[1]: m.split(":")[0] for m in service["volumes"]}
+        env = service["environment"]
+        for shared in (env["CRUSCIBLE_DATA_DIR"], str(RUNTIME_BASE)):
+            assert mounts.get(shared) == shared, (name, shared)
