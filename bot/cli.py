@@ -253,8 +253,9 @@ def worker(
         typer.Option(min=1, help="grades at once (default: CRUSCIBLE_GRADING_CONCURRENCY)"),
     ] = None,
 ) -> None:
-    """Provision and grade: take grading jobs from the shared PostgreSQL store (any number of
-    workers, on any host; SIGTERM gives running grades back to the queue)."""
+    """Provision and grade: take grading jobs from the shared PostgreSQL store.
+
+    Any number of workers, on any host; SIGTERM gives running grades back to the queue."""
     settings = load_settings(operator=False)
     if not settings.uses_job_engine:
         raise fail(
