@@ -121,7 +121,8 @@ def check_public_host(value: str) -> str:
 
     A DNS name of letters, digits and hyphens, labels of 1 to 63 characters and 253 in all
     (RFC 1123, https://www.rfc-editor.org/rfc/rfc1123#section-2.1; an international name in
-    its ``xn--`` form, as certificates carry it: RFC 5280 section 4.2.1.6), or an IPv4
+    its ``xn--`` form, as certificates carry it:
+    https://www.rfc-editor.org/rfc/rfc5280#section-4.2.1.6), or an IPv4
     address. No scheme, port or path; not a wildcard address (that is
     ``CRUSCIBLE_LISTEN_HOST``'s job); not an IPv6 literal (bundles' URLs would need brackets:
     give it a DNS name).
