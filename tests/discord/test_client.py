@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,21 @@ async def test_an_invalid_token_is_a_one_line_error(
     monkeypatch.setenv("DISCORD_TOKEN", "not-the-token")
     with pytest.raises(ValueError, match="DISCORD_TOKEN was refused") as caught:
         await serve(app)
+    assert "\n" not in str(caught.value)
+
+
+async def test_discord_out_of_reach_is_a_one_line_error(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No route, no DNS or a refused connection at login: one line, not a traceback."""
+    from discord.http import Route
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # held, never listening: the login is refused
+        monkeypatch.setattr(Route, "BASE", f"http://127.0.0.1:{closed.getsockname()[1]}/api/v10")
+        monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
+        with pytest.raises(ValueError, match="cannot reach Discord to log in") as caught:
+            await serve(app)
     assert "\n" not in str(caught.value)
 
 

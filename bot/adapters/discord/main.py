@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import aiohttp
 import discord
 
 from bot.adapters.discord.channels import DiscordChannels
@@ -22,6 +23,9 @@ async def serve(app: App, *, socket_mode: bool = False, port: int = 0) -> None:
             await client.login(token)
         except discord.LoginFailure:
             raise ValueError("DISCORD_TOKEN was refused by Discord (invalid or reset)") from None
+        except (aiohttp.ClientError, OSError) as exc:  # no route, no DNS, refused, timed out
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ValueError(f"cannot reach Discord to log in: {reason}") from None
         app.coach.channels.register(PLATFORM, DiscordChannels(client, client.turns.threads))
         try:
             async with operations(app):  # schedules and the grading queue, posting via REST
