@@ -759,13 +759,14 @@ def challenges_show(challenge: str) -> None:
     """A challenge's statement."""
     from challenges.catalog import ChallengeError
 
+    public_host = load_settings().public_host or ""  # checked: it is shown in the statement
     try:
         ch = load_catalog().get(challenge)
     except ChallengeError as exc:
         raise fail(str(exc)) from None
     from rich.markdown import Markdown
 
-    console().print(Markdown(f"# {ch.spec.title}\n\n" + ch.statement()))
+    console().print(Markdown(f"# {ch.spec.title}\n\n" + ch.statement(public_host)))
 
 
 @challenges_app.command("validate")

@@ -170,3 +170,19 @@ def test_a_listen_host_that_is_no_ip_address_is_a_bad_setting(
     assert capsys.readouterr().err.startswith("error: bad setting: CRUSCIBLE_LISTEN_HOST")
     monkeypatch.setenv("CRUSCIBLE_LISTEN_HOST", "127.0.0.2")
     assert load_settings().listen_host == "127.0.0.2"
+
+
+def test_a_statement_is_not_shown_with_a_public_host_clients_cannot_name(tmp_path: Path) -> None:
+    """`challenges show` prints the public host in the statement: it checks it first."""
+    env = {
+        **os.environ,
+        "CRUSCIBLE_DATA_DIR": str(tmp_path),
+        "CRUSCIBLE_PUBLIC_HOST": "evil`<@everyone>",
+    }
+    argv = [sys.executable, "-c", "from bot.cli import main; main()", "challenges", "show"]
+    done = subprocess.run(
+        [*argv, "rate-limiter"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: bad setting: CRUSCIBLE_PUBLIC_HOST")
+    assert "everyone" not in done.stdout
