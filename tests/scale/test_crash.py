@@ -1,24 +1,24 @@
 """A worker killed mid-grade (kill -9): another worker grades the submission again, it is
-published once, and the learner's progress message says the grade restarted. A front end gone
-mid-grade: another answers the next command, tells of the restart, publishes, and finishes the
-progress message the gone one held."""
+published once, and the learner's progress message says the grade restarted. A front end
+process killed mid-grade (kill -9, ``tests.scale.front``): another answers the next command,
+tells of the restart, publishes, and finishes the progress message the killed one held."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import sys
 
-import pytest
 from sqlalchemy import select
 
 from bot.core.commands import dispatch
-from bot.core.errors import CoachError
 from bot.core.jobs import PROGRESS_ELSEWHERE
 from bot.core.outbox import Actor
 from bot.store import Publication, Submission
 from tests.community.support import RecordingChannels
 from tests.scale.conftest import RecordingOutbox, Workers, front_end, until
+from tests.scale.front import HELD
 
 
 async def test_killed_worker_grade_restarts_elsewhere_and_is_published_once(
@@ -89,35 +89,38 @@ async def test_a_stopped_worker_gives_its_grade_back_uncounted(
         assert (await asyncio.wait_for(submitted, 30)).status == "cancelled"
 
 
-async def test_with_its_front_end_gone_the_learner_is_told_by_another(
+async def test_a_killed_front_end_leaves_its_learner_to_another(
     db_url: str, workers: Workers, probed
 ) -> None:
     async with front_end(db_url, workers.root) as other:
         workers.start()
         workers.start()
         await workers.registered(2)
+        url = probed.url(3, "cy")
+        log = workers.root / f"worker-{len(workers.procs)}.log"
+        gone = workers.start(argv=[sys.executable, "-m", "tests.scale.front", "cy", url])
+
+        def held() -> bool:
+            assert gone.poll() is None, workers.logs()
+            return f"{HELD} " in log.read_text(errors="replace")
+
+        await until(held, within=30)
+        await until(lambda: probed.hits["cy"] >= 3)  # graded on a worker, followed by `gone`
+        gone.send_signal(signal.SIGKILL)
+        assert await asyncio.to_thread(gone.wait, 10) == -signal.SIGKILL
+
         cy = Actor("console", "cy", "Cy")
-        async with front_end(db_url, workers.root) as gone:
-            submitted = asyncio.create_task(
-                gone.coach.submit(cy, "rate-limiter", probed.url(3, "cy"), RecordingOutbox())
-            )
-            await until(lambda: probed.hits["cy"] >= 3)
-        with pytest.raises(CoachError, match="restarting"):  # its wait ended; the grade goes on
-            await submitted
         answer = RecordingOutbox()
         await dispatch(other.coach, cy, "results", answer)  # the other answers at once
         assert answer.replies and answer.replies[0].title != "That did not work", answer.replies
         async with other.store.session() as s:
-            held = await s.scalar(select(Submission).where(Submission.url == probed.url(3, "cy")))
-        assert held is not None and held.progress_holder is not None  # left by the gone one
-        os.kill(probed.pids["cy"][0], signal.SIGKILL)
+            sub = await s.scalar(select(Submission).where(Submission.url == url))
+        assert sub is not None and sub.progress_holder is not None  # left by the killed one
+        os.kill(probed.pids["cy"][0], signal.SIGKILL)  # and its grade's worker too
         channels = other.coach.channels.get("console")
         assert isinstance(channels, RecordingChannels)
 
         await until(lambda: any("restarted" in m.body for _, m in channels.dms), within=30)
-        async with other.store.session() as s:
-            sub = await s.scalar(select(Submission).where(Submission.url == probed.url(3, "cy")))
-        assert sub is not None
 
         async def published() -> Publication | None:
             async with other.store.session() as s:
@@ -130,15 +133,16 @@ async def test_with_its_front_end_gone_the_learner_is_told_by_another(
         async with asyncio.timeout(30):
             while await published() is None:  # noqa: ASYNC110 — published by the other
                 await asyncio.sleep(0.1)
-        assert len(probed.pids["cy"]) == 2
+        assert len(probed.pids["cy"]) == 2  # graded again on the surviving worker
 
         async def finished() -> Submission:
             async with other.store.session() as s:
                 return await s.get_one(Submission, sub.id)
 
-        async with asyncio.timeout(30):  # the gone front end's progress message, finished here
+        async with asyncio.timeout(30):  # the killed front end's progress message, finished here
             while (await finished()).progress_holder is not None:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
+        assert (await finished()).status == "done"
         assert (await finished()).progress_note == PROGRESS_ELSEWHERE
         await until(lambda: len(channels.dms) == 3)
         assert [uid for uid, _ in channels.dms] == ["cy"] * 3  # restart, report, final state
