@@ -55,17 +55,6 @@ def _default_grading_concurrency() -> int:
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
-def sync_url(url: str) -> str:
-    """The synchronous twin of an async database URL (APScheduler 3's job store is sync)."""
-    scheme, sep, rest = url.partition("://")
-    dialect = scheme.split("+", 1)[0]
-    if dialect == "sqlite":
-        return f"sqlite{sep}{rest}"
-    if dialect in {"postgresql", "postgres"}:
-        return f"postgresql+psycopg{sep}{rest}"
-    return url
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRUSCIBLE_", extra="ignore")
 
@@ -183,8 +172,11 @@ class Settings(BaseSettings):
 
     @property
     def scheduler_url(self) -> str:
-        """The database of APScheduler's persistent job store: the store's, synchronously."""
-        return sync_url(self.db_url)
+        """The database of APScheduler's persistent job store (the SQLite store's one process):
+        a file of its own beside the store's. APScheduler 3's job store is synchronous and
+        writes from the event loop; in the store's file it would wait on the write lock of an
+        async transaction that cannot finish while the loop waits ("database is locked")."""
+        return f"sqlite:///{self.data_dir / 'scheduler.db'}"
 
     @property
     def reports_dir(self) -> Path:

@@ -2,8 +2,9 @@
 
 Where jobs live depends on the store:
 
-- SQLite (one process, the embedded default): APScheduler's SQLAlchemy job store, in the
-  store's database (synchronously: the job store of APScheduler 3 is sync).
+- SQLite (one process, the embedded default): APScheduler's SQLAlchemy job store, in a SQLite
+  file of its own beside the store's (``Settings.scheduler_url``: the job store of APScheduler 3
+  is synchronous).
 - PostgreSQL (any number of replicas): each replica's own in-memory job store. APScheduler 3
   must never share a job store between schedulers
   (https://apscheduler.readthedocs.io/en/3.x/userguide.html#sharing-a-job-store-among-one-or-more-schedulers),
@@ -52,7 +53,6 @@ from bot.core.daily import DailyPoster, post_clock
 from bot.core.envwatch import EnvWatch
 from bot.scheduler import jobs
 from bot.store import Community, Contest
-from bot.store.db import SQLITE_BUSY_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,7 @@ class Operations:
             clock=clock,
         )
         store: BaseJobStore = (
-            SQLAlchemyJobStore(
-                url=settings.scheduler_url,
-                engine_options={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}},
-            )
-            if self.persistent
-            else MemoryJobStore()
+            SQLAlchemyJobStore(url=settings.scheduler_url) if self.persistent else MemoryJobStore()
         )
         self.scheduler = AsyncIOScheduler(
             jobstores={"default": store},

@@ -22,9 +22,9 @@ def _alembic_config(connection: Connection) -> Config:
     return cfg
 
 
-# How long a SQLite writer waits for another connection's write (the store's own and the
-# scheduler's job store share the file) before "database is locked": a busy host's pause
-# must not lose a write. https://www.sqlite.org/c3ref/busy_timeout.html
+# How long a SQLite writer waits for another connection's write (the store's pool, a command
+# run beside the bot) before "database is locked": a busy host's pause must not lose a write.
+# https://www.sqlite.org/c3ref/busy_timeout.html
 SQLITE_BUSY_TIMEOUT_S = 30
 
 
