@@ -5,7 +5,8 @@ resources, one reference design started against its bundle, then the grader's ow
 generator (``grading.load``, the open model a grade uses) sending the challenge's load traffic
 (the request mix its scenario sends, seeded) on a ladder of rates: from the rate graded today
 (``grading.rate`` in challenge.yaml), ×``--step`` each time, up to the stated rate
-(``scale.rate``), stopping at the first rate that is not sustained. Everything but the
+(``scale.rate``), stopping at the first rate that is not sustained in any of ``--tries`` runs (after a 1 s
+warm-up at the graded rate: connections, caches). Everything but the
 generator — the design, its stores, the simulated provider — is pinned to one CPU (the last
 of this process's affinity), the generator to another (the first): "one core of load
 generator + the reference service". A rate is *sustained* when the generator sent ≥ 97 % of
@@ -22,7 +23,10 @@ side, each rounded up at ``--busy`` (default 70 %) of a core. Rates are requests
 event-ingestion's requests are batches (its scale is stated in events/s: both are shown).
 
 Run (as root or not): ``.venv/bin/python benchmarks/capacity.py [--seconds 4] [--step 1.5]
-[--busy 0.7] [--only rate-limiter,url-shortener]``. Needs two CPUs.
+[--busy 0.7] [--tries 2] [--only rate-limiter,url-shortener]``. Needs two CPUs. On a host
+shared with other work the latency verdicts are noisy (a neighbour's burst shows as a p99
+spike at a low CPU share); the CPU per request, and so the cores inferred, is the steadier
+figure.
 """
 
 from __future__ import annotations
@@ -73,6 +77,12 @@ US_LINKS, US_ZIPF = 1000, 1.1  # url-shortener: LINKS, ZIPF_S
 NS_USERS = 500  # notification-service: USERS
 EI_SIZES = ((0.05, 1, 1), (0.05, 400, 500), (0.90, 10, 90))  # event-ingestion's batch sizes
 FP_SIZES = ((0.70, 1_000, 40_000), (0.22, 100_000, 600_000), (0.08, 1_000_000, 3_000_000))
+FP_STATED_BYTES_S = 1e9 / 60  # file-pipeline's statement: "about 1 GB per minute at peak"
+
+
+def mean_of(sizes: tuple[tuple[float, int, int], ...]) -> float:
+    """The mean of a mixture of uniform ranges: events per batch, bytes per upload."""
+    return sum(share * (lo + hi) / 2 for share, lo, hi in sizes)
 
 
 def cpus() -> list[int]:
@@ -302,14 +312,21 @@ async def measure(app: Any, challenge_id: str, args: argparse.Namespace) -> dict
     try:
         async with running(challenge.solution(design).module, env.bundle) as service:
             codes = await make_links(service.url) if challenge_id == "url-shortener" else []
-            probe, units = traffic(challenge_id, 1.0, 1.0, codes)
-            del probe
+            means = {"event-ingestion": mean_of(EI_SIZES), "file-pipeline": mean_of(FP_SIZES)}
+            units = means.get(challenge_id, 1.0)
             stated = spec.scale.rate / (units if challenge_id == "event-ingestion" else 1.0)
             p99_limit = spec.scale.p99_ms or DEFAULT_P99_MS
             rate = spec.grading.rate
+            await one_step(challenge_id, service.url, rate, 1.0, codes)  # warm-up, not judged
             while True:
-                figures, svc = await one_step(challenge_id, service.url, rate, args.seconds, codes)
-                steps.append(Step(rate, figures, svc, judge(rate, figures, p99_limit)))
+                for _ in range(args.tries):  # a neighbour's burst on this shared host is no limit
+                    figures, svc = await one_step(
+                        challenge_id, service.url, rate, args.seconds, codes
+                    )
+                    step = Step(rate, figures, svc, judge(rate, figures, p99_limit))
+                    if step.verdict is None:
+                        break
+                steps.append(step)
                 print(
                     f"  {challenge_id:22} {rate:8.1f}/s  achieved {figures['achieved']:8.1f}/s"
                     f"  p99 {figures['p99_ms']:7.1f} ms  busy: generator "
@@ -382,7 +399,15 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
                 f"≈ {r['graded'] * r['units']:.0f} events/s"
             )
         if r["id"] == "file-pipeline":
-            print(f"file-pipeline: uploads of {r['units'] / 1e3:.0f} KB on average")
+            per_byte = r["svc_us"] / r["units"]
+            print(
+                f"file-pipeline: the scenario's uploads, {r['units'] / 1e3:.0f} KB on average "
+                f"({r['svc_us'] / 1e3:.1f} ms of service-side CPU each, "
+                f"{per_byte * 1e6 / 1e3:.0f} ms per MB); at the statement's "
+                f"{FP_STATED_BYTES_S * 60 / 1e9:g} GB per minute "
+                f"({FP_STATED_BYTES_S / r['stated'] / 1e3:.0f} KB per upload): "
+                f"{cores(FP_STATED_BYTES_S, per_byte, args.busy)} service-side cores"
+            )
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -407,6 +432,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--step", type=float, default=1.5)
     parser.add_argument("--busy", type=float, default=0.7)
+    parser.add_argument("--tries", type=int, default=2, help="runs per rate before it fails")
     parser.add_argument(
         "--only",
         type=lambda s: s.split(","),
