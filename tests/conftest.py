@@ -1,9 +1,10 @@
 """Shared fixtures: one data directory and one app (store, catalog, real provisioning) per run.
 
 ``make test`` runs the suite on two pytest-xdist workers. Each test directory goes to one
-worker whole (see ``pytest_xdist_make_scheduler``), so a directory's session and module fixtures start once, and what a
-directory holds host-wide (the Docker engine of tests/provisioning, the default data directory
-of tests/e2e) is never used by two workers at once; the challenges' grades run one at a time.
+worker whole (see ``pytest_xdist_make_scheduler``), so a directory's session and module
+fixtures start once, and what a directory holds host-wide (the Docker engine of
+tests/provisioning, the default data directory of tests/e2e) is never used by two workers at
+once; the challenges' grades run one at a time.
 """
 
 from __future__ import annotations
