@@ -33,10 +33,14 @@ while True:
 async def _ask(path: Path, payload: bytes) -> bytes:
     for _ in range(100):  # until the replica listens (bounded: 10 s)
         reader, writer = await asyncio.open_unix_connection(str(path))
-        writer.write(payload)
-        await writer.drain()
-        answer = await reader.read()
-        writer.close()
+        try:
+            writer.write(payload)
+            await writer.drain()
+            answer = await reader.read()
+        except ConnectionError:  # the relay found no listener yet and hung up
+            answer = b""
+        finally:
+            writer.close()
         if answer:
             return answer
         await asyncio.sleep(0.1)
