@@ -18,6 +18,7 @@ from provisioning.manager import Provisioner
 # this module: commands that only look at environments start without them.
 if TYPE_CHECKING:
     from bot.core.coach import Coach
+    from bot.core.grader import Grader
     from bot.scheduler import Operations
     from bot.store import Store
     from challenges.catalog import Catalog
@@ -43,6 +44,16 @@ def url_policy(settings: Settings) -> Policy:
         allow_loopback=settings.allow_loopback_targets,
         allow_private=settings.allow_private_targets,
     )
+
+
+def make_grader(settings: Settings, provisioner: Provisioner) -> Grader:
+    """The grader of this worker: its URL policy and its load-rate policy."""
+    from bot.core.calibration import CalibrationStore
+    from bot.core.grader import Grader
+    from bot.core.scale import LoadScales
+
+    scales = LoadScales(settings.grade_rate, CalibrationStore(settings.data_dir))
+    return Grader(provisioner, url_policy(settings), scales)
 
 
 def make_provisioner(settings: Settings) -> Provisioner:
@@ -106,7 +117,6 @@ async def open_app(
     ``catalog`` is one already loaded (by a command that checked its arguments against it).
     """
     from bot.core.coach import Coach
-    from bot.core.grader import Grader
     from challenges.catalog import Catalog
 
     settings = settings or Settings()
@@ -115,9 +125,7 @@ async def open_app(
     provisioner = make_provisioner(settings)
     try:
         catalog = catalog or Catalog.load()
-        coach = Coach(
-            settings, store, catalog, provisioner, Grader(provisioner, url_policy(settings))
-        )
+        coach = Coach(settings, store, catalog, provisioner, make_grader(settings, provisioner))
         for env in await provisioner.list():
             SECRETS.add(*env.secrets())
         if reconcile:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -267,6 +268,14 @@ def worker(
         from bot.core.jobs import EngineQueue
 
         assert isinstance(a.coach.queue, EngineQueue)
+        scales = [(c.id, a.coach.grader.scales.for_challenge(c)) for c in a.catalog]
+        unmeasured = [f"{i} {s.rate:,g}/s" for i, s in scales if s.basis == "unmeasured"]
+        if unmeasured:
+            logging.getLogger("cruscible.worker").warning(
+                "this host has not measured what it sustains (cruscible challenges calibrate); "
+                "grading at the floor rate, below the stated scale: %s",
+                ", ".join(unmeasured),
+            )
         await a.coach.queue.work(concurrency=concurrency)
 
     run(work, settings=settings)
@@ -832,6 +841,64 @@ def challenges_baseline(challenge: str) -> None:
         console().print(f"wrote {write_baselines(ch, graded)}")
 
     run(go)
+
+
+@challenges_app.command("calibrate")
+def challenges_calibrate(
+    challenge: Annotated[
+        list[str] | None, typer.Argument(help="challenge ids (default: the whole catalog)")
+    ] = None,
+    again: Annotated[
+        bool, typer.Option("--again", help="measure even where a measurement holds")
+    ] = False,
+    tries: Annotated[int, typer.Option(min=1, max=5, help="grades per rate tried")] = 2,
+    steps: Annotated[int, typer.Option(min=0, max=6, help="rates tried below the stated")] = 3,
+) -> None:
+    """Measure the load rate this host sustains for each challenge, up to its stated scale.
+
+    A reference design is graded on this host at the stated rate, then at rates between it
+    and the challenge's floor until one is sustained; grades then run at the highest rate
+    sustained (CRUSCIBLE_GRADE_RATE=measured). Run it on each worker host, with nothing else
+    grading there: it takes one to a few minutes per challenge."""
+    from challenges.catalog import ChallengeError
+
+    catalog = load_catalog()
+    try:
+        chosen = [catalog.get(c) for c in challenge] if challenge else list(catalog)
+    except ChallengeError as exc:
+        raise fail(str(exc)) from None
+    out = console()
+
+    async def go(a: App) -> None:
+        from bot.core.calibration import Trial, calibrate
+
+        store = a.coach.grader.scales.calibrations
+        for ch in chosen:
+            held = store.get(ch)
+            if held is not None and not again:
+                out.print(f"{ch.id}: {held.sustained_rate:,g}/s measured {held.measured_at}, kept")
+                continue
+
+            def said(trial: Trial, ch_id: str = ch.id) -> None:
+                verdict = "sustained" if trial.sustained else f"not sustained ({trial.why})"
+                out.print(f"  {ch_id} at {trial.rate:,g}/s: {verdict}", highlight=False)
+
+            found = await calibrate(
+                a.coach,
+                ch,
+                a.settings.reports_dir / f"calibrate-{ch.id}",
+                tries=tries,
+                steps=steps,
+                said=said,
+            )
+            scale = a.coach.grader.scales.for_challenge(ch)
+            out.print(
+                f"[bold]{ch.id}[/]: grades here at {scale.rate:,g}/s "
+                f"(stated {found.stated_rate:,g}/s, floor {found.floor_rate:,g}/s)",
+                highlight=False,
+            )
+
+    run(go, catalog=catalog)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import pwd
 import tempfile
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,9 @@ class Settings(BaseSettings):
     # community operations
     grading_concurrency: int = Field(default_factory=_default_grading_concurrency, ge=1)
     grading_max_attempts: int = Field(2, ge=1)  # starts of one grade before it is given up
+    # the load rate of a grade: measured (stated scale if this host sustains it, see
+    # `cruscible challenges calibrate`), stated, or floor (grading.rate); bot.core.scale
+    grade_rate: Literal["measured", "stated", "floor"] = "measured"
     queue_limit: int = Field(
         100, ge=0
     )  # grades waiting at most; beyond, "busy, try at …" (0: no bound)

@@ -20,11 +20,11 @@ from pydantic import ValidationError
 from challenges.checks import DeclarationError, declared_checks, mismatches
 from challenges.schema import ChallengeSpec
 from grading.config import GradeConfig
+from grading.report import LoadScale, Report
 from provisioning import EnvironmentSpec, Resource
 from provisioning.tls import ENV_PUBLIC_HOST
 
 if TYPE_CHECKING:  # the grading engine (HTTP client and all) loads when a scenario is asked for
-    from grading.report import Report
     from grading.scenario import Scenario
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,16 @@ class Challenge:
             provider_module=f"{self.module}.provider" if provider else "",
         )
 
-    def grade_config(self) -> GradeConfig:
+    def at_rate(self, rate: float) -> Challenge:
+        """This challenge with its load at ``rate`` requests/s: its scenario, grade config and
+        discussion all see the rate (``grading.rate``)."""
+        if rate == self.spec.grading.rate:
+            return self
+        grading = self.spec.grading.model_copy(update={"rate": rate})
+        return Challenge(self.path, self.spec.model_copy(update={"grading": grading}))
+
+    def grade_config(self, scale: LoadScale | None = None) -> GradeConfig:
+        """What the runner needs; ``scale`` says why the load runs at ``grading.rate``."""
         s = self.spec
         return GradeConfig(
             challenge=s.id,
@@ -190,7 +199,7 @@ class Challenge:
             gates=s.scoring.gates,
             pass_mark=s.scoring.pass_mark,
             thresholds=dict(s.thresholds),
-            scale={"stated_rate": s.scale.rate, "rate": s.grading.rate},
+            scale=scale or LoadScale(s.grading.rate, s.stated_load_rate),
             budgets_s={"load": s.grading.duration_s + s.grading.fault_duration_s + 30},
             recovery_s=s.grading.recovery_s,
         )

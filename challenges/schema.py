@@ -55,7 +55,20 @@ class FaultPlan(Strict):
 class LoadPlanSpec(Strict):
     """What a grade actually runs on one machine (may be below the stated scale)."""
 
-    rate: float = Field(gt=0, le=50_000)
+    rate: float = Field(
+        gt=0,
+        le=50_000,
+        description="the load's requests/s on every worker, at least (the floor a worker "
+        "falls back to when it has not measured more)",
+    )
+    stated_rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=50_000,
+        description="the load's requests/s that carry the stated scale (default: scale.rate, "
+        "when one load request is one unit of the statement); a worker that sustains it "
+        "grades at it",
+    )
     duration_s: float = Field(gt=0, le=60, description="steady load, judged on thresholds")
     fault_duration_s: float = Field(default=0, ge=0, le=60, description="load under faults")
     faults: tuple[FaultPlan, ...] = ()
@@ -124,6 +137,21 @@ class ChallengeSpec(Strict):
     thresholds: dict[str, str] = {}
     scoring: Scoring
     hosted: HostedCaps = HostedCaps()
+
+    @property
+    def stated_load_rate(self) -> float:
+        """The load's requests/s at the stated scale (``grading.stated_rate`` or ``scale.rate``)."""
+        return self.grading.stated_rate or self.scale.rate
+
+    @model_validator(mode="after")
+    def _floor_below_stated(self) -> ChallengeSpec:
+        if self.grading.rate > self.stated_load_rate:
+            raise ValueError(
+                f"grading.rate {self.grading.rate:g} is above the stated scale's load rate "
+                f"{self.stated_load_rate:g}; set grading.stated_rate to the requests/s that "
+                "carry the stated scale"
+            )
+        return self
 
     @field_validator("parameters", mode="before")
     @classmethod

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from grading.report import LoadScale
 
 RECOVERY_S = 5.0  # default limit for being back to good answers after a fault heals, seconds
 
@@ -16,7 +17,7 @@ class GradeConfig:
     gates: tuple[str, ...] = ()  # check ids that must pass for the grade to pass
     pass_mark: int = 70
     thresholds: dict[str, str] = field(default_factory=dict)  # name -> "p99 < 10ms"
-    scale: dict[str, Any] = field(default_factory=dict)  # e.g. {"rate": 2000, "keys": 10000}
+    scale: LoadScale = field(default_factory=LoadScale)  # the load's rate and why
     budgets_s: dict[str, float] = field(default_factory=dict)  # phase -> seconds
     recovery_s: float = RECOVERY_S  # ``faults.recovery``'s limit after each fault heals
 

@@ -46,6 +46,23 @@ class Architecture:
 
 
 @dataclass
+class LoadScale:
+    """The rate this grade's load ran at, next to the stated scale's, and why (``basis``).
+
+    ``rate`` and ``stated_rate`` are the load's requests/s. ``basis``: ``stated`` (the worker
+    grades at the stated scale), ``measured`` (the highest rate up to the stated one this
+    worker sustained with a reference design), ``unmeasured`` (the worker has not measured:
+    the challenge's floor), ``fixed`` (the operator fixed the floor), ``trial`` (a measurement).
+    ``note`` says it in a sentence when the rate is below the stated one.
+    """
+
+    rate: float | None = None
+    stated_rate: float | None = None
+    basis: str = ""
+    note: str = ""
+
+
+@dataclass
 class Report:
     challenge: str
     target: str
@@ -58,6 +75,7 @@ class Report:
     metrics: dict[str, float | int | None] = field(default_factory=dict)
     faults: list[FaultOutcome] = field(default_factory=list)
     architecture: Architecture = field(default_factory=Architecture)
+    scale: LoadScale = field(default_factory=LoadScale)
     discussion: str = ""
     artifacts: list[str] = field(default_factory=list)
     schema: int = SCHEMA_VERSION
@@ -100,6 +118,7 @@ class Report:
             metrics=dict(data["metrics"]),
             faults=[FaultOutcome(**f) for f in data["faults"]],
             architecture=Architecture(**data["architecture"]),
+            scale=LoadScale(**data.get("scale", {})),
             discussion=data.get("discussion", ""),
             artifacts=list(data.get("artifacts", [])),
         )

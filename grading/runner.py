@@ -84,6 +84,7 @@ async def grade(
         target=url,
         environment=env.id if env else None,
         seed=seed,
+        scale=config.scale,
     )
 
     def tell(phase: str, fraction: float) -> None:

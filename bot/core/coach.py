@@ -36,6 +36,7 @@ from bot.core.streaks import COUNTED_STATUS, current_streak, local_days
 from bot.logs import SECRETS
 from bot.store import Community, EnvironmentRecord, Store, Submission, User
 from challenges.catalog import Catalog, Challenge, ChallengeError
+from grading.report import LoadScale
 from grading.runner import CannotGrade
 from provisioning import EnvironmentSpec
 from provisioning.backend import ProvisioningError
@@ -302,7 +303,7 @@ class Coach:
         challenge = self.challenge(challenge_id)
         url = sub.url
         if source.kind == "url" and community is not None:
-            contest = await self.contests.hosted_only_live(community.id, challenge.id)
+            contest = await self.contests.live_on(community.id, challenge.id, hosted_only=True)
             if contest is not None:
                 await self._progress_message(out, actor, views.not_ranked(contest.id, challenge.id))
         ref: str | None = None
@@ -409,14 +410,15 @@ class Coach:
                 self.queue.progressed(sub.id, phase, fraction)
 
         out_dir = self.settings.reports_dir / f"submission-{sub.id}"
+        scale = await self._contest_scale(sub, challenge)
         if sub.kind == "code":
             progress("build", 0.0)
-            await self._grade_code(sub, watcher, challenge, env, out_dir, progress)
+            await self._grade_code(sub, watcher, challenge, env, out_dir, progress, scale)
             return
         progress("preflight", 0.0)
         try:
             graded = await self.grader.grade(
-                challenge, sub.url, out_dir, seed=sub.seed, env=env, progress=progress
+                challenge, sub.url, out_dir, seed=sub.seed, env=env, progress=progress, scale=scale
             )
         except CannotGrade as exc:
             await self._finish(sub.id, error=str(exc))
@@ -428,6 +430,24 @@ class Coach:
             await self._show(watcher, views.grading_progress(challenge.id, "done", 1.0))
         await self._publish(sub, graded, watcher)
 
+    async def _contest_scale(self, sub: Submission, challenge: Challenge) -> LoadScale | None:
+        """During a contest on ``challenge`` in the learner's community, every entry's load runs
+        at the challenge's floor rate, whichever worker grades it (entries rank on equal
+        terms); otherwise None (the worker's own choice, ``bot.core.scale``)."""
+        if sub.community_id is None:
+            return None
+        contest = await self.contests.live_on(sub.community_id, challenge.id)
+        if contest is None:
+            return None
+        spec = challenge.spec
+        return LoadScale(
+            spec.grading.rate,
+            spec.stated_load_rate,
+            "floor",
+            f"contest #{contest.id}: every entry is graded at the challenge's floor rate "
+            f"({spec.grading.rate:,g} requests/s) on whichever worker grades it",
+        )
+
     async def _grade_code(
         self,
         sub: Submission,
@@ -436,6 +456,7 @@ class Coach:
         env: Environment | None,
         out_dir: Path,
         progress: Callable[[str, float], None],
+        scale: LoadScale | None,
     ) -> None:
         """Build, run and grade submitted code (``bot.core.hosted``) next to the learner's
         environment (a fresh one, removed after, when they have none). Each failing step is
@@ -456,7 +477,7 @@ class Coach:
             async with self.code_environment(sub, challenge, env) as near:
                 result = await self.hosted.grade_prepared(
                     hsub, built, challenge, near, seed=sub.seed, out_dir=out_dir,
-                    progress=progress, say=say,
+                    progress=progress, say=say, scale=scale,
                 )  # fmt: skip
         except NoEnvironment as exc:
             hsub.update(status="failed")

@@ -163,22 +163,23 @@ class Contests:
         upcoming = sorted((c for c in contests if c.starts_at > now), key=lambda c: c.starts_at)
         return next(iter(live + upcoming + contests), None)
 
-    async def hosted_only_live(self, community_id: int, challenge: str) -> Contest | None:
-        """The running contest of the community on ``challenge`` that ranks hosted code only."""
+    async def live_on(
+        self, community_id: int, challenge: str, *, hosted_only: bool = False
+    ) -> Contest | None:
+        """The running contest of the community on ``challenge`` (``hosted_only``: one that
+        ranks hosted code only)."""
         now = self.clock()
+        query = select(Contest).where(
+            Contest.community_id == community_id,
+            Contest.challenge == challenge,
+            Contest.cancelled_at.is_(None),
+            Contest.starts_at <= now,
+            Contest.ends_at > now,
+        )
+        if hosted_only:
+            query = query.where(Contest.hosted_only.is_(True))
         async with self.store.session() as s:
-            return await s.scalar(
-                select(Contest)
-                .where(
-                    Contest.community_id == community_id,
-                    Contest.challenge == challenge,
-                    Contest.hosted_only.is_(True),
-                    Contest.cancelled_at.is_(None),
-                    Contest.starts_at <= now,
-                    Contest.ends_at > now,
-                )
-                .limit(1)
-            )
+            return await s.scalar(query.limit(1))
 
     async def unfinished(self) -> list[Contest]:
         """Contests with an announcement still to make (the scheduler plans these)."""

@@ -7,9 +7,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.core.scale import LoadScales
 from challenges.catalog import Challenge
 from grading.render import write_report
-from grading.report import Report
+from grading.report import LoadScale, Report
 from grading.runner import GradeOutcome, grade
 from grading.scenario import Progress
 from grading.urlguard import Policy
@@ -27,9 +28,10 @@ class Graded:
 
 
 class Grader:
-    def __init__(self, provisioner: Provisioner, policy: Policy) -> None:
+    def __init__(self, provisioner: Provisioner, policy: Policy, scales: LoadScales) -> None:
         self.provisioner = provisioner
         self.policy = policy
+        self.scales = scales  # the load rate of each grade on this worker
 
     async def grade(
         self,
@@ -40,8 +42,15 @@ class Grader:
         seed: int,
         env: Environment | None = None,
         progress: Progress | None = None,
+        scale: LoadScale | None = None,
     ) -> Graded:
-        """Grade ``url``; raises ``grading.runner.CannotGrade`` when it cannot be graded."""
+        """Grade ``url``; raises ``grading.runner.CannotGrade`` when it cannot be graded.
+
+        The load runs at ``scale.rate`` (default: what :attr:`scales` chooses on this worker);
+        the report's ``scale`` says which rate and why."""
+        scale = scale or self.scales.for_challenge(challenge)
+        if scale.rate is not None:
+            challenge = challenge.at_rate(scale.rate)
         injector = None
         if env is not None:
             env_id = env.id
@@ -51,7 +60,7 @@ class Grader:
 
         outcome: GradeOutcome = await grade(
             challenge.scenario(),
-            challenge.grade_config(),
+            challenge.grade_config(scale),
             url,
             seed=seed,
             env=env,

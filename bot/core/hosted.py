@@ -20,7 +20,7 @@ from bot.core.grader import Graded, Grader
 from challenges.catalog import ROOT as CATALOG_ROOT
 from challenges.catalog import Challenge
 from grading.render import write_report
-from grading.report import Check, Status
+from grading.report import Check, LoadScale, Status
 from grading.scenario import Progress
 from grading.urlguard import Policy, TargetRefused, resolve_target
 from provisioning import Environment
@@ -190,6 +190,7 @@ class HostedGrader:
         progress: Progress | None = None,
         say: LogSink = log.info,
         started: float | None = None,
+        scale: LoadScale | None = None,
     ) -> HostedGraded:
         """Run and grade a submission :meth:`prepare` built (so that bad input is refused
         before an environment is made for it); see :meth:`grade_code`. ``started``: the
@@ -201,7 +202,7 @@ class HostedGrader:
         try:
             target = out_dir or sub.record / "report"
             graded = await self.grader.grade(
-                challenge, service.url, target, seed=seed, env=env, progress=progress
+                challenge, service.url, target, seed=seed, env=env, progress=progress, scale=scale
             )
             crashed = service.stopped()
             crash_report = service.describe(crashed) if crashed else ""

@@ -9,9 +9,9 @@ from typing import Any
 from bot.core.coach import Coach
 from bot.core.grader import Graded
 from bot.core.outbox import Actor
-from challenges.catalog import Challenge
+from challenges.catalog import Challenge, Solution
 from challenges.launch import running
-from grading.report import Report
+from grading.report import LoadScale, Report
 from grading.scenario import Progress
 
 REFEREE = Actor("console", "referee", "referee")
@@ -26,24 +26,55 @@ async def grade_references(
     seed: int = BASELINE_SEED,
     progress: Progress | None = None,
 ) -> dict[str, Graded]:
-    """Grade every reference design, each in a fresh environment of its own."""
-    graded: dict[str, Graded] = {}
-    for solution in challenge.solutions:
-        spec = challenge.environment_spec(coach.owner(REFEREE))
-        env = await coach.create_environment(REFEREE, spec)
-        try:
-            async with running(solution.module, env.bundle, cwd=challenge.import_root) as svc:
-                graded[solution.name] = await coach.grader.grade(
-                    challenge,
-                    svc.url,
-                    out_dir / solution.name,
-                    seed=seed,
-                    env=env,
-                    progress=progress,
-                )
-        finally:
-            await coach.destroy_environment(env.id)
-    return graded
+    """Grade every reference design, each in a fresh environment of its own, at the
+    challenge's floor rate on every host (baselines compare across hosts)."""
+    spec = challenge.spec
+    floor = LoadScale(
+        spec.grading.rate,
+        spec.stated_load_rate,
+        "floor",
+        "reference designs are graded at the floor rate on every host",
+    )
+    return {
+        solution.name: await grade_reference(
+            coach,
+            challenge,
+            solution,
+            out_dir / solution.name,
+            seed=seed,
+            scale=floor,
+            progress=progress,
+        )
+        for solution in challenge.solutions
+    }
+
+
+async def grade_reference(
+    coach: Coach,
+    challenge: Challenge,
+    solution: Solution,
+    out_dir: Path,
+    *,
+    seed: int,
+    scale: LoadScale,
+    progress: Progress | None = None,
+) -> Graded:
+    """Grade one reference design in a fresh environment of its own, its load at ``scale``."""
+    spec = challenge.environment_spec(coach.owner(REFEREE))
+    env = await coach.create_environment(REFEREE, spec)
+    try:
+        async with running(solution.module, env.bundle, cwd=challenge.import_root) as svc:
+            return await coach.grader.grade(
+                challenge,
+                svc.url,
+                out_dir,
+                seed=seed,
+                env=env,
+                progress=progress,
+                scale=scale,
+            )
+    finally:
+        await coach.destroy_environment(env.id)
 
 
 def baseline(report: Report) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from bot.core.message import Message
 from bot.core.outbox import Actor, DeliveryFailed, DirectMessageClosed
 from bot.store import Community, Store, Submission
 from challenges.catalog import Catalog
-from grading.report import Report
+from grading.report import LoadScale, Report
 from grading.runner import CannotGrade
 
 
@@ -118,14 +118,24 @@ class ScriptedGrader:
     refuse: set[str] = field(default_factory=set)
     started: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    scales: list[LoadScale | None] = field(default_factory=list)  # as each grade was asked
 
     def gate(self, url: str) -> asyncio.Event:
         return self.gates.setdefault(url, asyncio.Event())
 
     async def grade(
-        self, challenge: Any, url: str, out_dir: Path, *, seed: int, env: Any = None, progress=None
-    ) -> Graded:  # type: ignore[no-untyped-def]
+        self,
+        challenge: Any,
+        url: str,
+        out_dir: Path,
+        *,
+        seed: int,
+        env: Any = None,
+        progress=None,  # type: ignore[no-untyped-def]
+        scale: LoadScale | None = None,
+    ) -> Graded:
         self.started.append(url)
+        self.scales.append(scale)
         if progress is not None:
             progress("contract", 0.5)
         try:
@@ -192,12 +202,12 @@ class ScriptedHosted:
 
     async def grade_prepared(  # type: ignore[no-untyped-def]
         self, sub: ScriptedBuild, built: Any, challenge: Any, env: Any, *, seed: int,
-        out_dir: Path, progress: Any = None, say: Any = None, **_: Any,
+        out_dir: Path, progress: Any = None, say: Any = None, scale: Any = None, **_: Any,
     ):  # fmt: skip
         if sub.source in self.broken_starts:
             raise HostedError(self.broken_starts[sub.source])
         graded = await self.grader.grade(
-            challenge, sub.source, out_dir, seed=seed, progress=progress
+            challenge, sub.source, out_dir, seed=seed, progress=progress, scale=scale
         )
         crashed = [sub.source] if sub.source in self.crashes else []
         return SimpleNamespace(

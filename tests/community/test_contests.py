@@ -107,6 +107,10 @@ async def test_final_standings_wait_for_grades_submitted_in_time(home: Path, clo
             )
         )
         await until(lambda: grader.started)
+        # An entry's load runs at the floor on whichever worker grades it: entries rank equally.
+        (scale,) = grader.scales
+        assert scale is not None and (scale.basis, scale.rate) == ("floor", 400)
+        assert scale.note.startswith(f"contest #{contest.id}: every entry is graded at")
         clock.now = END  # (the opening was missed entirely: not announced after the close)
         assert await coach.contests.advance(contest.id) == ["close"]
         assert "still grading" in channels.posts[-1].message.body
@@ -114,6 +118,11 @@ async def test_final_standings_wait_for_grades_submitted_in_time(home: Path, clo
         gate.set()
         await task
         await coach.queue.idle()
+        await coach.submit(
+            ADA, "url-shortener", "http://127.0.0.1:9/other", RecordingOutbox(), community=where
+        )
+        await coach.queue.idle()
+        assert grader.scales[-1] is None  # another challenge, after the close: the worker's own
         final = channels.posts[-1].message
         assert final.title.endswith("final standings")
         assert final.body.splitlines()[2:] == ["1. bob — 95/100 (1 try)", "2. ada — 70/100 (1 try)"]

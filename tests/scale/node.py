@@ -50,6 +50,7 @@ class ProbeGrader:
         seed: int,
         env: Any = None,
         progress: Any = None,
+        scale: Any = None,
     ) -> Graded:
         loop = asyncio.get_running_loop()
         length = probe_seconds(url)
