@@ -54,11 +54,16 @@ class LoadScales:
         rate = max(floor, min(stated, found.sustained_rate))
         if rate >= stated:
             return LoadScale(stated, stated, "measured")
+        worker = f"this worker ({found.host}, {found.cpus} CPUs)"
+        why = (
+            f"the highest rate {worker} sustained"
+            if any(t.sustained for t in found.trials)
+            else f"{worker} sustained none of the rates it tried above its floor"
+        )
         return LoadScale(
             rate,
             stated,
             "measured",
-            f"graded at {rate:,g} requests/s, below the stated {stated:,g}/s: the highest rate "
-            f"this worker ({found.host}, {found.cpus} CPUs) sustained with the reference design "
-            f"{found.reference}, measured {found.measured_at[:10]}",
+            f"graded at {rate:,g} requests/s, below the stated {stated:,g}/s: {why} with the "
+            f"reference design {found.reference}, measured {found.measured_at[:10]}",
         )
