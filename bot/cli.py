@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from bot.app import App
     from bot.config import Settings
     from bot.core.outbox import Actor
-    from challenges.catalog import Catalog
+    from challenges.catalog import Catalog, Challenge
     from provisioning.manager import Provisioner
 
 T = TypeVar("T")
@@ -253,6 +253,13 @@ def worker(
         int | None,
         typer.Option(min=1, help="grades at once (default: CRUSCIBLE_GRADING_CONCURRENCY)"),
     ] = None,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate/--no-calibrate",
+            help="first measure what this host sustains where it has not (challenges calibrate)",
+        ),
+    ] = False,
 ) -> None:
     """Provision and grade: take grading jobs from the shared PostgreSQL store.
 
@@ -268,6 +275,8 @@ def worker(
         from bot.core.jobs import EngineQueue
 
         assert isinstance(a.coach.queue, EngineQueue)
+        if calibrate:
+            await measure_host(a, list(a.catalog), console(stderr=True))
         scales = [(c.id, a.coach.grader.scales.for_challenge(c)) for c in a.catalog]
         unmeasured = [f"{i} {s.rate:,g}/s" for i, s in scales if s.basis == "unmeasured"]
         if unmeasured:
@@ -813,6 +822,14 @@ def challenges_validate(
             if len(ch.solutions) < 2:
                 err.print(f"[red]{ch.id}:[/] needs at least two reference designs under solutions/")
                 failures += 1
+            named = ch.spec.grading.reference
+            if named and named not in {s.name for s in ch.solutions}:
+                err.print(
+                    f"[red]{ch.id}:[/] challenge.yaml: grading.reference: no reference design "
+                    f"solutions/{named}/",
+                    highlight=False,
+                )
+                failures += 1
             out.print(f"[green]{ch.id}[/]: schema, templates and scenario load")
             if not grade_designs:
                 continue
@@ -867,38 +884,51 @@ def challenges_calibrate(
         chosen = [catalog.get(c) for c in challenge] if challenge else list(catalog)
     except ChallengeError as exc:
         raise fail(str(exc)) from None
-    out = console()
 
     async def go(a: App) -> None:
-        from bot.core.calibration import Trial, calibrate
-
-        store = a.coach.grader.scales.calibrations
-        for ch in chosen:
-            held = store.get(ch)
-            if held is not None and not again:
-                out.print(f"{ch.id}: {held.sustained_rate:,g}/s measured {held.measured_at}, kept")
-                continue
-
-            def said(trial: Trial, ch_id: str = ch.id) -> None:
-                verdict = "sustained" if trial.sustained else f"not sustained ({trial.why})"
-                out.print(f"  {ch_id} at {trial.rate:,g}/s: {verdict}", highlight=False)
-
-            found = await calibrate(
-                a.coach,
-                ch,
-                a.settings.reports_dir / f"calibrate-{ch.id}",
-                tries=tries,
-                steps=steps,
-                said=said,
-            )
-            scale = a.coach.grader.scales.for_challenge(ch)
-            out.print(
-                f"[bold]{ch.id}[/]: grades here at {scale.rate:,g}/s "
-                f"(stated {found.stated_rate:,g}/s, floor {found.floor_rate:,g}/s)",
-                highlight=False,
-            )
+        await measure_host(a, chosen, console(), again=again, tries=tries, steps=steps)
 
     run(go, catalog=catalog)
+
+
+async def measure_host(
+    a: App,
+    chosen: list[Challenge],
+    out: Console,
+    *,
+    again: bool = False,
+    tries: int = 2,
+    steps: int = 3,
+) -> None:
+    """Measure each challenge on this host where it has not been (``again``: anyway), one
+    measurement at a time across the host's processes, and say what grades run at here."""
+    from bot.core.calibration import Trial, calibrate
+
+    store = a.coach.grader.scales.calibrations
+    for ch in chosen:
+
+        def said(trial: Trial, ch_id: str = ch.id) -> None:
+            verdict = "sustained" if trial.sustained else f"not sustained ({trial.why})"
+            out.print(f"  {ch_id} at {trial.rate:,g}/s: {verdict}", highlight=False)
+
+        async with store.measuring():
+            held = store.get(ch)
+            if held is None or again:
+                await calibrate(
+                    a.coach,
+                    ch,
+                    a.settings.reports_dir / f"calibrate-{ch.id}",
+                    tries=tries,
+                    steps=steps,
+                    said=said,
+                )
+        scale = a.coach.grader.scales.for_challenge(ch)
+        kept = "" if held is None or again else f" (measured {held.measured_at}, kept)"
+        out.print(
+            f"[bold]{ch.id}[/]: grades here at {scale.rate:,g}/s, stated "
+            f"{scale.stated_rate:,g}/s, floor {ch.spec.grading.rate:,g}/s{kept}",
+            highlight=False,
+        )
 
 
 def main() -> None:

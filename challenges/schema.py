@@ -69,6 +69,12 @@ class LoadPlanSpec(Strict):
         "when one load request is one unit of the statement); a worker that sustains it "
         "grades at it",
     )
+    reference: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="the reference design (solutions/<name>) a worker measures the rate it "
+        "sustains with: the one built for throughput (default: the lowest baseline p99)",
+    )
     duration_s: float = Field(gt=0, le=60, description="steady load, judged on thresholds")
     fault_duration_s: float = Field(default=0, ge=0, le=60, description="load under faults")
     faults: tuple[FaultPlan, ...] = ()

@@ -18,13 +18,16 @@ the host's CPU count are those it was measured with (:func:`fingerprint`).
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import hashlib
 import json
 import logging
 import math
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,6 +113,18 @@ class CalibrationStore:
             return None
         return found if found.fingerprint == fingerprint(challenge) else None
 
+    @asynccontextmanager
+    async def measuring(self) -> AsyncIterator[None]:
+        """Hold this host's measuring turn (``flock(2)`` on the folder's lock): two workers
+        measuring at once would each see the other's load."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "a") as lock:
+            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def put(self, calibration: Calibration) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(calibration.challenge)
@@ -156,8 +171,16 @@ async def ladder(
 
 
 def reference(challenge: Challenge) -> Solution:
-    """The reference design measured: the lowest p99 among passing baselines (the one built
-    for throughput), else the first."""
+    """The reference design measured: ``grading.reference``, else the lowest p99 among
+    passing baselines, else the first."""
+    named = challenge.spec.grading.reference
+    if named:
+        if named not in {s.name for s in challenge.solutions}:
+            raise ValueError(
+                f"{challenge.path / 'challenge.yaml'}: grading.reference: no reference design "
+                f"solutions/{named}/"
+            )
+        return challenge.solution(named)
     passing = [
         (float(b["metrics"]["load.p99_ms"]), name)
         for name, b in challenge.baselines.items()
