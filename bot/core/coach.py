@@ -22,6 +22,7 @@ from bot.core.channels import ChannelRegistry
 from bot.core.clock import Clock, utcnow
 from bot.core.communities import Communities, check_timezone
 from bot.core.contests import Contests, standings_message
+from bot.core.envwatch import EnvWatch
 from bot.core.errors import CoachError
 from bot.core.firings import Firings
 from bot.core.grader import Graded, Grader
@@ -88,6 +89,11 @@ class Coach:
                 "interrupted": self.notify_interrupted,
                 "tell": lambda sub, msg: self._tell_privately(sub, None, msg),
                 "platforms": self.channels.platforms,
+                "environments": {
+                    "make": self._make_environment_for,
+                    "destroy": self.destroy_environment,
+                    "reap_here": self.reap_environments,
+                },
             },
             limit=settings.queue_limit,
             concurrency=settings.grading_concurrency,
@@ -189,9 +195,8 @@ class Coach:
     async def provision(self, actor: Actor, challenge_id: str, out: Outbox) -> Environment:
         challenge = self.challenge(challenge_id)
         ref = await out.reply(views.provisioning(challenge.id))
-        spec = challenge.environment_spec(self.owner(actor), self.settings.env_ttl)
         try:
-            env = await self.create_environment(actor, spec)
+            env = await self._environment(actor, challenge)
         except CoachError as exc:
             await out.edit(ref, views.error(str(exc)))
             raise
@@ -201,6 +206,42 @@ class Coach:
         except DirectMessageClosed:
             await out.edit(ref, views.bundle_dm(env))  # private reply, never the channel
         return env
+
+    async def _environment(self, actor: Actor, challenge: Challenge) -> Environment:
+        """A new environment of ``challenge`` for ``actor``: made here, or by a worker when
+        grades run on the job engine (``bot.core.envjobs``; the bundle is read here from the
+        backend every role reaches)."""
+        jobs = getattr(self.queue, "environments", None)
+        if jobs is None:
+            spec = challenge.environment_spec(self.owner(actor), self.settings.env_ttl)
+            return await self.create_environment(actor, spec)
+        user = await self.user(actor)
+        env_id = await jobs.provision(user.id, challenge.id)
+        try:
+            env = await self.provisioner.get(env_id)
+        except ProvisioningError as exc:
+            raise CoachError(
+                f"environment {env_id} was made but cannot be read here: {exc}"
+            ) from None
+        SECRETS.add(*env.secrets())
+        return env
+
+    async def _make_environment_for(self, user_id: int, challenge_id: str) -> str:
+        """A worker's side of a ``provision`` job: make and record the environment."""
+        async with self.store.session() as s:
+            user = await s.get_one(User, user_id)
+        actor = Actor(user.platform, user.platform_id, user.display_name)
+        spec = self.challenge(challenge_id).environment_spec(
+            self.owner(actor), self.settings.env_ttl
+        )
+        return (await self.create_environment(actor, spec)).id
+
+    async def reap_environments(self) -> list[str]:
+        """Destroy expired environments and mark them (and any found gone) destroyed."""
+        return await EnvWatch(
+            self.store, self.provisioner, self.channels, warn_before=self.settings.env_warn_before,
+            clock=self.clock,
+        ).reap()  # fmt: skip
 
     async def create_environment(self, actor: Actor, spec: EnvironmentSpec) -> Environment:
         """Provision ``spec`` and record it, so a restart knows it is not an orphan."""
@@ -249,7 +290,14 @@ class Coach:
 
     async def env_destroy(self, actor: Actor, env_id: str) -> Message:
         await self._own_env(actor, env_id)
-        await self.destroy_environment(env_id)
+        jobs = getattr(self.queue, "environments", None)
+        if jobs is None:
+            await self.destroy_environment(env_id)
+        elif not await jobs.teardown(env_id):
+            return Message(
+                title=f"Environment {env_id}: destroying",
+                body="No worker has destroyed it yet; the next one to run will.",
+            )
         return Message(title=f"Environment {env_id} destroyed", body="Everything in it is gone.")
 
     async def destroy_environment(self, env_id: str) -> None:

@@ -50,9 +50,10 @@ A learner's cancel marks a waiting submission cancelled, or asks the engine to a
 running job: the worker cancels its task (the grade stops where it runs) and records it.
 A worker stopped by SIGTERM gives its grades back (queued again, the attempt not counted).
 
-Environments are made by the front end that answered *Start*; a grade that injects faults
-into one must run where it is reachable: workers on that host sharing its data directory
-(``local`` backend), or any worker with the ``docker`` backend on a shared engine.
+Environments are made, torn down and reaped by workers too (:mod:`bot.core.envjobs`, a lane
+of their own); every role reaches them through the backend: workers and front ends on one host
+sharing its data directory (``local`` backend), or any host with the ``docker`` backend on a
+shared engine.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from sqlalchemy import select, text, update
 
 from bot.config import Settings
 from bot.core import views
+from bot.core.envjobs import ENVIRONMENTS, LANE_CONCURRENCY, EnvironmentJobs
 from bot.core.message import Message
 from bot.core.queue import INTERRUPTED, GradingQueue, QueueStopped, Watcher, fair_order
 from bot.store import Store, Submission, User
@@ -131,6 +133,7 @@ class EngineQueue(GradingQueue):
         interrupted: Interrupted | None = None,
         tell: Tell | None = None,
         platforms: Callable[[], set[str]] = set,
+        environments: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(store, **kwargs)
@@ -148,6 +151,12 @@ class EngineQueue(GradingQueue):
         )
         self._settle_task = self.engine.task(name="settle")(self._settle_job)
         self._restarted_task = self.engine.task(name="restarted")(self._restarted_job)
+        # provision, teardown and reap jobs (``environments``: EnvironmentJobs' callbacks)
+        self.environments = (
+            EnvironmentJobs(self.engine, store, clock=self.clock, **environments)
+            if environments is not None
+            else None
+        )
         self._opened = False
         self._opening = asyncio.Lock()
         self.holder: int | None = None  # this front end in the engine's worker table
@@ -510,28 +519,35 @@ class EngineQueue(GradingQueue):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stopping.set)
         rescuer = asyncio.ensure_future(self._rescue())
-        worker = asyncio.ensure_future(
-            self.engine.run_worker_async(
-                queues=[GRADING],
-                name="grader",
-                concurrency=concurrency or self.concurrency,
-                install_signal_handlers=False,
-                update_heartbeat_interval=self.heartbeat_s,
-                stalled_worker_timeout=self.stalled_after_s,
-                shutdown_graceful_timeout=self.grace_s,
-                delete_jobs="successful",  # the store keeps the outcome
-                abort_job_polling_interval=max(0.5, self.heartbeat_s),
+        lanes = [(GRADING, "grader", concurrency or self.concurrency)]
+        if self.environments is not None:  # a lane of its own: a Start never waits for grades
+            lanes.append((ENVIRONMENTS, "environments", LANE_CONCURRENCY))
+        workers = [
+            asyncio.ensure_future(
+                self.engine.run_worker_async(
+                    queues=[queue],
+                    name=name,
+                    concurrency=n,
+                    install_signal_handlers=False,
+                    update_heartbeat_interval=self.heartbeat_s,
+                    stalled_worker_timeout=self.stalled_after_s,
+                    shutdown_graceful_timeout=self.grace_s,
+                    delete_jobs="successful",  # the store keeps the outcome
+                    abort_job_polling_interval=max(0.5, self.heartbeat_s),
+                )
             )
-        )
+            for queue, name, n in lanes
+        ]
         stop = asyncio.ensure_future(stopping.wait())
         try:
-            await asyncio.wait({worker, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if worker.done():
-                worker.result()  # the engine's failure, raised
+            await asyncio.wait({*workers, stop}, return_when=asyncio.FIRST_COMPLETED)
+            for worker in workers:
+                if worker.done():
+                    worker.result()  # the engine's failure, raised
         finally:
-            for task in (stop, worker, rescuer):
+            for task in (stop, *workers, rescuer):
                 task.cancel()
-            await asyncio.gather(stop, worker, rescuer, return_exceptions=True)
+            await asyncio.gather(stop, *workers, rescuer, return_exceptions=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)

@@ -40,10 +40,11 @@ async def contest(key: str, contest_id: int) -> None:
 
 
 async def environments(key: str) -> None:
-    """The reaper (each process reaps what its provisioner holds), then the expiry warnings
-    (once per tick across replicas)."""
+    """The reaper (each process reaps what its provisioner holds; on the job engine, a
+    worker's ``reap`` job), then the expiry warnings (once per tick across replicas)."""
     if ops := _ops(key):
-        await ops.envs.reap()
+        jobs = getattr(ops.coach.queue, "environments", None)
+        await (jobs.reap() if jobs is not None else ops.envs.reap())
         await ops.warn_environments()
 
 

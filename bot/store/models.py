@@ -77,6 +77,25 @@ class EnvironmentRecord(Base):
     warned_at: Mapped[datetime | None] = mapped_column(default=None)  # expiry warning sent
 
 
+class Provisioning(Base):
+    """An environment asked for through a front end and made by a worker (the job engine):
+    ``queued`` → ``making`` (a worker took it) → ``ready`` (``environment`` set) or
+    ``failed`` (``error``); ``abandoned`` when the front end stopped waiting before a worker
+    took it (then no worker makes it)."""
+
+    __tablename__ = "provisionings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    challenge: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    environment: Mapped[str | None] = mapped_column(String(32), default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    worker: Mapped[str | None] = mapped_column(String(128), default=None)  # host:pid
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 ACTIVE = ("queued", "running")  # a learner has at most one submission in these states
 
 

@@ -78,11 +78,14 @@ class Workers:
     root: Path
     procs: list[subprocess.Popen] = field(default_factory=list)
 
-    def start(self, concurrency: int = 1, argv: list[str] | None = None) -> subprocess.Popen:
-        """A worker process: ``tests.scale.node`` unless ``argv`` names another command."""
+    def start(
+        self, concurrency: int = 1, argv: list[str] | None = None, data_dir: Path | None = None
+    ) -> subprocess.Popen:
+        """A worker process: ``tests.scale.node`` unless ``argv`` names another command; its
+        own data directory unless ``data_dir`` names one to share (a front end's)."""
         n = len(self.procs)
-        data = self.root / f"worker-{n}"
-        data.mkdir(mode=0o755)
+        data = data_dir or self.root / f"worker-{n}"
+        data.mkdir(mode=0o755, exist_ok=data_dir is not None)
         env = {**os.environ, **scale_env(self.db_url, data)}
         log = (self.root / f"worker-{n}.log").open("wb")
         proc = subprocess.Popen(
