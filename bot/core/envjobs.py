@@ -27,7 +27,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from procrastinate import App
+from procrastinate import App, RetryStrategy
 from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy import update
 
@@ -63,6 +63,7 @@ class EnvironmentJobs:
         make: MakeEnvironment,
         destroy: Destroy,
         reap_here: Reap,
+        retry: RetryStrategy | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -70,9 +71,12 @@ class EnvironmentJobs:
         self.destroy = destroy
         self.reap_here = reap_here
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
-        self._provision = engine.task(name="provision", queue=ENVIRONMENTS)(self._provision_job)
-        self._teardown = engine.task(name="teardown", queue=ENVIRONMENTS)(self._teardown_job)
-        self._reap = engine.task(name="reap", queue=ENVIRONMENTS)(self._reap_job)
+        task = engine.task
+        self._provision = task(name="provision", queue=ENVIRONMENTS, retry=retry)(
+            self._provision_job
+        )
+        self._teardown = task(name="teardown", queue=ENVIRONMENTS, retry=retry)(self._teardown_job)
+        self._reap = task(name="reap", queue=ENVIRONMENTS, retry=retry)(self._reap_job)
 
     # -- a front end ----------------------------------------------------------------------
     async def provision(self, user_id: int, challenge: str) -> str:

@@ -66,9 +66,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
-from procrastinate import App, JobContext, PsycopgConnector
+from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.job_context import AbortReason
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text, update
 
 from bot.config import Settings
@@ -88,6 +89,16 @@ SHUTDOWN_GRACE_S = 5.0  # a stopping worker lets grades end this long, then give
 # (at most half the silence that marks a worker dead: a stopping worker sends no heartbeat)
 SCHEMA_LOCK = 7_240_113  # advisory lock: one process applies the engine's schema
 CLAIM_LOCK = 7_240_114  # advisory transaction lock: one claim step at a time, over every host
+
+# A job that failed on the store (a connection lost, a failover) runs again: after 2, 4, 8
+# and 16 s. The jobs are idempotent over the store: a grade job claims the submission it
+# claimed before (``_claim_for``), a settle publishes once (one publication row), a provision
+# takes its request once.
+STORE_RETRY = RetryStrategy(
+    max_attempts=4,
+    exponential_wait=2,
+    retry_exceptions={sa_exc.OperationalError, sa_exc.InterfaceError, psycopg.OperationalError},
+)
 
 PROGRESS_ELSEWHERE = (
     "the progress message was the private reply of a front end that stopped; no other replica "
@@ -146,14 +157,15 @@ class EngineQueue(GradingQueue):
         self.grace_s = min(SHUTDOWN_GRACE_S, self.stalled_after_s / 2)
         self.publish = publish
         self.engine = App(connector=PsycopgConnector(conninfo=self.dsn, min_size=1, max_size=8))
-        self._grade_task = self.engine.task(name="grade", pass_context=True, queue=GRADING)(
+        task = self.engine.task
+        self._grade_task = task(name="grade", pass_context=True, queue=GRADING, retry=STORE_RETRY)(
             self._grade_job
         )
-        self._settle_task = self.engine.task(name="settle")(self._settle_job)
-        self._restarted_task = self.engine.task(name="restarted")(self._restarted_job)
+        self._settle_task = task(name="settle", retry=STORE_RETRY)(self._settle_job)
+        self._restarted_task = task(name="restarted", retry=STORE_RETRY)(self._restarted_job)
         # provision, teardown and reap jobs (``environments``: EnvironmentJobs' callbacks)
         self.environments = (
-            EnvironmentJobs(self.engine, store, clock=self.clock, **environments)
+            EnvironmentJobs(self.engine, store, clock=self.clock, retry=STORE_RETRY, **environments)
             if environments is not None
             else None
         )

@@ -101,3 +101,39 @@ async def test_a_cancel_stops_the_grade_on_the_worker_running_it(
         )
         assert next_one.status == "done"  # the worker lives on and takes the next grade
         assert worker.poll() is None
+
+
+async def test_a_store_blip_while_claiming_runs_the_job_again(
+    db_url: str, workers: Workers, probed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim's transaction fails on the store (a connection lost): the engine runs the
+    same job again (``STORE_RETRY``) and the grade happens, once."""
+    from sqlalchemy.exc import OperationalError
+
+    from tests.scale.node import ProbeGrader
+
+    async with front_end(db_url, workers.root) as front, front_end(db_url, workers.root) as w:
+        w.coach.grader = ProbeGrader()  # type: ignore[assignment]
+        queue = w.coach.queue
+        assert isinstance(queue, EngineQueue)
+        real, claims = queue._claim_for, []
+
+        async def flaky(job_id: int) -> Submission | None:
+            claims.append(job_id)
+            if len(claims) == 1:
+                raise OperationalError("SELECT …", {}, Exception("server closed the connection"))
+            return await real(job_id)
+
+        monkeypatch.setattr(queue, "_claim_for", flaky)
+        working = asyncio.create_task(queue.work(concurrency=1))
+        try:
+            graded = await asyncio.wait_for(
+                front.coach.submit(ADA, "rate-limiter", probed.url(1, "ada"), RecordingOutbox()),
+                60,
+            )
+        finally:
+            working.cancel()
+            await asyncio.gather(working, return_exceptions=True)
+        assert graded.status == "done"
+        assert len(claims) == 2 and claims[0] == claims[1]  # the same job, run again
+        assert probed.hits["ada"] >= 1 and len(probed.pids["ada"]) == 1
