@@ -52,7 +52,8 @@ def make_grader(settings: Settings, provisioner: Provisioner) -> Grader:
     from bot.core.grader import Grader
     from bot.core.scale import LoadScales
 
-    scales = LoadScales(settings.grade_rate, CalibrationStore(settings.data_dir))
+    calibrations = CalibrationStore(settings.data_dir, backend=settings.backend)
+    scales = LoadScales(settings.grade_rate, calibrations, slots=settings.grading_concurrency)
     return Grader(provisioner, url_policy(settings), scales)
 
 

@@ -275,8 +275,10 @@ def worker(
         from bot.core.jobs import EngineQueue
 
         assert isinstance(a.coach.queue, EngineQueue)
-        if calibrate:
+        if calibrate:  # before any grade: grades running would be measured too
             await measure_host(a, list(a.catalog), console(stderr=True))
+        for challenge in a.catalog:  # environments are made here: the warm pool too
+            a.provisioner.warm(challenge.environment_spec("pool"))
         scales = [(c.id, a.coach.grader.scales.for_challenge(c)) for c in a.catalog]
         unmeasured = [f"{i} {s.rate:,g}/s" for i, s in scales if s.basis == "unmeasured"]
         if unmeasured:
@@ -885,10 +887,11 @@ def challenges_calibrate(
     except ChallengeError as exc:
         raise fail(str(exc)) from None
 
-    async def go(a: App) -> None:
-        await measure_host(a, chosen, console(), again=again, tries=tries, steps=steps)
+    async def go(a: App) -> int:
+        failed = await measure_host(a, chosen, console(), again=again, tries=tries, steps=steps)
+        return EXIT_FAILED if failed else EXIT_PASSED
 
-    run(go, catalog=catalog)
+    raise typer.Exit(run(go, catalog=catalog))
 
 
 async def measure_host(
@@ -899,12 +902,14 @@ async def measure_host(
     again: bool = False,
     tries: int = 2,
     steps: int = 3,
-) -> None:
+) -> list[str]:
     """Measure each challenge on this host where it has not been (``again``: anyway), one
-    measurement at a time across the host's processes, and say what grades run at here."""
+    measurement at a time across the host's processes, and say what grades run at here.
+    Returns the ids of the challenges that could not be measured (they grade at the floor)."""
     from bot.core.calibration import Trial, calibrate
 
     store = a.coach.grader.scales.calibrations
+    failed: list[str] = []
     for ch in chosen:
 
         def said(trial: Trial, ch_id: str = ch.id) -> None:
@@ -914,14 +919,20 @@ async def measure_host(
         async with store.measuring():
             held = store.get(ch)
             if held is None or again:
-                await calibrate(
-                    a.coach,
-                    ch,
-                    a.settings.reports_dir / f"calibrate-{ch.id}",
-                    tries=tries,
-                    steps=steps,
-                    said=said,
-                )
+                try:
+                    await calibrate(
+                        a.coach,
+                        ch,
+                        a.settings.reports_dir / f"calibrate-{ch.id}",
+                        tries=tries,
+                        steps=steps,
+                        said=said,
+                    )
+                except Exception as exc:  # one challenge's trouble: the others still measured
+                    logging.getLogger("cruscible.calibrate").exception("%s not measured", ch.id)
+                    out.print(f"[red]{ch.id}:[/] not measured: {exc}", highlight=False)
+                    failed.append(ch.id)
+                    continue
         scale = a.coach.grader.scales.for_challenge(ch)
         kept = "" if held is None or again else f" (measured {held.measured_at}, kept)"
         out.print(
@@ -929,6 +940,7 @@ async def measure_host(
             f"{scale.stated_rate:,g}/s, floor {ch.spec.grading.rate:,g}/s{kept}",
             highlight=False,
         )
+    return failed
 
 
 def main() -> None:

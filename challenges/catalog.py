@@ -207,6 +207,7 @@ class Challenge:
     def scenario(self) -> Scenario:
         """Import ``scenario.py`` and instantiate its ``Scenario`` subclass."""
         from grading.scenario import Scenario
+        from grading.standard import StandardScenario
 
         name = f"{self.module}.scenario"
         spec = importlib.util.spec_from_file_location(name, self.path / "scenario.py")
@@ -216,7 +217,9 @@ class Challenge:
         found = [
             obj
             for obj in vars(module).values()
-            if isinstance(obj, type) and issubclass(obj, Scenario) and obj is not Scenario
+            if isinstance(obj, type)
+            and issubclass(obj, Scenario)
+            and obj not in (Scenario, StandardScenario)
         ]
         if len(found) != 1:
             raise ChallengeError(f"{self.path / 'scenario.py'}: expected one Scenario subclass")

@@ -24,6 +24,7 @@ from pathlib import Path
 from challenges.schema import Scoring
 
 ATTRIBUTE = "checks"
+SCENARIO_BASES = ("Scenario", "StandardScenario")  # grading.scenario, grading.standard
 
 
 class DeclarationError(ValueError):
@@ -33,7 +34,7 @@ class DeclarationError(ValueError):
 def _is_scenario_class(node: ast.ClassDef) -> bool:
     for base in node.bases:
         name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
-        if name == "Scenario":
+        if name in SCENARIO_BASES:
             return True
     return False
 
@@ -42,7 +43,7 @@ def declared_checks(scenario_path: Path) -> tuple[str, ...]:
     """The check ids ``scenario_path`` declares, in order.
 
     Read from the ``checks = (...)`` literal in the body of its one class deriving from
-    ``Scenario``. Raises :class:`DeclarationError` when the file is not valid Python, holds no
+    ``Scenario`` or ``StandardScenario``. Raises :class:`DeclarationError` when the file is not valid Python, holds no
     such class or declaration, or the declaration is not a literal tuple of distinct,
     non-empty strings.
     """

@@ -52,8 +52,9 @@ class LoadScale:
     ``rate`` and ``stated_rate`` are the load's requests/s. ``basis``: ``stated`` (the worker
     grades at the stated scale), ``measured`` (the highest rate up to the stated one this
     worker sustained with a reference design), ``unmeasured`` (the worker has not measured:
-    the challenge's floor), ``fixed`` (the operator fixed the floor), ``trial`` (a measurement).
-    ``note`` says it in a sentence when the rate is below the stated one.
+    the challenge's floor), ``floor`` (the floor by policy: the operator's, a contest's,
+    reference designs'), ``trial`` (a measurement). ``note`` says it in a sentence when the
+    rate is below the stated one.
     """
 
     rate: float | None = None

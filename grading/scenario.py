@@ -89,7 +89,9 @@ class Grade:
         self.report = report
         self.env = env
         self.seed = report.seed
-        self.rng = random.Random(report.seed)
+        self.rng = random.Random(report.seed)  # the grade's data
+        # the fault times, a stream of their own: they do not move with how much data was drawn
+        self.fault_rng = random.Random(f"{report.seed}:faults")
         self.timeline: Timeline | None = None  # every load run of this grade, end to end
         self.fault_windows: list[FaultWindow] = []
         self.requests_sent = 0

@@ -2,24 +2,28 @@
 
 A challenge states its scale (``scale.rate``; ``grading.stated_rate`` in the load's own
 requests/s) and a floor every worker grades at (``grading.rate``). A worker that sustains the
-stated rate should grade at it; one that does not grades at the highest rate it sustained,
-and says so in the report (:mod:`bot.core.scale`). *Sustained* is judged by the grade itself:
-a reference design — the one with the lowest p99 among the challenge's passing baselines — is
-graded at the rate, on this host, with its stores and the grader's load generator beside it,
-and every ``load.*`` check must pass (a threshold missed, or the load generator falling behind
-its schedule, is not sustained; see :meth:`grading.scenario.Grade.judge`).
+stated rate should grade at it; one that does not grades at the highest rate it found
+sustained, and says so in the report (:mod:`bot.core.scale`). *Sustained* is judged by the
+grade itself: a reference design (``grading.reference``, else the lowest p99 among the
+challenge's passing baselines) is graded at the rate, on this host, with its stores and the
+grader's load generator beside it; it must pass (its gates: a rate at which the host makes it
+lose data is not sustained) with every ``load.*`` check passing (a threshold missed, or the
+load generator falling behind its schedule, is not; see :meth:`grading.scenario.Grade.judge`).
+A measurement is of one grade alone on the host.
 
 The ladder: the stated rate first; if it is not sustained, a geometric bisection between the
-floor and the stated rate (``steps`` rates, each tried up to ``tries`` times: a neighbour's
-burst is no limit). The result is kept per host and challenge in
-``<data_dir>/calibration/<host>/<challenge>.json`` and holds while the challenge's files and
-the host's CPU count are those it was measured with (:func:`fingerprint`).
+floor and the stated rate (``steps`` rates: the rate found is within a step of the highest).
+A rate is sustained only when every one of ``tries`` grades at it is: a learner graded there
+must not fail on the host's account. The result is kept per host and challenge in
+``<data_dir>/calibration/<host>/<challenge>.json`` and holds while the challenge's files, the
+grading engine, the backend and the CPUs are those it was measured with (:func:`fingerprint`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -33,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import grading
 from challenges.catalog import Challenge, Solution
 from grading.report import LoadScale, Report, Status
 
@@ -79,21 +84,55 @@ def host_cpus() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def fingerprint(challenge: Challenge) -> str:
-    """What a measurement depends on: the challenge's statement of load and grader, and the
-    CPUs here. A change to either makes the measurement stale."""
+def cpu_quota() -> str:
+    """This process's cgroup CPU quota (v2 ``cpu.max``, v1 ``cfs_quota_us/cfs_period_us``), or
+    ``"none"``: a container's ``--cpus`` that the affinity does not show."""
+    for path in (Path("/sys/fs/cgroup/cpu.max"), Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")):
+        try:
+            quota = path.read_text().split()
+        except OSError:
+            continue
+        if path.name == "cpu.max":
+            return "none" if quota[0] == "max" else "/".join(quota)
+        if quota[0] == "-1":
+            return "none"
+        period = (path.parent / "cpu.cfs_period_us").read_text().strip()
+        return f"{quota[0]}/{period}"
+    return "none"
+
+
+SOURCES = (".py", ".yaml", ".yml", ".toml", ".sql", ".lua", ".txt")
+
+
+def _tree_digest(root: Path) -> bytes:
     digest = hashlib.sha256()
-    for name in ("challenge.yaml", "scenario.py"):
-        digest.update((challenge.path / name).read_bytes())
-    digest.update(f"cpus={host_cpus()}".encode())
+    for path in sorted(root.rglob("*")):
+        if path.suffix in SOURCES and "__pycache__" not in path.parts and path.is_file():
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.digest()
+
+
+@functools.cache
+def _engine_digest() -> bytes:
+    """The grading engine's own code (load generator, runner, checks): read once."""
+    return _tree_digest(Path(grading.__file__).parent)
+
+
+def fingerprint(challenge: Challenge, backend: str) -> str:
+    """What a measurement depends on: the challenge's files (statement of load, grader,
+    reference designs, provider), the grading engine, the provisioning backend, and the
+    CPUs here (affinity and cgroup quota). A change to any makes the measurement stale."""
+    digest = hashlib.sha256(_tree_digest(challenge.path) + _engine_digest())
+    digest.update(f"backend={backend} cpus={host_cpus()} quota={cpu_quota()}".encode())
     return digest.hexdigest()[:16]
 
 
 class CalibrationStore:
     """Measurements of this host, one JSON file per challenge, written atomically."""
 
-    def __init__(self, data_dir: Path, host: str | None = None) -> None:
+    def __init__(self, data_dir: Path, host: str | None = None, backend: str = "local") -> None:
         self.host = host or socket.gethostname()  # the name this host gives itself, no lookup
+        self.backend = backend  # the provisioning backend the measurement's stores ran on
         self.folder = data_dir / "calibration" / self.host
 
     def path(self, challenge_id: str) -> Path:
@@ -111,7 +150,7 @@ class CalibrationStore:
         except (OSError, ValueError, TypeError) as exc:
             log.warning("calibration of %s unreadable, ignored: %s", challenge.id, exc)
             return None
-        return found if found.fingerprint == fingerprint(challenge) else None
+        return found if found.fingerprint == fingerprint(challenge, self.backend) else None
 
     @asynccontextmanager
     async def measuring(self) -> AsyncIterator[None]:
@@ -135,13 +174,19 @@ class CalibrationStore:
 
 
 def judge(report: Report, rate: float) -> Trial:
-    """Sustained when every ``load.*`` check of the grade passed (none: not sustained)."""
+    """Sustained when the reference design's grade passed (its gates: a rate where the host
+    makes it lose data is not sustained) and every ``load.*`` check of it passed."""
     load = [c for c in report.checks if c.id.startswith("load.")]
     broken = next((c for c in load if c.status != Status.PASS), None)
-    if load and broken is None:
-        return Trial(rate, True)
-    why = f"{broken.id} {broken.status.value}: {broken.detail}" if broken else "no load check ran"
-    return Trial(rate, False, why)
+    if broken is not None:
+        return Trial(rate, False, f"{broken.id} {broken.status.value}: {broken.detail}")
+    if not load:
+        return Trial(rate, False, "no load check ran")
+    if not report.passed:
+        first = report.first_failure()
+        why = f"{first.id} {first.status.value}: {first.detail}" if first else "did not pass"
+        return Trial(rate, False, f"the reference design failed: {why}")
+    return Trial(rate, True)
 
 
 async def ladder(
@@ -213,7 +258,7 @@ async def calibrate(
     floor, stated = spec.grading.rate, spec.stated_load_rate
     design = reference(challenge)
 
-    async def sustains(rate: float) -> Trial:
+    async def sustains(rate: float) -> Trial:  # every try, or not sustained
         trial = Trial(rate, False, "not tried")
         for attempt in range(tries):
             scale = LoadScale(rate, stated, BASIS_TRIAL)
@@ -228,7 +273,7 @@ async def calibrate(
             trial = judge(graded.report, rate)
             if said is not None:
                 said(trial)
-            if trial.sustained:
+            if not trial.sustained:
                 break
         return trial
 
@@ -237,7 +282,7 @@ async def calibrate(
         challenge=challenge.id,
         host=coach.grader.scales.calibrations.host,
         cpus=host_cpus(),
-        fingerprint=fingerprint(challenge),
+        fingerprint=fingerprint(challenge, coach.grader.scales.calibrations.backend),
         reference=design.name,
         floor_rate=floor,
         stated_rate=stated,

@@ -92,6 +92,7 @@ class Coach:
                 "environments": {
                     "make": self._make_environment_for,
                     "destroy": self.destroy_environment,
+                    "forget": self._forget_environment,
                     "reap_here": self.reap_environments,
                 },
             },
@@ -236,6 +237,18 @@ class Coach:
         )
         return (await self.create_environment(actor, spec)).id
 
+    async def _forget_environment(self, env_id: str) -> None:
+        """Record ``env_id`` destroyed if its backend no longer has it."""
+        try:
+            await self.provisioner.get(env_id)
+            return
+        except ProvisioningError:
+            pass
+        async with self.store.session() as s:
+            rec = await s.get(EnvironmentRecord, env_id)
+            if rec is not None and rec.destroyed_at is None:
+                rec.destroyed_at = self.clock()
+
     async def reap_environments(self) -> list[str]:
         """Destroy expired environments and mark them (and any found gone) destroyed."""
         return await EnvWatch(
@@ -296,7 +309,8 @@ class Coach:
         elif not await jobs.teardown(env_id):
             return Message(
                 title=f"Environment {env_id}: destroying",
-                body="No worker has destroyed it yet; the next one to run will.",
+                body="No worker has destroyed it yet: it goes when one takes the request, "
+                "and at its expiry at the latest.",
             )
         return Message(title=f"Environment {env_id} destroyed", body="Everything in it is gone.")
 
@@ -479,12 +493,13 @@ class Coach:
         await self._publish(sub, graded, watcher)
 
     async def _contest_scale(self, sub: Submission, challenge: Challenge) -> LoadScale | None:
-        """During a contest on ``challenge`` in the learner's community, every entry's load runs
-        at the challenge's floor rate, whichever worker grades it (entries rank on equal
-        terms); otherwise None (the worker's own choice, ``bot.core.scale``)."""
+        """An entry of a contest on ``challenge`` in the learner's community (submitted while it
+        ran, graded whenever) runs its load at the challenge's floor rate, whichever worker
+        grades it (entries rank on equal terms); otherwise None (the worker's own choice,
+        ``bot.core.scale``)."""
         if sub.community_id is None:
             return None
-        contest = await self.contests.live_on(sub.community_id, challenge.id)
+        contest = await self.contests.live_on(sub.community_id, challenge.id, at=sub.created_at)
         if contest is None:
             return None
         spec = challenge.spec

@@ -164,11 +164,16 @@ class Contests:
         return next(iter(live + upcoming + contests), None)
 
     async def live_on(
-        self, community_id: int, challenge: str, *, hosted_only: bool = False
+        self,
+        community_id: int,
+        challenge: str,
+        *,
+        hosted_only: bool = False,
+        at: datetime | None = None,
     ) -> Contest | None:
-        """The running contest of the community on ``challenge`` (``hosted_only``: one that
-        ranks hosted code only)."""
-        now = self.clock()
+        """The contest of the community on ``challenge`` running now (or ``at``), not
+        cancelled (``hosted_only``: one that ranks hosted code only)."""
+        now = at or self.clock()
         query = select(Contest).where(
             Contest.community_id == community_id,
             Contest.challenge == challenge,

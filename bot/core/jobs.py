@@ -611,11 +611,16 @@ class EngineQueue(GradingQueue):
             try:
                 await self.execute(sub, None)
             except asyncio.CancelledError:
-                if context.abort_reason() is AbortReason.USER_REQUEST:
-                    await self._mark(sub_id, "cancelled")
-                    await self._defer_settle(sub_id)
-                else:  # this worker stops: another takes the grade
-                    await self._give_back(sub_id, sub.attempts)
+                # The cancel stands whatever the store says: a store error here must not turn
+                # it into a failure that STORE_RETRY would run again (a cancelled grade re-run).
+                try:
+                    if context.abort_reason() is AbortReason.USER_REQUEST:
+                        await self._mark(sub_id, "cancelled")
+                        await self._defer_settle(sub_id)
+                    else:  # this worker stops: another takes the grade
+                        await self._give_back(sub_id, sub.attempts)
+                except Exception:
+                    log.warning("submission %d: recording its cancel failed", sub_id, exc_info=True)
                 raise
             except Exception as exc:
                 log.exception("grading submission %d failed", sub_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from bot.core import envjobs
 from bot.core.errors import CoachError
@@ -32,7 +32,7 @@ async def test_a_worker_makes_and_destroys_what_a_front_end_asks_for(
         async with front.store.session() as s:
             (request,) = (await s.scalars(select(Provisioning))).all()
         assert (request.status, request.environment) == ("ready", env.id)
-        assert request.worker is not None and request.worker.endswith(f":{worker.pid}")
+        assert request.worker is not None and f":{worker.pid}:" in request.worker  # host:pid:try
         # the bundle went to the learner privately; the reply only says where
         (dm,) = out.dms
         assert env.bundle["DATABASE_URL"] in dm.body
@@ -70,12 +70,29 @@ async def test_with_no_worker_a_start_is_refused_and_never_made_later(
         workers.start(argv=[*cruscible(), "worker"], data_dir=front.settings.data_dir)
         await workers.registered(1, within=60)
 
-        async def request_status() -> str:
+        async def provision_jobs() -> int:  # jobs not yet done (done ones are deleted)
             async with front.store.session() as s:
-                return (await s.scalars(select(Provisioning.status))).one()
+                return await s.scalar(
+                    text("SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'provision'")
+                )
 
-        await asyncio.sleep(2)  # the worker takes the job at once, and leaves it
-        assert await request_status() == "abandoned"
-        assert await front.provisioner.list() == []
+        async with asyncio.timeout(30):  # the worker takes the job, and leaves the request
+            while await provision_jobs():  # noqa: ASYNC110 (another process's state)
+                await asyncio.sleep(0.1)
         async with front.store.session() as s:
+            assert (await s.scalars(select(Provisioning.status))).all() == ["abandoned"]
             assert (await s.scalars(select(EnvironmentRecord))).all() == []
+        assert await front.provisioner.list() == []
+
+        # A front end that stops waiting for another reason (its command cancelled) abandons
+        # the request too: it is never made.
+        workers.stop()
+        waiting = asyncio.create_task(front.coach.provision(ADA, "rate-limiter", out))
+        async with asyncio.timeout(10):
+            while await provision_jobs() == 0:  # noqa: ASYNC110 (the job, deferred)
+                await asyncio.sleep(0.05)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        async with front.store.session() as s:
+            statuses = (await s.scalars(select(Provisioning.status))).all()
+        assert statuses == ["abandoned", "abandoned"]

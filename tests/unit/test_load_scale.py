@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.calibration import Calibration, CalibrationStore, Trial, fingerprint, ladder
+from bot.core.calibration import (
+    Calibration,
+    CalibrationStore,
+    Trial,
+    fingerprint,
+    judge,
+    ladder,
+)
 from bot.core.scale import LoadScales
 from challenges.catalog import Challenge, ChallengeError
 from grading.report import LoadScale, Report
@@ -64,7 +71,7 @@ def measured(challenge: Challenge, sustained: float, trials: list[Trial]) -> Cal
         challenge=challenge.id,
         host="worker-1",
         cpus=2,
-        fingerprint=fingerprint(challenge),
+        fingerprint=fingerprint(challenge, "local"),
         reference="redis_incr",
         floor_rate=100,
         stated_rate=1000,
@@ -147,3 +154,32 @@ def test_the_report_carries_the_scale_and_reads_old_reports() -> None:
     old = report.to_dict()
     del old["scale"]  # a report written before the field
     assert Report.from_dict(old).scale == LoadScale()
+
+
+def test_grades_running_at_once_share_what_was_measured(counter: Challenge, tmp_path: Path) -> None:
+    store = CalibrationStore(tmp_path / "data", host="worker-1")
+    store.put(measured(counter, 900, [Trial(1000, False, "load.latency fail"), Trial(900, True)]))
+    shared = LoadScales("measured", store, slots=2).for_challenge(counter)
+    assert shared.rate == 450
+    assert "(900/s alone, shared by the 2 grades it runs at once)" in shared.note
+    # never below the floor, however many share it
+    assert LoadScales("measured", store, slots=20).for_challenge(counter).rate == 100
+
+
+def test_a_rate_where_the_reference_design_fails_is_not_sustained() -> None:
+    from grading.report import Check, Status
+
+    def report(passed: bool, load: Status) -> Report:
+        checks = [
+            Check("load.latency", "p99", load, 1, 1, "p99 = 3 ms"),
+            Check("verify.kept", "kept", Status.PASS if passed else Status.FAIL, 1, 1, "lost 3"),
+        ]
+        return Report("counter", "u", None, 1, passed=passed, checks=checks)
+
+    assert judge(report(True, Status.PASS), 500) == Trial(500, True)
+    lost = judge(report(False, Status.PASS), 500)
+    assert (
+        not lost.sustained and lost.why == "the reference design failed: verify.kept fail: lost 3"
+    )
+    late = judge(report(True, Status.WARN), 500)
+    assert not late.sustained and late.why.startswith("load.latency warn")

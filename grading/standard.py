@@ -1,0 +1,142 @@
+"""The standard phases, run by the engine from ``challenge.yaml``: a scenario says only what is
+specific to its challenge.
+
+A :class:`StandardScenario` gives
+
+- :meth:`~StandardScenario.traffic`: the requests of a load segment (``"steady"`` or
+  ``"faults"``) as a :class:`~grading.load.LoadPlan` at ``self.spec.grading.rate``;
+- :meth:`~StandardScenario.cases`: its contract cases (request by request, with their checks);
+- :meth:`~StandardScenario.bad_inputs`: requests the contract refuses with 400, as data;
+- optionally :meth:`~StandardScenario.alongside` (what runs while a segment's load runs) and
+  :meth:`~grading.scenario.Scenario.verify` (the stored state against what was acknowledged).
+
+and the engine runs, with check ids the scenario still declares in ``checks``:
+
+- contract: ``contract.healthz`` (``GET /healthz`` answers 200), the cases, then
+  ``contract.bad-input`` (every bad input answered 400; points shrink with the share that was
+  not);
+- load: the steady segment for ``grading.duration_s``; its figures (``load.achieved_rate``,
+  ``load.p50_ms``, ``load.p99_ms``, ``load.error_rate``, ``load.rate_target``); each of the
+  YAML's ``thresholds`` judged as ``load.<name>``;
+- faults: the segment for ``grading.fault_duration_s`` with the YAML's ``grading.faults`` fired
+  at times drawn from the grade's fault stream (``Grade.fault_rng``, apart from the data's:
+  fault times do not depend on how many values the traffic drew), then ``faults.recovery``
+  (``grading.recovery_s``) and ``faults.availability``. Graded without an environment, both
+  are skipped, with the reason: nothing was taken away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from grading.http import Exchange
+from grading.load import LoadPlan, LoadResult
+from grading.nemesis import FaultStep, FaultWindow
+from grading.scenario import Grade, Scenario
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """A request the contract refuses with 400; ``label`` names it in the report. The body is
+    ``json`` (serialised) or ``body`` (raw bytes, e.g. not JSON at all)."""
+
+    label: str
+    method: str
+    path: str
+    json: Any = None
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def kwargs(self) -> dict[str, Any]:
+        """``grading.http.Client.request``'s keyword arguments for this request."""
+        return {"json": self.json, "body": self.body, "headers": self.headers or None}
+
+
+class StandardScenario(Scenario):
+    """A scenario whose standard phases the engine runs from ``challenge.yaml`` (see the
+    module). ``unit`` names a load request in titles (``"increments"``: "p99 < 20ms at 100
+    increments/s"); ``availability_title`` titles ``faults.availability``."""
+
+    unit: ClassVar[str] = "requests"
+    availability_title: ClassVar[str] = "Keeps answering while a resource is down"
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec  # challenges.schema.ChallengeSpec
+
+    # -- what the author writes ---------------------------------------------------------
+    def traffic(self, g: Grade, segment: str, duration_s: float) -> LoadPlan:
+        """The requests of load ``segment`` (``"steady"``, ``"faults"``) for ``duration_s``."""
+        raise NotImplementedError(f"{type(self).__name__} must define traffic()")
+
+    async def cases(self, g: Grade) -> None:
+        """The contract's own cases, after ``contract.healthz``."""
+
+    def bad_inputs(self, g: Grade) -> Sequence[BadInput]:
+        """Requests the contract refuses with 400 (none: no ``contract.bad-input`` check)."""
+        return ()
+
+    async def alongside(self, g: Grade, segment: str, duration_s: float) -> None:
+        """What runs while the load of ``segment`` runs (probes, a consumer); awaited after."""
+
+    # -- what the engine runs -----------------------------------------------------------
+    async def contract(self, g: Grade) -> None:
+        ex = await g.request("GET", "/healthz")
+        g.check("contract.healthz", "GET /healthz answers 200", ex.status == 200, exchange=ex)
+        g.progress(0.1)
+        await self.cases(g)
+        g.progress(0.8)
+        cases = list(self.bad_inputs(g))
+        if cases:
+            failures: list[tuple[str, Exchange]] = []
+            for case in cases:
+                ex = await g.request(case.method, case.path, **case.kwargs())
+                if ex.status != 400:
+                    failures.append((case.label, ex))
+            g.rejections("contract.bad-input", "Invalid requests get 400", failures, len(cases))
+        g.progress(1.0)
+
+    async def load(self, g: Grade) -> None:
+        grading = self.spec.grading
+        result, _ = await self.segment(g, "steady", grading.duration_s)
+        g.metric("load.rate_target", grading.rate)
+        g.load_metrics(result)
+        for name, threshold in self.spec.thresholds.items():
+            title = f"{threshold} at {grading.rate:g} {self.unit}/s"
+            g.judge(f"load.{name}", title, threshold, result)
+        if not grading.faults:
+            return
+        if not g.can_inject:
+            g.skip_faults("faults.recovery", "faults.availability")
+            return
+        g.phase = "faults"
+        steps = [f.step(g.fault_rng) for f in grading.faults]
+        result, windows = await self.segment(g, "faults", grading.fault_duration_s, steps)
+        self.faulted(g, result, windows)
+
+    def faulted(self, g: Grade, result: LoadResult, windows: list[FaultWindow]) -> None:
+        """The fault run's checks: ``faults.recovery`` and ``faults.availability``."""
+        g.metric("faults.error_rate", round(result.error_rate, 4))
+        g.recovery(windows)
+        g.availability(
+            self.availability_title,
+            result,
+            f"{result.error_rate:.1%} of the {self.unit} failed during the fault run",
+            windows=windows,
+        )
+
+    async def segment(
+        self, g: Grade, segment: str, duration_s: float, faults: Sequence[FaultStep] = ()
+    ) -> tuple[LoadResult, list[FaultWindow]]:
+        """One load segment: the traffic, with :meth:`alongside` running beside it."""
+        side = asyncio.create_task(self.alongside(g, segment, duration_s))
+        try:
+            ran = await g.run_load(self.traffic(g, segment, duration_s), faults=faults)
+        except BaseException:  # the phase's budget ran out, the load crashed: stop it too
+            side.cancel()
+            await asyncio.gather(side, return_exceptions=True)
+            raise
+        await side
+        return ran
