@@ -10,9 +10,11 @@ import os
 import signal
 import sys
 
+import pytest
 from sqlalchemy import select
 
 from bot.core.commands import dispatch
+from bot.core.errors import CoachError
 from bot.core.jobs import PROGRESS_ELSEWHERE
 from bot.core.outbox import Actor
 from bot.store import Publication, Submission
@@ -150,3 +152,47 @@ async def test_a_killed_front_end_leaves_its_learner_to_another(
         assert any(
             (m.title, m.body) == ("Grading rate-limiter…", "graded") for _, m in channels.dms
         )
+
+
+async def test_a_front_end_stopped_cleanly_leaves_its_learner_to_another(
+    db_url: str, workers: Workers, probed
+) -> None:
+    """A rolling deploy: the replica a learner submitted through stops (its context closes,
+    as SIGTERM does to ``cruscible run``) while a worker grades; the grade goes on, another
+    replica publishes it once and finishes the learner's progress privately."""
+    async with front_end(db_url, workers.root) as other:
+        workers.start()
+        await workers.registered(1)
+        url = probed.url(3, "dee")
+        dee = Actor("console", "dee", "Dee")
+        async with front_end(db_url, workers.root) as leaving:
+            waiting = asyncio.create_task(
+                leaving.coach.submit(dee, "rate-limiter", url, RecordingOutbox())
+            )
+            await until(lambda: probed.hits["dee"] >= 2)  # graded on the worker
+        with pytest.raises(CoachError, match="the bot is restarting"):  # no longer waited for
+            await asyncio.wait_for(waiting, 10)
+
+        channels = other.coach.channels.get("console")
+        assert isinstance(channels, RecordingChannels)
+
+        async def submission() -> Submission:
+            async with other.store.session() as s:
+                found = await s.scalar(select(Submission).where(Submission.url == url))
+                assert found is not None
+                return found
+
+        async with asyncio.timeout(30):
+            while (await submission()).progress_holder is not None:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        sub = await submission()
+        assert (sub.status, sub.progress_note) == ("done", PROGRESS_ELSEWHERE)
+        async with other.store.session() as s:
+            published = (
+                await s.scalars(select(Publication).where(Publication.submission_id == sub.id))
+            ).all()
+        assert [p.status for p in published] == ["published"]
+        assert len(probed.pids["dee"]) == 1  # graded once, never restarted
+        await until(lambda: len(channels.dms) == 2)
+        assert [uid for uid, _ in channels.dms] == ["dee"] * 2  # the report, the final state
+        assert not any("restarted" in m.body for _, m in channels.dms)
