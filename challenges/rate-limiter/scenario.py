@@ -16,8 +16,10 @@ from grading.checkers import burst_over_admission, over_admission, starvation
 from grading.history import History
 from grading.http import Exchange
 from grading.load import LoadPlan, LoadResult, Request, Response
+from grading.nemesis import FaultWindow
 from grading.report import Status
-from grading.scenario import Grade, Scenario
+from grading.scenario import Grade
+from grading.standard import BadInput, StandardScenario
 
 BURST_KEYS = 25
 LOAD_KEYS = 10_000
@@ -36,7 +38,7 @@ def check_request(key: str, cost: int | None = None) -> dict[str, Any]:
     return {"json": payload}
 
 
-class RateLimiterScenario(Scenario):
+class RateLimiterScenario(StandardScenario):
     checks = (
         "contract.healthz",
         "contract.allow-first",
@@ -54,10 +56,15 @@ class RateLimiterScenario(Scenario):
         "faults.availability",
     )
 
+    unit = "checks"
+
     def __init__(self, spec: ChallengeSpec) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.nonce = secrets.token_hex(3)  # fresh keys on every run; never affects the verdict
         self.probes = History()
+        # how each check of the fault run was answered: (scheduled s, done s, status; 0: none)
+        self.fault_answers: list[tuple[float, float, int]] = []
+        self.fault_offset_s = 0.0  # where the fault run starts on the grade's timeline
 
     def key(self, kind: str, i: int | str) -> str:
         return f"{kind}-{self.nonce}-{i}"
@@ -66,20 +73,9 @@ class RateLimiterScenario(Scenario):
         return await g.request("POST", "/v1/check", **check_request(key, cost))
 
     # -- contract -------------------------------------------------------------------------
-    async def contract(self, g: Grade) -> None:
+    async def cases(self, g: Grade) -> None:
         limit = g.param_int("RATE_LIMIT")
         window_ms = g.param_float("RATE_WINDOW_SECONDS") * 1000
-
-        ex = await g.request("GET", "/healthz")
-        g.check(
-            "contract.healthz",
-            "GET /healthz answers 200",
-            ex.status == 200,
-            exchange=ex,
-            expected=200,
-            actual=ex.status,
-        )
-        g.progress(0.1)
 
         key = self.key("first", 0)
         ex = await self.check(g, key)
@@ -171,26 +167,20 @@ class RateLimiterScenario(Scenario):
         )
         g.progress(0.55)
 
-        await self.bad_input(g)
-        g.progress(0.65)
         await self.atomicity(g, limit)
-        g.progress(1.0)
 
-    async def bad_input(self, g: Grade) -> None:
-        cases = [
-            ("missing key", {"json": {"cost": 1}}),
-            ("empty key", {"json": {"key": ""}}),
-            ("key of 129 characters", {"json": {"key": "k" * 129}}),
-            ("key not a string", {"json": {"key": 42}}),
-            ("cost 0", {"json": {"key": self.key("bad", 0), "cost": 0}}),
-            ("body not JSON", {"body": b"key=abc", "headers": {"Content-Type": "text/plain"}}),
+    def bad_inputs(self, g: Grade) -> list[BadInput]:
+        def check(label: str, **kw: Any) -> BadInput:
+            return BadInput(label, "POST", "/v1/check", **kw)
+
+        return [
+            check("missing key", json={"cost": 1}),
+            check("empty key", json={"key": ""}),
+            check("key of 129 characters", json={"key": "k" * 129}),
+            check("key not a string", json={"key": 42}),
+            check("cost 0", json={"key": self.key("bad", 0), "cost": 0}),
+            check("body not JSON", body=b"key=abc", headers={"Content-Type": "text/plain"}),
         ]
-        failures = []
-        for label, kwargs in cases:
-            ex = await g.request("POST", "/v1/check", **kwargs)
-            if ex.status != 400:
-                failures.append((label, ex))
-        g.rejections("contract.bad-input", "Invalid requests get 400", failures, len(cases))
 
     async def atomicity(self, g: Grade, limit: int) -> None:
         """Fire 2×RATE_LIMIT concurrent requests at each of several fresh keys."""
@@ -238,8 +228,9 @@ class RateLimiterScenario(Scenario):
         )
 
     # -- load and faults --------------------------------------------------------------
-    def plan(self, g: Grade, duration_s: float, segment: str) -> LoadPlan:
-        """Checks on LOAD_KEYS keys picked by the seed, at the graded rate."""
+    def traffic(self, g: Grade, segment: str, duration_s: float) -> LoadPlan:
+        """Checks on LOAD_KEYS keys picked by the seed, at the graded rate; the fault run's
+        answers are kept for :meth:`fault_modes`."""
         rate = self.spec.grading.rate
         total = int(rate * duration_s) + 1
         picks = [g.rng.randrange(LOAD_KEYS) for _ in range(total)]
@@ -261,7 +252,13 @@ class RateLimiterScenario(Scenario):
             allowed = data.get("allowed") if isinstance(data, dict) else None
             return None if allowed is (resp.status == 200) else "wrong_body"
 
-        return LoadPlan(rate=rate, duration_s=duration_s, make_request=make, classify=classify)
+        plan = LoadPlan(rate=rate, duration_s=duration_s, make_request=make, classify=classify)
+        if segment == "faults":
+            self.fault_offset_s = g.timeline_end_s
+            plan.on_result = lambda _i, _req, resp, _kind, at_s, done_s: self.fault_answers.append(
+                (at_s, done_s, resp.status if resp is not None else 0)
+            )
+        return plan
 
     async def probe(self, g: Grade, key: str, at_s: float, t0: float) -> None:
         """One boundary-probe check, sent ``at_s`` after ``t0`` and recorded in the history."""
@@ -302,54 +299,17 @@ class RateLimiterScenario(Scenario):
         await asyncio.gather(*(self.probe(g, key, at, t0) for key, at in sends))
 
     async def load(self, g: Grade) -> None:
-        grading = self.spec.grading
-        probes = asyncio.create_task(self.boundary_probes(g, grading.duration_s))
+        """The engine's steady and fault runs, with the boundary probes alongside both."""
+        probes = asyncio.create_task(self.boundary_probes(g, self.spec.grading.duration_s))
         try:
-            result, _ = await g.run_load(self.plan(g, grading.duration_s, "steady"))
-            self.steady(g, result)
-            await self.faults(g)
+            await super().load(g)
         finally:
             await probes
 
-    def steady(self, g: Grade, result: LoadResult) -> None:
-        grading = self.spec.grading
-        g.metric("load.rate_target", grading.rate)
-        g.load_metrics(result)
-        for check_id, name, title in (
-            ("load.latency", "latency", "Latency at load"),
-            ("load.errors", "errors", "Errors at load"),
-        ):
-            threshold = self.spec.thresholds[name]
-            g.judge(check_id, f"{title}: {threshold} at {grading.rate:g} req/s", threshold, result)
-
-    async def faults(self, g: Grade) -> None:
-        grading = self.spec.grading
-        if not grading.faults:
-            return
-        if not g.can_inject:
-            g.skip_faults("faults.recovery", "faults.availability")
-            return
-        steps = [f.step(g.rng) for f in grading.faults]
-        g.phase = "faults"
-        answers: list[tuple[float, float, int]] = []  # (scheduled s, done s, status; 0: none)
-        plan = self.plan(g, grading.fault_duration_s, "faults")
-        plan.on_result = lambda _i, _req, resp, _kind, at_s, done_s: answers.append(
-            (at_s, done_s, resp.status if resp is not None else 0)
-        )
-        offset = g.timeline_end_s
-        result, windows = await g.run_load(plan, faults=steps)
-        self.fault_modes(g, windows, answers, offset)
-        g.metric("faults.error_rate", round(result.error_rate, 4))
-        errors = sum(w.errors_during for w in windows)
-        g.metric("faults.errors", errors)
-        g.recovery(windows)
-        g.availability(
-            "Keeps answering while a resource is down",
-            result,
-            f"{result.error_rate:.1%} of requests failed during the fault run "
-            f"({errors} inside the fault windows)",
-            windows=windows,
-        )
+    def faulted(self, g: Grade, result: LoadResult, windows: list[FaultWindow]) -> None:
+        self.fault_modes(g, windows, self.fault_answers, self.fault_offset_s)
+        g.metric("faults.errors", sum(w.errors_during for w in windows))
+        super().faulted(g, result, windows)
 
     @staticmethod
     def fault_modes(
