@@ -85,7 +85,7 @@ async def test_a_worker_grades_at_the_rate_it_measured_and_says_so(
 
     heard: list[Trial] = []
     found = await calibrate(
-        app.coach, counter, tmp_path / "reports", tries=1, steps=2, said=heard.append
+        app.coach, counter, tmp_path / "reports", tries=1, steps=1, said=heard.append
     )
     assert found.reference == "capped"
     assert (found.floor_rate, found.stated_rate, found.host) == (100, 1000, "test-worker")
