@@ -21,6 +21,12 @@ A challenge declares its endpoints and runs it with ``python -m <its module> --p
     from grading.provider import Endpoint, main
     main([Endpoint("POST", "/v1/send", required=("idempotency_key", "message"), key="idempotency_key")])
 
+A read API is a ``GET`` endpoint with ``records=True`` (``Endpoint("GET", "/v1/items/{id}",
+records=True, latency_ms=100, rate_limit=30)``): it answers the JSON record the grader stored
+under the request's path (``PUT /_admin/records``), or ``404``, each answer taking
+``latency_ms``; beyond ``rate_limit`` answered calls in the last second it answers ``429`` with
+``Retry-After: 1`` at once, as rate-limited APIs do (RFC 6585 §4).
+
 Tokens come from the environment (``PROVIDER_TOKEN``, ``PROVIDER_ADMIN_TOKEN``), never argv.
 The command line, the admin routes and their payloads are ``provisioning/provider_protocol.py``,
 which the local backend's driver that starts and probes the provider uses too.
@@ -38,6 +44,7 @@ import ssl
 import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -53,6 +60,8 @@ Mode = Literal["slow", "throttle", "error", "outage"]
 
 IDEMPOTENCY_WINDOW_S = 24 * 3600.0  # Stripe keeps a key for at least 24 hours
 REPLAYED_HEADER = "Idempotent-Replayed"
+RECORDS = f"{protocol.ADMIN_PREFIX}/records"  # PUT {"records": {path: object | null}}
+RATE_WINDOW_S = 1.0  # rate_limit counts the calls answered in the last second
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,9 @@ class Endpoint:
     required: tuple[str, ...] = ()
     key: str | None = None  # body field identifying the operation (e.g. an idempotency key)
     idempotency_window_s: float | None = IDEMPOTENCY_WINDOW_S  # None: every call counts
+    records: bool = False  # GET: answer the record stored under the request's path, else 404
+    latency_ms: int = 0  # records: every answer takes this long
+    rate_limit: int | None = None  # records: answered calls per RATE_WINDOW_S, then 429
 
 
 @dataclass(frozen=True)
@@ -111,7 +123,13 @@ class _Kept:
 
 
 class Provider:
-    def __init__(self, endpoints: Sequence[Endpoint], token: str, admin_token: str) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        token: str,
+        admin_token: str,
+        records: Mapping[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.endpoints = list(endpoints)
         self.token = token
         self.admin_token = admin_token
@@ -121,6 +139,8 @@ class Provider:
         self.seed = 0
         self.attempts: dict[str, int] = {}
         self.kept: dict[tuple[str, str], _Kept] = {}  # (path, key) -> its first accepted call
+        self.records: dict[str, dict[str, Any]] = dict(records or {})  # request path -> record
+        self.answered: dict[str, deque[float]] = {}  # endpoint path -> recent answered calls
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024)
@@ -129,8 +149,10 @@ class Provider:
         app.router.add_put(protocol.SCRIPT, self.set_script)
         app.router.add_get(protocol.CALLS, self.list_calls)
         app.router.add_post(protocol.RESET, self.reset)
+        app.router.add_put(RECORDS, self.set_records)
         for ep in self.endpoints:
-            app.router.add_route(ep.method, ep.path, self.handler(ep))
+            handler = self.record_handler(ep) if ep.records else self.handler(ep)
+            app.router.add_route(ep.method, ep.path, handler)
         return app
 
     # -- admin ------------------------------------------------------------------------
@@ -163,12 +185,34 @@ class Provider:
         return web.json_response({"calls": [asdict(c) for c in self.calls[since:]]})
 
     async def reset(self, request: web.Request) -> web.Response:
+        """Forget the calls, keys and script; the records stay (they are data, not history)."""
         self._admin(request)
         self.calls.clear()
         self.attempts.clear()
         self.kept.clear()
+        self.answered.clear()
         self.windows = []
         return web.json_response({"ok": True})
+
+    async def set_records(self, request: web.Request) -> web.Response:
+        """Store (an object) or delete (null) the record of each path; answer when it was
+        done, in epoch seconds: a read from then on sees it."""
+        self._admin(request)
+        try:
+            data = await request.json()
+            records = data["records"]
+            if not isinstance(records, dict) or not all(
+                isinstance(r, dict) or r is None for r in records.values()
+            ):
+                raise ValueError("records maps paths to objects or null")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise web.HTTPBadRequest(text=f"bad records: {exc}") from None
+        for path, record in records.items():
+            if record is None:
+                self.records.pop(path, None)
+            else:
+                self.records[path] = record
+        return web.json_response({"ok": True, "t": time.time()})
 
     # -- the simulated API ------------------------------------------------------------
     def _window(self, key: str | None, now: float) -> Window | None:
@@ -186,8 +230,7 @@ class Provider:
     def handler(self, ep: Endpoint):  # type: ignore[no-untyped-def]
         async def handle(request: web.Request) -> web.StreamResponse:
             now = time.time()
-            auth = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
+            if not self._authorized(request):
                 self.calls.append(Call(now, ep.method, ep.path, None, 401))
                 return web.json_response({"error": "invalid token"}, status=401)
             try:
@@ -228,6 +271,52 @@ class Provider:
             return web.json_response(answer)
 
         return handle
+
+    def record_handler(self, ep: Endpoint):  # type: ignore[no-untyped-def]
+        """A read of the record under the request's path: ``429`` beyond the rate limit, else
+        the record (or ``404``) after ``latency_ms``, read when the answer leaves."""
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            now = time.time()
+            call = Call(now, ep.method, request.path, None, 200)
+            self.calls.append(call)
+            if not self._authorized(request):
+                call.status = 401
+                return web.json_response({"error": "invalid token"}, status=401)
+            if self._over_limit(ep, now):
+                call.status = 429
+                retry = {"Retry-After": str(int(RATE_WINDOW_S))}
+                return web.json_response({"error": "rate limited"}, status=429, headers=retry)
+            window = self._window(request.path, now)
+            call.mode = window.mode if window else None
+            if window is not None and window.mode != "slow":
+                return self._fail(request, call, window)
+            delay_ms = ep.latency_ms + (window.delay_ms if window is not None else 0)
+            await asyncio.sleep(delay_ms / 1000)
+            record = self.records.get(request.path)
+            if record is None:
+                call.status = 404
+                return web.json_response({"error": "not found"}, status=404)
+            return web.json_response(record)
+
+        return handle
+
+    def _authorized(self, request: web.Request) -> bool:
+        auth = request.headers.get("Authorization", "")
+        return hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode())
+
+    def _over_limit(self, ep: Endpoint, now: float) -> bool:
+        """Whether ``ep`` already answered ``rate_limit`` calls in the last second (a sliding
+        window); a call that is not over the limit is counted."""
+        if ep.rate_limit is None:
+            return False
+        recent = self.answered.setdefault(ep.path, deque())
+        while recent and recent[0] <= now - RATE_WINDOW_S:
+            recent.popleft()
+        if len(recent) >= ep.rate_limit:
+            return True
+        recent.append(now)
+        return False
 
     def _kept(self, ep: Endpoint, key: str | None, now: float) -> _Kept | None:
         """The first accepted call with ``key``, while the endpoint still remembers it."""
@@ -313,14 +402,24 @@ class ProviderAdmin:
     async def reset(self) -> None:
         await self._call("POST", protocol.RESET)
 
+    async def put_records(self, records: Mapping[str, dict[str, Any] | None]) -> float:
+        """Store (or, for None, delete) each path's record; return when it was done (epoch
+        seconds)."""
+        data = await self._call("PUT", RECORDS, json={"records": dict(records)})
+        return float(data["t"])
 
-def main(endpoints: Sequence[Endpoint], argv: Sequence[str] | None = None) -> None:
+
+def main(
+    endpoints: Sequence[Endpoint],
+    argv: Sequence[str] | None = None,
+    records: Mapping[str, dict[str, Any]] | None = None,
+) -> None:
     args = protocol.parse_args(argv)
     token = os.environ.get(protocol.ENV_TOKEN)
     admin = os.environ.get(protocol.ENV_ADMIN_TOKEN)
     if not token or not admin:
         sys.exit(f"error: {protocol.ENV_TOKEN} and {protocol.ENV_ADMIN_TOKEN} must be set")
-    provider = Provider(endpoints, token, admin)
+    provider = Provider(endpoints, token, admin, records)
     if args.public_port is None:
         web.run_app(provider.app(), host=args.host, port=args.port, access_log=None, print=None)
         return

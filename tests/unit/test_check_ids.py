@@ -24,10 +24,10 @@ from tests.grading.servers import serve_app
 REAL = ("event-ingestion", "file-pipeline", "notification-service", "rate-limiter", "url-shortener")
 
 
-def test_the_five_real_challenges_load_with_declarations_matching_their_weights() -> None:
+def test_the_real_challenges_load_with_declarations_matching_their_weights() -> None:
     catalog = Catalog.load()
     assert catalog.errors == []
-    assert sorted(c.id for c in catalog) == sorted(REAL)
+    assert set(REAL) <= {c.id for c in catalog}  # and every challenge added since
     for challenge in catalog:
         declared = declared_checks(challenge.path / "scenario.py")
         assert sorted(declared) == sorted(challenge.spec.scoring.weights), challenge.id

@@ -1,0 +1,1 @@
+"""Grader validity for the catalog challenges added after the first five."""
