@@ -113,7 +113,11 @@ def test_a_recorded_check_without_a_weight_is_refused(copy: Path) -> None:
             '        "contract.healthz",\n        "contract.healthz",\n',
             r"scenario.py: checks: declared more than once: contract.healthz",
         ),
-        ("class RateLimiterScenario(Scenario):", "class Broken(Scenario:", r"not valid Python"),
+        (
+            "class RateLimiterScenario(StandardScenario):",
+            "class Broken(StandardScenario:",
+            r"not valid Python",
+        ),
     ],
     ids=["missing", "not-a-literal", "repeated", "syntax"],
 )
