@@ -60,7 +60,6 @@ Mode = Literal["slow", "throttle", "error", "outage"]
 
 IDEMPOTENCY_WINDOW_S = 24 * 3600.0  # Stripe keeps a key for at least 24 hours
 REPLAYED_HEADER = "Idempotent-Replayed"
-RECORDS = f"{protocol.ADMIN_PREFIX}/records"  # PUT {"records": {path: object | null}}
 RATE_WINDOW_S = 1.0  # rate_limit counts the calls answered in the last second
 
 
@@ -149,7 +148,7 @@ class Provider:
         app.router.add_put(protocol.SCRIPT, self.set_script)
         app.router.add_get(protocol.CALLS, self.list_calls)
         app.router.add_post(protocol.RESET, self.reset)
-        app.router.add_put(RECORDS, self.set_records)
+        app.router.add_put(protocol.RECORDS, self.set_records)
         for ep in self.endpoints:
             handler = self.record_handler(ep) if ep.records else self.handler(ep)
             app.router.add_route(ep.method, ep.path, handler)
@@ -405,7 +404,7 @@ class ProviderAdmin:
     async def put_records(self, records: Mapping[str, dict[str, Any] | None]) -> float:
         """Store (or, for None, delete) each path's record; return when it was done (epoch
         seconds)."""
-        data = await self._call("PUT", RECORDS, json={"records": dict(records)})
+        data = await self._call("PUT", protocol.RECORDS, json={"records": dict(records)})
         return float(data["t"])
 
 

@@ -17,7 +17,9 @@ standard library, so ``provisioning`` stays free of the grading engine.
   ``PUT /_admin/script`` ``{"windows": [<Window fields>], "seed": <int>}`` →
   ``{"ok": true, "t0": <epoch seconds>}``;
   ``GET /_admin/calls?since=<index>`` → ``{"calls": [<Call fields>]}``;
-  ``POST /_admin/reset`` → ``{"ok": true}``.
+  ``POST /_admin/reset`` → ``{"ok": true}``;
+  ``PUT /_admin/records`` ``{"records": {<request path>: <object> | null}}`` → ``{"ok": true,
+  "t": <epoch seconds>}`` (the records a read endpoint serves; null deletes one).
 - **Resource info**: the grader reaches it through ``ResourceInfo.admin``'s
   :data:`ADMIN_URL` and :data:`ADMIN_TOKEN` keys.
 """
@@ -38,6 +40,7 @@ ADMIN_PREFIX = "/_admin"
 PING = f"{ADMIN_PREFIX}/ping"
 SCRIPT = f"{ADMIN_PREFIX}/script"
 CALLS = f"{ADMIN_PREFIX}/calls"
+RECORDS = f"{ADMIN_PREFIX}/records"
 RESET = f"{ADMIN_PREFIX}/reset"
 HEALTHZ = "/healthz"
 

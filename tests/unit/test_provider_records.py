@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from grading.provider import RECORDS, Endpoint, Provider
-from provisioning.provider_protocol import ADMIN_HEADER
+from grading.provider import Endpoint, Provider
+from provisioning.provider_protocol import ADMIN_HEADER, RECORDS
 
 ITEMS = Endpoint("GET", "/v1/items/{id}", records=True, latency_ms=50, rate_limit=3)
 SEND = Endpoint("POST", "/v1/send", required=("idempotency_key",), key="idempotency_key")
