@@ -123,16 +123,19 @@ class ProviderClient:
         if self.session is not None:
             await self.session.close()
 
-    async def charge(self, c: Checkout, *, idempotent: bool = True) -> str:
+    async def charge(
+        self, c: Checkout, *, idempotent: bool = True, attempts: int = CHARGE_ATTEMPTS
+    ) -> str:
         """Charge ``c`` and return the charge id, with the client's key as the provider's
-        idempotency key (``idempotent=False``: none, every call a new charge). Raises
+        idempotency key (``idempotent=False``: none, every call a new charge), in up to
+        ``attempts`` calls while the provider answers 5xx or drops the call. Raises
         :class:`Refused`: 409/422 as the provider answered, 503 when it could not charge (or
         may have: a timeout), and the client retries with the same key."""
         assert self.session is not None, "open() the client first"
         headers = {"Idempotency-Key": c.key} if idempotent else {}
         body = {"amount": c.amount_cents, "currency": c.currency, "order_id": c.order_id}
         failure = "no attempt"
-        for attempt in range(CHARGE_ATTEMPTS):
+        for attempt in range(attempts):
             try:
                 async with self.session.post(
                     self.url,
