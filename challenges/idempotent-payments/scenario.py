@@ -57,11 +57,22 @@ def expect(g: Grade, check_id: str, title: str, ex: Exchange, want: str, ok: boo
 
 class PaymentsScenario(StandardScenario):
     checks = (
-        "contract.healthz", "contract.checkout", "contract.replay", "contract.key-reuse",
-        "contract.payment", "contract.bad-input", "accuracy.concurrent", "load.latency",
-        "load.errors", "faults.recovery", "faults.availability", "payments.settled-after-retry",
-        "payments.replayed", "payments.no-double-charge", "payments.no-lost-charge",
-    )  # fmt: skip
+        "contract.healthz",
+        "contract.checkout",
+        "contract.replay",
+        "contract.key-reuse",
+        "contract.payment",
+        "contract.bad-input",
+        "accuracy.concurrent",
+        "load.latency",
+        "load.errors",
+        "faults.recovery",
+        "faults.availability",
+        "payments.settled-after-retry",
+        "payments.replayed",
+        "payments.no-double-charge",
+        "payments.no-lost-charge",
+    )
     unit = "checkouts"
 
     def __init__(self, spec: ChallengeSpec) -> None:
@@ -117,10 +128,13 @@ class PaymentsScenario(StandardScenario):
         charged = (await self.charges())[twin.order_id]
         ids, statuses = set(self.paid[twin.key]), Counter(a.status for a in answers)
         g.metric("payments.concurrent_charges", charged)
-        g.check("accuracy.concurrent", f"{CONCURRENT} requests at once with one key: one charge",
-                charged == 1 and len(ids) == 1 and set(statuses) <= {201, 409},
-                expected="1 charge at the provider; each answer 201 with one payment_id, or 409",
-                actual=f"{charged} charges, {len(ids)} payment_ids, answers {dict(statuses)}")  # fmt: skip
+        g.check(
+            "accuracy.concurrent",
+            f"{CONCURRENT} requests at once with one key: one charge",
+            charged == 1 and len(ids) == 1 and set(statuses) <= {201, 409},
+            expected="1 charge at the provider; each answer 201 with one payment_id, or 409",
+            actual=f"{charged} charges, {len(ids)} payment_ids, answers {dict(statuses)}",
+        )
 
     def bad_inputs(self, g: Grade) -> list[BadInput]:
         key = {"Idempotency-Key": f"bad-{self.nonce}"}
@@ -130,13 +144,17 @@ class PaymentsScenario(StandardScenario):
             return BadInput(label, "POST", PATH, json=body | change, headers=headers)
 
         return [
-            bad("no Idempotency-Key", {}), bad("empty Idempotency-Key", {"Idempotency-Key": ""}),
+            bad("no Idempotency-Key", {}),
+            bad("empty Idempotency-Key", {"Idempotency-Key": ""}),
             bad("Idempotency-Key of 256 characters", {"Idempotency-Key": "k" * 256}),
             BadInput("body not JSON", "POST", PATH, body=b"order_id=x", headers=key),
-            bad("order_id null", order_id=None), bad("order_id of 65 chars", order_id="o" * 65),
-            bad("amount_cents 0", amount_cents=0), bad("amount_cents 5.5", amount_cents=5.5),
-            bad("amount_cents a string", amount_cents="500"), bad("currency XYZ", currency="XYZ"),
-        ]  # fmt: skip
+            bad("order_id null", order_id=None),
+            bad("order_id of 65 chars", order_id="o" * 65),
+            bad("amount_cents 0", amount_cents=0),
+            bad("amount_cents 5.5", amount_cents=5.5),
+            bad("amount_cents a string", amount_cents="500"),
+            bad("currency XYZ", currency="XYZ"),
+        ]
 
     def traffic(self, g: Grade, segment: str, duration_s: float) -> LoadPlan:
         """New orders at the graded rate; RETRY_SHARE retry an order sent 0.3–2 s earlier."""
