@@ -17,7 +17,13 @@ import jinja2
 import yaml
 from pydantic import ValidationError
 
-from challenges.checks import DeclarationError, declared_checks, mismatches
+from challenges.checks import (
+    DeclarationError,
+    declared_checks,
+    mismatches,
+    on_standard_phases,
+    standard_mismatches,
+)
 from challenges.schema import ChallengeSpec
 from grading.config import GradeConfig
 from grading.report import LoadScale, Report
@@ -151,6 +157,10 @@ class Challenge:
         except DeclarationError as exc:
             raise ChallengeError(str(exc)) from None
         problems = mismatches(yaml_path, spec.scoring, checks)
+        if on_standard_phases(path / "scenario.py"):
+            problems += standard_mismatches(
+                path / "scenario.py", checks, list(spec.thresholds), bool(spec.grading.faults)
+            )
         if problems:
             raise ChallengeError("\n".join(problems))
         return cls(path, spec)

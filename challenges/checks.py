@@ -31,12 +31,12 @@ class DeclarationError(ValueError):
     """``scenario.py`` has no readable check declaration; the message is ``file: field: reason``."""
 
 
+def _base_names(node: ast.ClassDef) -> set[str]:
+    return {b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "") for b in node.bases}
+
+
 def _is_scenario_class(node: ast.ClassDef) -> bool:
-    for base in node.bases:
-        name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
-        if name in SCENARIO_BASES:
-            return True
-    return False
+    return bool(_base_names(node) & set(SCENARIO_BASES))
 
 
 def declared_checks(scenario_path: Path) -> tuple[str, ...]:
@@ -105,3 +105,30 @@ def mismatches(yaml_path: Path, scoring: Scoring, declared: Sequence[str]) -> li
         if check_id not in scoring.weights
     ]
     return problems
+
+
+def standard_mismatches(
+    scenario_path: Path, declared: Sequence[str], thresholds: Sequence[str], faults: bool
+) -> list[str]:
+    """For a scenario on ``StandardScenario``: the ids its engine phases record that it does
+    not declare (``contract.healthz``; ``load.<name>`` for each of ``thresholds``; with
+    ``faults``, ``faults.recovery`` and ``faults.availability``), one ``file: field: reason``
+    line each. Without this, the first such id would stop its grade mid-phase."""
+    recorded = ["contract.healthz", *(f"load.{name}" for name in thresholds)]
+    if faults:
+        recorded += ["faults.recovery", "faults.availability"]
+    return [
+        f"{scenario_path}: {ATTRIBUTE}: missing {check_id!r}, which the engine records "
+        "(grading.standard)"
+        for check_id in recorded
+        if check_id not in declared
+    ]
+
+
+def on_standard_phases(scenario_path: Path) -> bool:
+    """Whether the scenario's class derives from ``StandardScenario`` (read, not imported)."""
+    tree = ast.parse(scenario_path.read_text(), filename=str(scenario_path))
+    return any(
+        isinstance(node, ast.ClassDef) and "StandardScenario" in _base_names(node)
+        for node in tree.body
+    )

@@ -28,6 +28,7 @@ and the engine runs, with check ids the scenario still declares in ``checks``:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -35,7 +36,10 @@ from typing import Any, ClassVar
 from grading.http import Exchange
 from grading.load import LoadPlan, LoadResult
 from grading.nemesis import FaultStep, FaultWindow
+from grading.report import Status
 from grading.scenario import Grade, Scenario
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -138,5 +142,13 @@ class StandardScenario(Scenario):
             side.cancel()
             await asyncio.gather(side, return_exceptions=True)
             raise
-        await side
+        (failed,) = await asyncio.gather(side, return_exceptions=True)
+        if isinstance(failed, Exception):  # the run stands and is judged; the grade says so
+            log.warning("what runs beside the %s load failed", segment, exc_info=failed)
+            g.check(
+                "load.crashed",
+                "load phase ran to completion",
+                Status.ERROR,
+                detail=f"what runs beside the {segment} load failed: {failed!r}",
+            )
         return ran

@@ -200,3 +200,16 @@ async def test_a_grade_stops_at_an_undeclared_check_and_says_which() -> None:
     assert crashed.status == Status.ERROR
     assert "'contract.helthz' is not among the scenario's declared checks" in crashed.detail
     assert not outcome.report.passed
+
+
+def test_a_threshold_the_engine_would_judge_under_an_undeclared_id_is_refused(copy: Path) -> None:
+    """rate-limiter runs on the engine's standard phases: a threshold named in the YAML is
+    judged as ``load.<name>``, which the scenario must declare (else its grade would stop
+    mid-load on an undeclared id)."""
+    edit_yaml(copy, lambda d: d["thresholds"].update({"p90": "p90 < 5ms"}))
+    with pytest.raises(ChallengeError) as exc:
+        Challenge.load(copy)
+    assert str(exc.value) == (
+        f"{copy / 'scenario.py'}: checks: missing 'load.p90', which the engine records "
+        "(grading.standard)"
+    )
