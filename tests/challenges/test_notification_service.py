@@ -57,14 +57,16 @@ async def test_a_short_timeout_retried_with_the_same_key_is_not_a_duplicate_twic
     """The provider honours idempotency keys: abandoning a slow call after 0.5 s and
     retrying it with the same key notifies once, so the verdict no longer hangs on a
     hidden timeout threshold. Whether every retry of a slow call lands while the first is
-    still in flight (answered 409) and the design gives up on it is the machine's timing:
-    a rare loss may differ between the two grades, never a duplicate."""
+    still in flight (answered 409) and the design gives up on it is the machine's timing
+    (a few losses on a busy two-core machine, none on a quiet one): losses may differ
+    between the two grades, a duplicate never appears."""
     module = "tests.fixtures.notification_short_timeout"
     first = await grade_module(app, CHALLENGE, module, env, tmp_path / "1", seed=7)
     second = await grade_module(app, CHALLENGE, module, env, tmp_path / "2", seed=7)
     for report in (first, second):
         assert report.check("delivery.no-duplicates").status == Status.PASS, failures(report)
         assert report.metrics["delivery.duplicates"] == 0
-        assert report.metrics["delivery.lost"] <= 1, failures(report)
+        accepted = report.metrics["delivery.accepted"]
+        assert report.metrics["delivery.lost"] <= 0.01 * accepted, failures(report)
     timing = {"delivery.no-loss"}
     assert verdict(first)[1] - timing == verdict(second)[1] - timing
