@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from grading.config import RECOVERY_S
 from grading.nemesis import FaultStep
 from grading.thresholds import Threshold
-from provisioning import Resource
+from provisioning import FaultAction, Resource
+from provisioning.faults import PROCESS_PREFIX
 from provisioning.sandbox import Limits
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,48}$")]
@@ -29,7 +30,12 @@ class Scale(Strict):
 
 
 class FaultPlan(Strict):
-    resource: Resource
+    """One fault of the fault run: on a ``resource`` of the environment, or on a ``process`` of
+    a hosted submission's manifest (``kill`` only: SIGKILL of the replica started last, started
+    again ``heal_after_s`` later, as a process manager would)."""
+
+    resource: Resource | None = None
+    process: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,31}$")
     action: str
     at_s: tuple[float, float] = Field(description="seeded time window after the load starts")
     heal_action: str | None = None
@@ -40,13 +46,36 @@ class FaultPlan(Strict):
         "fault run (its fingerprint): faults go where the design lives",
     )
 
+    @model_validator(mode="after")
+    def _one_target(self) -> FaultPlan:
+        if (self.resource is None) == (self.process is None):
+            raise ValueError("a fault names either a resource or a process, not both or neither")
+        if self.process is not None:
+            if self.action != FaultAction.KILL:
+                raise ValueError(f"process {self.process}: the only action is kill")
+            if self.heal_action not in (None, FaultAction.START):
+                raise ValueError(f"process {self.process}: the only heal_action is start")
+            if self.heal_after_s is None:
+                raise ValueError(f"process {self.process}: give heal_after_s (then it starts)")
+            if self.if_used:
+                raise ValueError(f"process {self.process}: if_used is for resources")
+        return self
+
+    @property
+    def target(self) -> str:
+        """What the fault hits: the resource's name, or ``process:<name>``."""
+        return (
+            self.resource.value if self.resource is not None else PROCESS_PREFIX + str(self.process)
+        )
+
     def step(self, rng: random.Random) -> FaultStep:
         """This fault at a seeded time within ``at_s``."""
+        heal = self.heal_action or (FaultAction.START.value if self.process else None)
         return FaultStep(
             at_s=rng.uniform(*self.at_s),
-            resource=self.resource.value,
+            resource=self.target,
             action=self.action,
-            heal_action=self.heal_action,
+            heal_action=heal,
             heal_after_s=self.heal_after_s,
             if_used=self.if_used,
         )
@@ -92,7 +121,7 @@ class LoadPlanSpec(Strict):
             lo, hi = f.at_s
             if not 0 <= lo <= hi < self.fault_duration_s:
                 raise ValueError(
-                    f"fault {f.resource.value} {f.action}: at_s {list(f.at_s)} must lie within "
+                    f"fault {f.target} {f.action}: at_s {list(f.at_s)} must lie within "
                     f"[0, fault_duration_s={self.fault_duration_s})"
                 )
         return self

@@ -75,8 +75,11 @@ async def grade(
     policy: Policy | None = None,
     progress: Progress | None = None,
     discuss: Callable[[Report], str] | None = None,
+    processes: frozenset[str] | None = None,
 ) -> GradeOutcome:
-    """Grade ``url``; raises :class:`CannotGrade` when preflight fails."""
+    """Grade ``url``; raises :class:`CannotGrade` when preflight fails. ``processes``: the
+    process names of a hosted submission the injector can kill (``process:<name>`` faults);
+    ``None`` for a URL, whose process faults are skipped with the reason."""
     started = time.monotonic()
     budgets = {**DEFAULT_BUDGETS_S, **config.budgets_s}
     report = Report(
@@ -112,6 +115,7 @@ async def grade(
             injector=injector,
             progress=progress,
             checks=type(scenario).checks,
+            processes=processes,
         )
         before = g.usage_before = await _snapshot(env, budgets["fingerprint"])
         after = None

@@ -25,6 +25,7 @@ from grading.thresholds import Threshold, Verdict, judge
 from grading.timeline import Timeline
 from grading.urlguard import Target
 from provisioning import Environment, FaultRecord
+from provisioning.faults import process_target
 
 log = logging.getLogger(__name__)
 SNAPSHOT_TIMEOUT_S = 10.0
@@ -81,8 +82,11 @@ class Grade:
         injector: Injector | None,
         progress: Progress | None,
         checks: Sequence[str] = (),
+        processes: frozenset[str] | None = None,
     ) -> None:
         self.config = config
+        # the processes the injector can kill (a hosted submission's manifest); None: a URL
+        self.processes = processes
         self.declared = frozenset(checks)  # the scenario's declared check ids (empty: any)
         self.target = target
         self.http = http
@@ -98,6 +102,7 @@ class Grade:
         self.phase = ""
         self.usage_before: fingerprint.Snapshot | None = None  # the runner's first snapshot
         self.faults_not_fired: list[FaultStep] = []  # ``if_used`` faults the design escaped
+        self.faults_impossible: list[tuple[FaultStep, str]] = []  # (fault, why it cannot fire)
         self.network_rtt_ms: float | None = None  # a remote target's round trip (the runner's)
         self.judged_on_service_share: list[str] = []  # threshold checks judged net of it
         self._injector = injector
@@ -139,8 +144,12 @@ class Grade:
 
         A check that does not pass always says why in one line: without a ``detail``, it is
         made of ``expected``/``actual`` and the exchange (``GET /x answered 500``), so no
-        failure reaches a learner with the facts hidden in its evidence only.
+        failure reaches a learner with the facts hidden in its evidence only. With an
+        ``expected`` and an ``exchange`` but no ``actual``, the actual is what the exchange
+        answered (status and the body's first 300 characters, or why there was no answer).
         """
+        if actual is None and expected is not None and exchange is not None:
+            actual = exchange.error or f"{exchange.status} {exchange.text(300)}"
         if self.declared and check_id not in self.declared and check_id not in ENGINE_CHECKS:
             raise UndeclaredCheck(
                 f"check {check_id!r} is not among the scenario's declared checks; add it to "
@@ -300,6 +309,10 @@ class Grade:
             )
 
     def _no_fault_reason(self) -> str:
+        if self.faults_impossible:
+            return "no fault was injected: " + "; ".join(
+                dict.fromkeys(why for _, why in self.faults_impossible)
+            )
         if self.faults_not_fired:
             spared = sorted({f.resource for f in self.faults_not_fired})
             return (
@@ -350,6 +363,32 @@ class Grade:
             log.warning("usage snapshot failed", exc_info=True)
             return None
 
+    def process_fault_reason(self, target: str) -> str | None:
+        """Why a fault on ``target`` cannot be injected in this grade, or ``None`` when it can
+        (a resource; or ``process:<name>`` of a hosted submission that runs ``<name>``)."""
+        name = process_target(target)
+        if name is None:
+            return None
+        if self.processes is None:
+            return (
+                f"{name} is a process of hosted code, and this grade is of a URL: no process "
+                "of the service runs here to be killed"
+            )
+        if name not in self.processes:
+            return f"the submission's cruscible.toml runs no process named {name}"
+        return None
+
+    def _injectable(self, faults: Sequence[FaultStep]) -> list[FaultStep]:
+        """``faults`` less those on a process this grade cannot reach (kept with the reason)."""
+        kept = []
+        for f in faults:
+            why = self.process_fault_reason(f.resource)
+            if why is None:
+                kept.append(f)
+            else:
+                self.faults_impossible.append((f, why))
+        return kept
+
     async def _where_the_design_lives(self, faults: Sequence[FaultStep]) -> list[FaultStep]:
         """``faults`` less the ``if_used`` ones on resources the design never touched."""
         if not any(f.if_used for f in faults):
@@ -371,11 +410,13 @@ class Grade:
 
         A fault marked ``if_used`` fires only on a resource the design was seen using (its
         fingerprint until now): a design is faulted where it lives, and not credited for
-        surviving an outage of something it never touched. Successive runs are laid end to
+        surviving an outage of something it never touched. A fault on ``process:<name>`` fires
+        only in a grade of hosted code running ``<name>`` (:meth:`process_fault_reason`); the
+        others are kept in ``faults_impossible`` with the reason the fault checks give. Successive runs are laid end to
         end on ``self.timeline``; the report's fault times are on that same axis.
         """
         if faults and self.can_inject:
-            faults = await self._where_the_design_lives(faults)
+            faults = await self._where_the_design_lives(self._injectable(faults))
         nemesis = None
         if faults and self.can_inject:
             assert self._injector is not None

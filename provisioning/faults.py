@@ -1,4 +1,5 @@
-"""Faults the grader may inject into an environment's resources."""
+"""Faults the grader may inject into an environment's resources, or into the processes of a
+hosted submission (named ``process:<name>``, :func:`process_target`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,14 @@ class FaultAction(StrEnum):
     START = "start"  # start a killed resource again, data kept
     RESTART = "restart"  # stop and start, data kept
     RESTART_LOSE_DATA = "restart-lose-data"  # kill and start empty (non-durable resources)
+
+
+PROCESS_PREFIX = "process:"  # a fault's target naming a process of a hosted submission
+
+
+def process_target(target: str) -> str | None:
+    """The process name a fault target ``process:<name>`` names, or ``None`` for a resource."""
+    return target.removeprefix(PROCESS_PREFIX) if target.startswith(PROCESS_PREFIX) else None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ from grading.report import LoadScale, Report
 from grading.runner import GradeOutcome, grade
 from grading.scenario import Progress
 from grading.urlguard import Policy
-from provisioning import Environment, FaultAction, Resource
+from provisioning import Environment, FaultAction, FaultRecord, Resource
+from provisioning.faults import process_target
+from provisioning.hosted.service import HostedService
 from provisioning.manager import Provisioner
 
 log = logging.getLogger(__name__)
@@ -43,11 +45,14 @@ class Grader:
         env: Environment | None = None,
         progress: Progress | None = None,
         scale: LoadScale | None = None,
+        service: HostedService | None = None,
     ) -> Graded:
         """Grade ``url``; raises ``grading.runner.CannotGrade`` when it cannot be graded.
 
         The load runs at ``scale.rate`` (default: what :attr:`scales` chooses on this worker);
-        the report's ``scale`` says which rate and why."""
+        the report's ``scale`` says which rate and why. ``service``: the hosted submission
+        ``url`` reaches, whose processes the challenge's ``process:<name>`` faults kill and
+        start (without it, those faults are skipped with the reason)."""
         scale = scale or self.scales.for_challenge(challenge)
         if scale.rate is not None:
             challenge = challenge.at_rate(scale.rate)
@@ -55,8 +60,15 @@ class Grader:
         if env is not None:
             env_id = env.id
 
-            async def injector(resource: str, action: str):  # type: ignore[no-untyped-def]
-                return await self.provisioner.fault(env_id, Resource(resource), FaultAction(action))
+            async def injector(target: str, action: str) -> FaultRecord:
+                process = process_target(target)
+                if process is None:
+                    return await self.provisioner.fault(
+                        env_id, Resource(target), FaultAction(action)
+                    )
+                if service is None:
+                    raise RuntimeError(f"no hosted service to {action} {process} in")
+                return await service.fault(process, FaultAction(action))
 
         outcome: GradeOutcome = await grade(
             challenge.scenario(),
@@ -68,6 +80,7 @@ class Grader:
             policy=self.policy,
             progress=progress,
             discuss=challenge.discussion,
+            processes=service.process_names if service is not None else None,
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         files = await asyncio.to_thread(

@@ -27,7 +27,7 @@ from provisioning import Environment
 from provisioning.hosted import wheels
 from provisioning.hosted.balancer import BalancerError
 from provisioning.hosted.build import BuildError, Built
-from provisioning.hosted.manifest import ManifestError
+from provisioning.hosted.manifest import MANIFEST, ManifestError
 from provisioning.hosted.service import HostedService, NotReady
 from provisioning.hosted.sources import SourceError
 from provisioning.hosted.submission import Submission, env_secrets
@@ -202,7 +202,14 @@ class HostedGrader:
         try:
             target = out_dir or sub.record / "report"
             graded = await self.grader.grade(
-                challenge, service.url, target, seed=seed, env=env, progress=progress, scale=scale
+                challenge,
+                service.url,
+                target,
+                seed=seed,
+                env=env,
+                progress=progress,
+                scale=scale,
+                service=service,
             )
             crashed = service.stopped()
             crash_report = service.describe(crashed) if crashed else ""
@@ -249,27 +256,48 @@ def _add_crash_check(graded: Graded, crashed: list[ProcessState], report: str) -
 
 
 def package_reference(challenge: Challenge, design: str, dest: Path, *, replicas: int = 1) -> Path:
-    """Write reference design ``design`` of ``challenge`` as a learner's repository in ``dest``:
-    the design's package and ``challenges/service.py``, a ``cruscible.toml`` running it as
-    ``web`` (``replicas`` times), and ``requirements.txt`` installing offline from a
-    ``wheels/`` folder of the very packages that run here (no registry needed)."""
-    challenge.solution(design)  # ChallengeError when unknown
+    """Write reference design ``design`` of ``challenge`` as a learner's repository in ``dest``
+    (:func:`package_design`)."""
+    solution = challenge.solution(design)  # ChallengeError when unknown
+    package = challenge.path / "solutions" / design
+    return package_design(challenge, solution.module, package, dest, replicas=replicas)
+
+
+def package_design(
+    challenge: Challenge, module: str, package: Path, dest: Path, *, replicas: int = 1
+) -> Path:
+    """Write the design in folder ``package`` (importable as ``module``) as a learner's
+    repository in ``dest``: ``challenges/service.py`` and the challenge's ``solutions``, the
+    package at ``module``'s place when it lives elsewhere (a test's design), ``requirements.txt``
+    installing offline from a ``wheels/`` folder of the very packages that run here (no registry
+    needed), and ``cruscible.toml``: the package's own ``cruscible.toml`` when it has one (its
+    processes, e.g. ``web`` and ``worker``; ``{module}`` in it stands for ``module``), else
+    ``python -m <module>`` as ``web``, ``replicas`` times. Raises ``ValueError`` for a challenge
+    outside the catalog folder."""
     if challenge.path.parent != CATALOG_ROOT:
         raise ValueError(f"{challenge.id} is not in the catalog folder")
     pkg = dest / "challenges"
     pkg.mkdir(parents=True, exist_ok=True)
     shutil.copy(CATALOG_ROOT / "__init__.py", pkg / "__init__.py")
     shutil.copy(CATALOG_ROOT / "service.py", pkg / "service.py")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(
-        challenge.path / "solutions",
-        pkg / challenge.path.name / "solutions",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        challenge.path / "solutions", pkg / challenge.path.name / "solutions", ignore=ignore
     )
-    module = f"challenges.{challenge.path.name}.solutions.{design}"
-    (dest / "cruscible.toml").write_text(
-        '[build]\npython = "requirements.txt"\n\n'
-        f'[processes.web]\ncommand = "python -m {module} --port $PORT"\nreplicas = {replicas}\n'
+    place = dest.joinpath(*module.split("."))
+    if not place.exists():
+        shutil.copytree(package, place, ignore=ignore)
+        for parent in place.relative_to(dest).parents:
+            if parent != Path("."):
+                (dest / parent / "__init__.py").touch()
+    own = package / MANIFEST
+    manifest = (
+        own.read_text().replace("{module}", module)
+        if own.is_file()
+        else f'[processes.web]\ncommand = "python -m {module} --port $PORT"\nreplicas = {replicas}\n'
     )
+    (dest / MANIFEST).write_text('[build]\npython = "requirements.txt"\n\n' + manifest)
+    (place / MANIFEST).unlink(missing_ok=True)
     wheels.vendor(REFERENCE_REQUIREMENTS, dest / "wheels")
     (dest / "requirements.txt").write_text(
         "--no-index\n--find-links wheels\n" + "".join(f"{r}\n" for r in REFERENCE_REQUIREMENTS)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from provisioning.environment import Environment
+from provisioning.faults import PROCESS_PREFIX, FaultAction, FaultRecord
 from provisioning.hosted.balancer import Balancer, start_balancer
 from provisioning.hosted.manifest import Manifest
 from provisioning.sandbox import Box, BoxSpec, Limits, ProcessSpec, ProcessState, box_class
@@ -57,8 +58,35 @@ class HostedService:
         return self.box.states()
 
     def stopped(self) -> list[ProcessState]:
-        """Replicas that are no longer running (crashed, killed or exited)."""
-        return [s for s in self.states() if not s.running]
+        """Replicas that are no longer running (crashed, killed or exited), less those killed
+        on request and not started yet (:meth:`fault`): those did not crash."""
+        return [s for s in self.states() if not s.running and not s.held]
+
+    @property
+    def process_names(self) -> frozenset[str]:
+        """The manifest's process names (what :meth:`fault` can kill)."""
+        return frozenset(p.name for p in self.manifest.processes)
+
+    async def fault(self, name: str, action: FaultAction) -> FaultRecord:
+        """``kill`` the replica of process ``name`` started last (SIGKILL, its children too),
+        or ``start`` what was killed, as a process manager would; the record's ``resource`` is
+        ``process:<name>`` and its ``detail`` the replicas hit. Raises ``ValueError`` for
+        another action, :class:`provisioning.sandbox.SandboxError` when it cannot be done."""
+        if action == FaultAction.KILL:
+            done = await self.box.kill_process(name)
+        elif action == FaultAction.START:
+            done = await self.box.start_process(name)
+        else:
+            raise ValueError(f"a process can be killed or started, not {action}")
+        replicas = ", ".join(f"{name}[{i}]" for i in done.replicas)
+        return FaultRecord(
+            self.box.id,
+            PROCESS_PREFIX + name,
+            action,
+            done.requested_at,
+            max(done.requested_at, done.effective_at),
+            detail=replicas,
+        )
 
     def describe(self, states: Sequence[ProcessState] | None = None, lines: int = LOG_LINES) -> str:
         """Each replica's state and last log lines, secrets masked (for the learner)."""

@@ -5,7 +5,13 @@ or, next to environments of the docker backend, a docker container with no netwo
 
 from provisioning.sandbox.box import Box
 from provisioning.sandbox.limits import Limits
-from provisioning.sandbox.spec import BoxSpec, ProcessSpec, ProcessState, SandboxError
+from provisioning.sandbox.spec import (
+    BoxSpec,
+    ProcessFault,
+    ProcessSpec,
+    ProcessState,
+    SandboxError,
+)
 
 
 def box_class(backend: str) -> type[Box]:
@@ -22,6 +28,7 @@ __all__ = [
     "Box",
     "BoxSpec",
     "Limits",
+    "ProcessFault",
     "ProcessSpec",
     "ProcessState",
     "SandboxError",

@@ -15,6 +15,9 @@ Host layout under ``root`` (0755, owned by us; the box sees ``net`` at ``/box/ne
                                     the balancer connects (Box.inbound)
     root/logs/<name>-<i>.log        stdout+stderr of each replica (files the box may only
                                     write; the directory is ours)
+    root/net/control.sock           we create it (owner-only) and pass the listening socket
+                                    to the box; we connect to kill or start a process
+                                    (Box.kill_process, Box.start_process)
     root/state/status.json          what boxinit reports
     root/etc/{passwd,group,hosts}   the box's minimal /etc
 """
@@ -41,7 +44,7 @@ from provisioning.sandbox.cgroups import Cgroup
 from provisioning.sandbox.limits import Limits
 from provisioning.sandbox.relay import check_socket_path
 from provisioning.sandbox.relayd import RelayProcess
-from provisioning.sandbox.spec import BoxSpec, ProcessState, SandboxError
+from provisioning.sandbox.spec import BoxSpec, ProcessFault, ProcessState, SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ DISK_POLL_S = 0.25
 ETC_FILES = ("ld.so.cache", "localtime", "nsswitch.conf", "mime.types")
 ETC_DIRS = ("ssl", "ca-certificates", "alternatives")
 MASK = "•••"
+CONTROL_TIMEOUT_S = 15.0
+CONTROL_ANSWER_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -189,6 +194,8 @@ class Box:
                 oom = self._kill_reason is None and self._oom_kills > 0
                 reason = self._kill_reason or (self._oom_reason() if oom else "killed with the box")
                 sig = sig or signal.SIGKILL
+            elif row.get("held"):
+                reason = "killed on request (to be started again)"
             elif sig is not None:
                 reason = self._signal_reason(int(sig))
                 oom = reason == self._oom_reason()
@@ -210,6 +217,8 @@ class Box:
                     signal=None if running or sig is None else int(sig),
                     oom_killed=oom,
                     reason=reason + ("" if running else note),
+                    held=bool(row.get("held")) and not running,
+                    restarts=int(row.get("restarts") or 0),
                 )
             )
         return out
@@ -221,6 +230,46 @@ class Box:
             if rep.name == name and rep.replica == replica and rep.port is not None:
                 return self.root / "net" / f"in-{name}-{replica}.sock"
         raise KeyError(f"no inbound socket for {name}[{replica}]")
+
+    async def kill_process(self, name: str) -> ProcessFault:
+        """SIGKILL the replica of process ``name`` started last (its whole process group), as
+        an operator would: it stays down, reported ``held`` rather than crashed, until
+        :meth:`start_process`. Returns when it has exited. Raises :class:`SandboxError` when no
+        replica of ``name`` runs or the box does not answer."""
+        requested = time.time()
+        answer = await self._control({"kill": name})
+        return ProcessFault(name, (int(answer["replica"]),), requested, float(answer["at"]))
+
+    async def start_process(self, name: str) -> ProcessFault:
+        """Start every replica of ``name`` that :meth:`kill_process` stopped, as a process
+        manager restarts a killed process (systemd ``Restart=``, a Kubernetes pod)."""
+        requested = time.time()
+        answer = await self._control({"start": name})
+        replicas = tuple(int(r) for r in answer["replicas"])
+        return ProcessFault(name, replicas, requested, float(answer["at"]))
+
+    async def _control(self, request: dict[str, str]) -> dict[str, Any]:
+        """One request to the supervisor over ``net/control.sock``; its answer when ``ok``."""
+        if self._stopped or self._done.is_set():
+            raise SandboxError(f"box {self.id} is not running")
+        try:
+            async with asyncio.timeout(CONTROL_TIMEOUT_S):
+                reader, writer = await asyncio.open_unix_connection(
+                    self.root / "net" / "control.sock", limit=CONTROL_ANSWER_LIMIT
+                )
+                try:
+                    writer.write(json.dumps(request).encode() + b"\n")
+                    await writer.drain()
+                    line = await reader.readline()
+                finally:
+                    writer.close()
+            answer = json.loads(line)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise SandboxError(f"box {self.id} did not answer {request}: {exc!r}") from None
+        if not isinstance(answer, dict) or answer.get("ok") is not True:
+            error = answer.get("error") if isinstance(answer, dict) else answer
+            raise SandboxError(f"box {self.id} refused {request}: {error}")
+        return answer
 
     def log_path(self, name: str, replica: int = 0) -> Path:
         """The log file of that replica (stdout and stderr; raw, not masked)."""
@@ -336,6 +385,18 @@ class Box:
         self._inbound_fds.append(fd)
         return fd
 
+    def _bind_control(self) -> int:
+        """The listening socket file of the supervisor's control channel, owner-only (the box's
+        user cannot connect to it); its fd is kept in ``_inbound_fds`` until the box holds it."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        path = self.root / "net" / "control.sock"
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        sock.listen(8)
+        fd = sock.detach()
+        self._inbound_fds.append(fd)
+        return fd
+
     def _process_plan(
         self, rep: _Replica, interp: host.Interpreter, reg: registry.Registry | None
     ) -> dict[str, Any]:
@@ -385,6 +446,7 @@ class Box:
             check_socket_path(root / "net" / f"in-{rep.name}-{rep.replica}.sock")
         for port in (*self.spec.forwards, PROXY_PORT):
             check_socket_path(root / "net" / f"out-{port}.sock")
+        check_socket_path(root / "net" / "control.sock")
         owned = []
         for rep in self._replicas:
             owned.append(self.log_path(rep.name, rep.replica))
@@ -578,11 +640,14 @@ class Box:
                 os.set_inheritable(inbound_fd, True)
             processes.append({**self._process_plan(rep, interp, reg), "inbound_fd": inbound_fd})
         forwards = list(spec.forwards) + ([PROXY_PORT] if reg is not None else [])
+        control_fd = self._bind_control()
+        os.set_inheritable(control_fd, True)
         plan = {
             "processes": processes,
             "forwards": forwards,
             "net": "/box/net",
             "status": "/box/state/status.json",
+            "control_fd": control_fd,
         }
         argv = self._command(user) + self._bwrap_args(interp, reg)
         stderr_path = self.root / "logs" / "box.err"

@@ -12,19 +12,31 @@ with the inbound listening sockets; then:
 - starts every process with ``/bin/sh -c COMMAND`` in ``/app``, its stdout and stderr appended
   to its log file, its OOM score raised (before it starts) so the kernel picks it before this
   supervisor;
-- writes ``[{"name", "replica", "pid", "running", "exit_code", "signal"}]`` to the status file
-  whenever something changes, and exits when every process has exited.
+- writes ``[{"name", "replica", "pid", "running", "exit_code", "signal", "started", "held",
+  "restarts"}]`` to the status file whenever something changes, and exits when every process
+  has exited and none is held for a restart;
+- with ``control_fd`` (``control_slot`` in a handoff), accepts the host's requests on that
+  inherited listening socket (a root-owned socket file the box cannot connect to): one JSON
+  line each, answered with one JSON line.
+
+  ``{"kill": NAME}``: SIGKILL the process group of the running replica of ``NAME`` started
+  last, mark it ``held`` (killed on request, not a crash) once it has exited →
+  ``{"ok": true, "replica": i, "at": <epoch s>}``; ``{"start": NAME}``: start every held
+  replica of ``NAME`` again → ``{"ok": true, "replicas": [i], "at": <epoch s>}``; otherwise
+  ``{"ok": false, "error": "..."}``. Only this supervisor's own children can be signalled.
 
 Plan: ``{"processes": [{"name", "replica", "command", "env", "port", "inbound_fd", "log"}],
-"forwards": [port], "net": dir, "status": path}``.
+"forwards": [port], "net": dir, "status": path, "control_fd": fd}``.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import socket
 import sys
+import time
 
 CHUNK = 65536
 # The learner's command runs as `sh -c COMMAND` after its OOM score is raised, so that at the
@@ -90,6 +102,8 @@ class Status:
                 "exit_code": None,
                 "signal": None,
                 "started": False,
+                "held": False,
+                "restarts": 0,
             }
             for p in processes
         ]
@@ -104,18 +118,19 @@ class Status:
             os.close(fd)
 
 
-async def _run(plan):
-    servers = []
-    for port in plan["forwards"]:
-        path = os.path.join(plan["net"], f"out-{port}.sock")
-        servers.append(await asyncio.start_server(_forward(path), "127.0.0.1", port))
-    status = Status(plan["status"], plan["processes"])
-    procs = []
-    for row, proc in zip(status.rows, plan["processes"], strict=True):
-        if proc.get("inbound_fd") is not None:
-            sock = socket.socket(fileno=proc["inbound_fd"])
-            sock.set_inheritable(False)
-            servers.append(await asyncio.start_unix_server(_inbound(proc["port"]), sock=sock))
+class Supervisor:
+    """The box's processes: started, watched, killed and started again on the host's request."""
+
+    def __init__(self, plan, status):
+        self.plan = plan
+        self.status = status
+        self.children = [None] * len(plan["processes"])
+        self.started_at = [0.0] * len(plan["processes"])
+        self.exited = [asyncio.Event() for _ in plan["processes"]]
+        self.settled = asyncio.Event()
+
+    async def spawn(self, i):
+        proc, row = self.plan["processes"][i], self.status.rows[i]
         log = os.open(proc["log"], os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
         try:
             child = await asyncio.create_subprocess_exec(
@@ -128,29 +143,97 @@ async def _run(plan):
                 stderr=log,
                 env=proc["env"],
                 cwd="/app",
+                start_new_session=True,  # its own process group: a kill takes its children too
             )
         except OSError as exc:
             os.write(log, f"cannot start: {exc}\n".encode())
             row.update(running=False, exit_code=127)
-            procs.append(None)
-            continue
+            return
         finally:
             os.close(log)
-        row.update(pid=child.pid, running=True, started=True)
-        procs.append(child)
-    status.write()
+        self.children[i], self.started_at[i] = child, time.monotonic()
+        self.exited[i].clear()
+        row.update(pid=child.pid, running=True, started=True, exit_code=None, signal=None)
+        asyncio.get_running_loop().create_task(self.watch(i, child))
 
-    async def watch(row, child):
+    async def watch(self, i, child):
         code = await child.wait()
+        row = self.status.rows[i]
         if code < 0:
             row.update(running=False, signal=-code)
         else:
             row.update(running=False, exit_code=code)
-        status.write()
+        self.status.write()
+        self.exited[i].set()
+        if not any(r["running"] or r["held"] for r in self.status.rows):
+            self.settled.set()
 
-    await asyncio.gather(
-        *(watch(r, c) for r, c in zip(status.rows, procs, strict=True) if c is not None)
-    )
+    async def kill(self, name):
+        running = [
+            i
+            for i, r in enumerate(self.status.rows)
+            if r["name"] == name and r["running"] and self.children[i] is not None
+        ]
+        if not running:
+            return {"ok": False, "error": f"no running replica of {name}"}
+        i = max(running, key=lambda k: self.started_at[k])
+        self.status.rows[i]["held"] = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.children[i].pid, signal.SIGKILL)
+        await self.exited[i].wait()
+        return {"ok": True, "replica": self.status.rows[i]["replica"], "at": time.time()}
+
+    async def start(self, name):
+        held = [i for i, r in enumerate(self.status.rows) if r["name"] == name and r["held"]]
+        for i in held:
+            row = self.status.rows[i]
+            row.update(held=False, restarts=row["restarts"] + 1)
+            await self.spawn(i)
+        self.status.write()
+        at = time.time()
+        return {"ok": True, "replicas": [self.status.rows[i]["replica"] for i in held], "at": at}
+
+    async def serve(self, reader, writer):
+        """One request from the host, one answer (see the module docstring)."""
+        try:
+            request = json.loads(await reader.readline())
+            if "kill" in request:
+                answer = await self.kill(str(request["kill"]))
+            elif "start" in request:
+                answer = await self.start(str(request["start"]))
+            else:
+                answer = {"ok": False, "error": "unknown request"}
+        except (ValueError, TypeError, KeyError) as exc:
+            answer = {"ok": False, "error": f"bad request: {exc}"}
+        try:
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
+        except OSError:
+            pass
+        writer.close()
+
+
+async def _run(plan):
+    servers = []
+    for port in plan["forwards"]:
+        path = os.path.join(plan["net"], f"out-{port}.sock")
+        servers.append(await asyncio.start_server(_forward(path), "127.0.0.1", port))
+    status = Status(plan["status"], plan["processes"])
+    supervisor = Supervisor(plan, status)
+    for i, proc in enumerate(plan["processes"]):
+        if proc.get("inbound_fd") is not None:
+            sock = socket.socket(fileno=proc["inbound_fd"])
+            sock.set_inheritable(False)
+            servers.append(await asyncio.start_unix_server(_inbound(proc["port"]), sock=sock))
+        await supervisor.spawn(i)
+    if plan.get("control_fd") is not None:
+        sock = socket.socket(fileno=plan["control_fd"])
+        sock.set_inheritable(False)
+        servers.append(await asyncio.start_unix_server(supervisor.serve, sock=sock))
+    status.write()
+    if not any(r["running"] for r in status.rows):
+        supervisor.settled.set()
+    await supervisor.settled.wait()
     for server in servers:
         server.close()
 
@@ -201,6 +284,8 @@ def _handoff(path):
     for proc in plan["processes"]:
         if proc.get("inbound_slot") is not None:
             proc["inbound_fd"] = fds[proc["inbound_slot"]]
+    if plan.get("control_slot") is not None:
+        plan["control_fd"] = fds[plan["control_slot"]]
     return plan
 
 

@@ -300,11 +300,14 @@ class DockerBox(Box):
                 slot = len(self._inbound_fds)
                 self._bind_inbound(rep)
             processes.append({**self._process_plan(rep, interp, reg), "inbound_slot": slot})
+        control_slot = len(self._inbound_fds)
+        self._bind_control()
         plan = {
             "processes": processes,
             "forwards": list(spec.forwards) + ([PROXY_PORT] if reg is not None else []),
             "net": "/box/net",
             "status": "/box/state/status.json",
+            "control_slot": control_slot,
         }
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         handoff = self.root / "net" / "handoff.sock"

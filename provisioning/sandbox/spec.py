@@ -99,7 +99,9 @@ class ProcessState:
     ``"killed: disk limit 512 MB (file size)"`` (one file beyond the cap), ``"stopped"``,
     ``"killed with the box"``, ``"could not start (exit 127)"``, ``"sandbox failed: <why>"``;
     it may end with a note such as ``"(process limit 256 reached)"``. ``oom_killed`` comes from
-    the cgroup's own counter (the box cannot fake it).
+    the cgroup's own counter (the box cannot fake it). ``held``: killed on request
+    (``Box.kill_process``, reason ``"killed on request (to be started again)"``), not a crash;
+    ``restarts``: how many times it was started again (``Box.start_process``).
     """
 
     name: str
@@ -109,3 +111,16 @@ class ProcessState:
     signal: int | None
     oom_killed: bool
     reason: str
+    held: bool = False
+    restarts: int = 0
+
+
+@dataclass(frozen=True)
+class ProcessFault:
+    """A kill or start of process ``name`` on request: the replicas it hit, when it was asked
+    for and when it had taken effect (epoch seconds; a kill, once the replica had exited)."""
+
+    name: str
+    replicas: tuple[int, ...]
+    requested_at: float
+    effective_at: float

@@ -86,6 +86,22 @@ def edit(folder: Path, change) -> None:  # type: ignore[no-untyped-def]
             r"challenge.yaml: grading: .*must lie within",
         ),
         (
+            lambda d: d["grading"]["faults"][0].update(process="worker"),
+            r"challenge.yaml: grading.faults.0: .*either a resource or a process",
+        ),
+        (
+            lambda d: d["grading"]["faults"].append(
+                {"process": "worker", "action": "pause", "at_s": [0, 1], "heal_after_s": 1}
+            ),
+            r"challenge.yaml: grading.faults.\d: .*process worker: the only action is kill",
+        ),
+        (
+            lambda d: d["grading"]["faults"].append(
+                {"process": "Worker!", "action": "kill", "at_s": [0, 1], "heal_after_s": 1}
+            ),
+            r"challenge.yaml: grading.faults.\d.process: String should match pattern",
+        ),
+        (
             lambda d: d.update(id="other-id"),
             r"challenge.yaml: id: 'other-id' differs from the folder name",
         ),
