@@ -16,7 +16,6 @@ from grading.load import LoadPlan, Request, Response
 from grading.provider import ProviderAdmin
 from grading.scenario import MEASURED_SHARE, Grade
 from grading.standard import BadInput, StandardScenario
-from provisioning import Resource
 
 PRODUCTS = 12  # products a load segment reads
 WEIGHTS = [1 / (i + 1) ** 1.2 for i in range(PRODUCTS)]  # Zipf: product 0 is the hot key
@@ -66,10 +65,9 @@ class CacheSlowApiScenario(StandardScenario):
                 self.changes[p].append((v, done))
 
     async def cases(self, g: Grade) -> None:
-        if g.env is None or Resource.PROVIDER not in g.env.resources:
+        if self.provider is None:
             raise RuntimeError("the grader sets the upstream's products: it needs the environment")
-        self.admin = ProviderAdmin.of(g.env.admin(Resource.PROVIDER))
-        await self.admin.reset()
+        self.admin = self.provider
         a, new, gone, unknown, cold = map(self.pid, ("a", "new", "gone", "none", "cold"))
         load = {self.pid(s, i): 1 for s in ("steady", "faults") for i in range(PRODUCTS)}
         await self.put({a: 1, gone: 1, cold: 1, **load})
@@ -80,7 +78,6 @@ class CacheSlowApiScenario(StandardScenario):
             ex.status == 200 and json_object(ex) == product(a, 1),
             exchange=ex,
             expected=f"200 {product(a, 1)}",
-            actual=f"{ex.status} {ex.text(200)}",
         )
         before = [await g.request("GET", f"/v1/products/{p}") for p in (unknown, new, gone)]
         await self.put({a: 2, new: 1, gone: None})
@@ -95,7 +92,6 @@ class CacheSlowApiScenario(StandardScenario):
             after[0].status == 200 and json_object(after[0]) == product(a, 2),
             exchange=after[0],
             expected=f"200 with version 2, {bound:g} s after the change",
-            actual=f"{after[0].status} {after[0].text(200)}",
         )
         got = [e.status for e in before + after[1:]]
         g.check(

@@ -12,11 +12,10 @@ from challenges.schema import ChallengeSpec
 from grading import JSON_HEADERS, json_object, poll_until
 from grading.http import Exchange
 from grading.load import LoadPlan, Request, Response
-from grading.provider import ProviderAdmin, Window
+from grading.provider import Window
 from grading.report import Status
 from grading.scenario import Grade
 from grading.standard import BadInput, StandardScenario
-from provisioning import Resource
 
 PATH = "/v1/checkout"
 CONCURRENT = 10  # requests fired at once with one key
@@ -26,6 +25,7 @@ PROVIDER_FAULTS = (  # the fault run's provider: late answers (charged, the call
     Window(1.2, 2.0, "slow", 0.5, delay_ms=2500),
     Window(4.0, 4.8, "error", 0.5, status=503),
 )
+MAX_KEY, MAX_ORDER_ID = 255, 64  # the contract's longest valid key and order_id
 SETTLE_LIMIT_S = 10.0  # after the load, the grader retries unanswered orders this long
 VERIFIED = {  # check id -> "title: what its failures are"
     "payments.settled-after-retry": "Unanswered orders settle on a retry: orders still unanswered",
@@ -51,28 +51,14 @@ class Order(NamedTuple):
         return {"payment_id": payment_id, **self.body, "status": "charged"}
 
 
-def expect(g: Grade, check_id: str, title: str, ex: Exchange, want: str, ok: bool) -> None:
-    g.check(check_id, title, ok, exchange=ex, expected=want, actual=f"{ex.status} {ex.text(300)}")
-
-
 class PaymentsScenario(StandardScenario):
+    # fmt: off
     checks = (
-        "contract.healthz",
-        "contract.checkout",
-        "contract.replay",
-        "contract.key-reuse",
-        "contract.payment",
-        "contract.bad-input",
-        "accuracy.concurrent",
-        "load.latency",
-        "load.errors",
-        "faults.recovery",
-        "faults.availability",
-        "payments.settled-after-retry",
-        "payments.replayed",
-        "payments.no-double-charge",
-        "payments.no-lost-charge",
-    )
+        "contract.healthz", "contract.checkout", "contract.replay", "contract.key-reuse",
+        "contract.payment", "contract.bad-input", "accuracy.concurrent", "load.latency",
+        "load.errors", "faults.recovery", "faults.availability", "payments.settled-after-retry",
+        "payments.replayed", "payments.no-double-charge", "payments.no-lost-charge")
+    # fmt: on
     unit = "checkouts"
 
     def __init__(self, spec: ChallengeSpec) -> None:
@@ -80,10 +66,13 @@ class PaymentsScenario(StandardScenario):
         self.nonce = secrets.token_hex(4)  # fresh keys and orders on every grade
         self.orders: dict[str, Order] = {}  # key -> every order the grader sent
         self.paid: defaultdict[str, list[str]] = defaultdict(list)  # key -> 2xx payment_ids
-        self.admin: ProviderAdmin | None = None
 
-    def new_order(self, g: Grade) -> Order:
-        key, order_id = (f"{kind}-{self.nonce}-{len(self.orders)}" for kind in ("key", "order"))
+    def new_order(self, g: Grade, *, widths: tuple[int, int] = (0, 0)) -> Order:
+        """A fresh order; ``widths`` pads its key and order_id to those lengths (the limits)."""
+        key, order_id = (
+            f"{kind}-{self.nonce}-{len(self.orders)}-".ljust(width, kind[0])
+            for kind, width in (("key", widths[0]), ("order", widths[1]))
+        )
         amount, currency = g.rng.randint(100, 50_000), g.rng.choice(("EUR", "USD", "GBP"))
         body = {"order_id": order_id, "amount_cents": amount, "currency": currency}
         return self.orders.setdefault(key, Order(key, order_id, body))
@@ -103,7 +92,7 @@ class PaymentsScenario(StandardScenario):
     async def charges(self) -> tuple[Counter[str], set[str]]:
         """(order_id -> its real charges at the provider: accepted, not replays of a key; the
         order_ids charged another amount or currency than the order's)."""
-        calls = [c for c in (await self.admin.calls() if self.admin else []) if c.delivered]
+        calls = [c for c in (await self.provider.calls() if self.provider else []) if c.delivered]
         bodies = {o.order_id: o.body for o in self.orders.values()}
         wrong = {
             str(c.body.get("order_id"))
@@ -115,30 +104,39 @@ class PaymentsScenario(StandardScenario):
         return Counter(str(c.body.get("order_id")) for c in calls), wrong
 
     async def cases(self, g: Grade) -> None:
-        if g.env is not None and Resource.PROVIDER in g.env.resources:
-            self.admin = ProviderAdmin.of(g.env.admin(Resource.PROVIDER))
-            await self.admin.reset()  # this grade's record of charges starts empty
         first, twin = self.new_order(g), self.new_order(g)
+        widest = self.new_order(g, widths=(MAX_KEY, MAX_ORDER_ID))  # valid, at the limits
         ex, again = [(await self.send(g, [first]))[0] for _ in "12"]  # one after the other
+        (wide,) = await self.send(g, [widest])
         pid = (data := json_object(ex) or {}).get("payment_id")
         ok = isinstance(pid, str) and first.payment(pid).items() <= data.items()
-        title, want = "A checkout is answered 201 with its payment", f"201 {first.payment('…')}"
-        expect(g, "contract.checkout", title, ex, want, ok and ex.status == 201)
+        limits = f"a {MAX_KEY}-character key and {MAX_ORDER_ID}-character order_id"
+        wide_ok = wide.status == 201 and bool(self.paid[widest.key])
+        title = f"A checkout is answered 201 with its payment, with {limits} too"
+        want = f"201 {first.payment('…')}, also with {limits}"
+        shown = ex if not (ok and ex.status == 201) else wide
+        g.check(
+            "contract.checkout",
+            title,
+            ok and ex.status == 201 and wide_ok,
+            exchange=shown,
+            expected=want,
+        )
         title = "The same key and body again replays the first answer: 201, the same body"
         ok = ok and again.status == 201 and json_object(again) == data
-        expect(g, "contract.replay", title, again, f"201 {data}", ok)
+        g.check("contract.replay", title, ok, exchange=again, expected=f"201 {data}")
         other = await g.request("POST", PATH, **first.request(amount_cents=1))
         title = "The same key with another body gets 422"
-        expect(g, "contract.key-reuse", title, other, "422", other.status == 422)
+        g.check("contract.key-reuse", title, other.status == 422, exchange=other, expected="422")
         unknown = await g.request("GET", f"/v1/payments/pay-{self.nonce}-unknown")
         title = "GET /v1/payments/<id> of an unknown payment gets 404 (known ones: verified below)"
-        expect(g, "contract.payment", title, unknown, "404", unknown.status == 404)
+        g.check("contract.payment", title, unknown.status == 404, exchange=unknown, expected="404")
         answers = await self.send(g, [twin] * CONCURRENT)
         charged = (await self.charges())[0][twin.order_id]
         ids, statuses = set(self.paid[twin.key]), Counter(a.status for a in answers)
-        g.metric("payments.concurrent_charges", charged if self.admin else None)
+        g.metric("payments.concurrent_charges", charged if self.provider else None)
         title = f"{CONCURRENT} requests at once with one key: one charge"
-        if self.admin is None:  # graded without an environment: no record of charges to read
+        if self.provider is None:  # graded without an environment: no record of charges to read
             g.check("accuracy.concurrent", title, Status.SKIP, detail="graded without its provider")
             return
         g.check(
@@ -159,10 +157,10 @@ class PaymentsScenario(StandardScenario):
         return [
             bad("no Idempotency-Key", {}),
             bad("empty Idempotency-Key", {"Idempotency-Key": ""}),
-            bad("Idempotency-Key of 256 characters", {"Idempotency-Key": "k" * 256}),
+            bad("Idempotency-Key of 256 characters", {"Idempotency-Key": "k" * (MAX_KEY + 1)}),
             BadInput("body not JSON", "POST", PATH, body=b"order_id=x", headers=key),
             bad("order_id null", order_id=None),
-            bad("order_id of 65 chars", order_id="o" * 65),
+            bad("order_id of 65 chars", order_id="o" * (MAX_ORDER_ID + 1)),
             bad("amount_cents 0", amount_cents=0),
             bad("amount_cents 5.5", amount_cents=5.5),
             bad("amount_cents a string", amount_cents="500"),
@@ -196,8 +194,8 @@ class PaymentsScenario(StandardScenario):
     async def alongside(self, g: Grade, segment: str, duration_s: float) -> None:
         """In the fault run the provider answers half the charges 2.5 s late (charged, unknown to a
         service that gave up: as a crash between charge and record), later half of them 503."""
-        if segment == "faults" and self.admin is not None:
-            await self.admin.script(PROVIDER_FAULTS, g.seed)
+        if segment == "faults" and self.provider is not None:
+            await self.provider.script(PROVIDER_FAULTS, g.seed)
 
     async def verify(self, g: Grade) -> None:
         unsettled = [o for o in self.orders.values() if not self.paid[o.key]]
@@ -230,7 +228,7 @@ class PaymentsScenario(StandardScenario):
         ):
             title, what = VERIFIED[check_id].split(": ")
             g.metric(metric, len(bad))
-            if self.admin is None:  # graded without an environment: no record of charges to read
+            if self.provider is None:  # graded without an environment: no record of charges to read
                 g.check(check_id, title, Status.SKIP, detail="graded without its provider")
             else:
                 detail = f"{len(bad)} of {of} {what}"
