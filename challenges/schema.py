@@ -150,10 +150,23 @@ class HostedCaps(Strict):
     memory_mb: int = Field(default=512, ge=64, le=16384, description="whole box, MiB")
     pids: int = Field(default=256, ge=16, le=4096, description="tasks in the box")
     disk_mb: int = Field(default=512, ge=16, le=16384, description="writable area, MiB")
+    run_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="seconds the run box may live (the grade and any time kept after it); "
+        "default: until the environment's TTL",
+    )
 
     def limits(self) -> Limits:
+        """The box's caps; ``wall_s`` is ``run_s`` (None: the run path caps it at the
+        environment's TTL, ``provisioning.hosted.service.run_spec``)."""
         return Limits(
-            cpus=self.cpus, memory_mb=self.memory_mb, pids=self.pids, disk_mb=self.disk_mb
+            cpus=self.cpus,
+            memory_mb=self.memory_mb,
+            pids=self.pids,
+            disk_mb=self.disk_mb,
+            wall_s=self.run_s,
         )
 
 

@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,6 +25,11 @@ from provisioning.sandbox import Box, BoxSpec, Limits, ProcessSpec, ProcessState
 
 READY_TIMEOUT_S = 60.0
 LOG_LINES = 20
+MIN_RUN_S = 1.0  # an environment at its TTL still gets a box that ends at once, not none
+WALL_TIME = "killed: wall time"  # the box's reason when its wall-time cap fired
+WALL_TIME_NOTE = (
+    "the run's time cap ended it: the challenge's hosted.run_s, else your environment's TTL"
+)
 SECRET_HINTS = ("PASSWORD", "SECRET", "TOKEN", "KEY", "_URL")
 
 
@@ -94,6 +100,8 @@ class HostedService:
         for s in states if states is not None else self.states():
             tail = self.box.log_tail(s.name, s.replica, lines=lines).rstrip()
             head = f"{s.name}[{s.replica}]: {s.reason}"
+            if s.reason.startswith(WALL_TIME):
+                head += f" ({WALL_TIME_NOTE})"
             parts.append(f"{head}\n{tail}" if tail else f"{head} (no output)")
         return "\n\n".join(parts)
 
@@ -160,7 +168,8 @@ def run_spec(
 ) -> BoxSpec:
     """The run box for ``manifest`` next to ``env``: its bundle in every process's environment,
     its resources' loopback ports forwarded in (at the same ``127.0.0.1`` port; an exposed
-    environment's bundle is rewritten to them: :func:`loopback_bundle`)."""
+    environment's bundle is rewritten to them: :func:`loopback_bundle`), its wall time capped
+    (:func:`run_wall_s`)."""
     bundle, ports = loopback_bundle(env)
     processes = tuple(
         ProcessSpec(p.name, p.command, replicas=p.replicas, port=p.web) for p in manifest.processes
@@ -170,9 +179,18 @@ def run_spec(
         processes=processes,
         env={"VIRTUAL_ENV": "/app/.venv", **bundle, **(extra_env or {})},
         forwards=tuple(dict.fromkeys(ports)),
-        limits=limits,
+        limits=replace(limits, wall_s=run_wall_s(limits, env)),
         secrets=bundle_secrets(env),
     )
+
+
+def run_wall_s(limits: Limits, env: Environment, now: datetime | None = None) -> float:
+    """Seconds the run box may live: ``limits.wall_s`` (the challenge's ``hosted.run_s``) when
+    set, never beyond the environment's TTL (``env.expires_at``): code run next to an
+    environment ends with it. At least :data:`MIN_RUN_S`."""
+    left = (env.expires_at - (now or datetime.now(UTC))).total_seconds()
+    wall = left if limits.wall_s is None else min(limits.wall_s, left)
+    return max(MIN_RUN_S, wall)
 
 
 async def _healthy(http: aiohttp.ClientSession, url: str) -> bool:
