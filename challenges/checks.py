@@ -112,11 +112,12 @@ def standard_mismatches(
 ) -> list[str]:
     """For a scenario on ``StandardScenario``: the ids its engine phases record that it does
     not declare (``contract.healthz``; ``load.<name>`` for each of ``thresholds``; with
-    ``faults``, ``faults.recovery`` and ``faults.availability``), one ``file: field: reason``
-    line each. Without this, the first such id would stop its grade mid-phase."""
+    ``faults``, ``faults.availability``: ``faults.recovery`` is judged only where declared),
+    one ``file: field: reason`` line each. Without this, the first such id would stop its
+    grade mid-phase."""
     recorded = ["contract.healthz", *(f"load.{name}" for name in thresholds)]
     if faults:
-        recorded += ["faults.recovery", "faults.availability"]
+        recorded.append("faults.availability")
     return [
         f"{scenario_path}: {ATTRIBUTE}: missing {check_id!r}, which the engine records "
         "(grading.standard)"

@@ -15,6 +15,7 @@ import math
 import secrets
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
@@ -23,7 +24,9 @@ from grading import JSON_HEADERS, json_body, percentile, poll_until
 from grading.checkers import CheckResult, counter_exactness
 from grading.http import Exchange
 from grading.load import LoadPlan, LoadResult, Request, Response
-from grading.scenario import Grade, Scenario
+from grading.nemesis import FaultWindow
+from grading.scenario import Grade
+from grading.standard import BadInput, StandardScenario
 
 SITES = 4
 PATHS = (
@@ -55,7 +58,6 @@ MARKER_EVERY_S = 0.5
 CONVERGE_S = 10.0  # how long counts may take to settle after the load
 RESEND_BUDGET_S = 10.0
 EXAMPLES = 5
-JSON = {"Content-Type": "application/json"}
 
 
 class Ev(NamedTuple):
@@ -71,7 +73,12 @@ class Batch(NamedTuple):
     origin: str | None = None  # the earlier batch this one resends, whole or in part
 
     def body(self) -> bytes:
-        return json.dumps({"events": [e._asdict() for e in self.events]}).encode()
+        return batch_body(self.events)
+
+
+def batch_body(events: Sequence[Ev]) -> bytes:
+    """``POST /v1/events``'s body for ``events``."""
+    return json.dumps({"events": [e._asdict() for e in events]}).encode()
 
 
 def paths_of(data: Any) -> dict[str, int] | None:
@@ -84,7 +91,7 @@ def paths_of(data: Any) -> dict[str, int] | None:
     return {p: n for p, n in paths.items() if n}
 
 
-class EventIngestionScenario(Scenario):
+class EventIngestionScenario(StandardScenario):
     checks = (
         "contract.healthz",
         "contract.accept",
@@ -97,9 +104,12 @@ class EventIngestionScenario(Scenario):
         "stats.exact",
         "stats.freshness",
     )
+    unit = "batches"
+    availability_title = "Keeps accepting batches while a store is paused"
+    latency_metric = "ingest"
 
     def __init__(self, spec: ChallengeSpec) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.nonce = secrets.token_hex(4)  # fresh ids on every run; never affects the verdict
         self.base = int(time.time()) - 2 * SPAN_S
         self.sites = [f"site-{self.nonce}-{i}" for i in range(SITES)]
@@ -119,9 +129,10 @@ class EventIngestionScenario(Scenario):
             self.base + g.rng.randrange(SPAN_S),
         )
 
-    async def post(self, g: Grade, events: list[Ev] | tuple[Ev, ...]) -> Exchange:
-        body = json.dumps({"events": [e._asdict() for e in events]}).encode()
-        return await g.request("POST", "/v1/events", body=body, headers=JSON)
+    async def post(self, g: Grade, events: Sequence[Ev]) -> Exchange:
+        return await g.request(
+            "POST", "/v1/events", body=batch_body(events), headers=dict(JSON_HEADERS)
+        )
 
     def fresh_batch(self, g: Grade, size: int) -> tuple[Ev, ...]:
         """``size`` entries of new events; a share of batches repeat some of their own
@@ -160,16 +171,7 @@ class EventIngestionScenario(Scenario):
         )
 
     # -- contract ---------------------------------------------------------------------
-    async def contract(self, g: Grade) -> None:
-        ex = await g.request("GET", "/healthz")
-        g.check(
-            "contract.healthz",
-            "GET /healthz answers 200",
-            ex.status == 200,
-            exchange=ex,
-            expected=200,
-            actual=ex.status,
-        )
+    async def cases(self, g: Grade) -> None:
         site, other = f"c-{self.nonce}", f"c-{self.nonce}-other"
         b = self.base - SPAN_S
         cid = f"c-{self.nonce}"
@@ -195,9 +197,6 @@ class EventIngestionScenario(Scenario):
         await self.window_semantics(g, site, b)
         g.progress(0.5)
         await self.retry(g, site, b, batch, cid)
-        g.progress(0.75)
-        await self.bad_input(g)
-        g.progress(1.0)
 
     async def window_semantics(self, g: Grade, site: str, b: int) -> None:
         title = "Stats count one site's events with from <= ts < to, per path"
@@ -301,7 +300,7 @@ class EventIngestionScenario(Scenario):
             detail="; ".join(label for label, _, _ in steps) + ": each event counted once",
         )
 
-    async def bad_input(self, g: Grade) -> None:
+    def bad_inputs(self, g: Grade) -> list[BadInput]:
         ev = {
             "event_id": f"bad-{self.nonce}",
             "site": f"bad-{self.nonce}",
@@ -309,41 +308,33 @@ class EventIngestionScenario(Scenario):
             "ts": self.base,
         }
         too_many = [{**ev, "event_id": f"bad-{self.nonce}-{i}"} for i in range(501)]
-        posts: list[tuple[str, dict[str, Any]]] = [
-            ("501 events", {"json": {"events": too_many}}),
-            ("body not JSON", {"body": b"events=1", "headers": {"Content-Type": "text/plain"}}),
-            ("events not a list", {"json": {"events": "x"}}),
-            (
-                "event without ts",
-                {"json": {"events": [{k: v for k, v in ev.items() if k != "ts"}]}},
-            ),
-            ("ts a string", {"json": {"events": [{**ev, "ts": "soon"}]}}),
-            (
-                "event without site",
-                {"json": {"events": [{k: v for k, v in ev.items() if k != "site"}]}},
+
+        def events(label: str, **kw: Any) -> BadInput:
+            return BadInput(label, "POST", "/v1/events", **kw)
+
+        def without(field: str) -> dict[str, Any]:
+            return {"events": [{k: v for k, v in ev.items() if k != field}]}
+
+        return [
+            events("501 events", json={"events": too_many}),
+            events("body not JSON", body=b"events=1", headers={"Content-Type": "text/plain"}),
+            events("events not a list", json={"events": "x"}),
+            events("event without ts", json=without("ts")),
+            events("ts a string", json={"events": [{**ev, "ts": "soon"}]}),
+            events("event without site", json=without("site")),
+            BadInput("stats without site", "GET", f"/v1/stats?from=0&to={self.base}"),
+            BadInput(
+                "stats with from not a number",
+                "GET",
+                f"/v1/stats?site=x&from=abc&to={self.base}",
             ),
         ]
-        failures = []
-        for label, kwargs in posts:
-            ex = await g.request("POST", "/v1/events", **kwargs)
-            if ex.status != 400:
-                failures.append((label, ex))
-        for label, path in (
-            ("stats without site", f"/v1/stats?from=0&to={self.base}"),
-            ("stats with from not a number", f"/v1/stats?site=x&from=abc&to={self.base}"),
-        ):
-            ex = await g.request("GET", path)
-            if ex.status != 400:
-                failures.append((label, ex))
-        total = len(posts) + 2
-        g.rejections(
-            "contract.bad-input", "Invalid batches and stats queries get 400", failures, total
-        )
 
     # -- load and faults --------------------------------------------------------------
-    def plan(self, g: Grade, duration_s: float, segment: str) -> LoadPlan:
+    def traffic(self, g: Grade, segment: str, duration_s: float) -> LoadPlan:
         """Batches at the graded rate, 1..500 events, some repeating event_ids of their own;
-        a share resends any earlier batch of the grade whole, a share overlaps one."""
+        a share resends any earlier batch of the grade whole, a share overlaps one. The steady
+        run's batches give the events per second it carries."""
         rate = self.spec.grading.rate
         total = math.ceil(rate * duration_s)
         mine: list[Batch] = []
@@ -368,6 +359,8 @@ class EventIngestionScenario(Scenario):
                 origin = None
             mine.append(Batch(f"{segment}-{i}", events, origin.key if origin else None))
         self.batches += mine
+        if segment == "steady":
+            self.carried(g, mine)
         requests = [Request("POST", "/v1/events", b.body(), JSON_HEADERS, tag=b.key) for b in mine]
 
         def classify(_req: Request, resp: Response) -> str | None:
@@ -406,48 +399,30 @@ class EventIngestionScenario(Scenario):
             _, took = await self.until(g, site, ts + k, ts + k + 1, 1, FRESHNESS_LIMIT_S * 2)
             self.freshness.append(FRESHNESS_LIMIT_S * 2 if took is None else took)
 
-    async def load(self, g: Grade) -> None:
-        grading = self.spec.grading
-        markers = asyncio.create_task(self.markers(g, grading.duration_s))
-        try:
-            result, _ = await g.run_load(self.plan(g, grading.duration_s, "steady"))
-        finally:
-            await markers
-        self.judge_steady(g, result)
-
-        steps = [f.step(g.rng) for f in grading.faults]
-        g.phase = "faults"
-        result, windows = await g.run_load(
-            self.plan(g, grading.fault_duration_s, "faults"), faults=steps if g.can_inject else ()
+    def carried(self, g: Grade, batches: list[Batch]) -> None:
+        """What the steady run carries: batches and events per second."""
+        rate = self.spec.grading.rate
+        g.metric("load.batches_per_s", rate)
+        g.metric(
+            "load.events_per_s",
+            round(rate * sum(len(b.events) for b in batches) / max(1, len(batches)), 1),
         )
-        g.metric("faults.error_rate", round(result.error_rate, 4))
+
+    async def alongside(self, g: Grade, segment: str, duration_s: float) -> None:
+        """Markers beside the steady run, then how fresh the counts were."""
+        if segment == "steady":
+            await self.markers(g, duration_s)
+            self.judge_freshness(g)
+
+    def faulted(self, g: Grade, result: LoadResult, windows: list[FaultWindow]) -> None:
+        """The batches refused while each store was paused, then the standard checks."""
         g.metric("faults.errors", sum(w.errors_during for w in windows))
         for w in windows:  # refused while each store was paused: whose request path it is on
             g.metric(f"faults.errors.{w.resource}", w.errors_during)
-        observed = "; ".join(w.observed for w in windows) or "no fault was injected"
-        g.availability(
-            "Keeps accepting batches while a store is paused",
-            result,
-            f"{result.error_rate:.1%} of batches were refused or timed out; {observed}",
-        )
+        super().faulted(g, result, windows)
 
-    def judge_steady(self, g: Grade, result: LoadResult) -> None:
-        rate = self.spec.grading.rate
-        sizes = [len(b.events) for b in self.batches]
-        g.metric("load.batches_per_s", rate)
-        g.metric("load.events_per_s", round(rate * sum(sizes) / max(1, len(sizes)), 1))
-        g.load_metrics(result, latency="ingest")
-        for check_id, name, title in (
-            ("load.latency", "latency", "Ingest latency"),
-            ("load.errors", "errors", "Ingest errors"),
-        ):
-            g.judge(
-                check_id,
-                f"{title}: {self.spec.thresholds[name]} at {rate:g} batches/s "
-                f"(≈{g.report.metrics['load.events_per_s']:g} events/s)",
-                self.spec.thresholds[name],
-                result,
-            )
+    def judge_freshness(self, g: Grade) -> None:
+        """``stats.freshness``: how long the markers took to show in stats, p95 in the limit."""
         p50, p95 = percentile(self.freshness, 50), percentile(self.freshness, 95)
         g.metric("stats.freshness_p50_s", None if p50 is None else round(p50, 3))
         g.metric("stats.freshness_p95_s", None if p95 is None else round(p95, 3))
