@@ -7,7 +7,7 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,7 +20,8 @@ from grading.http import Exchange
 from grading.load import LoadPlan, LoadResult, Request, Response
 from grading.nemesis import FaultStep, FaultWindow
 from grading.report import Status
-from grading.scenario import Grade, Scenario
+from grading.scenario import Grade
+from grading.standard import BadInput, StandardScenario
 
 CODE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 LINKS = 1000  # links created before the load; read with Zipf popularity
@@ -55,7 +56,7 @@ class Write(NamedTuple):
     rank: int
 
 
-class UrlShortenerScenario(Scenario):
+class UrlShortenerScenario(StandardScenario):
     checks = (
         "contract.healthz",
         "contract.create",
@@ -71,13 +72,18 @@ class UrlShortenerScenario(Scenario):
         "faults.recovery",
         "faults.availability",
     )
+    unit = "redirects"
+    availability_title = "Keeps redirecting while Redis is down"
 
     def __init__(self, spec: ChallengeSpec) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.nonce = secrets.token_hex(3)  # fresh URLs on every run; never affects the verdict
         self.history = History()
+        self.created: str | None = None  # the contract's link, deleted by its lifecycle
         self.codes: list[str] = []  # by popularity rank (0 = most popular)
         self.versions = 0
+        self.deleted: set[int] = set()  # ranks whose deletion a load run scheduled
+        self.schedules: dict[str, list[Write]] = {}  # segment -> its writes, drawn with its plan
         self.fault_run_start_s: float | None = None
         self.race_flights: list[tuple[float, int]] = []  # (write's flight s, reads during it)
 
@@ -85,19 +91,10 @@ class UrlShortenerScenario(Scenario):
         return "https://example.com/" + "/".join(str(p) for p in (self.nonce, *parts))
 
     # -- contract -------------------------------------------------------------------------
-    async def contract(self, g: Grade) -> None:
-        ex = await g.request("GET", "/healthz")
-        g.check(
-            "contract.healthz",
-            "GET /healthz answers 200",
-            ex.status == 200,
-            exchange=ex,
-            expected=200,
-            actual=ex.status,
-        )
+    async def cases(self, g: Grade) -> None:
         target = self.url("docs", "page?q=a%20b&lang=en#top")
         ex = await g.request("POST", "/v1/links", json={"url": target})
-        code = code_of(ex) if ex.status == 201 else None
+        code = self.created = code_of(ex) if ex.status == 201 else None
         g.check(
             "contract.create",
             "POST /v1/links answers 201 with a code",
@@ -124,8 +121,6 @@ class UrlShortenerScenario(Scenario):
             expected=404,
             actual=ex.status,
         )
-        await self.bad_input(g, code)
-        g.progress(1.0)
 
     async def lifecycle(self, g: Grade, code: str, target: str) -> None:
         ex = await g.request("GET", f"/{code}")
@@ -178,25 +173,26 @@ class UrlShortenerScenario(Scenario):
             partial=1 - len(bad) / len(steps),
         )
 
-    async def bad_input(self, g: Grade, code: str | None) -> None:
-        cases: list[tuple[str, str, str, dict[str, Any]]] = [
-            ("body not JSON", "POST", "/v1/links", {"body": b"url=https://example.com"}),
-            ("missing url", "POST", "/v1/links", {"json": {}}),
-            ("url not a string", "POST", "/v1/links", {"json": {"url": 42}}),
-            ("ftp scheme", "POST", "/v1/links", {"json": {"url": "ftp://example.com/f"}}),
-            ("not a URL", "POST", "/v1/links", {"json": {"url": "not a url"}}),
-            ("no host", "POST", "/v1/links", {"json": {"url": "https://"}}),
-            ("space inside", "POST", "/v1/links", {"json": {"url": "https://exa mple.com/"}}),
+    def bad_inputs(self, g: Grade) -> list[BadInput]:
+        def create(label: str, **kw: Any) -> BadInput:
+            return BadInput(label, "POST", "/v1/links", **kw)
+
+        cases = [
+            create("body not JSON", body=b"url=https://example.com"),
+            create("missing url", json={}),
+            create("url not a string", json={"url": 42}),
+            create("ftp scheme", json={"url": "ftp://example.com/f"}),
+            create("not a URL", json={"url": "not a url"}),
+            create("no host", json={"url": "https://"}),
+            create("space inside", json={"url": "https://exa mple.com/"}),
         ]
-        if code is not None:
-            cases.append(("PUT with a bad URL", "PUT", f"/v1/links/{code}", {"json": {"url": ""}}))
-        failures = []
-        for label, method, path, kwargs in cases:
-            ex = await g.request(method, path, **kwargs)
-            # A PUT on the link deleted above may answer 404 first: that is not a bad answer.
-            if ex.status != 400 and not (method == "PUT" and ex.status == 404):
-                failures.append((label, ex))
-        g.rejections("contract.bad-input", "Invalid URLs and bodies get 400", failures, len(cases))
+        if self.created is not None:
+            # The link was deleted by the lifecycle: a PUT may answer 404 before it reads the URL.
+            path = f"/v1/links/{self.created}"
+            cases.append(
+                BadInput("PUT with a bad URL", "PUT", path, json={"url": ""}, also_ok=(404,))
+            )
+        return cases
 
     # -- load -----------------------------------------------------------------------------
     async def create_links(self, g: Grade) -> None:
@@ -216,13 +212,17 @@ class UrlShortenerScenario(Scenario):
                 self.history.complete(op, "ok", completed_s=t_after)
             self.codes.append(code)
 
-    def plan(self, g: Grade, duration_s: float, deleted: set[int]) -> LoadPlan:
+    def traffic(self, g: Grade, segment: str, duration_s: float) -> LoadPlan:
         """Redirects at the graded rate; link ``k`` (by rank) is read with weight 1/k^s.
 
-        Each answer is judged by the contract, not by its status alone: a ``302`` must carry
-        a ``Location`` that is one of the targets this link ever had, and a ``404`` is right
-        only for a link whose deletion was scheduled in this run.
+        The segment's writes are drawn first (:meth:`alongside` makes them). Each answer is
+        judged by the contract, not by its status alone: a ``302`` must carry a ``Location``
+        that is one of the targets this link ever had, and a ``404`` is right only for a link
+        whose deletion was scheduled.
         """
+        self.schedules[segment] = self.writes(g, duration_s)
+        if segment == "faults":
+            self.fault_run_start_s = self.history.now()
         rate = self.spec.grading.rate
         total = int(rate * duration_s) + 1
         n = len(self.codes)
@@ -244,21 +244,21 @@ class UrlShortenerScenario(Scenario):
                     return "302_without_location"
                 return None if target.startswith(self.url(rank, "v")) else "wrong_location"
             if resp.status == 404:
-                return None if rank in deleted else "404_for_a_live_link"
+                return None if rank in self.deleted else "404_for_a_live_link"
             return f"http_{resp.status}"
 
         return LoadPlan(rate=rate, duration_s=duration_s, make_request=make, classify=classify)
 
-    def writes(self, g: Grade, duration_s: float, deleted: set[int]) -> list[Write]:
+    def writes(self, g: Grade, duration_s: float) -> list[Write]:
         """A seeded schedule: updates of hot links all along, a few deletes late in the run."""
         hot = min(HOT, len(self.codes))
         out: list[Write] = []
-        candidates = [r for r in range(hot // 2, hot) if r not in deleted]
+        candidates = [r for r in range(hot // 2, hot) if r not in self.deleted]
         for _ in range(min(DELETES_PER_RUN, len(candidates))):
             rank = candidates.pop(g.rng.randrange(len(candidates)))
-            deleted.add(rank)
+            self.deleted.add(rank)
             out.append(Write(g.rng.uniform(0.5, 0.8) * duration_s, "delete", rank))
-        alive = [r for r in range(hot) if r not in deleted]
+        alive = [r for r in range(hot) if r not in self.deleted]
         t = WRITE_EVERY_S
         while t < duration_s - 0.5:
             out.append(Write(t + g.rng.uniform(0, 0.05), "write", g.rng.choice(alive)))
@@ -348,29 +348,20 @@ class UrlShortenerScenario(Scenario):
         if tasks:
             await asyncio.gather(*tasks)
 
-    async def run(
-        self, g: Grade, duration_s: float, deleted: set[int], faults: list[FaultStep]
-    ) -> tuple[LoadResult, list[FaultWindow]]:
-        schedule = self.writes(g, duration_s, deleted)
-        plan = self.plan(g, duration_s, deleted)
+    async def alongside(self, g: Grade, segment: str, duration_s: float) -> None:
+        """The segment's writes of hot links, and redirects of them recorded for freshness."""
         t0 = time.monotonic()
-        side = asyncio.gather(self.writer(g, schedule, t0), self.prober(g, duration_s))
-        try:
-            return await g.run_load(plan, faults=faults)
-        finally:
-            await side
+        await asyncio.gather(
+            self.writer(g, self.schedules.pop(segment), t0), self.prober(g, duration_s)
+        )
 
     async def load(self, g: Grade) -> None:
-        grading = self.spec.grading
+        """The links first, then the engine's steady and fault runs."""
         await self.create_links(g)
         g.metric("links.created", len(self.codes))
         if len(self.codes) < 2 * HOT:
-            for check_id in (
-                "load.latency",
-                "load.errors",
-                "faults.recovery",
-                "faults.availability",
-            ):
+            judged = [f"load.{name}" for name in self.spec.thresholds]
+            for check_id in (*judged, *self.fault_checks()):
                 g.check(
                     check_id,
                     "Load with changing links",
@@ -381,22 +372,18 @@ class UrlShortenerScenario(Scenario):
             return
         # Unmeasured warm-up: a service is not graded on its first second (pools, caches).
         await g.burst([("GET", f"/{code}", {}) for code in self.codes[:WARM_UP]])
-        deleted: set[int] = set()
-        before, sent = await g.usage_snapshot(), g.requests_sent
-        result, _ = await self.run(g, grading.duration_s, deleted, [])
-        self.report_load(g, result)
-        await self.report_usage(g, before, g.requests_sent - sent)
+        await super().load(g)
 
-        if not grading.faults:
-            return
-        if not g.can_inject:
-            g.skip_faults("faults.recovery", "faults.availability")
-            return
-        steps = [f.step(g.rng) for f in grading.faults]
-        g.phase = "faults"
-        self.fault_run_start_s = self.history.now()
-        result, windows = await self.run(g, grading.fault_duration_s, deleted, steps)
-        self.report_faults(g, result, windows)
+    async def segment(
+        self, g: Grade, segment: str, duration_s: float, faults: Sequence[FaultStep] = ()
+    ) -> tuple[LoadResult, list[FaultWindow]]:
+        """A load segment; the steady one also measures how the design used each store."""
+        if segment != "steady":
+            return await super().segment(g, segment, duration_s, faults)
+        before, sent = await g.usage_snapshot(), g.requests_sent
+        ran = await super().segment(g, segment, duration_s, faults)
+        await self.report_usage(g, before, g.requests_sent - sent)
+        return ran
 
     async def report_usage(
         self, g: Grade, before: fingerprint.Snapshot | None, requests: int
@@ -416,33 +403,10 @@ class UrlShortenerScenario(Scenario):
         g.metric("usage.redis_ops_per_request", signals.get("redis", {}).get("ops_per_request"))
         g.metric("usage.pg_scans_per_request", signals.get("postgres", {}).get("scans_per_request"))
 
-    def report_load(self, g: Grade, result: LoadResult) -> None:
-        grading = self.spec.grading
-        g.metric("load.rate_target", grading.rate)
-        g.load_metrics(result)
-        for check_id, name, title in (
-            ("load.latency", "latency", "Latency at load"),
-            ("load.errors", "errors", "Errors at load"),
-        ):
-            g.judge(
-                check_id,
-                f"{title}: {self.spec.thresholds[name]} at {grading.rate:g} redirects/s",
-                self.spec.thresholds[name],
-                result,
-            )
-
-    def report_faults(self, g: Grade, result: LoadResult, windows: list[FaultWindow]) -> None:
+    def faulted(self, g: Grade, result: LoadResult, windows: list[FaultWindow]) -> None:
         g.metric("faults.p99_ms", round(result.percentile_ms(99), 2))
-        g.metric("faults.error_rate", round(result.error_rate, 4))
-        errors = sum(w.errors_during for w in windows)
-        g.metric("faults.errors", errors)
-        g.recovery(windows)
-        g.availability(
-            "Keeps redirecting while Redis is down",
-            result,
-            f"{result.error_rate:.1%} of redirects failed during the fault run "
-            f"({errors} inside the fault windows)",
-        )
+        g.metric("faults.errors", sum(w.errors_during for w in windows))
+        super().faulted(g, result, windows)
 
     # -- verification ---------------------------------------------------------------------
     def expected_targets(self) -> list[set[str | None]]:
