@@ -27,6 +27,11 @@ under the request's path (``PUT /_admin/records``), or ``404``, each answer taki
 ``latency_ms``; beyond ``rate_limit`` answered calls in the last second it answers ``429`` with
 ``Retry-After: 1`` at once, as rate-limited APIs do (RFC 6585 §4).
 
+Slow work is an endpoint with ``work_ms=(lo, hi)`` (each accepted call takes a time in that
+range, fixed by its body) and ``result_of="<field>"``: the answer carries ``"result"``, a digest
+of that field keyed with the admin token (:func:`result_digest`), which the grader can check and
+a service cannot make up without calling.
+
 Tokens come from the environment (``PROVIDER_TOKEN``, ``PROVIDER_ADMIN_TOKEN``), never argv.
 The command line, the admin routes and their payloads are ``provisioning/provider_protocol.py``,
 which the local backend's driver that starts and probes the provider uses too.
@@ -73,6 +78,24 @@ class Endpoint:
     records: bool = False  # GET: answer the record stored under the request's path, else 404
     latency_ms: int = 0  # records: every answer takes this long
     rate_limit: int | None = None  # records: answered calls per RATE_WINDOW_S, then 429
+    work_ms: tuple[int, int] | None = None  # every accepted call takes lo..hi ms (per body)
+    result_of: str | None = None  # answer "result": result_digest(admin token, body[this])
+
+    def work_s(self, body: Mapping[str, Any]) -> float:
+        """How long an accepted call with ``body`` works: a fixed point of ``work_ms`` drawn
+        from the body's digest (the same body always takes the same time), in seconds."""
+        if self.work_ms is None:
+            return 0.0
+        lo, hi = self.work_ms
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest()
+        return (lo + (hi - lo) * int.from_bytes(digest[:8], "big") / 2**64) / 1000
+
+
+def result_digest(admin_token: str, value: object) -> str:
+    """The result an endpoint with ``result_of`` answers for ``value``: HMAC-SHA256 keyed with
+    the provider's admin token, 32 hex digits. The grader can compute it; a learner's service
+    cannot, without calling the provider."""
+    return hmac.new(admin_token.encode(), str(value).encode(), hashlib.sha256).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -257,14 +280,17 @@ class Provider:
             entry = None
             if key is not None and ep.idempotency_window_s is not None:
                 entry = self.kept[(ep.path, key)] = _Kept(body, now)
+            answer = {"id": str(uuid.uuid4()), "status": "accepted"}
+            if ep.result_of is not None:
+                answer["result"] = result_digest(self.admin_token, body.get(ep.result_of))
+            delay_s = ep.work_s(body) + (window.delay_ms / 1000 if window is not None else 0)
             try:
-                if window is not None:
-                    await asyncio.sleep(window.delay_ms / 1000)
+                if delay_s:
+                    await asyncio.sleep(delay_s)
             except asyncio.CancelledError:  # the client hung up: the send still happened
                 if entry is not None:
-                    entry.answer = {"id": str(uuid.uuid4()), "status": "accepted"}
+                    entry.answer = answer
                 raise
-            answer = {"id": str(uuid.uuid4()), "status": "accepted"}
             if entry is not None:
                 entry.answer = answer
             return web.json_response(answer)
@@ -371,6 +397,7 @@ class ProviderAdmin:
 
     def __init__(self, url: str, admin_token: str, timeout_s: float = 5.0) -> None:
         self.url = url.rstrip("/")
+        self.admin_token = admin_token
         self.headers = {ADMIN_HEADER: admin_token}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
 
@@ -386,6 +413,10 @@ class ProviderAdmin:
         ):
             resp.raise_for_status()
             return await resp.json()
+
+    def result(self, value: object) -> str:
+        """What an endpoint with ``result_of`` answers for ``value`` (:func:`result_digest`)."""
+        return result_digest(self.admin_token, value)
 
     async def script(self, windows: Sequence[Window], seed: int = 0) -> float:
         """Replace the script; return its time origin (epoch seconds)."""

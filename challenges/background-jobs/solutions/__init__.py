@@ -1,0 +1,1 @@
+"""Reference designs of the background-jobs challenge."""
