@@ -1,16 +1,29 @@
-"""PostgreSQL: a clone of the template, a learner role owning its database, a rotated superuser."""
+"""PostgreSQL: a clone of the template, a learner role owning its database, a rotated superuser.
+
+Exposed, the relay connects from its own loopback address (``tlsrelay.SOURCE``) and
+``pg_hba.conf`` lets only the learner's role log in from there: the first record matching a
+connection's address, user and database decides, and a connection no record matches is refused
+(https://www.postgresql.org/docs/current/auth-pg-hba-conf.html). So the superuser cannot be
+logged into through the public port, whatever password is given; the grader keeps it on
+127.0.0.1.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import shutil
 import signal
+import stat
+import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
 
+from provisioning.backend import ProvisioningError
 from provisioning.environment import ResourceInfo
 from provisioning.local import binaries, pgtemplate
 from provisioning.local.driver import (
@@ -22,10 +35,24 @@ from provisioning.local.driver import (
     port_open,
     relay_argv,
 )
+from provisioning.local.tlsrelay import SOURCE
 from provisioning.spec import Resource
 
 SOCKET_DIR = "sock"
+SOCKET_PATH_MAX = 107  # bytes: PostgreSQL refuses a longer socket path (sun_path, unix(7))
 AUTH_DELAY_MS = 500  # auth_delay: every failed authentication answers this late
+
+
+def socket_dir(slot: Slot) -> Path:
+    """The directory of the server's private socket (mode 0700, the bootstrap's way in):
+    ``sock/`` in its own directory, or, when the socket's path there would exceed
+    ``SOCKET_PATH_MAX`` (a deep home or data directory), ``cruscible-pg-<digest of that
+    directory>`` in the temporary directory, removed with the server (``cleanup``)."""
+    own = slot.home / SOCKET_DIR
+    if len(str(own / ".s.PGSQL.65535").encode()) <= SOCKET_PATH_MAX:
+        return own
+    digest = hashlib.sha256(str(slot.home).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"cruscible-pg-{digest}"
 
 
 def _dsn(user: str, pw: str, host: str, port: int, db: str, query: str = "") -> str:
@@ -55,8 +82,18 @@ class PostgresDriver(RelayedDriver):
         if slot.bind != self.host:  # a bridged container sees clients from its gateway
             with open(data / "pg_hba.conf", "a") as hba:
                 hba.write("host  all all 0.0.0.0/0 scram-sha-256\n")
-        (slot.home / SOCKET_DIR).mkdir(mode=0o700, exist_ok=True)
-        slot.run_as.own(slot.home / SOCKET_DIR)
+        if slot.exposure is not None:  # the relay's address: the learner's role only
+            hba_path = data / "pg_hba.conf"
+            hba_path.write_text(
+                f"host  all {pgtemplate.LEARNER} {SOURCE}/32 scram-sha-256\n"
+                f"host  all all {SOURCE}/32 reject\n" + hba_path.read_text()
+            )
+        sock = socket_dir(slot)
+        sock.mkdir(mode=0o700, exist_ok=True)
+        st = sock.lstat()  # a name in a shared directory: not a link, not another user's
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (os.geteuid(), slot.run_as.uid):
+            raise ProvisioningError(f"{sock} exists and is not ours: remove it")
+        slot.run_as.own(sock)
         port = ports["port"]
         admin_pw, learner_pw = password(), password()
         db = pgtemplate.LEARNER
@@ -95,7 +132,7 @@ class PostgresDriver(RelayedDriver):
             "-D", str(slot.home / "data"),
             "-c", f"port={info.port}",
             "-c", f"listen_addresses={slot.bind}",
-            "-c", f"unix_socket_directories={slot.home / SOCKET_DIR}",
+            "-c", f"unix_socket_directories={socket_dir(slot)}",
             "-c", "unix_socket_permissions=0700",
         ]  # fmt: skip
         if exposure is None:
@@ -129,7 +166,7 @@ class PostgresDriver(RelayedDriver):
         try:
             conn = await self._connect(
                 "", 2.0,
-                host=str(slot.home / SOCKET_DIR), port=info.port,
+                host=str(socket_dir(slot)), port=info.port,
                 user=pgtemplate.SUPERUSER, password=template_pw, dbname="postgres",
             )  # fmt: skip
         except NotReady:
@@ -149,6 +186,11 @@ class PostgresDriver(RelayedDriver):
                     sql.Identifier(pgtemplate.LEARNER), sql.Literal(learner_pw)
                 )
             )
+
+    def cleanup(self, slot: Slot) -> None:
+        sock = socket_dir(slot)
+        if sock != slot.home / SOCKET_DIR:
+            shutil.rmtree(sock, ignore_errors=True)
 
     async def probe(self, slot: Slot, info: ResourceInfo, budget: float) -> str:
         conn = await self._connect(info.admin["dsn"], budget)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,13 +45,39 @@ def shell(changes: Mapping[str, str | None]) -> dict[str, str]:
 
 
 def cli_for(user: pwd.struct_passwd) -> list[str] | None:
-    """How ``user`` runs this project's CLI: this interpreter, unless it (or the project) lives
-    where ``user`` cannot enter (pyenv installs under root's private home): then ``None``."""
+    """How ``user`` runs this project's CLI: this interpreter; when it lives where ``user``
+    cannot enter (pyenv installs under root's private home), a newcomer's own install: the
+    system's ``python3`` in a virtualenv with this project installed (``pip install``). ``None``
+    when the project or every such interpreter is out of ``user``'s reach."""
     project = Path(__file__).resolve().parents[2]
-    for path in (Path(sys.executable).resolve(), project / "bot" / "cli.py"):
-        if layout.blocking_dir(path, user) is not None:
-            return None
-    return CLI
+    if layout.blocking_dir(project / "bot" / "cli.py", user) is not None:
+        return None
+    if layout.blocking_dir(Path(sys.executable).resolve(), user) is None:
+        return CLI
+    python = _system_install(project)
+    if python is None or layout.blocking_dir(python.resolve(), user) is not None:
+        return None
+    return [str(python), "-m", "bot"]
+
+
+@functools.cache
+def _system_install(project: Path) -> Path | None:
+    """The interpreter of a virtualenv on the system's ``python3`` (in a world-readable
+    temporary directory, removed at exit) with ``project`` and its dependencies installed by
+    this interpreter's pip (``pip --python``: the virtualenv needs no pip of its own); ``None``
+    without a system ``python3`` of this minor version."""
+    system = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+    same = f"import sys; sys.exit(sys.version_info[:2] != {tuple(sys.version_info[:2])})"
+    if system is None or subprocess.run([system, "-c", same], check=False).returncode:
+        return None
+    root = Path(tempfile.mkdtemp(prefix="cruscible-python-"))
+    root.chmod(0o755)
+    atexit.register(shutil.rmtree, root, True)
+    subprocess.run([system, "-m", "venv", "--without-pip", str(root)], check=True)
+    python = root / "bin" / "python3"
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet"]
+    subprocess.run([*pip, str(project)], check=True, capture_output=True, timeout=600)
+    return python
 
 
 def cruscible(

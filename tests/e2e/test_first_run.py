@@ -7,7 +7,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,7 +57,9 @@ def ordinary_user() -> Iterator[pwd.struct_passwd]:
     if not ROOT:
         pytest.skip("making and becoming another user needs root (this run is that user already)")
     if cli_for(pwd.getpwnam("nobody")) is None:
-        pytest.skip(f"{sys.executable} or the project lives where other users cannot enter")
+        pytest.skip(
+            "the project, or any interpreter of its version, lives where other users cannot enter"
+        )
     made = False
     try:
         user = pwd.getpwnam(NEWCOMER)
