@@ -14,6 +14,7 @@ from bot.core import views
 from bot.core.errors import CoachError
 from bot.core.grader import Graded
 from bot.core.hosted import HostedError
+from bot.core.logfiles import log_files
 from bot.core.message import Message
 from bot.core.outbox import Actor, DeliveryFailed, Outbox
 from bot.core.publish import ChannelRoutes, OutboxRoutes, Routes, graded_from
@@ -25,6 +26,7 @@ from grading.report import LoadScale
 from grading.runner import CannotGrade
 from provisioning.backend import ProvisioningError
 from provisioning.environment import Environment
+from provisioning.hosted.submission import env_secrets
 
 log = logging.getLogger(__name__)
 
@@ -241,10 +243,12 @@ class GradingFlow:
                 sub.source, challenge, scope=f"user-{sub.user_id}", say=say
             )
         except HostedError as exc:
-            await self._code_failed(sub, watcher, "build", str(exc))
+            await self._code_failed(sub, watcher, "build", str(exc), logs_ref=exc.submission)
             return
+        secrets: tuple[str, ...] = ()
         try:
             async with self.code_environment(sub, challenge, env) as near:
+                secrets = env_secrets(near) if near is not None else ()
                 result = await self.hosted.grade_prepared(
                     hsub, built, challenge, near, seed=sub.seed, out_dir=out_dir,
                     progress=progress, say=say, scale=scale,
@@ -255,10 +259,10 @@ class GradingFlow:
             await self._code_failed(sub, watcher, "environment", str(exc), logs=False)
             return
         except HostedError as exc:
-            await self._code_failed(sub, watcher, "start", str(exc), logs_ref=hsub.id)
+            await self._code_failed(sub, watcher, "start", str(exc), hsub.id, secrets)
             return
         except CannotGrade as exc:
-            await self._code_failed(sub, watcher, "grade", str(exc), logs_ref=hsub.id)
+            await self._code_failed(sub, watcher, "grade", str(exc), hsub.id, secrets)
             return
         await self._finish(sub.id, graded=result.graded, hosted=True, logs_ref=hsub.id)
         if result.crashed:
@@ -267,7 +271,7 @@ class GradingFlow:
                 watcher,
                 views.hosted_logs(
                     challenge.id, "processes stopped during the grade", result.crash_report,
-                    hsub.id,
+                    log_files(self.settings.data_dir, hsub.id, secrets),
                 ),
             )  # fmt: skip
         if watcher is not None:
@@ -306,20 +310,24 @@ class GradingFlow:
         watcher: Watcher | None,
         step: str,
         detail: str,
+        logs_ref: str | None = None,
+        secrets: tuple[str, ...] = (),
         *,
         logs: bool = True,
-        logs_ref: str | None = None,
     ) -> None:
         """Record which step failed (its first line: ``results`` shows it); the last log lines
-        (masked by ``bot.core.hosted``) go to the learner privately, never to a channel."""
+        (masked by ``bot.core.hosted``) and the full logs of submission ``logs_ref`` as files
+        (masked again with ``secrets``: ``bot.core.logfiles``) go to the learner privately,
+        never to a channel."""
         first = next((ln for ln in detail.splitlines() if ln.strip()), "no reason given")
         error = f"{step} failed: {first}" + (
             " (its last log lines were sent to you privately)" if logs else ""
         )
         await self._finish(sub.id, error=error, logs_ref=logs_ref)
         if logs:
+            files = log_files(self.settings.data_dir, logs_ref, secrets) if logs_ref else []
             await self._tell_privately(
-                sub, watcher, views.hosted_logs(sub.challenge, f"{step} failed", detail, logs_ref)
+                sub, watcher, views.hosted_logs(sub.challenge, f"{step} failed", detail, files)
             )
         if watcher is not None:
             await self._show(watcher, views.cannot_grade(sub.url, error))

@@ -48,7 +48,12 @@ CRASH_CHECK = "hosted.processes"
 
 
 class HostedError(CoachError):
-    """The code could not be fetched, built or started; ``str()`` says why, with log lines."""
+    """The code could not be fetched, built or started; ``str()`` says why, with log lines;
+    ``submission``: the id of its record (its kept logs), when one was made."""
+
+    def __init__(self, message: str, submission: str | None = None) -> None:
+        super().__init__(message)
+        self.submission = submission
 
 
 @dataclass
@@ -123,7 +128,7 @@ class HostedGrader:
         except (SourceError, ManifestError, BuildError, SandboxError, OSError) as exc:
             sub.update(status="failed", error=str(exc).splitlines()[0])
             await sub.cleanup()
-            raise HostedError(str(exc)) from None
+            raise HostedError(str(exc), sub.id) from None
         except BaseException:
             sub.update(status="failed")
             await sub.cleanup()
@@ -138,7 +143,7 @@ class HostedGrader:
             service = await sub.run(env, limits=challenge.spec.hosted.limits())
         except (NotReady, SandboxError, BalancerError, ValueError, OSError) as exc:
             await sub.finish(None, env_secrets(env))
-            raise HostedError(str(exc)) from None
+            raise HostedError(str(exc), sub.id) from None
         say(f"{sub.id}: ready at {service.url} ({service.box.isolation.get('cgroup', '?')} caps)")
         return service
 

@@ -200,14 +200,19 @@ def publication_note(pub: Publication | None) -> str:
     return "".join(f" — {p}" for p in parts)
 
 
-def hosted_logs(challenge_id: str, what: str, text: str, logs_ref: str | None = None) -> Message:
-    """The build or run logs of the learner's hosted code (last lines, secrets already masked):
-    sent privately only (DM, else the private reply), never to a channel."""
+def hosted_logs(
+    challenge_id: str, what: str, text: str, files: list[Path] | None = None
+) -> Message:
+    """The build or run logs of the learner's hosted code: the last 40 lines in the message and
+    the full logs as ``files`` (``bot.core.logfiles``; secrets already masked in both): sent
+    privately only (DM, else the private reply), never to a channel."""
     tail = "\n".join(text.strip().splitlines()[-40:]) or "(no output)"
+    names = ", ".join(f.name for f in files or [])
     return Message(
         title=f"Your {challenge_id} code: {what}",
         body=f"```\n{tail}\n```",
-        footer=f"full logs: cruscible logs {logs_ref}" if logs_ref else "",
+        files=list(files or []),
+        footer=f"full logs attached, secrets masked: {names}" if names else "",
         tone=Tone.WARNING,
     )
 

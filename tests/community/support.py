@@ -25,6 +25,8 @@ from bot.store import Community, Store, Submission
 from challenges.catalog import Catalog
 from grading.report import LoadScale, Report
 from grading.runner import CannotGrade
+from provisioning.hosted import logs as hosted_logs
+from provisioning.hosted.submission import RECORDS
 
 
 async def until(predicate: Callable[[], object], within: float = 5.0) -> None:
@@ -182,7 +184,9 @@ class ScriptedHosted:
     """Stands in for ``bot.core.hosted.HostedGrader`` where building and running code is not
     the point: a source in ``broken_builds`` fails to build, in ``broken_starts`` fails to start
     (with that log text, as ``HostedError`` carries it), in ``crashes`` grades with a process
-    that stopped during the grade; otherwise ``grader`` grades the source as if it were the URL."""
+    that stopped during the grade; otherwise ``grader`` grades the source as if it were the URL.
+    With ``data_dir``, each submission's record keeps ``logs`` (file name -> raw text) masked
+    with ``secrets``, as the real pipeline keeps them."""
 
     grader: ScriptedGrader
     broken_builds: dict[str, str] = field(default_factory=dict)
@@ -190,22 +194,35 @@ class ScriptedHosted:
     crashes: dict[str, str] = field(default_factory=dict)
     prepared: list[str] = field(default_factory=list)
     received: dict[str, bytes] = field(default_factory=dict)
+    data_dir: Path | None = None
+    logs: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def _keep_logs(self, sub_id: str) -> None:
+        if self.data_dir is None:
+            return
+        folder = self.data_dir / RECORDS / sub_id / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in self.logs.items():
+            (folder / name).write_text(hosted_logs.mask(text, self.secrets))
 
     async def prepare(self, source: Any, challenge: Any, *, scope: str = "", say: Any = None):  # type: ignore[no-untyped-def]
         self.prepared.append(str(source))
         if Path(source).is_file():  # an archive the learner attached: what reached the builder
             self.received[str(source)] = Path(source).read_bytes()
+        sub_id = f"sub-{next(self._ids)}"
+        self._keep_logs(sub_id)
         if source in self.broken_builds:
-            raise HostedError(self.broken_builds[source])
-        return ScriptedBuild(f"sub-{next(self._ids)}", str(source)), None
+            raise HostedError(self.broken_builds[source], sub_id)
+        return ScriptedBuild(sub_id, str(source)), None
 
     async def grade_prepared(  # type: ignore[no-untyped-def]
         self, sub: ScriptedBuild, built: Any, challenge: Any, env: Any, *, seed: int,
         out_dir: Path, progress: Any = None, say: Any = None, scale: Any = None, **_: Any,
     ):  # fmt: skip
         if sub.source in self.broken_starts:
-            raise HostedError(self.broken_starts[sub.source])
+            raise HostedError(self.broken_starts[sub.source], sub.id)
         graded = await self.grader.grade(
             challenge, sub.source, out_dir, seed=seed, progress=progress, scale=scale
         )

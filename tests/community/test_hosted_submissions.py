@@ -1,6 +1,7 @@
 """Code submissions through the coach's queue (the hosted grader scripted: building and running
-code is proven in tests/hosted and by one real grade in test_hosted_e2e): what counts as code,
-archives and their caps, logs only in private, boards marking hosted scores, hosted-only
+code is proven in tests/hosted and by one real grade in tests/hosted/test_coach_queue.py): what
+counts as code, archives and their caps, logs only in private (the last lines, and the full logs
+as files, masked and trimmed to fit a message), boards marking hosted scores, hosted-only
 contests."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from sqlalchemy import select
 
 from bot.core.commands import dispatch
 from bot.core.errors import CoachError
+from bot.core.logfiles import MESSAGE_BYTES, log_files
 from bot.core.outbox import Actor
 from bot.core.sources import (
     MAX_ARCHIVE_BYTES,
@@ -38,6 +40,8 @@ from tests.support.outbox import RecordingOutbox
 ADA, BOB = Actor("test", "1", "ada"), Actor("test", "2", "bob")
 GIT = "https://github.com/ada/limiter"
 SECRET_LINE = "Traceback: ModuleNotFoundError: No module named 'redis'"
+PASSWORD = "pw-3f9a61c2d7"  # the bundle's password, as a learner's code might print it
+RUN_LOG = f"listening\nconnecting to redis://u:{PASSWORD}@127.0.0.1:6379/0\n{SECRET_LINE}\n"
 
 
 @pytest.mark.parametrize(
@@ -132,15 +136,45 @@ async def test_a_failed_build_says_which_step_and_sends_its_logs_privately(
 async def test_a_crash_during_the_grade_reaches_only_the_learner(home: Path, clock: Clock) -> None:
     grader = ScriptedGrader(scores={GIT: 40})
     async with coach_over(home, clock=clock, grader=grader) as coach:
-        hosted = ScriptedHosted(grader, crashes={GIT: f"web[0] exited 137\n{SECRET_LINE}"})
+        hosted = ScriptedHosted(
+            grader,
+            crashes={GIT: f"web[0] exited 137\n{SECRET_LINE}"},
+            data_dir=home,
+            logs={"build.log": "Successfully installed redis\n", "web-0.log": RUN_LOG},
+            secrets=(PASSWORD,),
+        )
         scripted_hosting(coach, hosted)
         box = RecordingOutbox()
         done = await coach.submit(ADA, "rate-limiter", GIT, box, community=await community(coach))
         assert done.status == "done" and done.score == 40
-        crash = [m for _, m in box.dms if "stopped during the grade" in m.title]
-        assert crash and SECRET_LINE in crash[0].body and "cruscible logs sub-1" in crash[0].footer
+        [crash] = [m for _, m in box.dms if "stopped during the grade" in m.title]
+        assert SECRET_LINE in crash.body
+        assert [f.name for f in crash.files] == ["build.log", "web-0.log"]  # the full logs
+        assert crash.footer == "full logs attached, secrets masked: build.log, web-0.log"
+        web = crash.files[1].read_text()
+        assert "@127.0.0.1:6379" in web and SECRET_LINE in web and PASSWORD not in web
         assert box.posts, "the score card is still published"
         assert SECRET_LINE not in box.public_text()
+        assert all(not m.files or "logs" not in m.title for _, _, m in box.posts)
+
+
+def test_full_logs_over_a_message_keep_their_last_bytes_with_a_note(home: Path) -> None:
+    logs = home / "submissions" / "sub-9" / "logs"
+    logs.mkdir(parents=True)
+    big = "".join(f"line {i} redis://u:{PASSWORD}@x\n" for i in range(200_000))  # ~6.4 MB
+    for name in ("build.log", "web-0.log", "web-1.log"):
+        (logs / name).write_text(big)
+    (logs / "worker-0.log").write_text("")  # nothing printed: not attached (Slack refuses it)
+    files = log_files(home, "sub-9", (PASSWORD,))
+    assert [f.name for f in files] == ["build.log", "web-0.log", "web-1.log"]
+    assert sum(f.stat().st_size for f in files) <= MESSAGE_BYTES
+    text = files[1].read_text()
+    first, second = text.splitlines()[:2]
+    assert first.startswith("[first ") and "bytes cut: this file keeps the last" in first
+    assert second.startswith("line ") and text.endswith("@x\n")
+    assert text.splitlines()[-1].startswith("line 199999 redis://u:")
+    assert PASSWORD not in text
+    assert log_files(home, "sub-nothing") == []
 
 
 async def test_with_dms_closed_logs_go_in_the_private_reply(home: Path, clock: Clock) -> None:

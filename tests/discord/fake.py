@@ -79,6 +79,11 @@ ROWS_MAX, BUTTONS_PER_ROW, LABEL_MAX, CUSTOM_ID_MAX = 5, 5, 80, 100
 # https://discord.com/developers/docs/components/reference#text-input (label, placeholder) and
 # https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-response-object-modal
 INPUT_LABEL_MAX, PLACEHOLDER_MAX, MODAL_TITLE_MAX = 45, 100, 45
+# The files of one request: Discord's smallest upload limit (a server without boosts, a DM);
+# over it, 413 with JSON code 40005 "Request entity too large" —
+# https://discord.com/developers/docs/reference#uploading-files and
+# https://discord.com/developers/docs/topics/opcodes-and-status-codes#json
+UPLOAD_MAX = 8 * 2**20
 
 Json = dict[str, Any]
 
@@ -538,6 +543,10 @@ class FakeDiscord:
         limited = self._limited(call)
         if limited is not None:
             return limited
+        if (large := _too_large(call)) is not None:
+            self.refused.append(call)
+            self._changed.set()
+            return large
         try:
             status, answer = self._answer(request, call)
         except KeyError:
@@ -785,6 +794,18 @@ class FakeDiscord:
         }
         self.messages[mid] = msg
         return msg
+
+
+def _too_large(call: Call) -> web.Response | None:
+    """413 (40005) for files over :data:`UPLOAD_MAX` in one request, else None."""
+    if sum(map(len, call.files.values())) <= UPLOAD_MAX:
+        return None
+    call.status = 413
+    return web.Response(
+        status=413,
+        body=json.dumps(_error(40005, "Request entity too large")).encode(),
+        headers={"Content-Type": "application/json"},
+    )
 
 
 def _error(code: int, message: str, errors: Json | None = None) -> Json:

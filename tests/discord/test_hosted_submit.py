@@ -1,7 +1,8 @@
 """/submit with attached code, through the real discord.py client and the fake Discord: the
 attachment is checked and downloaded (capped) before it is queued, its build and run logs go by
-DM and never to a channel. Building and running code is scripted here (tests/hosted, and one
-real grade in tests/community/test_hosted_e2e.py, prove it)."""
+DM (the last lines, and the full logs as files within Discord's upload limit) and never to a
+channel. Building and running code is scripted here (tests/hosted, and one real grade through
+the queue in tests/hosted/test_coach_queue.py, prove it)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import io
 import tarfile
 from pathlib import Path
 
+import discord
 import pytest
 from sqlalchemy import select
 
@@ -25,6 +27,7 @@ from tests.discord.fake import (
     GRACE,
     GUILD_ID,
     MANAGE_GUILD,
+    UPLOAD_MAX,
     Call,
     FakeDiscord,
 )
@@ -100,6 +103,39 @@ async def test_attached_code_is_built_hosted_and_its_logs_go_by_dm_only(
     async with asyncio.timeout(10):  # graded: the archive is removed as the queue settles
         while uploads(app):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+
+
+async def test_the_full_logs_reach_the_learner_as_files_by_dm_masked_and_trimmed(
+    bot: CruscibleClient, fake: FakeDiscord, app: App, hosted: ScriptedHosted
+) -> None:
+    password = "pw-d1sc0rd-77aa"
+    line = f"GET /v1/check redis://u:{password}@127.0.0.1:6379 took 2 ms\n"
+    big = line * (4 * 2**20 // len(line))  # a kept log is at most 4 MiB: 3 of them are over
+    hosted.data_dir, hosted.secrets = app.settings.data_dir, (password,)
+    hosted.logs = {"build.log": "ok\n", "web-0.log": big, "web-1.log": big, "worker-0.log": big}
+    hosted.crashes = AnySource(f"web[0] exited 1\n{SECRET_LINE}")
+    since = len(fake.calls)
+    await submit_file(fake, "limiter.tar.gz", tarball({"main.py": "print('up')\n"}))
+    [dm] = await fake.wait_for(lambda: [c for c in fake.calls[since:] if c.files and fake.is_dm(c)])
+    assert sorted(dm.files) == ["build.log", "web-0.log", "web-1.log", "worker-0.log"]
+    assert dm.status == 200 and sum(map(len, dm.files.values())) <= UPLOAD_MAX
+    assert dm.files["build.log"] == b"ok\n"
+    web = dm.files["web-0.log"].decode()
+    assert web.startswith("[first ") and web.endswith("took 2 ms\n")
+    assert "full logs attached" in dm.text()
+    assert not [c for c in fake.calls[since:] if password in c.text()]
+    leaks = carrying(fake.calls[since:], SECRET_LINE)
+    assert leaks and all(fake.is_dm(c) for c in leaks)
+    assert not [c for c in fake.refused if c.status == 413]
+
+
+async def test_files_over_the_upload_limit_are_refused_by_the_fake_as_by_discord(
+    bot: CruscibleClient, fake: FakeDiscord
+) -> None:
+    channel = bot.get_partial_messageable(CHANNEL_ID)
+    with pytest.raises(discord.HTTPException) as info:
+        await channel.send(file=discord.File(io.BytesIO(b"x" * (UPLOAD_MAX + 1)), "big.log"))
+    assert (info.value.status, info.value.code) == (413, 40005)
 
 
 async def test_a_failed_build_answers_privately_which_step_failed(

@@ -28,6 +28,7 @@ OAUTH_TEAM, OAUTH_TOKEN, OAUTH_CODE = "T0OAUTH", "xoxb-oauth-team", "code-123"
 NO_AUTH = {"oauth.v2.access", "apps.connections.open"}
 WAIT_S = 15.0
 TEXT_MAX = 40_000  # chat.postMessage `text` (msg_too_long)
+UPLOAD_MAX = 2**30  # a file's bytes (files.getUploadURLExternal)
 RESPONSE_URL_USES, RESPONSE_URL_TTL_S = 5, 30 * 60
 TRIGGER_TTL_S = 3.0
 ROTATED_LIFETIME_S = 12 * 3600  # a rotating token lives 12 hours
@@ -507,6 +508,15 @@ class FakeSlack:
         return {"view": {"id": "VHOME", **view}}
 
     def m_files_getUploadURLExternal(self, call: Call) -> dict[str, Any]:
+        """``length`` is required; 0 (an empty file) answers ``missing_argument``:
+        https://docs.slack.dev/reference/methods/files.getUploadURLExternal/ — and a file over
+        Slack's 1 GB maximum (https://slack.com/help/articles/201330736-Add-files-to-Slack)
+        answers ``file_upload_size_restricted``."""
+        length = int(call.args.get("length") or 0)
+        if length <= 0:
+            raise Refuse("missing_argument")
+        if length > UPLOAD_MAX:
+            raise Refuse("file_upload_size_restricted")
         file_id = f"F{next(self._ids)}"
         return {"upload_url": f"{self.base}/upload/{file_id}", "file_id": file_id}
 

@@ -1,11 +1,13 @@
 """Code submitted through Slack, with the real bolt app against the fake Slack: an archive shared
 in the app's DM (downloaded with the bot token, capped), a git URL in `/cruscible submit`, a
-hosted-only contest; logs reach the learner in the DM only. Building and running code is
-scripted here (tests/hosted and tests/community/test_hosted_e2e.py prove it)."""
+hosted-only contest; logs reach the learner in the DM only (the last lines, and the full logs as
+files uploaded to the DM). Building and running code is scripted here (tests/hosted and
+tests/hosted/test_coach_queue.py prove it)."""
 
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -76,6 +78,36 @@ async def test_an_archive_shared_in_the_dm_is_downloaded_and_its_logs_stay_there
     async with app.coach.store.session() as s:
         sub = await s.scalar(select(Submission).order_by(Submission.id.desc()))
     assert sub is not None and (sub.kind, sub.url, sub.status) == ("code", "limiter.zip", "error")
+
+
+async def test_the_full_logs_are_uploaded_to_the_learners_dm_masked(
+    slack: Workspace, app: App, hosted: ScriptedHosted
+) -> None:
+    fake = slack.fake
+    fake.add_channel(DM)
+    password = "pw-s1ack-0b9e"
+    hosted.data_dir, hosted.secrets = app.settings.data_dir, (password,)
+    hosted.logs = {
+        "build.log": "Successfully installed aiohttp\n",
+        "web-0.log": f"boot redis://u:{password}@127.0.0.1:6379\n{SECRET_LINE}\n",
+        "worker-0.log": "",  # nothing printed: left out (Slack refuses an empty file)
+    }
+    hosted.crashes = AnySource(f"web[0] exited 1\n{SECRET_LINE}")
+    since = len(fake.calls)
+    await slack.sender.command(f"submit rate-limiter {GIT}", user=LEARNER)
+    done = await fake.wait_for(
+        lambda c: c.method == "files.completeUploadExternal" and c.is_dm, within=20
+    )
+    await slack.settle()
+    shared = json.loads(done.args["files"])
+    assert sorted(f["title"] for f in shared) == ["build.log", "web-0.log"]
+    uploaded = {fake.uploads[f["id"]] for f in shared}
+    web = next(b for b in uploaded if b.startswith(b"boot"))
+    assert SECRET_LINE.encode() in web and b"@127.0.0.1:6379" in web
+    calls = fake.calls[since:]
+    assert not [c for c in calls if password in c.dump]
+    assert not [c for c in calls if c.method.startswith("files.") and c.answer.get("ok") is False]
+    assert not [c for c in fake.public_calls() if SECRET_LINE in c.dump]  # never in a channel
 
 
 async def test_other_files_and_oversize_ones_are_refused_without_a_download(
