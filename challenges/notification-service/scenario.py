@@ -16,16 +16,18 @@ from grading import JSON_HEADERS, percentile, poll_until
 from grading.checkers import duplicates
 from grading.http import Exchange
 from grading.load import LoadPlan, LoadResult, Request, Response
-from grading.provider import Call, ProviderAdmin, Window
+from grading.nemesis import FaultWindow
+from grading.provider import Call, Window
 from grading.report import Status
-from grading.scenario import Grade, Scenario
-from provisioning import Resource
+from grading.scenario import Grade
+from grading.standard import BadInput, StandardScenario
 
 TYPES = ("order_placed", "order_shipped", "order_delivered")
 USERS = 500
 RESEND_SHARE = 0.1  # of load requests resend an event_id sent 0.1–2 s earlier
 LAG_LIMIT_S = 5.0
 DELIVERY_WAIT_S = 10.0  # contract: how long the first event may take to arrive
+DELIVERY_POLL_S = 0.2
 DRAIN_LIMIT_S = 10.0  # after the load: how long accepted events may take to arrive
 SETTLE_S = 1.0  # then how long to keep watching for late duplicates
 POLL_S = 0.5
@@ -58,7 +60,7 @@ def describe_calls(calls: list[Call]) -> str:
     return f"the provider saw {len(calls)} call(s): " + ", ".join(parts)
 
 
-class NotificationScenario(Scenario):
+class NotificationScenario(StandardScenario):
     checks = (
         "contract.healthz",
         "contract.accept",
@@ -73,14 +75,19 @@ class NotificationScenario(Scenario):
         "delivery.no-duplicates",
         "delivery.lag",
     )
+    unit = "events"
+    latency_metric = "ingest"
+    availability_title = (
+        "Keeps accepting events while the provider is down and the environment is faulted"
+    )
 
     def __init__(self, spec: ChallengeSpec) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.t0 = time.time()
         self.sent: set[str] = set()  # every valid event_id the grader sent
         self.accepted: dict[str, float] = {}  # event_id -> epoch seconds of its first 2xx
         self.resent: list[str] = []  # contract-phase events sent more than once
-        self.admin: ProviderAdmin | None = None
+        self.outage_s = (0.0, 0.0)  # the provider's outage on the grade's timeline
 
     # -- helpers ----------------------------------------------------------------------
     def new_event(self, g: Grade) -> Sent:
@@ -103,21 +110,7 @@ class NotificationScenario(Scenario):
         return f"{epoch - self.t0:.1f} s"
 
     # -- contract ---------------------------------------------------------------------
-    async def contract(self, g: Grade) -> None:
-        if g.env is not None and Resource.PROVIDER in g.env.resources:
-            self.admin = ProviderAdmin.of(g.env.admin(Resource.PROVIDER))
-            await self.admin.reset()  # this grade's record starts empty; old windows are gone
-
-        ex = await g.request("GET", "/healthz")
-        g.check(
-            "contract.healthz",
-            "GET /healthz answers 200",
-            ex.status == 200,
-            exchange=ex,
-            expected=200,
-            actual=ex.status,
-        )
-
+    async def cases(self, g: Grade) -> None:
         first = self.new_event(g)
         ex = await self.post(g, first)
         g.check(
@@ -129,8 +122,6 @@ class NotificationScenario(Scenario):
             actual=f"{ex.status} {ex.text(200)}",
         )
         g.progress(0.2)
-        await self.bad_input(g)
-        g.progress(0.4)
 
         again = await self.post(g, first)
         twin = self.new_event(g)
@@ -160,41 +151,40 @@ class NotificationScenario(Scenario):
         )
         g.progress(0.5)
         await self.first_delivery(g, first)
-        g.progress(1.0)
 
-    async def bad_input(self, g: Grade) -> None:
+    def bad_inputs(self, g: Grade) -> list[BadInput]:
         good = {"event_id": str(uuid.uuid4()), "type": "order_placed", "user_id": "u1", "data": {}}
-        cases: list[tuple[str, dict[str, Any]]] = [
-            ("body not JSON", {"body": b"event_id=1", "headers": {"Content-Type": "text/plain"}}),
-            ("missing event_id", {"json": {k: v for k, v in good.items() if k != "event_id"}}),
-            ("event_id not a string", {"json": {**good, "event_id": 42}}),
-            ("unknown type", {"json": {**good, "type": "order_cancelled"}}),
-            ("missing user_id", {"json": {k: v for k, v in good.items() if k != "user_id"}}),
-            ("data not an object", {"json": {**good, "data": [1, 2]}}),
+
+        def event(label: str, **kw: Any) -> BadInput:
+            return BadInput(label, "POST", "/v1/events", **kw)
+
+        def without(name: str) -> dict[str, Any]:
+            return {k: v for k, v in good.items() if k != name}
+
+        return [
+            event("body not JSON", body=b"event_id=1", headers={"Content-Type": "text/plain"}),
+            event("missing event_id", json=without("event_id")),
+            event("event_id not a string", json={**good, "event_id": 42}),
+            event("unknown type", json={**good, "type": "order_cancelled"}),
+            event("missing user_id", json=without("user_id")),
+            event("data not an object", json={**good, "data": [1, 2]}),
         ]
-        failures = []
-        for label, kwargs in cases:
-            ex = await g.request("POST", "/v1/events", **kwargs)
-            if ex.status != 400:
-                failures.append((label, ex))
-        g.rejections("contract.bad-input", "Invalid events get 400", failures, len(cases))
 
     async def first_delivery(self, g: Grade, event: Sent) -> None:
         """The first accepted event reaches the provider, well-formed, with the token."""
         title = f"The first event reaches the provider within {DELIVERY_WAIT_S:g} s, well-formed"
-        if self.admin is None:
+        if self.provider is None:
             g.check("contract.delivery", title, Status.SKIP, detail="graded without a provider")
             return
         if event.event_id not in self.accepted:
             g.check("contract.delivery", title, False, detail="the event was not accepted")
             return
-        end = time.monotonic() + DELIVERY_WAIT_S
-        calls: list[Call] = []
-        while time.monotonic() < end:
-            calls = await self.admin.calls()
-            if any(c.key == event.event_id and c.delivered for c in calls):
-                break
-            await asyncio.sleep(0.2)
+        calls, _ = await poll_until(
+            self.provider.calls,
+            lambda calls: any(c.key == event.event_id and c.delivered for c in calls),
+            limit_s=DELIVERY_WAIT_S,
+            every_s=DELIVERY_POLL_S,
+        )
         mine = [c for c in calls if c.key == event.event_id]
         delivered = next((c for c in mine if c.delivered), None)
         sent = json.loads(event.body)
@@ -228,7 +218,7 @@ class NotificationScenario(Scenario):
         )
 
     # -- load and faults --------------------------------------------------------------
-    def plan(self, g: Grade, duration_s: float) -> LoadPlan:
+    def traffic(self, g: Grade, segment: str, duration_s: float) -> LoadPlan:
         """Fresh events at the graded rate; a share resends an event sent shortly before."""
         rate = self.spec.grading.rate
         total = math.ceil(rate * duration_s)
@@ -258,80 +248,58 @@ class NotificationScenario(Scenario):
             on_result=on_result,
         )
 
-    async def script(self, windows: tuple[Window, ...], seed: int) -> None:
-        if self.admin is not None:
-            await self.admin.script(windows, seed)
-
-    async def load(self, g: Grade) -> None:
-        grading = self.spec.grading
-        await self.script(STEADY_WINDOWS, g.seed)
+    async def alongside(self, g: Grade, segment: str, duration_s: float) -> None:
+        """The provider's script while a run's load runs: it throttles, fails and slows down
+        in the steady run and goes dark in the fault run; it answers normally again after."""
+        windows, seed = STEADY_WINDOWS, g.seed
+        if segment == "faults":
+            windows, seed = FAULT_WINDOWS, g.seed + 1
+            outage, start = FAULT_WINDOWS[0], g.timeline_end_s
+            self.outage_s = (start + outage.start_s, start + outage.end_s)
+            g.metric("provider.outage_from_s", round(self.outage_s[0], 1))
+            g.metric("provider.outage_to_s", round(self.outage_s[1], 1))
+        if self.provider is None:
+            return
+        await self.provider.script(windows, seed)
         try:
-            result, _ = await g.run_load(self.plan(g, grading.duration_s))
+            await asyncio.sleep(duration_s)
         finally:
-            await self.script((), g.seed)
-        self.judge_steady(g, result)
+            await self.provider.script((), g.seed)
 
-        steps = [f.step(g.rng) for f in grading.faults]
-        g.phase = "faults"
-        offset = g.timeline_end_s
-        outage = FAULT_WINDOWS[0]
-        g.metric("provider.outage_from_s", round(offset + outage.start_s, 1))
-        g.metric("provider.outage_to_s", round(offset + outage.end_s, 1))
-        await self.script(FAULT_WINDOWS, g.seed + 1)
-        try:
-            result, windows = await g.run_load(
-                self.plan(g, grading.fault_duration_s), faults=steps if g.can_inject else ()
-            )
-        finally:
-            await self.script((), g.seed)
+    def faulted(self, g: Grade, result: LoadResult, windows: list[FaultWindow]) -> None:
+        """``faults.availability`` alone, judged even when no fault fired in the environment:
+        the provider's outage takes something away in every fault run."""
         g.metric("faults.error_rate", round(result.error_rate, 4))
-        errors = sum(w.errors_during for w in windows)
-        g.metric("faults.errors", errors)
+        g.metric("faults.errors", sum(w.errors_during for w in windows))
         injected = (
             "; ".join(w.observed for w in windows) or "no fault injected into the environment"
         )
         g.availability(
-            "Keeps accepting events while the provider is down and the environment is faulted",
+            self.availability_title,
             result,
             f"{result.error_rate:.1%} of events were refused or timed out during the run "
-            f"(provider outage from {offset + outage.start_s:.1f} s to {offset + outage.end_s:.1f} s); "
+            f"(provider outage from {self.outage_s[0]:.1f} s to {self.outage_s[1]:.1f} s); "
             f"{injected}",
         )
-
-    def judge_steady(self, g: Grade, result: LoadResult) -> None:
-        rate = self.spec.grading.rate
-        g.metric("load.rate_target", rate)
-        g.load_metrics(result, latency="ingest")
-        for check_id, name, title in (
-            ("load.latency", "latency", "Ingest latency"),
-            ("load.errors", "errors", "Ingest errors"),
-        ):
-            g.judge(
-                check_id,
-                f"{title}: {self.spec.thresholds[name]} at {rate:g} events/s "
-                "while the provider throttles, fails and slows down",
-                self.spec.thresholds[name],
-                result,
-            )
 
     # -- verification -----------------------------------------------------------------
     async def drain(self, g: Grade) -> list[Call]:
         """Wait (bounded) until every accepted event was delivered; then watch a little longer."""
-        assert self.admin is not None
-        admin = self.admin
+        provider = self.provider
+        assert provider is not None
 
         def all_delivered(calls: list[Call]) -> bool:
             missing = len(self.accepted.keys() - {c.key for c in calls if c.delivered})
             g.progress(1 - missing / max(1, len(self.accepted)))
             return not missing
 
-        await poll_until(admin.calls, all_delivered, limit_s=DRAIN_LIMIT_S, every_s=POLL_S)
+        await poll_until(provider.calls, all_delivered, limit_s=DRAIN_LIMIT_S, every_s=POLL_S)
         await asyncio.sleep(SETTLE_S)
-        return await self.admin.calls()
+        return await provider.calls()
 
     async def verify(self, g: Grade) -> None:
         ids = ("delivery.no-loss", "delivery.no-duplicates", "delivery.lag", "contract.idempotent")
-        if self.admin is None:
+        if self.provider is None:
             for check_id in ids:
                 g.check(
                     check_id,
