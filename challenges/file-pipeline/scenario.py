@@ -30,12 +30,13 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from challenges.schema import ChallengeSpec
-from grading import json_object, percentile
+from grading import json_object, percentile, poll_until
 from grading.http import Exchange
 from grading.load import LoadPlan, LoadResult, Request, Response
 from grading.nemesis import FaultWindow
 from grading.report import Status
-from grading.scenario import Grade, Scenario
+from grading.scenario import Grade
+from grading.standard import StandardScenario
 from provisioning import Resource
 
 HEADER = b"id,customer,amount,note\n"  # the contract's malformed samples
@@ -309,7 +310,7 @@ class Originals:
         return await asyncio.to_thread(self._sha256, upload_id)
 
 
-class FilePipelineScenario(Scenario):
+class FilePipelineScenario(StandardScenario):
     checks = (
         "contract.healthz",
         "contract.accept",
@@ -327,14 +328,17 @@ class FilePipelineScenario(Scenario):
         "faults.recovery",
         "faults.availability",
     )
+    unit = "uploads"
+    availability_title = "Keeps accepting uploads while a store is down"
+    availability_penalty = 4.0
 
     def __init__(self, spec: ChallengeSpec) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.nonce = secrets.token_hex(3)  # fresh rows on every run; never affects the verdict
         self.tracked: dict[str, Tracked] = {}
         self.unavailable: list[Csv] = []  # uploads refused with 5xx or no answer
         self.refused: list[tuple[Csv, str]] = []  # valid or not, refused for good: lost
-        self.bytes_sent = 0
+        self.segments: dict[str, list[Csv]] = {}  # each load segment's uploads
 
     def originals(self, g: Grade) -> Originals | None:
         return Originals(g.env.admin(Resource.S3)) if g.env is not None else None
@@ -355,32 +359,26 @@ class FilePipelineScenario(Scenario):
     ) -> tuple[Exchange | None, dict[str, Any], list[str]]:
         """Poll until the upload is done or failed; (last exchange, its JSON, statuses seen)."""
         seen: list[str] = []
-        ex, data = None, {}
-        end = time.monotonic() + CONTRACT_WAIT_S
-        while time.monotonic() < end:
+        data: dict[str, Any] = {}
+
+        async def probe() -> Exchange:
             ex = await g.request("GET", f"/v1/uploads/{upload_id}")
             got = json_object(ex)
             if got is not None:
-                data = got
-                status = got.get("status")
+                data.clear()
+                data.update(got)
+                status = str(got.get("status"))
                 if not seen or seen[-1] != status:
-                    seen.append(str(status))
-                if status in TERMINAL:
-                    break
-            await asyncio.sleep(0.1)
+                    seen.append(status)
+            return ex
+
+        ex, _ = await poll_until(
+            probe, lambda _: data.get("status") in TERMINAL, limit_s=CONTRACT_WAIT_S, every_s=0.1
+        )
         return ex, data, seen
 
-    async def contract(self, g: Grade) -> None:
+    async def cases(self, g: Grade) -> None:
         gen = Generator(g.rng, self.nonce)
-        ex = await g.request("GET", "/healthz")
-        g.check(
-            "contract.healthz",
-            "GET /healthz answers 200",
-            ex.status == 200,
-            exchange=ex,
-            expected=200,
-            actual=ex.status,
-        )
         sample = self.sample_csv(gen)
         ex, upload_id = await self.upload(g, sample.body)
         g.check(
@@ -401,7 +399,6 @@ class FilePipelineScenario(Scenario):
         await self.large(g, gen)
         g.progress(0.6)
         await self.malformed(g, gen)
-        g.progress(0.9)
         ex = await g.request("GET", f"/v1/uploads/unknown-{secrets.token_hex(6)}")
         g.check(
             "contract.unknown",
@@ -411,7 +408,6 @@ class FilePipelineScenario(Scenario):
             expected=404,
             actual=ex.status,
         )
-        g.progress(1.0)
 
     def sample_csv(self, gen: Generator) -> Csv:
         """A small CSV with the format's quirks: a BOM before the amount column's name, CRLF,
@@ -573,7 +569,9 @@ class FilePipelineScenario(Scenario):
             for i, s in enumerate(sizes)
         ]
 
-    def plan(self, csvs: list[Csv], duration_s: float) -> LoadPlan:
+    def traffic(self, g: Grade, segment: str, duration_s: float) -> LoadPlan:
+        """The uploads made for ``segment`` by :meth:`load`, at the graded rate."""
+        csvs = self.segments[segment]
         headers = (("Content-Type", "text/csv"),)
 
         def make(i: int) -> Request:
@@ -639,68 +637,34 @@ class FilePipelineScenario(Scenario):
             await asyncio.sleep(POLL_EVERY_S)
 
     async def load(self, g: Grade) -> None:
+        """The engine's steady and fault runs, with every accepted upload followed beside them
+        until it finishes; the uploads refused for want of a store are resent after them."""
         grading = self.spec.grading
         gen = Generator(g.rng, self.nonce)
         steady_n = math.ceil(grading.rate * grading.duration_s - 1e-9)
         fault_n = math.ceil(grading.rate * grading.fault_duration_s - 1e-9)
         budget = MAX_TOTAL_BYTES * steady_n // max(1, steady_n + fault_n)
-        steady = self.uploads(g, gen, steady_n, budget)
-        faulty = self.uploads(g, gen, fault_n, MAX_TOTAL_BYTES - budget)
-        self.bytes_sent = sum(len(c.body) for c in steady + faulty)
-        g.metric("pipeline.bytes_uploaded", self.bytes_sent)
-        steps = [f.step(g.rng) for f in grading.faults]
+        self.segments = {
+            "steady": self.uploads(g, gen, steady_n, budget),
+            "faults": self.uploads(g, gen, fault_n, MAX_TOTAL_BYTES - budget),
+        }
+        uploaded = sum(len(c.body) for csvs in self.segments.values() for c in csvs)
+        g.metric("pipeline.bytes_uploaded", uploaded)
         loads_done = asyncio.Event()
         poller = asyncio.create_task(self.poller(g, loads_done))
         try:
-            result, _ = await g.run_load(self.plan(steady, grading.duration_s))
-            self.report_load(g, result)
-            if steps and g.can_inject and grading.fault_duration_s > 0:
-                g.phase = "faults"
-                result, windows = await g.run_load(
-                    self.plan(faulty, grading.fault_duration_s), faults=steps
-                )
-                self.report_faults(g, result, windows)
-            elif steps:
-                g.skip_faults("faults.recovery", "faults.availability")
+            await super().load(g)
             await self.resend_unavailable(g)
         finally:
             loads_done.set()
             await poller
 
-    def report_load(self, g: Grade, result: LoadResult) -> None:
-        grading = self.spec.grading
-        g.metric("load.rate_target", grading.rate)
-        g.metric("load.p50_ms", round(result.percentile_ms(50), 2))
-        g.metric("load.p99_ms", round(result.percentile_ms(99), 2))
-        g.metric("load.error_rate", round(result.error_rate, 4))
-        for check_id, name, title in (
-            ("load.latency", "latency", "Acknowledgement latency"),
-            ("load.errors", "errors", "Refused uploads"),
-        ):
-            g.judge(
-                check_id,
-                f"{title}: {self.spec.thresholds[name]} at {grading.rate:g} uploads/s",
-                self.spec.thresholds[name],
-                result,
-            )
-
-    def report_faults(self, g: Grade, result: LoadResult, windows: list[FaultWindow]) -> None:
+    def faulted(self, g: Grade, result: LoadResult, windows: list[FaultWindow]) -> None:
+        """The fault run's p99 and the uploads refused while a store was down, then the
+        standard checks."""
         g.metric("faults.p99_ms", round(result.percentile_ms(99), 2))
-        g.metric("faults.error_rate", round(result.error_rate, 4))
-        errors = sum(w.errors_during for w in windows)
-        g.metric("faults.errors", errors)
-        g.recovery(
-            windows,
-            title=f"Accepts uploads again within {g.config.recovery_s:g} s after each fault heals",
-        )
-        g.availability(
-            "Keeps accepting uploads while a store is down",
-            result,
-            f"{result.error_rate:.1%} of uploads were refused during the fault run "
-            f"({errors} inside the fault windows); the grader resent them after the run, as "
-            "a client holding the file would",
-            penalty=4,
-        )
+        g.metric("faults.errors", sum(w.errors_during for w in windows))
+        super().faulted(g, result, windows)
 
     async def resend_unavailable(self, g: Grade) -> None:
         """Resend, like a client would, every upload refused with 5xx or left unanswered, for
