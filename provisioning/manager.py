@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from provisioning.backend import Backend, ProvisioningError, ResourceHealth
@@ -15,6 +15,8 @@ from provisioning.pool import WarmPool, is_pool_member
 from provisioning.spec import EnvironmentSpec, Resource
 
 log = logging.getLogger(__name__)
+
+Teardown = Callable[[], Awaitable[None]]
 
 
 def new_env_id() -> str:
@@ -40,6 +42,20 @@ class Provisioner:
         self.max_ttl = max_ttl
         self.clock = clock
         self.pool = WarmPool(backend, pool_size, new_env_id, clock=clock)
+        self._teardowns: dict[str, list[Teardown]] = {}
+
+    def on_teardown(self, env_id: str, stop: Teardown) -> None:
+        """Run ``stop`` before ``env_id`` is torn down by this provisioner (:meth:`down`,
+        :meth:`reap`, :meth:`reconcile`) or when it closes: what runs next to the environment
+        (a kept hosted submission) ends with it. A failing ``stop`` is logged, never raised."""
+        self._teardowns.setdefault(env_id, []).append(stop)
+
+    async def _run_teardowns(self, env_id: str) -> None:
+        for stop in self._teardowns.pop(env_id, []):
+            try:
+                await stop()
+            except Exception:
+                log.exception("stopping what ran next to %s failed", env_id)
 
     def warm(self, spec: EnvironmentSpec) -> None:
         """Keep environments like ``spec`` ready in the warm pool (when it is on)."""
@@ -87,6 +103,7 @@ class Provisioner:
 
     async def down(self, env_id: str) -> None:
         await self.get(env_id)
+        await self._run_teardowns(env_id)
         await self.backend.destroy(env_id)
 
     async def fault(self, env_id: str, resource: Resource, action: FaultAction) -> FaultRecord:
@@ -99,6 +116,19 @@ class Provisioner:
         await self.get(env_id)
         return await self.backend.health(env_id)
 
+    async def restore(self, env_id: str) -> list[str]:
+        """Bring back what a fault left down — a paused server resumed, a stopped one started,
+        data kept — as a grade interrupted mid-fault (its worker killed) leaves it. Returns what
+        was done, e.g. ``["redis: resume"]`` (empty when everything runs)."""
+        undo = {"paused": FaultAction.RESUME, "stopped": FaultAction.START}
+        done = []
+        for health in await self.health(env_id):
+            action = undo.get(health.state)
+            if action is not None:
+                await self.backend.fault(env_id, health.resource, action)
+                done.append(f"{health.resource.value}: {action.value}")
+        return done
+
     async def reap(self) -> list[str]:
         """Destroy every expired environment; return their ids."""
         now = self.clock()
@@ -106,6 +136,7 @@ class Provisioner:
         for env in await self.backend.list():
             if env.expires_at <= now:
                 log.info("reaping expired environment %s", env.id)
+                await self._run_teardowns(env.id)
                 await self.backend.destroy(env.id)
                 gone.append(env.id)
         return gone
@@ -122,11 +153,15 @@ class Provisioner:
                 log.info("reconciling: %s is not in the store but in use; kept", env.id)
                 continue
             log.info("reconciling: tearing down unknown environment %s", env.id)
+            await self._run_teardowns(env.id)
             await self.backend.destroy(env.id)
             gone.append(env.id)
         return gone
 
     async def close(self) -> None:
-        """Destroy the warm pool's idle environments; handed-out ones keep running."""
+        """Destroy the warm pool's idle environments; handed-out ones keep running, what runs
+        next to them in this process (:meth:`on_teardown`) stops."""
+        for env_id in list(self._teardowns):
+            await self._run_teardowns(env_id)
         await self.pool.close()
         await self.backend.close()

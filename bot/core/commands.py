@@ -17,8 +17,9 @@ HELP = """\
 - `list` — every challenge · `show ID` — one challenge
 - `provision ID` — start your private infrastructure (bundle by private message)
 - `env` — your environments · `env extend ENV` · `env destroy ENV`
-- `submit ID URL|GIT_URL` — grade your service, or your code (a public git URL; in the terminal \
-also a folder or .zip/.tar.gz), built and run by us on equal resources
+- `submit ID URL|GIT_URL [keep]` — grade your service, or your code (a public git URL; in the \
+terminal also a folder or .zip/.tar.gz), built and run by us on equal resources, then stopped \
+(`keep`: kept running until your environment's TTL)
 - `cancel` — cancel your queued or running grade
 - `results` — your results and streak · `leaderboard [ID]` · `tradeoffs ID`
 - `contest` — this week's contest · `contest standings [N]`
@@ -111,10 +112,11 @@ async def _run(
             await out.reply(await coach.env_extend(actor, env_id))
         case ["env", "destroy" | "down", env_id]:
             await out.reply(await coach.env_destroy(actor, env_id))
-        case ["submit", cid, url]:  # a local folder or archive only from the terminal
+        case ["submit", cid, url] | ["submit", cid, url, "keep"]:  # a path: the terminal only
             await coach.submit(
-                actor, cid, url, out, community=community, local_paths=actor.platform == "console"
-            )
+                actor, cid, url, out, community=community, local_paths=actor.platform == "console",
+                keep=words[-1] == "keep",
+            )  # fmt: skip
         case ["cancel"]:
             await out.reply(await coach.cancel(actor))
         case ["results"]:

@@ -26,6 +26,8 @@ from grading.report import LoadScale
 from grading.runner import CannotGrade
 from provisioning.backend import ProvisioningError
 from provisioning.environment import Environment
+from provisioning.hosted.service import HostedService
+from provisioning.hosted.submission import Submission as HostedSubmission
 from provisioning.hosted.submission import env_secrets
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class GradingFlow:
         community: Community | None = None,
         archive: Path | None = None,
         local_paths: bool = False,
+        keep: bool = False,
     ) -> Submission:
         """Queue a submission for grading and wait for it: the progress message shows the place
         in the queue, then the grade; the score card (and discussion) go to the channel (under
@@ -62,10 +65,12 @@ class GradingFlow:
         :mod:`bot.core.sources` for the rule), or with ``local_paths`` (the terminal only) a
         folder or archive; ``archive`` is an attached archive already stored under the data
         dir (``url`` is then its file name). Code is built and run by us (hosted), its build
-        and run logs go to the learner privately. Raises :class:`CoachError` for bad input."""
+        and run logs go to the learner privately; with ``keep`` it keeps running after the grade
+        until the environment's TTL or teardown. Raises :class:`CoachError` for bad input
+        (``keep`` with a URL)."""
         try:
             sub, watcher, source = await self._queue(
-                actor, challenge_id, url, out, thread, seed, community, archive, local_paths
+                actor, challenge_id, url, out, thread, seed, community, archive, local_paths, keep
             )
         except BaseException:
             if archive is not None:  # never queued: nothing else will remove it
@@ -108,6 +113,7 @@ class GradingFlow:
         community: Community | None,
         archive: Path | None,
         local_paths: bool,
+        keep: bool,
     ) -> tuple[Submission, Watcher, Source]:
         """Check the submission and queue it; raises :class:`CoachError` when it cannot be."""
         challenge = self.challenge(challenge_id)
@@ -115,6 +121,8 @@ class GradingFlow:
         source = Source("code", str(archive)) if archive else classify(url, local_paths=local_paths)
         if source.kind == "code" and self.hosted is None:
             raise CoachError("this bot does not run code; submit your running service's URL")
+        if keep and source.kind != "code":
+            raise CoachError("keep applies to code we run; a URL is a service you run yourself")
         if source.kind == "url":
             url = source.value
         user = await self.user(actor)
@@ -133,6 +141,7 @@ class GradingFlow:
                     created_at=self.clock(),
                     kind=source.kind,
                     source=source.value if source.kind == "code" else None,
+                    keep=keep,
                 ),
                 watcher,
             )
@@ -232,7 +241,8 @@ class GradingFlow:
     ) -> None:
         """Build, run and grade submitted code (``bot.core.hosted``) next to the learner's
         environment (a fresh one, removed after, when they have none). Each failing step is
-        recorded as ``"<step> failed: <reason>"``; its log lines go to the learner privately."""
+        recorded as ``"<step> failed: <reason>"``; its log lines go to the learner privately.
+        Kept code (``sub.keep``) runs on until its environment is torn down (:meth:`_kept`)."""
         assert self.hosted is not None and sub.source is not None
 
         def say(line: str) -> None:
@@ -247,12 +257,14 @@ class GradingFlow:
             return
         secrets: tuple[str, ...] = ()
         try:
-            async with self.code_environment(sub, challenge, env) as near:
+            async with self.code_environment(sub, challenge, env, keep=sub.keep) as near:
                 secrets = env_secrets(near) if near is not None else ()
                 result = await self.hosted.grade_prepared(
                     hsub, built, challenge, near, seed=sub.seed, out_dir=out_dir,
-                    progress=progress, say=say, scale=scale,
+                    progress=progress, say=say, scale=scale, keep=sub.keep,
                 )  # fmt: skip
+                if result.service is not None:
+                    await self._kept(sub, watcher, hsub, result.service, near, secrets)
         except NoEnvironment as exc:
             hsub.update(status="failed")
             await hsub.cleanup()
@@ -278,12 +290,33 @@ class GradingFlow:
             await self._show(watcher, views.grading_progress(challenge.id, "done", 1.0))
         await self._publish(sub, result.graded, watcher)
 
+    async def _kept(
+        self,
+        sub: Submission,
+        watcher: Watcher | None,
+        hsub: HostedSubmission,
+        service: HostedService,
+        env: Environment,
+        secrets: tuple[str, ...],
+    ) -> None:
+        """Kept code runs on: the environment's teardown (by the learner, the reaper at its
+        TTL, or this process closing: ``Provisioner.on_teardown``) stops it and keeps its
+        logs; the box's wall time (the TTL) ends it in any case. The learner is told until
+        when, privately."""
+
+        async def stop() -> None:
+            await hsub.finish(service, secrets)
+
+        self.provisioner.on_teardown(env.id, stop)
+        await self._tell_privately(sub, watcher, views.kept(sub.challenge, service.url, env))
+
     @asynccontextmanager
     async def code_environment(
-        self, sub: Submission, challenge: Challenge, env: Environment | None
+        self, sub: Submission, challenge: Challenge, env: Environment | None, *, keep: bool = False
     ) -> AsyncIterator[Environment]:
         """The environment submitted code runs next to: the learner's own for the challenge
-        (``env``), else a fresh one of theirs, destroyed after the grade. Raises
+        (``env``), else a fresh one of theirs, destroyed after the grade (with ``keep``, and a
+        grade that kept the code running, left until its TTL: the reaper tears it down). Raises
         :class:`NoEnvironment` when none can be made (a quota, a backend failure)."""
         if env is not None:
             yield env
@@ -296,11 +329,14 @@ class GradingFlow:
             own = await self.create_environment(actor, spec)
         except CoachError as exc:
             raise NoEnvironment(str(exc)) from None
+        kept = False
         try:
             yield own
+            kept = keep
         finally:
             try:
-                await self.destroy_environment(own.id)
+                if not kept:
+                    await self.destroy_environment(own.id)
             except CoachError as exc:  # the reaper removes it at its TTL; the grade stands
                 log.warning("environment %s not destroyed after a grade: %s", own.id, exc)
 

@@ -217,6 +217,15 @@ def hosted_logs(
     )
 
 
+def kept(challenge_id: str, url: str, env: Environment) -> Message:
+    """Hosted code the learner asked to keep: where it answers and until when."""
+    return Message(
+        title=f"Your {challenge_id} code keeps running",
+        body=f"It answers at {url} on the bot's host until your environment {env.id} is torn "
+        f"down: at {env.expires_at:%H:%M} UTC at the latest (its TTL), or when you destroy it.",
+    )
+
+
 def not_ranked(contest_id: int, challenge_id: str) -> Message:
     """A URL submission during a contest that ranks hosted code only."""
     return Message(

@@ -106,7 +106,8 @@ class Submission(Base):
     ``kind`` ``url``: ``url`` is the learner's running service. ``code``: ``source`` is a
     public git URL or an archive stored under the data directory until graded (so a restart
     resumes it); the code was built and run by us (``hosted``: on the same caps as everyone)
-    and ``logs_ref`` is its hosted submission id (``cruscible logs``)."""
+    and ``logs_ref`` is its hosted submission id (``cruscible logs``); ``keep``: the learner
+    asked that it keep running after the grade, until the environment's TTL or teardown."""
 
     __tablename__ = "submissions"
     __table_args__ = (
@@ -142,6 +143,7 @@ class Submission(Base):
     source: Mapped[str | None] = mapped_column(String(2048), default=None)
     hosted: Mapped[bool] = mapped_column(Boolean, default=False)
     logs_ref: Mapped[str | None] = mapped_column(String(64), default=None)
+    keep: Mapped[bool] = mapped_column(Boolean, default=False)
     # how far a grade got (grading.runner.PHASES, 0..1 of that phase), for a front end to show
     phase: Mapped[str | None] = mapped_column(String(32), default=None)
     phase_done: Mapped[float | None] = mapped_column(Float, default=None)

@@ -232,6 +232,7 @@ class ScriptedHosted:
             graded=graded,
             crashed=crashed,
             crash_report=self.crashes.get(sub.source, ""),
+            service=None,
         )
 
 
@@ -257,7 +258,9 @@ def scripted_hosting(coach: Coach, hosted: ScriptedHosted) -> None:
     """Code on ``coach`` runs through ``hosted``, next to no environment (none is made)."""
 
     @asynccontextmanager
-    async def no_environment(sub: Any, challenge: Any, env: Any) -> AsyncIterator[None]:
+    async def no_environment(
+        sub: Any, challenge: Any, env: Any, *, keep: bool = False
+    ) -> AsyncIterator[None]:
         yield None
 
     coach.hosted = hosted  # type: ignore[assignment]

@@ -303,3 +303,16 @@ async def test_a_resumed_grade_sends_its_logs_by_dm_and_never_to_the_channel(
         await coach.queue.idle()
         assert [(who, SECRET_LINE in m.body) for who, m in channels.dms] == [(ADA.id, True)]
         assert not [p for p in channels.posts if SECRET_LINE in p.message.text()]
+
+
+async def test_keep_is_recorded_for_code_and_refused_for_a_url(home: Path, clock: Clock) -> None:
+    grader = ScriptedGrader(scores={GIT: 80})
+    async with coach_over(home, clock=clock, grader=grader) as coach:
+        scripted_hosting(coach, ScriptedHosted(grader))
+        await dispatch(coach, ADA, f"submit rate-limiter {GIT} keep", RecordingOutbox())
+        async with coach.store.session() as s:
+            sub = await s.scalar(select(Submission))
+        assert sub is not None and (sub.keep, sub.status, sub.kind) == (True, "done", "code")
+        url = RecordingOutbox()
+        await dispatch(coach, BOB, "submit rate-limiter http://127.0.0.1:9/bob keep", url)
+        assert any("keep applies to code we run" in m.body for _, m in url.replies)

@@ -883,7 +883,7 @@ def _application() -> Json:
 
 
 def _option_type(name: str) -> int:
-    return {"channel": 7, "role": 8, "code": 11, "hosted_only": 5}.get(name, 3)
+    return {"channel": 7, "role": 8, "code": 11, "hosted_only": 5, "keep": 5}.get(name, 3)
 
 
 async def _read_body(request: web.Request) -> tuple[Any, dict[str, bytes]]:

@@ -89,6 +89,39 @@ async def test_reap_destroys_only_expired_environments(backend: Backend) -> None
     assert marked_pids(backend_dir(backend), long.id) == []
 
 
+async def test_what_runs_next_to_an_environment_stops_before_its_teardown(
+    backend: Backend,
+) -> None:
+    """A kept hosted submission registers its stop with ``on_teardown``: the reaper at the TTL
+    and ``down`` both run it first, once; another environment's stays registered."""
+    clock = [datetime.now(UTC)]
+    prov = Provisioner(backend, clock=lambda: clock[0])
+    spec = EnvironmentSpec(resources=REDIS_ONLY, owner="kept", ttl=timedelta(minutes=1))
+    reaped, destroyed = await prov.up(spec), await prov.up(spec)
+    stopped: list[tuple[str, bool]] = []
+
+    def stop(env_id: str):  # type: ignore[no-untyped-def]
+        async def run() -> None:
+            stopped.append((env_id, await backend.get(env_id) is not None))
+
+        return run
+
+    prov.on_teardown(reaped.id, stop(reaped.id))
+    prov.on_teardown(destroyed.id, stop(destroyed.id))
+    try:
+        await prov.extend(destroyed.id, timedelta(hours=1))
+        clock[0] += timedelta(minutes=5)
+        assert await prov.reap() == [reaped.id]
+        assert stopped == [(reaped.id, True)]  # stopped while the environment still existed
+        await prov.down(destroyed.id)
+        assert stopped == [(reaped.id, True), (destroyed.id, True)]
+    finally:
+        for env in (reaped, destroyed):
+            if await backend.get(env.id) is not None:
+                await prov.down(env.id)
+    assert len(stopped) == 2
+
+
 async def test_destroy_is_idempotent(backend: Backend) -> None:
     env = await backend.create(
         "env-twice", EnvironmentSpec(resources=(Resource.POSTGRES, Resource.REDIS))

@@ -327,6 +327,7 @@ class ContestCommands(
     "without it or a file)",
     challenge="today's by default",
     code="a .zip or .tar.gz of your code: we build and run it on equal resources",
+    keep="keep your code running after the grade, until your environment's TTL",
 )
 @app_commands.autocomplete(challenge=challenge_ids)
 @app_commands.guild_only()
@@ -335,6 +336,7 @@ async def submit(
     url: str | None = None,
     challenge: str | None = None,
     code: discord.Attachment | None = None,
+    keep: bool = False,
 ) -> None:
     async def grade(i: discord.Interaction, link: str) -> None:
         async def use(t: Turn) -> None:
@@ -350,6 +352,7 @@ async def submit(
                 thread=thread,
                 community=t.community,
                 archive=archive,
+                keep=keep,
             )
 
         await turns_of(i).run(i, use)

@@ -83,8 +83,11 @@ async def run(inv: Invocation, text: str) -> None:
                 await open_submit_form(inv, None)
             case ["submit", challenge]:
                 await open_submit_form(inv, challenge)
-            case ["submit", challenge, url]:
-                await submit(inv.coach, inv.community, inv.actor, challenge, url, inv.out)
+            case ["submit", challenge, url] | ["submit", challenge, url, "keep"]:
+                await submit(
+                    inv.coach, inv.community, inv.actor, challenge, url, inv.out,
+                    keep=words[-1] == "keep",
+                )  # fmt: skip
             case _:
                 await commands.dispatch(
                     inv.coach, inv.actor, text, inv.out, community=inv.community
@@ -113,10 +116,12 @@ async def submit(
     out: SlackOutbox,
     *,
     archive: Path | None = None,
+    keep: bool = False,
 ) -> None:
     """Grade ``url`` (a service, or a public git URL of code) or a stored ``archive`` (``url``
     is then its file name) for ``community`` (its boards and contests count it); results go in
-    the thread of today's post when it is this challenge."""
+    the thread of today's post when it is this challenge. ``keep``: code keeps running after
+    the grade, until the environment's TTL."""
     where = await todays_thread(coach.communities, community, challenge)
     thread = None
     if where is not None:
@@ -124,8 +129,9 @@ async def submit(
         thread = message_ref(*where)  # a ref SlackChannels can thread under after a restart
     try:
         await coach.submit(
-            actor, challenge, url, out, thread=thread, community=community, archive=archive
-        )
+            actor, challenge, url, out, thread=thread, community=community, archive=archive,
+            keep=keep,
+        )  # fmt: skip
     except CoachError as exc:
         await out.reply(views.error(str(exc)))
 
