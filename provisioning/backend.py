@@ -16,9 +16,13 @@ class ProvisioningError(RuntimeError):
 
 @dataclass(frozen=True)
 class ResourceHealth:
+    """``state``: ``"running"`` (then ``ok`` says whether it answered), ``"paused"`` or
+    ``"stopped"`` (a fault left it so)."""
+
     resource: Resource
     ok: bool
     detail: str
+    state: str = "running"
 
 
 @runtime_checkable

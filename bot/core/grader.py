@@ -59,6 +59,9 @@ class Grader:
         injector = None
         if env is not None:
             env_id = env.id
+            restored = await self.provisioner.restore(env_id)
+            if restored:  # a grade interrupted mid-fault (its worker killed) left them down
+                log.warning("%s brought back before grading: %s", env_id, ", ".join(restored))
 
             async def injector(target: str, action: str) -> FaultRecord:
                 process = process_target(target)

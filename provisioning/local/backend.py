@@ -410,7 +410,13 @@ class LocalBackend:
         self, env_id: str, kind: Resource, info: ResourceInfo, state: State
     ) -> ResourceHealth:
         if state is not State.RUNNING:
-            return ResourceHealth(kind, False, "paused" if state is State.PAUSED else "not running")
+            paused = state is State.PAUSED
+            return ResourceHealth(
+                kind,
+                False,
+                "paused" if paused else "not running",
+                "paused" if paused else "stopped",
+            )
         try:
             detail = await self.drivers[kind].probe(self._slot(env_id, kind), info, 2.0)
         except NotReady as exc:

@@ -118,6 +118,10 @@ class Workers:
                     return
                 await asyncio.sleep(0.1)
 
+    def log_of(self, proc: subprocess.Popen) -> str:
+        """What worker ``proc`` has logged so far."""
+        return (self.root / f"worker-{self.procs.index(proc)}.log").read_text(errors="replace")
+
     def by_pid(self, pid: int) -> subprocess.Popen:
         return next(p for p in self.procs if p.pid == pid)
 
