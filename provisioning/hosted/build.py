@@ -7,7 +7,9 @@ box (``writable_app``, ``registry``), with a cache so that the same requirements
   (https://packaging.python.org/en/latest/specifications/pyproject-toml/#dependencies-optional-dependencies);
   the code itself runs from ``/app``.
 - nothing to install: an empty virtualenv, so that ``python`` is the same everywhere.
-- ``dockerfile``: refused (not supported yet, on either backend).
+- ``dockerfile``: on the docker backend, the submission's image
+  (:mod:`provisioning.hosted.docker_build`; no cache of ours, no venv); refused on the local
+  backend, with what to do.
 
 The cache is keyed by the sha256 of the requirements (plus the interpreter and a scope, e.g. the
 learner: one learner's build, which runs their code in setup scripts, never feeds another's
@@ -28,12 +30,13 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioning.hosted.manifest import Manifest
+from provisioning.hosted.manifest import MANIFEST, Manifest
 from provisioning.sandbox import Box, BoxSpec, Limits, ProcessSpec, SandboxError
 
 log = logging.getLogger(__name__)
 
 BUILD_TIMEOUT_S = 300.0
+BACKEND_ENV = "CRUSCIBLE_BACKEND"
 VENV = ".venv"
 GENERATED_REQUIREMENTS = ".cruscible-requirements.txt"
 PIP_OPTIONS = "--no-input --progress-bar off --disable-pip-version-check"
@@ -50,18 +53,12 @@ class Built:
 
     cached: bool
     seconds: float
-    key: str
+    key: str  # the cache key; for a Dockerfile, the image's id
     log: Path | None
 
 
 def _requirements(workdir: Path, manifest: Manifest) -> tuple[str, bytes]:
     """The requirements file to install (relative to /app) and its bytes ('' when none)."""
-    if manifest.build_kind == "dockerfile":
-        raise BuildError(
-            f"build.dockerfile ({manifest.build_file}) is not supported yet, on either backend "
-            "(a Dockerfile build needs a network for its base image and packages): use "
-            '[build] python = "requirements.txt" instead'
-        )
     if manifest.build_kind == "none":
         return "", b""
     path = workdir / manifest.build_file
@@ -132,14 +129,21 @@ async def build(
     scope: str = "",
     limits: Limits | None = None,
     timeout_s: float = BUILD_TIMEOUT_S,
+    backend: str | None = None,
 ) -> Built:
-    """Make ``workdir/.venv`` for ``manifest`` (from the cache when it holds these requirements).
+    """Make ``workdir/.venv`` for ``manifest`` (from the cache when it holds these requirements),
+    or, for a Dockerfile, the submission's image (its log at ``box_root/logs/build-0.log``).
 
-    ``box_root`` is a fresh, short, world-searchable directory for the build box. Raises
+    ``box_root`` is a fresh, short, world-searchable directory for the build box. ``backend``
+    is where the submission will run (default ``$CRUSCIBLE_BACKEND``, else ``local``). Raises
     :class:`BuildError` (with the last log lines) when the build fails or takes longer than
-    ``timeout_s``; :class:`provisioning.sandbox.SandboxError` when no box can start here.
+    ``timeout_s``, or for a Dockerfile on the local backend;
+    :class:`provisioning.sandbox.SandboxError` when no box (or engine) can start here.
     """
     started = time.monotonic()
+    if manifest.build_kind == "dockerfile":
+        backend = backend or os.environ.get(BACKEND_ENV) or "local"
+        return await _build_dockerfile(workdir, manifest, backend, box_root, limits, timeout_s)
     requirements, text = _requirements(workdir, manifest)
     key = cache_key(text, scope)
     cached = cache_dir / key / VENV
@@ -179,6 +183,36 @@ async def build(
         raise BuildError(f"the build failed ({why}); its last lines:\n{tail}{note}")
     await asyncio.to_thread(_store, workdir / VENV, cache_dir / key)
     return Built(False, time.monotonic() - started, key, box.log_path("build", 0))
+
+
+async def _build_dockerfile(
+    workdir: Path,
+    manifest: Manifest,
+    backend: str,
+    box_root: Path,
+    limits: Limits | None,
+    timeout_s: float,
+) -> Built:
+    """The image of a Dockerfile submission (docker backend only)."""
+    if backend != "docker":
+        raise BuildError(
+            f"{MANIFEST}: build.dockerfile: a Dockerfile is built only where submissions run on "
+            f"the docker backend, and this host runs them on {backend!r} (bubblewrap): the "
+            f"operator can set {BACKEND_ENV}=docker; or build with "
+            '[build] python = "requirements.txt"'
+        )
+    from provisioning.hosted.docker_build import DockerBuildError, build_image  # the docker SDK
+
+    started = time.monotonic()
+    box_root.mkdir(parents=True, exist_ok=True)
+    log_path = box_root / "logs" / "build-0.log"
+    try:
+        image = await build_image(
+            workdir, manifest, log_path=log_path, limits=limits, timeout_s=timeout_s
+        )
+    except DockerBuildError as exc:
+        raise BuildError(str(exc)) from None
+    return Built(False, time.monotonic() - started, image.ref, log_path)
 
 
 def _remove(path: Path) -> None:

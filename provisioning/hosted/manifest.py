@@ -12,6 +12,9 @@ The manifest is a public contract (README, "The manifest")::
     [processes.worker]                  # any number of named non-web processes
     command = "python worker.py"
 
+With ``dockerfile``, a process may leave ``command`` out: it runs the image's ``ENTRYPOINT`` and
+``CMD`` (:data:`IMAGE_COMMAND`, expanded inside the box).
+
 Without a manifest, a submission with ``main.py`` runs ``python main.py`` as ``web``, built
 from ``requirements.txt`` or ``pyproject.toml`` when one is present.
 
@@ -34,6 +37,9 @@ MAX_REPLICAS = 4
 MAX_PROCESSES = 8
 DEFAULT_ENTRY = "main.py"
 PYTHON_FILES = ("requirements.txt", "pyproject.toml")
+IMAGE_COMMAND = 'eval "exec $CRUSCIBLE_IMAGE_COMMAND"'
+"""The command of a process that names none in a dockerfile build: the image's ENTRYPOINT and
+CMD, which the docker box puts shell-quoted in ``$CRUSCIBLE_IMAGE_COMMAND``."""
 
 ProcessName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 
@@ -52,7 +58,7 @@ class BuildSection(_Strict):
 
 
 class ProcessSection(_Strict):
-    command: str = Field(min_length=1, max_length=2000)
+    command: str | None = Field(default=None, min_length=1, max_length=2000)
     replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
 
 
@@ -160,8 +166,18 @@ def parse_manifest(text: str, source: Path) -> Manifest:
     else:
         kind, file = _python_build_file(source)
     names = sorted(doc.processes, key=lambda n: (n != WEB, n))
+    missing = [n for n in names if doc.processes[n].command is None]
+    if missing and kind != "dockerfile":
+        raise ManifestError(
+            "\n".join(
+                f"{MANIFEST}: processes.{n}.command: required (only a dockerfile build may leave "
+                "it out, to run the image's CMD)"
+                for n in missing
+            )
+        )
     processes = tuple(
-        Process(n, doc.processes[n].command, doc.processes[n].replicas) for n in names
+        Process(n, doc.processes[n].command or IMAGE_COMMAND, doc.processes[n].replicas)
+        for n in names
     )
     return Manifest(kind, file, processes, from_file=True)
 

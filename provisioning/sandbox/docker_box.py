@@ -21,8 +21,12 @@ used and ``isolation["runtime"]`` says why). Containers carry the labels ``crusc
 The engine must run on this host (the box's root directory is bind-mounted). A container
 outlives a caller that dies without :meth:`DockerBox.stop` (its relay process does not): it is
 removed by the :func:`sweep` of a later box once ``wall_s`` + 5 min (1 h without a wall time)
-have passed. Dockerfile builds are not supported (builds run in bubblewrap boxes, see
-:mod:`provisioning.hosted.build`, which refuses ``[build] dockerfile``).
+have passed.
+
+A submission built from its ``Dockerfile`` (:mod:`provisioning.hosted.docker_build`) runs
+from its own image instead of the skeleton, under the same options; the supervisor is still
+this host's interpreter (:mod:`provisioning.sandbox.learner_image`), each process gets the
+image's environment and starts in its ``WORKDIR``; the image's ``USER`` is not used.
 """
 
 from __future__ import annotations
@@ -42,9 +46,10 @@ import docker
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import Ulimit
 
-from provisioning.sandbox import docker_image, host, registry
-from provisioning.sandbox.box import ETC_DIRS, ETC_FILES, PROXY_PORT, Box, _mask
+from provisioning.sandbox import docker_image, host, learner_image, registry
+from provisioning.sandbox.box import ETC_DIRS, ETC_FILES, PROXY_PORT, Box, _mask, _Replica
 from provisioning.sandbox.cgroups import Cgroup
+from provisioning.sandbox.learner_image import LearnerImage
 from provisioning.sandbox.spec import BoxSpec, ProcessState, SandboxError
 
 log = logging.getLogger(__name__)
@@ -122,6 +127,7 @@ class DockerBox(Box):
         self._docker: docker.DockerClient | None = None
         self._container: Any = None
         self._counters: Cgroup | None = None
+        self._learner: LearnerImage | None = None
 
     @staticmethod
     def available() -> str | None:
@@ -167,7 +173,7 @@ class DockerBox(Box):
         container, self._container = self._container, None
         if container is not None:
             with contextlib.suppress(NotFound, APIError):
-                await asyncio.to_thread(container.remove, force=True)
+                await asyncio.to_thread(container.remove, force=True, v=True)
         if self._docker is not None:
             self._docker.close()
             self._docker = None
@@ -183,6 +189,36 @@ class DockerBox(Box):
         with contextlib.suppress(OSError, KeyError):
             self._oom_kills = max(self._oom_kills, self._counters.oom_kills())
             self._pids_refused = max(self._pids_refused, self._counters.pids_refused())
+
+    def _process_env(
+        self, rep: _Replica, interp: host.Interpreter, reg: registry.Registry | None
+    ) -> dict[str, str]:
+        if self._learner is None:
+            return super()._process_env(rep, interp, reg)
+        env = {k: v for k, v in self.spec.env.items() if k != "VIRTUAL_ENV"}
+        if rep.port is not None:
+            env["PORT"] = str(rep.port)
+        return self._learner.process_env(env)
+
+    def _process_plan(
+        self, rep: _Replica, interp: host.Interpreter, reg: registry.Registry | None
+    ) -> dict[str, Any]:
+        plan = super()._process_plan(rep, interp, reg)
+        if self._learner is not None:
+            plan["command"] = self._learner.wrap(rep.command)
+        return plan
+
+    def _learner_volumes(self, runtime: learner_image.HostRuntime) -> dict:
+        """The mounts of a box in the learner's image: the supervisor's runtime and the
+        box's directories; nothing over the image's own files but ``/etc/ld.so.preload``."""
+        root = self.root
+        volumes = dict(runtime.volumes)
+        volumes[str(root / "etc" / "ld.so.preload")] = {"bind": "/etc/ld.so.preload", "mode": "ro"}
+        volumes[str(root / "net")] = {"bind": "/box/net", "mode": "ro"}
+        volumes[str(root / "logs")] = {"bind": "/box/logs", "mode": "rw"}
+        volumes[str(root / "state")] = {"bind": "/box/state", "mode": "rw"}
+        volumes[str(root / "boxinit.py")] = {"bind": "/box/boxinit.py", "mode": "ro"}
+        return volumes
 
     def _volumes(self, interp: host.Interpreter, reg: registry.Registry | None) -> dict:
         root = self.root
@@ -213,9 +249,7 @@ class DockerBox(Box):
                 volumes[str(path)] = {"bind": str(path), "mode": ro}
         return volumes
 
-    def _run(
-        self, image: str, user: host.User, interp: host.Interpreter, volumes: dict
-    ) -> tuple[Any, str]:
+    def _run(self, image: str, user: host.User, argv: list[str], volumes: dict) -> tuple[Any, str]:
         client = self._docker
         assert client is not None
         limits = self.spec.limits
@@ -226,10 +260,14 @@ class DockerBox(Box):
         kwargs: dict[str, Any] = {}
         if runtime is not None:
             kwargs["runtime"] = runtime
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        if self._learner is not None:
+            env = self._learner.supervisor_env()
         container = client.containers.run(
             image,
+            entrypoint=argv[:1],
             command=[
-                interp.executable,
+                *argv[1:],
                 "-I",
                 "-S",
                 "/box/boxinit.py",
@@ -242,7 +280,10 @@ class DockerBox(Box):
             network_mode="none",
             hostname="sandbox",
             read_only=True,
-            tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.disk_mb}m,mode=1777"},
+            tmpfs=dict.fromkeys(
+                ("/tmp", *(self._learner.volumes if self._learner else ())),
+                f"rw,nosuid,nodev,size={limits.disk_mb}m,mode=1777",
+            ),
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             pids_limit=limits.pids,
@@ -256,7 +297,7 @@ class DockerBox(Box):
             ],
             volumes=volumes,
             working_dir="/app",
-            environment={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            environment=env,
             detach=True,
             **kwargs,
         )
@@ -286,12 +327,23 @@ class DockerBox(Box):
         spec = self.spec
         self._docker = await asyncio.to_thread(_client)
         await asyncio.to_thread(sweep, self._docker)
-        image = await asyncio.to_thread(docker_image.ensure, self._docker)
+        await asyncio.to_thread(learner_image.sweep, self._docker)
+        self._learner = await asyncio.to_thread(learner_image.find, self._docker, spec.workdir)
+        if self._learner is None:
+            image = await asyncio.to_thread(docker_image.ensure, self._docker)
+        else:
+            image = self._learner.ref
         user = host.sandbox_user()
         interp = await asyncio.to_thread(host.interpreter)
         reg = await asyncio.to_thread(registry.host_registry) if spec.registry else None
         self._plan_replicas()
         await asyncio.to_thread(self._layout, user)
+        if self._learner is None:
+            argv, volumes = [interp.executable], self._volumes(interp, reg)
+        else:
+            runtime = await asyncio.to_thread(learner_image.host_runtime, interp)
+            argv, volumes = list(runtime.argv), self._learner_volumes(runtime)
+            (self.root / "etc" / "ld.so.preload").write_bytes(b"")
         await self._start_relay(spec, reg)
         processes = []
         for rep in self._replicas:
@@ -316,9 +368,8 @@ class DockerBox(Box):
         server.listen(4)
         server.setblocking(False)
         try:
-            volumes = self._volumes(interp, reg)
-            self._container, runtime = await asyncio.to_thread(
-                self._run, image, user, interp, volumes
+            self._container, described = await asyncio.to_thread(
+                self._run, image, user, argv, volumes
             )
             try:
                 await self._handoff(server, plan, self._inbound_fds, user.uid)
@@ -340,12 +391,15 @@ class DockerBox(Box):
         self.isolation = {
             "user": user.name,
             "net": "none (loopback only)",
-            "runtime": runtime,
+            "runtime": described,
             "cgroup": "docker",
             "fs": "read-only root, private /tmp" + (", writable /app" if spec.writable_app else ""),
             "privileges": "no capabilities, no-new-privileges",
             "limits": limits.describe(),
         }
+        if self._learner is not None:
+            self.isolation["image"] = self._learner.ref
+            self.isolation["fs"] = "the image's files read-only, private /tmp"
         self._tasks.append(asyncio.create_task(self._reap_container()))
         self._tasks.append(asyncio.create_task(self._poll_counters()))
         if limits.wall_s is not None:

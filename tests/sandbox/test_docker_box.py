@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -216,7 +216,9 @@ async def test_hosted_service_runs_in_a_docker_box_next_to_a_docker_environment(
     probe(workspace, "main.py", HEALTH)
     manifest = parse_manifest('[processes.web]\ncommand = "python main.py"\n', app)
     now = datetime.now(UTC)
-    env = Environment("env-dockerbox", "owner", "docker", "", now, now, resources={})
+    env = Environment(
+        "env-dockerbox", "owner", "docker", "", now, now + timedelta(hours=1), resources={}
+    )
     service = await start_service(
         app, manifest, env, box_root=workspace / "b0", limits=Limits(wall_s=60)
     )
@@ -241,12 +243,23 @@ def test_runsc_only_when_it_can_reach_socket_files() -> None:
     assert runtime_for(with_uds) == ("runsc", "runsc (gVisor)")
 
 
-async def test_a_dockerfile_build_is_refused_with_the_reason(tmp_path: Path) -> None:
+async def test_a_dockerfile_build_is_refused_on_the_local_backend(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\n")
     text = '[build]\ndockerfile = "Dockerfile"\n[processes.web]\ncommand = "python main.py"\n'
     manifest = parse_manifest(text, tmp_path)
-    with pytest.raises(BuildError, match="not supported yet, on either backend"):
-        await build(tmp_path, manifest, box_root=tmp_path / "box", cache_dir=tmp_path / "cache")
+    with pytest.raises(BuildError) as info:
+        await build(
+            tmp_path,
+            manifest,
+            box_root=tmp_path / "box",
+            cache_dir=tmp_path / "cache",
+            backend="local",
+        )
+    assert str(info.value).startswith(
+        "cruscible.toml: build.dockerfile: a Dockerfile is built only where submissions run on "
+        "the docker backend"
+    )
+    assert "CRUSCIBLE_BACKEND=docker" in str(info.value)
     assert not (tmp_path / "box").exists()  # refused before any box started
 
 
