@@ -58,6 +58,7 @@ import aiohttp
 from aiohttp import web
 
 from provisioning import provider_protocol as protocol
+from provisioning.local.tlsrelay import BAN_S, Throttle
 from provisioning.provider_protocol import ADMIN_HEADER
 
 Mode = Literal["slow", "throttle", "error", "outage"]
@@ -459,10 +460,35 @@ def main(
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(args.tls_cert, args.tls_key)
     public = provider.app()
-    public.middlewares.append(_no_admin)  # the grader's routes stay on loopback
+    # the grader's routes stay on loopback; bad tokens are throttled per address
+    public.middlewares.extend([_throttled(Throttle(None)), _no_admin])
     sites = [(provider.app(), args.host, args.port, None)]
     sites.append((public, args.public_host, args.public_port, ctx))
     asyncio.run(_serve(sites))
+
+
+def _throttled(throttle: Throttle) -> Any:
+    """The public site's rule for bad bearer tokens, the one the TLS relays apply to the other
+    resources (:class:`provisioning.local.tlsrelay.Throttle`): after ``FAIL_LIMIT`` answers
+    ``401`` to one client address within ``FAIL_WINDOW_S``, every request from it is answered
+    ``429`` with ``Retry-After`` (RFC 6585 section 4) for ``BAN_S``, the right token included,
+    without reaching the API (nor its record of calls)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        address = request.remote or ""
+        if throttle.refused(address):
+            return web.json_response(
+                {"error": "too many failed authentications from this address"},
+                status=429,
+                headers={"Retry-After": str(int(BAN_S))},
+            )
+        response = await handler(request)
+        if response.status == 401:
+            throttle.fail(address)
+        return response
+
+    return middleware
 
 
 @web.middleware

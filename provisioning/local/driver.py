@@ -56,9 +56,11 @@ def relay_argv(
     server: list[str],
     protocol: str = "tls",
     fail_pattern: str = "",
+    user: str = "",
 ) -> list[str]:
     """The command line running ``server`` behind :mod:`provisioning.local.tlsrelay`: the relay
-    runs as us and starts ``server`` as the service user (when root)."""
+    runs as us and starts ``server`` as the service user (when root). ``user`` is the only
+    account the relay lets log in (``protocol="redis"``)."""
     assert slot.exposure is not None
     run_as = slot.run_as
     return [
@@ -66,6 +68,7 @@ def relay_argv(
         "--listen", slot.exposure.listen_host, "--port", str(public_port),
         "--to-port", str(to_port),
         *([f"--fail-pattern={fail_pattern}"] if fail_pattern else []),
+        *([f"--user={user}"] if user else []),
         "--cert", str(slot.home / "tls.crt"), "--key", str(slot.home / "tls.key"),
         *(["--uid", str(run_as.uid), "--gid", str(run_as.gid)] if run_as.uid is not None else []),
         "--", *server,

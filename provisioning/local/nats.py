@@ -6,6 +6,14 @@ failed logins (each bad password gets ``-ERR 'Authorization Violation'`` and the
 closes, https://docs.nats.io/reference/reference-protocols/nats-protocol#-err), so the relay
 refuses an address after repeated violations, as it does for Valkey. The grader connects to the
 loopback port directly.
+
+Only the learner's account is reachable through the public port: exposed, the server also
+listens for WebSocket connections on loopback (``WS``, plain text), the relay reaches it there,
+and the system account's user allows ``STANDARD`` connections only while the learner's allows
+``STANDARD`` and ``WEBSOCKET``
+(https://docs.nats.io/running-a-nats-service/configuration/securing_nats/authorization#allowed-connection-types).
+The server itself refuses the system user on the relay's connections, at the first ``CONNECT``
+and at any later one (a second ``CONNECT`` on an open connection authenticates again).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from provisioning.tls import admin_tls
 LEARNER = "app"
 ADMIN = "admin"
 AUTH_FAILED = r"-ERR 'Authorization Violation'"  # a bad user or password; the relay throttles
+WS = "ws"  # exposed: the loopback WebSocket port the relay connects to
 
 
 def _url(user: str, pw: str, host: str, port: int, scheme: str = "nats") -> str:
@@ -47,9 +56,20 @@ async def _quiet(_: Exception) -> None:
 class NatsDriver(RelayedDriver):
     kind = Resource.QUEUE
 
+    def ports_for(self, slot: Slot) -> tuple[str, ...]:
+        return self.port_names if slot.exposure is None else (*self.port_names, WS, PUBLIC)
+
     def configure(self, slot: Slot, ports: dict[str, int]) -> ResourceInfo:
         port = ports["port"]
         admin_pw, learner_pw = password(), password()
+        websocket, learner_types = "", ""
+        if slot.exposure is not None:
+            websocket = (
+                f'websocket {{ listen: "{self.host}:{ports[WS]}", no_tls: true, '
+                "compression: false }\n"
+            )
+            learner_types = ', allowed_connection_types: ["STANDARD", "WEBSOCKET"]'
+        admin_types = ', allowed_connection_types: ["STANDARD"]'
         data = slot.home / "data"
         data.mkdir(mode=0o700, exist_ok=True)
         conf = slot.home / "nats.conf"
@@ -57,6 +77,7 @@ class NatsDriver(RelayedDriver):
             f"server_name: {json.dumps(self._server_name(slot))}\n"
             f'listen: "{slot.bind}:{port}"\n'
             "http_port: 0\n"
+            f"{websocket}"
             "jetstream {\n"
             f"  store_dir: {json.dumps(str(data))}\n"
             "  max_memory_store: 128MB\n"
@@ -65,9 +86,9 @@ class NatsDriver(RelayedDriver):
             "accounts {\n"
             "  APP {\n"
             "    jetstream { max_mem: 64MB, max_file: 256MB, max_streams: 32, max_consumers: 128 }\n"
-            f"    users [ {{ user: {LEARNER}, password: {json.dumps(learner_pw)} }} ]\n"
+            f"    users [ {{ user: {LEARNER}, password: {json.dumps(learner_pw)}{learner_types} }} ]\n"
             "  }\n"
-            f"  SYS {{ users [ {{ user: {ADMIN}, password: {json.dumps(admin_pw)} }} ] }}\n"
+            f"  SYS {{ users [ {{ user: {ADMIN}, password: {json.dumps(admin_pw)}{admin_types} }} ] }}\n"
             "}\n"
             "system_account: SYS\n"
         )
@@ -97,8 +118,10 @@ class NatsDriver(RelayedDriver):
         argv = [str(binaries.nats_server()), "-c", str(slot.home / "nats.conf")]
         if slot.exposure is None:
             return argv
-        public = info.extra["ports"][PUBLIC]
-        return relay_argv(slot, public, info.port, argv, protocol="nats", fail_pattern=AUTH_FAILED)
+        ports = info.extra["ports"]
+        return relay_argv(
+            slot, ports[PUBLIC], ports[WS], argv, protocol="nats", fail_pattern=AUTH_FAILED
+        )
 
     async def probe(self, slot: Slot, info: ResourceInfo, budget: float) -> str:
         await port_open(self.host, info.port, budget)  # nats-py waits seconds on refused ports

