@@ -60,7 +60,7 @@ def relay_argv(
 ) -> list[str]:
     """The command line running ``server`` behind :mod:`provisioning.local.tlsrelay`: the relay
     runs as us and starts ``server`` as the service user (when root). ``user`` is the only
-    account the relay lets log in (``protocol="redis"``)."""
+    account the relay lets log in (``protocol="redis"``: a Valkey user; ``"s3"``: an access key)."""
     assert slot.exposure is not None
     run_as = slot.run_as
     return [

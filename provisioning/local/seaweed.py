@@ -1,4 +1,9 @@
-"""S3 via SeaweedFS ``weed mini``: every port on loopback, a learner identity limited to its bucket."""
+"""S3 via SeaweedFS ``weed mini``: every port on loopback, a learner identity limited to its bucket.
+
+Exposed, the TLS relay (``--protocol s3``) passes on only the requests signed with the learner's
+access key: the admin identity cannot be used through the public port (see
+:mod:`provisioning.local.tlsrelay`).
+"""
 
 from __future__ import annotations
 
@@ -99,7 +104,10 @@ class SeaweedDriver(RelayedDriver):
         weed = self._weed(slot, ports, info)
         if slot.exposure is None or public is None:
             return weed
-        return relay_argv(slot, public, ports["s3"], weed, fail_pattern=AUTH_FAILED)
+        learner_key = info.learner["AWS_ACCESS_KEY_ID"]  # an identifier, not the secret
+        return relay_argv(
+            slot, public, ports["s3"], weed, "s3", fail_pattern=AUTH_FAILED, user=learner_key
+        )
 
     def _weed(self, slot: Slot, ports: dict[str, int], info: ResourceInfo) -> list[str]:
         home = slot.home

@@ -29,6 +29,19 @@ strict: what Valkey would parse differently (a multibulk count or bulk length th
 plain decimal, a bulk not ended by CRLF, an inline command with quotes, backslashes or NUL)
 ends the connection instead.
 
+Used for S3 with ``--protocol s3 --user ACCESS_KEY_ID``: TLS as above, and every HTTP/1.1
+request the client sends is read before it is passed on: its credentials (the
+``Authorization`` header, SigV4 ``Credential=<key>/...`` or SigV2 ``AWS <key>:...``, and the
+presigned query parameters ``X-Amz-Credential``/``AWSAccessKeyId``:
+https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-authenticating-requests.html) must all
+name ``ACCESS_KEY_ID``, else the answer is ``403 AccessDenied`` and the connection ends (a
+failed login). SeaweedFS's identities are global to its S3 port and its ``aws:SourceIp`` trusts
+``X-Forwarded-For`` from loopback, so the server cannot refuse the admin key on the relay's
+connections by itself. Requests without credentials (anonymous, browser POST-policy forms) are
+refused, and the framing is read strictly (RFC 9112: one ``Content-Length`` of digits, or
+``Transfer-Encoding: chunked`` alone; CRLF line ends; no folded header, no ``Upgrade``), so the
+relay and the server agree on where each request starts.
+
 Used for NATS with ``--protocol nats``: a NATS client reads the server's ``INFO`` line in plain
 text and upgrades to TLS when it says ``tls_required``
 (https://docs.nats.io/reference/reference-protocols/nats-protocol#info), so the relay reads the
@@ -74,6 +87,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from urllib.parse import parse_qsl
 
 CHUNK = 64 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -88,6 +102,15 @@ LINE_LIMIT = 64 * 1024  # Valkey's longest inline command (PROTO_INLINE_MAX_SIZE
 KEPT_ARG_LIMIT = 4096  # an AUTH/HELLO argument the guard keeps to read
 WS_FRAME_LIMIT = 64 * 1024 * 1024
 NOPERM = b"-NOPERM only this environment's own account can log in on this port\r\n"
+_DENIED_XML = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>only '
+    b"this environment's own access key is accepted on this port</Message></Error>"
+)
+DENIED = (
+    b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_DENIED_XML), _DENIED_XML)
+)
+HEAD_LIMIT = 64 * 1024  # the longest request head read
 
 
 class Throttle:
@@ -260,6 +283,135 @@ class RespGuard:
                     at += 2
                 else:
                     raise Refused("HELLO as another user")
+
+
+_REQUEST_LINE = re.compile(rb"[A-Z]+ (\S+) HTTP/1\.[01]")
+_HEADER = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*")
+_CHUNK_SIZE = re.compile(rb"([0-9a-fA-F]{1,15})(;[^\r\n]*)?")
+_SIGV4 = re.compile(rb"AWS4-HMAC-SHA256 (?:.*[ ,])?Credential=([^/, ]+)/")
+_SIGV2 = re.compile(rb"AWS ([^: ]+):")
+_QUERY_KEYS = ("x-amz-credential", "awsaccesskeyid")
+
+
+class HttpGuard:
+    """Reads the HTTP/1.1 requests an S3 client sends (fed chunk by chunk) and raises
+    :class:`Refused` at one whose credentials do not all name ``access_key``, or whose framing
+    it would not read as a strict server does (see the module's docstring). Bodies stream
+    through without being kept."""
+
+    def __init__(self, access_key: str) -> None:
+        self.key = access_key.encode()
+        self.buf = bytearray()
+        self.body = 0  # bytes of the current body (or chunk) still to pass
+        self.chunked = False  # in a chunked body: between chunks
+        self.chunk_end = False  # a chunk's data has passed: its CRLF comes next
+        self.trailers = False  # after the last chunk: trailer lines until an empty one
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        while self._step():
+            pass
+
+    def _line(self, limit: int) -> bytes | None:
+        at = self.buf.find(b"\r\n")
+        if at < 0:
+            if len(self.buf) > limit:
+                raise Refused("a line longer than read")
+            return None
+        line = bytes(self.buf[:at])
+        del self.buf[: at + 2]
+        if b"\n" in line or b"\r" in line:
+            raise Refused("a bare CR or LF")
+        return line
+
+    def _step(self) -> bool:
+        if not self.buf:
+            return False
+        if self.body:
+            passed = min(self.body, len(self.buf))
+            del self.buf[:passed]
+            self.body -= passed
+            return not self.body and bool(self.buf)
+        if self.chunk_end:
+            if len(self.buf) < 2:
+                return False
+            if self.buf[:2] != b"\r\n":
+                raise Refused("a chunk not ended by CRLF")
+            del self.buf[:2]
+            self.chunk_end = False
+            return True
+        if self.trailers:
+            line = self._line(HEAD_LIMIT)
+            if line is None:
+                return False
+            if not line:
+                self.trailers = self.chunked = False
+            elif not _HEADER.fullmatch(line):
+                raise Refused("a malformed trailer")
+            return True
+        if self.chunked:
+            line = self._line(4096)
+            if line is None:
+                return False
+            size = _CHUNK_SIZE.fullmatch(line)
+            if size is None:
+                raise Refused("a malformed chunk size")
+            self.body = int(size[1], 16)
+            self.chunk_end = self.body > 0
+            self.trailers = self.body == 0
+            return True
+        return self._head()
+
+    def _head(self) -> bool:
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > HEAD_LIMIT:
+                raise Refused("a request head longer than read")
+            return False
+        lines = bytes(self.buf[:end]).split(b"\r\n")
+        del self.buf[: end + 4]
+        if any(b"\n" in line or b"\r" in line for line in lines):
+            raise Refused("a bare CR or LF")
+        request = _REQUEST_LINE.fullmatch(lines[0])
+        if request is None:
+            raise Refused("not an HTTP/1.x request line")
+        headers: dict[bytes, list[bytes]] = {}
+        for line in lines[1:]:
+            header = _HEADER.fullmatch(line)
+            if header is None:
+                raise Refused("a malformed or folded header")
+            headers.setdefault(header[1].lower(), []).append(header[2])
+        self._credentials(request[1], headers)
+        if b"upgrade" in headers:
+            raise Refused("a protocol upgrade")
+        encoding, length = headers.get(b"transfer-encoding"), headers.get(b"content-length")
+        if encoding is not None:
+            if length is not None or len(encoding) != 1 or encoding[0].lower() != b"chunked":
+                raise Refused("a transfer encoding other than chunked alone")
+            self.chunked = True
+        elif length is not None:
+            if len(length) != 1 or not length[0].isdigit() or len(length[0]) > 18:
+                raise Refused("a content length that is not one number")
+            self.body = int(length[0])
+        return True
+
+    def _credentials(self, target: bytes, headers: dict[bytes, list[bytes]]) -> None:
+        """Every credential the request carries names our key, and it carries one."""
+        keys: list[bytes] = []
+        authorization = headers.get(b"authorization", [])
+        if len(authorization) > 1:
+            raise Refused("several Authorization headers")
+        for value in authorization:
+            signed = _SIGV4.match(value) or _SIGV2.match(value)
+            if signed is None or value.count(b"Credential=") > 1:
+                raise Refused("an Authorization scheme other than AWS signatures")
+            keys.append(signed[1])
+        _, _, query = target.partition(b"?")
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if name.lower() in _QUERY_KEYS:
+                keys.append(value.split("/", 1)[0].encode("latin-1"))
+        if not keys or any(key != self.key for key in keys):
+            raise Refused("a request without this environment's own key")
 
 
 class WsReader:
@@ -479,7 +631,7 @@ async def _relay(
     throttle: Throttle,
 ) -> None:
     """One client connection: refused while its address is banned, else TLS (already done
-    by the listener for ``tls`` and ``redis``, negotiated here for ``postgres`` and ``nats``)
+    by the listener for ``tls``, ``redis`` and ``s3``, negotiated here for ``postgres`` and ``nats``)
     and relayed to the server, from ``SOURCE``."""
     peer = client_w.get_extra_info("peername")
     address = str(peer[0]) if peer else ""
@@ -522,7 +674,12 @@ async def _relay(
     def banned() -> bool:
         return throttle.refused(address)
 
-    guard = RespGuard(args.user) if protocol == "redis" else None
+    guard: RespGuard | HttpGuard | None = None
+    refusal = b""
+    if protocol == "redis":
+        guard, refusal = RespGuard(args.user), NOPERM
+    elif protocol == "s3":
+        guard, refusal = HttpGuard(args.user), DENIED
 
     def inspect(data: bytes) -> None:
         """The client's bytes through the guard: refused ones are answered here, never sent."""
@@ -531,7 +688,7 @@ async def _relay(
             guard.feed(data)
         except Refused:
             throttle.fail(address)
-            client_w.write(NOPERM)
+            client_w.write(refusal)
             raise
 
     # a banned address loses its open connections too (Valkey takes any number of AUTH and
@@ -595,8 +752,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--to-port", type=int, required=True)
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
-    parser.add_argument("--protocol", choices=("tls", "postgres", "nats", "redis"), default="tls")
-    parser.add_argument("--user", default="", help="redis: the only user AUTH may name")
+    parser.add_argument(
+        "--protocol", choices=("tls", "postgres", "nats", "redis", "s3"), default="tls"
+    )
+    parser.add_argument(
+        "--user", default="", help="redis: the only user AUTH may name; s3: the only access key"
+    )
     parser.add_argument("--fail-pattern", default="", help="an authentication failure")
     parser.add_argument("--uid", type=int, default=None)
     parser.add_argument("--gid", type=int, default=None)
@@ -606,8 +767,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.argv = args.argv[1:]
     if not args.argv:
         parser.error("the server's command line is missing")
-    if args.protocol == "redis" and not args.user:
-        parser.error("--protocol redis needs --user")
+    if args.protocol in ("redis", "s3") and not args.user:
+        parser.error(f"--protocol {args.protocol} needs --user")
     sys.exit(asyncio.run(serve(args)))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import io
 import ipaddress
 import json
 import os
@@ -230,6 +231,15 @@ async def test_s3_refuses_plain_text_and_accepts_https(
     await asyncio.to_thread(client.put_object, Bucket=bundle["S3_BUCKET"], Key="k", Body=b"v")
     got = await asyncio.to_thread(client.get_object, Bucket=bundle["S3_BUCKET"], Key="k")
     assert got["Body"].read() == b"v"
+    from boto3.s3.transfer import TransferConfig
+
+    large = os.urandom(12 * 1024 * 1024)  # a multipart upload through the relay's reading
+    parts = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
+    await asyncio.to_thread(
+        client.upload_fileobj, io.BytesIO(large), bundle["S3_BUCKET"], "large", Config=parts
+    )
+    got = await asyncio.to_thread(client.get_object, Bucket=bundle["S3_BUCKET"], Key="large")
+    assert got["Body"].read() == large
     with pytest.raises(SSLError):  # the system store does not know our CA
         await asyncio.to_thread(
             _s3(bundle, endpoint, True, key, secret).list_objects_v2, Bucket=bundle["S3_BUCKET"]
@@ -398,9 +408,9 @@ async def test_the_admin_accounts_cannot_log_in_through_the_public_ports(
     """With their right passwords (read from the environment's admin handle), the servers'
     admin accounts are refused on the public ports, while the learner's account works there:
     PostgreSQL's pg_hba.conf rejects the superuser from the relay's address, Valkey's relay
-    refuses AUTH/HELLO naming another user (first command or later, array or inline), and
-    NATS's server refuses its system user on the relay's WebSocket connections (first CONNECT
-    or a later one)."""
+    refuses AUTH/HELLO naming another user (first command or later, array or inline), S3's
+    relay refuses requests signed (or presigned) with another key, and NATS's server refuses
+    its system user on the relay's WebSocket connections (first CONNECT or a later one)."""
     env, ctx = envs[0], ssl.create_default_context(cafile=str(ca_file))
     bundle = env.bundle
     admin_pg = psycopg.conninfo.conninfo_to_dict(env.admin(Resource.POSTGRES)["dsn"])
@@ -439,6 +449,31 @@ async def test_the_admin_accounts_cannot_log_in_through_the_public_ports(
             conn.sendall(later.encode() + b"ACL WHOAMI\r\n")
             assert answers.readline().startswith(b"-NOPERM"), later
             assert answers.readline() == b""  # closed: ACL WHOAMI never ran
+
+    endpoint, bucket = bundle["S3_ENDPOINT_URL"], bundle["S3_BUCKET"]
+    admin_s3 = env.admin(Resource.S3)
+    as_admin_s3 = _s3(
+        bundle, endpoint, str(ca_file), admin_s3["access_key"], admin_s3["secret_key"]
+    )
+    for call in (
+        lambda: as_admin_s3.list_objects_v2(Bucket=bucket),
+        lambda: as_admin_s3.list_objects_v2(Bucket="cruscible-health"),  # the grader's bucket
+    ):
+        with pytest.raises(ClientError) as denied:
+            await asyncio.to_thread(call)
+        assert denied.value.response["Error"]["Code"] == "AccessDenied"
+        assert "own access key" in denied.value.response["Error"]["Message"]
+    as_learner = _s3(
+        bundle, endpoint, str(ca_file), bundle["AWS_ACCESS_KEY_ID"], bundle["AWS_SECRET_ACCESS_KEY"]
+    )
+    await asyncio.to_thread(as_learner.put_object, Bucket=bucket, Key="presigned", Body=b"p")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        for client, status in ((as_learner, 200), (as_admin_s3, 403)):
+            url = client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": "presigned"}, ExpiresIn=60
+            )
+            async with http.get(url, ssl=ctx) as resp:
+                assert resp.status == status, await resp.text()
 
     nats_public = urlsplit(bundle["NATS_URL"])
     admin_nats = urlsplit(env.admin(Resource.QUEUE)["url"])
@@ -507,6 +542,78 @@ def test_the_valkey_relay_passes_the_learners_commands_and_large_values() -> Non
     for at in range(0, len(stream), 4096):
         guard.feed(stream[at : at + 4096])
     assert not guard.buf and guard.args_left == 0  # every command read to its end
+
+
+def _http(*lines: str, body: bytes = b"") -> bytes:
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+LEARNER_V4 = "Authorization: AWS4-HMAC-SHA256 Credential=AKLEARNER/20261130/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00"
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        _http("GET /b HTTP/1.1", LEARNER_V4.replace("AKLEARNER", "AKADMIN")),
+        _http("GET /b HTTP/1.1", "Authorization: AWS AKADMIN:sig"),
+        _http(
+            "GET /b?X-Amz-Credential=AKADMIN%2F20261130%2Fus-east-1%2Fs3%2Faws4_request HTTP/1.1"
+        ),
+        _http("GET /b?AWSAccessKeyId=AKADMIN&Signature=x HTTP/1.1"),
+        _http("GET /b?x-amz-credential=AKADMIN/x HTTP/1.1", LEARNER_V4),  # every one must be ours
+        _http("GET /b HTTP/1.1"),  # anonymous
+        _http("GET /b HTTP/1.1", LEARNER_V4, "Authorization: AWS AKADMIN:sig"),
+        _http("GET /b HTTP/1.1", "Authorization: Bearer token"),
+        # smuggling: the second request hides behind framing read another way
+        _http("PUT /b/k HTTP/1.1", LEARNER_V4, "Content-Length: 5", "Content-Length: 50"),
+        _http("PUT /b/k HTTP/1.1", LEARNER_V4, "Content-Length: 5", "Transfer-Encoding: chunked"),
+        _http("PUT /b/k HTTP/1.1", LEARNER_V4, "Transfer-Encoding: gzip, chunked"),
+        _http("PUT /b/k HTTP/1.1", LEARNER_V4, "Content-Length: +5"),
+        _http("GET /b HTTP/1.1", LEARNER_V4, " folded: header"),
+        _http("GET /b HTTP/1.1", LEARNER_V4, "Upgrade: h2c"),
+        b"GET /b HTTP/1.1\n" + LEARNER_V4.encode() + b"\r\n\r\n",
+        _http("PRI * HTTP/2.0"),
+        _http("PUT /b/k HTTP/1.1", LEARNER_V4, "Content-Length: 3", body=b"abc")
+        + _http("GET /b HTTP/1.1", "Authorization: AWS AKADMIN:sig"),
+        _http(
+            "PUT /b/k HTTP/1.1",
+            LEARNER_V4,
+            "Transfer-Encoding: chunked",
+            body=b"3\r\nabc\r\n0\r\n\r\n",
+        )
+        + _http("GET /b HTTP/1.1", "Authorization: AWS AKADMIN:sig"),
+    ],
+)
+def test_the_s3_relay_reads_every_request_and_refuses_other_keys(sent: bytes) -> None:
+    from provisioning.local.tlsrelay import HttpGuard, Refused
+
+    guard = HttpGuard("AKLEARNER")
+    with pytest.raises(Refused):
+        for at in range(len(sent)):  # one byte at a time: any split holds
+            guard.feed(sent[at : at + 1])
+
+
+def test_the_s3_relay_passes_the_learners_requests_and_large_bodies() -> None:
+    from provisioning.local.tlsrelay import HttpGuard
+
+    guard = HttpGuard("AKLEARNER")
+    large = b"x" * 200_000
+    stream = (
+        _http(
+            "PUT /b/k HTTP/1.1", "Host: s3", LEARNER_V4, f"Content-Length: {len(large)}", body=large
+        )
+        + _http(
+            "PUT /b/c HTTP/1.1",
+            LEARNER_V4,
+            "Transfer-Encoding: chunked",
+            body=b"5;ext=1\r\nhello\r\n0\r\nx-trailer: 1\r\n\r\n",
+        )
+        + _http("GET /b/k?X-Amz-Credential=AKLEARNER%2Fdate&X-Amz-Signature=00 HTTP/1.1")
+        + _http("GET /b?list-type=2 HTTP/1.0", "Authorization: AWS AKLEARNER:sig")
+    )
+    for at in range(0, len(stream), 4096):
+        guard.feed(stream[at : at + 4096])
+    assert not guard.buf and not guard.body and not guard.chunked
 
 
 async def test_postgres_slows_failed_authentication(
