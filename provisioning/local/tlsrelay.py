@@ -37,8 +37,9 @@ https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-authenticating-requests.h
 name ``ACCESS_KEY_ID``, else the answer is ``403 AccessDenied`` and the connection ends (a
 failed login). SeaweedFS's identities are global to its S3 port and its ``aws:SourceIp`` trusts
 ``X-Forwarded-For`` from loopback, so the server cannot refuse the admin key on the relay's
-connections by itself. Requests without credentials (anonymous, browser POST-policy forms) are
-refused, and the framing is read strictly (RFC 9112: one ``Content-Length`` of digits, or
+connections by itself. Requests without credentials (anonymous) and form uploads (browser
+POST-policy forms, signed by fields of the body, which SeaweedFS routes by a ``multipart/form-data``
+content type) are refused, and the framing is read strictly (RFC 9112: one ``Content-Length`` of digits, or
 ``Transfer-Encoding: chunked`` alone; CRLF line ends; no folded header, no ``Upgrade``), so the
 relay and the server agree on where each request starts.
 
@@ -384,6 +385,8 @@ class HttpGuard:
         self._credentials(request[1], headers)
         if b"upgrade" in headers:
             raise Refused("a protocol upgrade")
+        if any(b"multipart/form-data" in v.lower() for v in headers.get(b"content-type", [])):
+            raise Refused("a form upload (its credentials travel in the body)")
         encoding, length = headers.get(b"transfer-encoding"), headers.get(b"content-length")
         if encoding is not None:
             if length is not None or len(encoding) != 1 or encoding[0].lower() != b"chunked":
@@ -403,7 +406,7 @@ class HttpGuard:
             raise Refused("several Authorization headers")
         for value in authorization:
             signed = _SIGV4.match(value) or _SIGV2.match(value)
-            if signed is None or value.count(b"Credential=") > 1:
+            if signed is None or value.lower().count(b"credential=") > 1:
                 raise Refused("an Authorization scheme other than AWS signatures")
             keys.append(signed[1])
         _, _, query = target.partition(b"?")

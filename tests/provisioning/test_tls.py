@@ -564,6 +564,9 @@ LEARNER_V4 = "Authorization: AWS4-HMAC-SHA256 Credential=AKLEARNER/20261130/us-e
         _http("GET /b HTTP/1.1"),  # anonymous
         _http("GET /b HTTP/1.1", LEARNER_V4, "Authorization: AWS AKADMIN:sig"),
         _http("GET /b HTTP/1.1", "Authorization: Bearer token"),
+        _http("GET /b HTTP/1.1", LEARNER_V4 + ", credential=AKADMIN/x"),
+        # a browser form upload is signed by its body's fields, whatever the header says
+        _http("POST /b HTTP/1.1", LEARNER_V4, "Content-Type: multipart/form-data; boundary=x"),
         # smuggling: the second request hides behind framing read another way
         _http("PUT /b/k HTTP/1.1", LEARNER_V4, "Content-Length: 5", "Content-Length: 50"),
         _http("PUT /b/k HTTP/1.1", LEARNER_V4, "Content-Length: 5", "Transfer-Encoding: chunked"),
