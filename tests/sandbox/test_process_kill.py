@@ -143,3 +143,25 @@ async def test_code_in_the_box_cannot_use_the_control_channel(
     with pytest.raises(SandboxError, match="is not running"):  # the box ended: nothing else
         await box.kill_process("victim")
     assert (workspace / "box" / "net" / "control.sock").exists()
+
+
+async def test_a_docker_box_kills_and_starts_a_process_the_same_way(
+    workspace: Path, docker_engine: str
+) -> None:
+    """The docker box's supervisor gets the control socket in its handoff: same answers."""
+    from provisioning.sandbox.docker_box import DockerBox
+
+    spec = BoxSpec(
+        workspace / "app", (ProcessSpec("worker", SLEEPER, replicas=2),), limits=Limits(wall_s=60)
+    )
+    box = await DockerBox.start(spec, workspace / "dbox")
+    try:
+        await running(box, "worker", 2, limit_s=30)
+        assert (await box.kill_process("worker")).replicas == (1,)
+        held = next(s for s in box.states() if s.replica == 1)
+        assert held.held and not held.running
+        assert (await box.start_process("worker")).replicas == (1,)
+        await running(box, "worker", 2)
+        assert next(s for s in box.states() if s.replica == 1).restarts == 1
+    finally:
+        await box.stop()
