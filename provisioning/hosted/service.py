@@ -254,9 +254,15 @@ async def start_service(
         raise
     if not ok:
         report = service.describe()
+        stopped = [s for s in service.stopped() if s.name == web.name]
         await service.stop()
-        raise NotReady(
-            f"the service did not answer GET /healthz with 200 within {ready_timeout_s:g} s "
-            f"(through the balancer to {web.replicas} web replica(s)):\n\n{report}"
-        )
+        if len(stopped) == web.replicas:  # the first line names why (`results` shows it)
+            why = "; ".join(f"{s.name}[{s.replica}] {s.reason}" for s in stopped)
+            head = f"the service did not answer GET /healthz: every web replica stopped ({why})"
+        else:
+            head = (
+                f"the service did not answer GET /healthz with 200 within {ready_timeout_s:g} s "
+                f"(through the balancer to {web.replicas} web replica(s))"
+            )
+        raise NotReady(f"{head}:\n\n{report}")
     return service

@@ -1,6 +1,8 @@
-"""One real hosted grade through the coach's grading queue: an archive attached in chat (stored
-under the data dir as the adapters store it) is built, run next to the learner's environment,
-graded, recorded as hosted with its logs id, published, and removed."""
+"""Real hosted code through the coach's grading queue: an archive attached in chat (stored under
+the data dir as the adapters store it) is built, run next to the learner's environment, graded,
+recorded as hosted with its logs id, published, and removed; a hostile one (memory without
+bound) is stopped at the memory limit, which the learner's private message names, with its
+full logs attached and masked, and the environment unharmed."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.app import App
+from bot.core.errors import CoachError
 from bot.core.hosted import HostedGrader
 from bot.core.outbox import Actor
 from bot.core.sources import Upload
@@ -57,3 +60,38 @@ async def test_attached_code_is_graded_hosted_through_the_queue(
     assert any("scored" in m.title for _, _, m in box.posts)  # the score card, published
     public = box.public_text()
     assert not [s for s in env_secrets(rate_env) if s and s in public]
+
+
+HOG = """import os
+print("allocating next to", os.environ["REDIS_URL"], flush=True)
+hog = []
+while True:
+    hog.append(b"x" * (16 << 20))  # written, so resident: the cgroup counts it
+"""
+
+
+async def test_a_memory_hog_is_stopped_and_the_learner_is_told_the_memory_limit(
+    app: App,
+    hosted: HostedGrader,
+    rate_env: Environment,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(app.coach, "hosted", hosted)
+    repo = tmp_path / "hog"
+    repo.mkdir()
+    (repo / "main.py").write_text(HOG)
+    archive = attached_zip(repo, app.settings.data_dir)
+    box = RecordingOutbox()
+    with pytest.raises(CoachError, match=r"killed: memory limit 512 MB"):
+        await app.coach.submit(LEARNER, "rate-limiter", "limiter.zip", box, archive=archive)
+    [told] = [m for _, m in box.dms if "start failed" in m.title]
+    assert "web[0]: killed: memory limit 512 MB" in told.body
+    assert "web-0.log" in [f.name for f in told.files]
+    web = next(f for f in told.files if f.name == "web-0.log").read_text()
+    assert "allocating next to •••" in web  # the bundle URL, masked
+    shown = told.text() + "".join(f.read_text() for f in told.files) + box.public_text()
+    assert not [s for s in env_secrets(rate_env) if s and s in shown]
+    assert not archive.exists()
+    health = await app.provisioner.health(rate_env.id)  # nothing else harmed
+    assert all(h.ok for h in health), health

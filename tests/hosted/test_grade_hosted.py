@@ -124,3 +124,24 @@ async def test_a_web_and_a_worker_process_deliver_every_notification(
     assert report.metrics["delivery.duplicates"] == 0
     assert not result.crashed  # the worker stayed up; only it delivers (web only publishes)
     assert (result.submission.logs_dir / "worker-0.log").is_file()
+
+
+async def test_a_git_repository_is_cloned_built_run_and_graded(
+    app: App, hosted: HostedGrader, rate_env: Environment, redis_lua_repo: Path, tmp_path: Path
+) -> None:
+    from .test_pipeline import git
+
+    repo = tmp_path / "repo"
+    shutil.copytree(redis_lua_repo, repo)
+    git("init", "-q", "-b", "main", cwd=repo)
+    git("add", ".", cwd=repo)
+    git("commit", "-q", "-m", "limiter", cwd=repo)
+    result = await hosted.grade_code(
+        app.catalog.get("rate-limiter"), str(repo), rate_env, seed=7, scope=TERMINAL
+    )
+    report = result.graded.report
+    assert report.passed, [(c.id, c.status, c.detail) for c in report.checks if c.status != "pass"]
+    assert report.metrics["accuracy.over_admitted"] == 0 and not result.crashed
+    meta = result.submission.meta()
+    assert (meta["source_kind"], meta["status"]) == ("git", "finished")
+    assert report.target.startswith(f"{result.submission.id} (hosted, http://127.0.0.1:")

@@ -44,7 +44,7 @@ async def test_a_service_past_the_challenges_run_time_is_stopped_and_told_why(
     try:
         assert "wall 3 s" in service.box.isolation["limits"]
         assert datetime.now(UTC) < rate_env.expires_at - timedelta(minutes=5)
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(60):  # bounded: 3 s expected, more on a busy machine
             while not service.stopped():  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
         [stopped] = service.stopped()
