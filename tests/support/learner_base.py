@@ -1,8 +1,10 @@
 """A base image a learner's Dockerfile can start FROM, built here without a registry.
 
 ``FROM scratch`` with this host's Python laid out as the official images have it (the
-interpreter in ``/usr/local``), ``dash`` as ``/bin/sh``, and the shared libraries ``ldd``
-names for them at their host paths. Tagged by a hash of its content: built once per engine.
+interpreter in ``/usr/local``), ``dash`` as ``/bin/sh``, and the system libraries ``ldd``
+names for them and for the extension modules of the packages installed here (what a learner's
+``pip install`` from wheels of those packages needs), at their host paths. Tagged by a hash of
+its content: built once per engine.
 """
 
 from __future__ import annotations
@@ -25,15 +27,24 @@ DOCKERFILE = "FROM scratch\nCOPY rootfs/ /\nENV PATH=/usr/local/bin:/usr/bin:/bi
 
 
 def _libraries(files: list[Path]) -> set[Path]:
+    """The system libraries (under /lib*, /usr/lib*) and libpython ``ldd`` names for ``files``."""
     out = subprocess.run(["ldd", *map(str, files)], capture_output=True, text=True).stdout
-    return {Path(m.group(1)) for m in re.finditer(r"(?:=>\s*)?(/\S+)\s+\(0x", out)}
+    found = {Path(m.group(1)) for m in re.finditer(r"(?:=>\s*)?(/\S+)\s+\(0x", out)}
+    return {
+        p
+        for p in found
+        if p.parts[1].startswith("lib")
+        or p.parts[1:3] == ("usr", "lib")
+        or p.name.startswith("libpython")
+    }
 
 
 def ensure_base(client: docker.DockerClient) -> str:
     """The tag of the base image, built when the engine lacks it. Blocking."""
     interp = host.interpreter()
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    seed = f"{DOCKERFILE}\0{interp.source}\0{sys.version}\0{shutil.which('dash')}"
+    packages = sorted(Path(sys.prefix).glob("lib/python*/site-packages/**/*.so"))
+    seed = f"{DOCKERFILE}\0{interp.source}\0{sys.version}\0{shutil.which('dash')}\0{packages}\0libpython"
     ref = f"{REPO}:{hashlib.sha256(seed.encode()).hexdigest()[:16]}"
     try:
         client.images.get(ref)
@@ -55,7 +66,7 @@ def ensure_base(client: docker.DockerClient) -> str:
         shutil.copy2(dash, rootfs / "bin" / "sh")
         multiarch = rootfs / "usr" / "lib" / "x86_64-linux-gnu"
         multiarch.mkdir(parents=True, exist_ok=True)
-        for lib in _libraries([exe, *modules, dash]):
+        for lib in _libraries([exe, *modules, dash, *packages]):
             if lib.name.startswith("libpython"):
                 shutil.copy2(lib.resolve(), multiarch / lib.name)
                 continue
