@@ -18,6 +18,10 @@ builds the submission's folder as the context, with:
 - a wall time: at ``timeout_s`` the step's container is killed (the ``Running in`` line names
   it) and the build fails.
 
+A ``RUN`` step can print a ``Running in`` line of its own: a container is capped or killed only
+when it carries this build's marker, a random ``CpuShares`` weight near the default 1024 that
+the step cannot change.
+
 The log streams into ``log_path`` line by line as the engine sends it. The image is tagged and
 labelled for the submission (:mod:`provisioning.sandbox.learner_image`), where the docker box
 finds it; it is removed once the submission's workdir is gone.
@@ -30,6 +34,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -62,12 +67,24 @@ def _field(reason: str) -> DockerBuildError:
 
 
 CPU_PERIOD_US = 100_000
+SHARES = 1024  # the engine's default CPU weight; a build's marker is within [SHARES, 2 SHARES)
 
 
-def _cap_step(client: docker.DockerClient, container: str, limits: Limits) -> None:
+def _ours(client: docker.DockerClient, container: str, marker: int) -> bool:
+    """Whether ``container`` is a step of the build whose marker is ``marker``. Blocking."""
+    try:
+        shares = client.api.inspect_container(container)["HostConfig"].get("CpuShares")
+    except DockerException:
+        return False
+    return shares == marker
+
+
+def _cap_step(client: docker.DockerClient, container: str, limits: Limits, marker: int) -> bool:
     """Give a build step's container the box's pids and CPU caps (Docker Engine API
-    ``ContainerUpdate``: the SDK's ``update_container`` lacks ``PidsLimit``). Blocking; a step
-    that already ended is left alone."""
+    ``ContainerUpdate``: the SDK's ``update_container`` lacks ``PidsLimit``); whether it is a
+    step of this build (a container not of this build is left alone). Blocking."""
+    if not _ours(client, container, marker):
+        return False
     api = client.api
     data = {
         "PidsLimit": limits.pids,
@@ -76,8 +93,9 @@ def _cap_step(client: docker.DockerClient, container: str, limits: Limits) -> No
     }
     try:
         api._result(api._post_json(api._url("/containers/{0}/update", container), data=data))
-    except DockerException as exc:
+    except DockerException as exc:  # the step ended already
         log.info("build step %s not capped: %s", container[:12], exc)
+    return True
 
 
 def _missing_bases(client: docker.DockerClient, refs: Iterable[str]) -> list[str]:
@@ -105,8 +123,9 @@ class _Stream:
     """The build's output: appended to the log file, its tail kept, the container of the
     running step noted (what the wall time kills)."""
 
-    def __init__(self, log_path: Path, on_step: Callable[[str], None]) -> None:
-        """``on_step`` is called (in the streaming thread) with each step's container id."""
+    def __init__(self, log_path: Path, on_step: Callable[[str], bool]) -> None:
+        """``on_step`` is called (in the streaming thread) with each container id a
+        ``Running in`` line names; it says whether that is a step of this build."""
         self.log_path = log_path
         self.on_step = on_step
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -129,9 +148,8 @@ class _Stream:
                 out.write(text)
                 out.flush()
                 self.tail.extend(line for line in text.splitlines() if line.strip())
-                if found := _RUNNING_IN.search(text):
+                if (found := _RUNNING_IN.search(text)) and self.on_step(found.group(1)):
                     self.step_container = found.group(1)
-                    self.on_step(self.step_container)
 
 
 async def build_image(
@@ -147,8 +165,11 @@ async def build_image(
     Raises :class:`DockerBuildError` (``cruscible.toml: build.dockerfile: reason``, or the
     build's failure with its last log lines), :class:`SandboxError` when no engine answers.
     """
+    path = workdir / manifest.build_file
+    if not path.resolve().is_relative_to(workdir.resolve()):
+        raise _field(f"{manifest.build_file} must be a file inside the submission")
     try:
-        text = (workdir / manifest.build_file).read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
         bases = base_images(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise _field(f"cannot be read ({exc})") from None
@@ -186,7 +207,8 @@ async def _build(
     base = limits or Limits()
     memory = max(base.memory_mb, MIN_MEMORY_MB) * 1024 * 1024
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    stream = _Stream(log_path, lambda step: _cap_step(client, step, base))
+    marker = SHARES + secrets.randbelow(SHARES)
+    stream = _Stream(log_path, lambda step: _cap_step(client, step, base, marker))
     tag = learner_image.tag_for(workdir)
     options: dict[str, Any] = dict(
         path=str(workdir),
@@ -198,7 +220,7 @@ async def _build(
         nocache=True,
         pull=False,
         network_mode=os.environ.get(NETWORK_ENV) or "none",
-        container_limits={"memory": memory, "memswap": memory},
+        container_limits={"memory": memory, "memswap": memory, "cpushares": marker},
         use_config_proxy=False,
         decode=True,
     )

@@ -5,6 +5,7 @@ read-only, loopback only), served through the balancer; refused on the local bac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
@@ -311,3 +312,31 @@ async def test_a_build_step_meets_the_process_limit(repo: Path, base: str) -> No
     log = (repo.parent / "b" / "logs" / "build-0.log").read_text()
     assert "refused after" in log, log
     assert int(log.split("refused after ", 1)[1].split()[0]) < 32
+
+
+async def test_a_step_naming_another_container_cannot_get_it_killed(repo: Path, base: str) -> None:
+    client = docker.from_env()
+    bystander = client.containers.run(
+        base,
+        ["python3", "-c", "import time; time.sleep(120)"],
+        network_mode="none",
+        detach=True,
+        remove=True,
+    )
+    try:
+        fake = f"print('---> Running in {bystander.id}', flush=True); import time; time.sleep(600)"
+        _write(
+            repo,
+            {
+                "Dockerfile": f'FROM {base}\nRUN ["python3", "-c", "{fake}"]\n',
+                "cruscible.toml": '[build]\ndockerfile = "Dockerfile"\n[processes.web]\ncommand = "x"\n',
+            },
+        )
+        with pytest.raises(BuildError, match=r"killed: wall time 3 s"):
+            await _build(repo, timeout_s=3)
+        bystander.reload()
+        assert bystander.status == "running"
+    finally:
+        with contextlib.suppress(NotFound):
+            bystander.kill()
+        client.close()
