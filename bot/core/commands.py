@@ -20,6 +20,7 @@ HELP = """\
 - `submit ID URL|GIT_URL [keep]` — grade your service, or your code (a public git URL; in the \
 terminal also a folder or .zip/.tar.gz), built and run by us on equal resources, then stopped \
 (`keep`: kept running until your environment's TTL)
+- `logs [SUBMISSION]` — the full logs of your code (your latest, or `sub-…`), by DM
 - `cancel` — cancel your queued or running grade
 - `results` — your results and streak · `leaderboard [ID]` · `tradeoffs ID`
 - `contest` — this week's contest · `contest standings [N]`
@@ -117,6 +118,8 @@ async def _run(
                 actor, cid, url, out, community=community, local_paths=actor.platform == "console",
                 keep=words[-1] == "keep",
             )  # fmt: skip
+        case ["logs"] | ["logs", _]:
+            await coach.send_logs(actor, words[1] if len(words) == 2 else None, out)
         case ["cancel"]:
             await out.reply(await coach.cancel(actor))
         case ["results"]:

@@ -1,4 +1,5 @@
-"""The coach's results: a learner's results and streak, leaderboards, trade-offs."""
+"""The coach's results: a learner's results and streak, leaderboards, trade-offs, the full logs
+of their hosted code."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from sqlalchemy.orm import defer
 from bot.core import boards, views
 from bot.core.contests import standings_message
 from bot.core.errors import CoachError
+from bot.core.logfiles import log_files
 from bot.core.message import Field, Message
-from bot.core.outbox import Actor
+from bot.core.outbox import Actor, DeliveryFailed, Outbox
 from bot.core.streaks import COUNTED_STATUS, current_streak, local_days
 from bot.store import Community, Submission, User
 
@@ -53,6 +55,38 @@ class ResultCommands:
             body="\n".join(rows),
             fields=[Field("Streak", f"{streak} day{'' if streak == 1 else 's'}")],
             footer="" if user.public else "hidden from public boards (privacy on)",
+        )
+
+    async def send_logs(self, actor: Actor, ref: str | None, out: Outbox) -> None:
+        """The full logs of one of the learner's hosted submissions (``ref``: its ``sub-…`` id,
+        else their latest) as files (``bot.core.logfiles``): by DM, a short private answer
+        pointing there; with DMs closed, in the private answer itself (Slack's cannot carry
+        files: it says so). Only their owner gets them: :class:`CoachError` for anyone else's
+        or an unknown id, worded alike (an id tells nobody whether it exists)."""
+        user = await self.user(actor)
+        query = (
+            select(Submission.challenge, Submission.logs_ref)
+            .where(Submission.user_id == user.id, Submission.logs_ref.is_not(None))
+            .order_by(Submission.id.desc())
+            .limit(1)
+        )
+        if ref is not None:
+            query = query.where(Submission.logs_ref == ref)
+        async with self.store.session() as s:
+            row = (await s.execute(query)).first()
+        if row is None:
+            raise CoachError(
+                f"you have no code submission {ref}" if ref else "you have no code submission yet"
+            )
+        files = log_files(self.settings.data_dir, row.logs_ref)
+        msg = views.full_logs(row.challenge, row.logs_ref, files)
+        try:
+            await out.dm(actor, msg)
+        except DeliveryFailed:
+            await out.reply(msg)
+            return
+        await out.reply(
+            Message(title="Logs sent", body=f"The logs of {row.logs_ref} are in your DMs.")
         )
 
     async def streak(self, user: User) -> int:

@@ -217,6 +217,17 @@ def hosted_logs(
     )
 
 
+def full_logs(challenge_id: str, logs_ref: str, files: list[Path]) -> Message:
+    """The full logs of a hosted submission, asked for by its owner (``logs``)."""
+    return Message(
+        title=f"The logs of your {challenge_id} code ({logs_ref})",
+        body="Secrets are masked; a long log keeps its last part."
+        if files
+        else "Nothing was logged (no build, and no output).",
+        files=files,
+    )
+
+
 def kept(challenge_id: str, url: str, env: Environment) -> Message:
     """Hosted code the learner asked to keep: where it answers and until when."""
     return Message(

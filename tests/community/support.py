@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -202,8 +203,10 @@ class ScriptedHosted:
     def _keep_logs(self, sub_id: str) -> None:
         if self.data_dir is None:
             return
-        folder = self.data_dir / RECORDS / sub_id / "logs"
-        folder.mkdir(parents=True, exist_ok=True)
+        record = self.data_dir / RECORDS / sub_id
+        shutil.rmtree(record, ignore_errors=True)  # ids restart per script: a fresh record
+        folder = record / "logs"
+        folder.mkdir(parents=True)
         for name, text in self.logs.items():
             (folder / name).write_text(hosted_logs.mask(text, self.secrets))
 

@@ -37,6 +37,7 @@ async def test_the_tree_is_synced_once_and_not_again_on_a_second_start(
         "admin",
         "submit",
         "results",
+        "logs",
         "leaderboard",
         "tradeoffs",
         "contest",

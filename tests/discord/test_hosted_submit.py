@@ -13,7 +13,7 @@ from pathlib import Path
 
 import discord
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.adapters.discord.client import CruscibleClient
 from bot.app import App
@@ -127,6 +127,38 @@ async def test_the_full_logs_reach_the_learner_as_files_by_dm_masked_and_trimmed
     leaks = carrying(fake.calls[since:], SECRET_LINE)
     assert leaks and all(fake.is_dm(c) for c in leaks)
     assert not [c for c in fake.refused if c.status == 413]
+
+
+async def test_logs_sends_the_full_logs_by_dm_to_their_owner_only(
+    bot: CruscibleClient, fake: FakeDiscord, app: App, hosted: ScriptedHosted
+) -> None:
+    password = "pw-l0gs-5c1d"
+    hosted.data_dir, hosted.secrets = app.settings.data_dir, (password,)
+    hosted.logs = {"build.log": "ok\n", "web-0.log": f"up redis://u:{password}@127.0.0.1\n"}
+    async with app.coach.store.session() as s:
+        before = await s.scalar(select(func.max(Submission.id))) or 0
+    await submit_file(fake, "limiter.tar.gz", tarball({"main.py": "print('up')\n"}))
+    async with asyncio.timeout(20):
+        while True:
+            async with app.coach.store.session() as s:
+                sub = await s.scalar(select(Submission).where(Submission.id > before))
+            if sub is not None and sub.status == "done":
+                break
+            await asyncio.sleep(0.05)
+    assert sub.logs_ref is not None
+    since = len(fake.calls)
+    token = await fake.interact(fake.slash("logs", who=GRACE, submission=sub.logs_ref))
+    [dm] = await fake.wait_for(lambda: carrying(fake.calls[since:], "The logs of your"))
+    assert fake.is_dm(dm) and sorted(dm.files) == ["build.log", "web-0.log"]
+    assert b"up redis://u:" in dm.files["web-0.log"] and password not in dm.text()
+    (answer,) = await fake.wait_for(lambda: fake.webhook_calls(token))
+    assert "in your DMs" in answer.text()
+
+    since = len(fake.calls)
+    token = await fake.interact(fake.slash("logs", who=ADA, submission=sub.logs_ref))
+    (answer,) = await fake.wait_for(lambda: fake.webhook_calls(token))
+    assert f"you have no code submission {sub.logs_ref}" in answer.text()
+    assert not carrying(fake.calls[since:], "The logs of your")
 
 
 async def test_files_over_the_upload_limit_are_refused_by_the_fake_as_by_discord(

@@ -146,3 +146,36 @@ async def test_an_admin_creates_a_hosted_only_contest(slack: Workspace, app: App
     (contest,) = await app.coach.contests.of(community)
     assert contest.hosted_only and contest.channel_id == "CCONTEST"
     await app.coach.contests.cancel(community, contest.id)
+
+
+async def test_logs_uploads_the_full_logs_to_the_owners_dm_only(
+    slack: Workspace, app: App, hosted: ScriptedHosted
+) -> None:
+    fake = slack.fake
+    fake.add_channel(DM)
+    hosted.data_dir = app.settings.data_dir
+    hosted.logs = {"build.log": "Successfully installed aiohttp\n", "web-0.log": "listening\n"}
+    await slack.sender.command(f"submit rate-limiter {GIT}", user=LEARNER)
+    await fake.wait_for(lambda c: "81/100" in c.dump, within=20)
+    await slack.settle()
+    async with app.coach.store.session() as s:
+        sub = await s.scalar(select(Submission).order_by(Submission.id.desc()))
+    assert sub is not None and sub.logs_ref is not None
+    since = len(fake.calls)
+    await slack.sender.command(f"logs {sub.logs_ref}", user="U9")  # not theirs
+    await fake.wait_for(lambda c: f"you have no code submission {sub.logs_ref}" in c.dump)
+    await slack.sender.command("logs", user=LEARNER)  # their latest
+    await fake.wait_for(lambda c: c.is_dm and "The logs of your" in c.dump, within=20)
+    await slack.settle()
+    [done] = [
+        c
+        for c in fake.calls[since:]
+        if c.method == "files.completeUploadExternal" and "build.log" in c.dump
+    ]
+    assert done.channel == DM
+    shared = json.loads(done.args["files"])
+    assert sorted(f["title"] for f in shared) == ["build.log", "web-0.log"]
+    assert {fake.uploads[f["id"]] for f in shared} == {
+        b"Successfully installed aiohttp\n",
+        b"listening\n",
+    }

@@ -379,6 +379,16 @@ async def results(interaction: discord.Interaction) -> None:
     await turns_of(interaction).run(interaction, use)
 
 
+@app_commands.command(description="The full logs of your code, by DM")
+@app_commands.describe(submission="its id (sub-…); your latest by default")
+@app_commands.guild_only()
+async def logs(interaction: discord.Interaction, submission: str | None = None) -> None:
+    async def use(t: Turn) -> None:
+        await t.coach.send_logs(t.actor, submission, t.out)
+
+    await turns_of(interaction).run(interaction, use)
+
+
 @app_commands.command(description="The best scores")
 @app_commands.describe(challenge="all challenges by default")
 @app_commands.autocomplete(challenge=challenge_ids)
@@ -461,6 +471,6 @@ def build_tree(client: discord.Client) -> CruscibleTree:
     admin.add_command(AdminContestCommands())
     for group in (ChallengeCommands(), EnvCommands(), admin, ContestCommands()):
         tree.add_command(group)
-    for command in (submit, results, leaderboard, tradeoffs, cancel, privacy, timezone):
+    for command in (submit, results, logs, leaderboard, tradeoffs, cancel, privacy, timezone):
         tree.add_command(command)
     return tree
