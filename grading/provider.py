@@ -49,8 +49,8 @@ import ssl
 import sys
 import time
 import uuid
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -429,6 +429,19 @@ class ProviderAdmin:
     async def calls(self, since: int = 0) -> list[Call]:
         data = await self._call("GET", f"{protocol.CALLS}?since={since}")
         return [Call(**c) for c in data["calls"]]
+
+    async def deliveries(
+        self, field: str, values: Iterable[object], *, replays: bool = False
+    ) -> Counter[object]:
+        """How many calls did something (:attr:`Call.delivered`; with ``replays``, every call
+        answered 200, a replay of a key too) for each of ``values`` of body field ``field``;
+        calls whose field holds another value are left out."""
+        wanted = set(values)
+        return Counter(
+            c.body.get(field)
+            for c in await self.calls()
+            if c.body.get(field) in wanted and (c.delivered or (replays and c.status == 200))
+        )
 
     async def reset(self) -> None:
         await self._call("POST", protocol.RESET)
