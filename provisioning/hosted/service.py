@@ -187,10 +187,11 @@ def run_spec(
 def run_wall_s(limits: Limits, env: Environment, now: datetime | None = None) -> float:
     """Seconds the run box may live: ``limits.wall_s`` (the challenge's ``hosted.run_s``) when
     set, never beyond the environment's TTL (``env.expires_at``): code run next to an
-    environment ends with it. At least :data:`MIN_RUN_S`."""
+    environment ends with it. Whole seconds (what the learner reads), at least
+    :data:`MIN_RUN_S`."""
     left = (env.expires_at - (now or datetime.now(UTC))).total_seconds()
     wall = left if limits.wall_s is None else min(limits.wall_s, left)
-    return max(MIN_RUN_S, wall)
+    return max(MIN_RUN_S, float(int(wall)))
 
 
 async def _healthy(http: aiohttp.ClientSession, url: str) -> bool:

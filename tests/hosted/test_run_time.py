@@ -31,6 +31,7 @@ def test_the_run_ends_with_the_environment_unless_the_challenge_caps_it_sooner(
     assert run_wall_s(Limits(), rate_env, now) == 600  # default: the environment's TTL
     assert run_wall_s(Limits(wall_s=30), rate_env, now) == 30  # hosted.run_s
     assert run_wall_s(Limits(wall_s=3600), rate_env, now) == 600  # never beyond the TTL
+    assert run_wall_s(Limits(), rate_env, now - timedelta(seconds=0.7)) == 600  # whole seconds
     assert run_wall_s(Limits(), rate_env, rate_env.expires_at + timedelta(1)) == 1.0
 
 
