@@ -13,14 +13,15 @@ builds the submission's folder as the context, with:
 - no layer cache (``nocache``): one learner's ``RUN`` output never feeds another's image;
 - memory (no swap) as a Python build gets it, ``max(memory_mb, 1024)`` MB, at creation; the
   builder takes no pids or CPU quota, so each step's container gets ``pids`` and ``cpus`` as
-  soon as the log names it (``POST /containers/{id}/update``); it has no disk quota either, so
+  soon as the log names it (``POST /containers/{id}/update``; a step may have started a few
+  processes by then); it has no disk quota either, so
   what the build added is checked against ``max(disk_mb, 1024)`` MB afterwards;
 - a wall time: at ``timeout_s`` the step's container is killed (the ``Running in`` line names
   it) and the build fails.
 
 A ``RUN`` step can print a ``Running in`` line of its own: a container is capped or killed only
-when it carries this build's marker, a random ``CpuShares`` weight near the default 1024 that
-the step cannot change.
+when it carries this build's marker, a random ``CpuShares`` weight in [512, 1024) (at most the
+default 1024 of the boxes that are graded) that the step cannot change.
 
 The log streams into ``log_path`` line by line as the engine sends it. The image is tagged and
 labelled for the submission (:mod:`provisioning.sandbox.learner_image`), where the docker box
@@ -67,7 +68,7 @@ def _field(reason: str) -> DockerBuildError:
 
 
 CPU_PERIOD_US = 100_000
-SHARES = 1024  # the engine's default CPU weight; a build's marker is within [SHARES, 2 SHARES)
+SHARES = 1024  # the engine's default CPU weight; a build's marker is within [SHARES / 2, SHARES)
 
 
 def _ours(client: docker.DockerClient, container: str, marker: int) -> bool:
@@ -207,7 +208,7 @@ async def _build(
     base = limits or Limits()
     memory = max(base.memory_mb, MIN_MEMORY_MB) * 1024 * 1024
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    marker = SHARES + secrets.randbelow(SHARES)
+    marker = SHARES // 2 + secrets.randbelow(SHARES // 2)
     stream = _Stream(log_path, lambda step: _cap_step(client, step, base, marker))
     tag = learner_image.tag_for(workdir)
     options: dict[str, Any] = dict(

