@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from provisioning.backend import Backend, ProvisioningError
-from provisioning.tls import ENV_PUBLIC_HOST
+from provisioning.tls import ENV_PUBLIC_HOST, from_env
 
 BACKENDS = ("local", "docker")
 
@@ -14,26 +14,25 @@ BACKENDS = ("local", "docker")
 def make_backend(name: str, data_dir: Path) -> Backend:
     """The backend called ``name``, keeping its state in ``data_dir``.
 
-    ``local`` reads ``CRUSCIBLE_PUBLIC_HOST`` and its companions (:mod:`provisioning.tls`);
+    Both read ``CRUSCIBLE_PUBLIC_HOST`` and its companions (:mod:`provisioning.tls`);
     ``docker`` reads its engine from ``DOCKER_HOST`` and its settings from
-    ``CRUSCIBLE_DOCKER_NETWORK`` and ``CRUSCIBLE_DOCKER_IMAGE_<KIND>``, and refuses
-    ``CRUSCIBLE_PUBLIC_HOST`` (ProvisioningError): it has no TLS listeners.
+    ``CRUSCIBLE_DOCKER_NETWORK`` and ``CRUSCIBLE_DOCKER_IMAGE_<KIND>``, and exposes
+    environments only with the host network (ProvisioningError otherwise, before a CA is made:
+    :func:`provisioning.docker.backend.check_exposable`).
     """
+    data_dir = Path(data_dir)
     if name == "local":
         from provisioning.local import LocalBackend  # imports the server client libraries
-        from provisioning.tls import from_env
 
-        data_dir = Path(data_dir)
         return LocalBackend(data_dir, exposure=from_env(data_dir))
     if name == "docker":
-        public = os.environ.get(ENV_PUBLIC_HOST, "").strip()
-        if public:  # its containers publish plain text on loopback: refuse rather than mislead
-            raise ProvisioningError(
-                f"the docker backend cannot expose environments ({ENV_PUBLIC_HOST}={public}): "
-                f"use CRUSCIBLE_BACKEND=local for environments reachable from elsewhere, or "
-                f"unset {ENV_PUBLIC_HOST}"
-            )
-        from provisioning.docker import DockerBackend  # imports the docker SDK
+        from provisioning.docker.backend import (  # imports the docker SDK
+            DockerBackend,
+            check_exposable,
+            network_setting,
+        )
 
-        return DockerBackend(Path(data_dir))
+        if os.environ.get(ENV_PUBLIC_HOST, "").strip():
+            check_exposable(network_setting())
+        return DockerBackend(data_dir, exposure=from_env(data_dir))
     raise ProvisioningError(f"unknown provisioning backend {name!r} (known: {', '.join(BACKENDS)})")

@@ -4,6 +4,13 @@ Each resource directory is bind-mounted at the same path inside its container,
 so the local drivers' configuration files, command lines and readiness probes
 apply unchanged. Containers carry the environment's id, expiry, resource and
 backend data directory as labels; that is how they are found again.
+
+Exposed (``slot.exposure``, host network only), a container still serves plain text on
+127.0.0.1 and the driver's TLS relay (``provisioning.local.tlsrelay``, without a server of its
+own) runs next to it as a host process, marked like the local backend's servers (resource
+``<kind>.relay``): it starts before its container and stops with it (kill, stop, restart,
+removal), so the public port is open exactly while the server was last started. A pause
+freezes the container only: the relay's connections wait on the frozen server.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import hashlib
 import logging
 import os
 import signal
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,8 +36,9 @@ from docker.models.containers import Container
 from provisioning.backend import ProvisioningError
 from provisioning.environment import ResourceInfo
 from provisioning.local import processes
-from provisioning.local.driver import Driver, Slot
+from provisioning.local.driver import Driver, RelayedDriver, Slot, relay_argv, relay_environment
 from provisioning.local.runtime import Runtime, State
+from provisioning.local.users import RunAs
 from provisioning.spec import Resource
 
 log = logging.getLogger(__name__)
@@ -40,6 +49,40 @@ LABEL_RESOURCE = "cruscible.resource"
 LABEL_DATA_DIR = "cruscible.data_dir"
 _STATUS = {"running": State.RUNNING, "paused": State.PAUSED}
 STOP_GRACE = 15  # seconds docker waits after the stop signal before SIGKILL
+RELAY = ".relay"  # the marker resource of a kind's relay process: "<kind>.relay"
+RELAY_LOG = "relay.log"
+RELAY_BIND_S = 10.0  # how long a relay may take to bind its public port before its server starts
+_TCP_LISTEN = "0A"  # a listening socket's state in /proc/net/tcp
+
+
+def _listening(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a socket listening on TCP ``port``: its descriptors' socket
+    inodes against ``/proc/<pid>/net/tcp`` and ``tcp6``
+    (https://docs.kernel.org/networking/proc_net_tcp.html), so a listener of another process
+    on the same port does not count."""
+    inodes = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            inodes.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if (
+                state == _TCP_LISTEN
+                and int(local.rsplit(":", 1)[1], 16) == port
+                and f"socket:[{inode}]" in inodes
+            ):
+                return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -72,6 +115,7 @@ class ContainerRuntime(Runtime):
         self.user = user
         self.limits = limits
         self._prefix = "cruscible-" + hashlib.sha256(str(data_dir).encode()).hexdigest()[:8]
+        self._relays: dict[tuple[str, Resource], subprocess.Popen[bytes]] = {}
 
     # -- finding containers -------------------------------------------------
 
@@ -102,7 +146,11 @@ class ContainerRuntime(Runtime):
         info: ResourceInfo,
         expires_at: datetime,
     ) -> None:
-        argv = driver.argv(slot, info)
+        argv = (
+            driver.server_argv(slot, info)
+            if isinstance(driver, RelayedDriver)
+            else driver.argv(slot, info)
+        )
         limits = self.limits.get(kind, Limits())
         ports = info.extra.get("ports", {}).values()
         self.client.containers.run(
@@ -152,6 +200,56 @@ class ContainerRuntime(Runtime):
         else:
             container.start()
 
+    # -- relays -------------------------------------------------------------------
+
+    def _relay_procs(self, env_id: str | None, kind: Resource | None) -> list[processes.Marked]:
+        """The live relay processes of ``env_id`` (all environments: None), of one kind or all."""
+        names = {k.value + RELAY for k in ([kind] if kind is not None else self.images)}
+        return [
+            m
+            for m in processes.scan(self.data_dir)
+            if m.resource in names and (env_id is None or m.env_id == env_id)
+        ]
+
+    async def _stop_relays(self, env_id: str | None, kind: Resource | None = None) -> None:
+        """SIGTERM the relays (they close their public ports and exit), SIGKILL what lingers."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            procs = self._relay_procs(env_id, kind)
+            if not procs:
+                break
+            processes.signal_groups(procs, sig)
+            await processes.wait_until(lambda: not self._relay_procs(env_id, kind), 5.0)
+        for key in [k for k in self._relays if env_id in (None, k[0]) and kind in (None, k[1])]:
+            self._relays.pop(key).poll()
+        if self._relay_procs(env_id, kind):
+            raise ProvisioningError(f"could not stop the TLS relays of {env_id}")
+
+    async def _start_relay(
+        self, env_id: str, kind: Resource, driver: Driver, slot: Slot, info: ResourceInfo
+    ) -> None:
+        """Exposed: (re)start the relay that serves the container's loopback port over TLS on
+        the public port, and wait until it listens there or exited (a taken port: ``exit_code``
+        and ``log_tail`` report it), as the local relay binds before it starts its server."""
+        relay = driver.relay(slot, info) if isinstance(driver, RelayedDriver) else None
+        if relay is None:
+            return
+        await self._stop_relays(env_id, kind)
+        proc = self._relays[(env_id, kind)] = await asyncio.to_thread(
+            processes.spawn,
+            relay_argv(slot, relay, None),
+            cwd=slot.home,
+            log_path=slot.home / RELAY_LOG,
+            data_dir=self.data_dir,
+            env_id=env_id,
+            resource=kind.value + RELAY,
+            run_as=RunAs(),  # our Python, reading our certificate's key
+            extra_env=relay_environment(),
+        )
+        await processes.wait_until(
+            lambda: proc.poll() is not None or _listening(proc.pid, relay.public_port),
+            RELAY_BIND_S,
+        )
+
     async def start(
         self,
         env_id: str,
@@ -163,6 +261,7 @@ class ContainerRuntime(Runtime):
         fresh: bool,
         expires_at: datetime,
     ) -> None:
+        await self._start_relay(env_id, kind, driver, slot, info)
         try:
             await asyncio.to_thread(
                 self._start_sync, env_id, kind, driver, slot, info, fresh, expires_at
@@ -178,7 +277,15 @@ class ContainerRuntime(Runtime):
         except NotFound:
             return None
 
+    def _relay_exit(self, env_id: str, kind: Resource) -> int | None:
+        """The exit code of the relay this runtime started for the server, once it exited."""
+        relay = self._relays.get((env_id, kind))
+        return None if relay is None else relay.poll()
+
     async def exit_code(self, env_id: str, kind: Resource) -> int | None:
+        relay = self._relay_exit(env_id, kind)
+        if relay is not None:
+            return relay
         state = await asyncio.to_thread(self._attrs, env_id, kind)
         if state is None:
             return -1
@@ -187,6 +294,8 @@ class ContainerRuntime(Runtime):
         return None
 
     async def log_tail(self, env_id: str, kind: Resource, slot: Slot) -> str:
+        if self._relay_exit(env_id, kind) is not None:
+            return processes.log_tail(slot.home / RELAY_LOG)
         container = await asyncio.to_thread(self._one, env_id, kind)
         if container is None:
             return "(no container)"
@@ -229,9 +338,13 @@ class ContainerRuntime(Runtime):
         if await self.state(env_id, kind) is State.STOPPED:
             return True
         await self._call(env_id, kind, "kill", signal=sig.name)
-        return await asyncio.to_thread(self._wait_stopped, env_id, kind, STOP_GRACE)
+        stopped = await asyncio.to_thread(self._wait_stopped, env_id, kind, STOP_GRACE)
+        if stopped:
+            await self._stop_relays(env_id, kind)
+        return stopped
 
     async def kill(self, env_id: str, kind: Resource | None = None) -> int:
+        await self._stop_relays(env_id, kind)
         killed = 0
         for k in [kind] if kind is not None else list(self.images):
             state = await self.state(env_id, k)
@@ -267,6 +380,7 @@ class ContainerRuntime(Runtime):
                 container.remove(force=True, v=True)
 
     async def remove(self, env_id: str) -> None:
+        await self._stop_relays(env_id)
         await asyncio.to_thread(lambda: self._remove(self._find(env_id)))
 
     async def collect(self, alive: Callable[[str], bool]) -> None:
@@ -276,9 +390,16 @@ class ContainerRuntime(Runtime):
                 log.warning("removing containers of vanished environment %s", env_id)
             self._remove(stale)
 
+        for env_id in sorted({m.env_id for m in self._relay_procs(None, None)}):
+            if not alive(env_id):
+                log.warning("stopping the TLS relays of vanished environment %s", env_id)
+                await self._stop_relays(env_id)
         await asyncio.to_thread(sweep)
 
     async def close(self) -> None:
+        for relay in self._relays.values():
+            relay.poll()
+        self._relays.clear()
         await asyncio.to_thread(self.client.close)
 
 

@@ -49,30 +49,38 @@ async def port_open(host: str, port: int, budget: float) -> None:
 PUBLIC = "public"  # exposed: the port of the TLS relay in front of a loopback server
 
 
-def relay_argv(
-    slot: Slot,
-    public_port: int,
-    to_port: int,
-    server: list[str],
-    protocol: str = "tls",
-    fail_pattern: str = "",
-    user: str = "",
-) -> list[str]:
-    """The command line running ``server`` behind :mod:`provisioning.local.tlsrelay`: the relay
-    runs as us and starts ``server`` as the service user (when root). ``user`` is the only
-    account the relay lets log in (``protocol="redis"``: a Valkey user; ``"s3"``: an access key)."""
+@dataclass(frozen=True)
+class Relay:
+    """The TLS relay in front of an exposed server: the public port it listens on, the loopback
+    port it forwards to, how it reads the protocol (``provisioning.local.tlsrelay``), the
+    server's answer that counts as a failed login, and the only account it lets log in
+    (``protocol="redis"``: a Valkey user; ``"s3"``: an access key)."""
+
+    public_port: int
+    to_port: int
+    protocol: str = "tls"
+    fail_pattern: str = ""
+    user: str = ""
+
+
+def relay_argv(slot: Slot, relay: Relay, server: list[str] | None) -> list[str]:
+    """The command line of ``relay``: it runs as us and starts ``server`` as the service user
+    (when root), or, without ``server`` (a server in a container), relays until stopped."""
     assert slot.exposure is not None
     run_as = slot.run_as
-    return [
-        sys.executable, "-m", "provisioning.local.tlsrelay", "--protocol", protocol,
-        "--listen", slot.exposure.listen_host, "--port", str(public_port),
-        "--to-port", str(to_port),
-        *([f"--fail-pattern={fail_pattern}"] if fail_pattern else []),
-        *([f"--user={user}"] if user else []),
+    argv = [
+        sys.executable, "-m", "provisioning.local.tlsrelay", "--protocol", relay.protocol,
+        "--listen", slot.exposure.listen_host, "--port", str(relay.public_port),
+        "--to-port", str(relay.to_port),
+        *([f"--fail-pattern={relay.fail_pattern}"] if relay.fail_pattern else []),
+        *([f"--user={relay.user}"] if relay.user else []),
         "--cert", str(slot.home / "tls.crt"), "--key", str(slot.home / "tls.key"),
-        *(["--uid", str(run_as.uid), "--gid", str(run_as.gid)] if run_as.uid is not None else []),
-        "--", *server,
     ]  # fmt: skip
+    if server is None:
+        return argv
+    if run_as.uid is not None:
+        argv += ["--uid", str(run_as.uid), "--gid", str(run_as.gid)]
+    return [*argv, "--", *server]
 
 
 def relay_environment() -> dict[str, str]:
@@ -163,7 +171,22 @@ class Driver(ABC):
 class RelayedDriver(Driver):
     """A server whose build cannot speak TLS itself: exposed (``slot.exposure``), it stays on
     loopback and our TLS relay (``provisioning.local.tlsrelay``) serves it on the public port.
-    The relay is our Python, so it runs as us and starts the server as the service user."""
+    The relay is our Python, so it runs as us and starts the server as the service user; a
+    runtime that runs the server elsewhere (a container) runs ``server_argv`` there and the
+    relay described by ``relay`` here."""
+
+    @abstractmethod
+    def server_argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
+        """The server's own command line, on loopback in plain text."""
+
+    @abstractmethod
+    def relay(self, slot: Slot, info: ResourceInfo) -> Relay | None:
+        """The relay in front of the server when exposed, else None."""
+
+    def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
+        server = self.server_argv(slot, info)
+        relay = self.relay(slot, info)
+        return server if relay is None else relay_argv(slot, relay, server)
 
     def ports_for(self, slot: Slot) -> tuple[str, ...]:
         return self.port_names if slot.exposure is None else (*self.port_names, PUBLIC)

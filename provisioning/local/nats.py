@@ -30,11 +30,11 @@ from provisioning.local import binaries
 from provisioning.local.driver import (
     PUBLIC,
     NotReady,
+    Relay,
     RelayedDriver,
     Slot,
     password,
     port_open,
-    relay_argv,
 )
 from provisioning.spec import Resource
 from provisioning.tls import admin_tls
@@ -114,14 +114,14 @@ class NatsDriver(RelayedDriver):
     def _server_name(slot: Slot) -> str:
         return f"cruscible-{slot.env_id}"
 
-    def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
-        argv = [str(binaries.nats_server()), "-c", str(slot.home / "nats.conf")]
+    def server_argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
+        return [str(binaries.nats_server()), "-c", str(slot.home / "nats.conf")]
+
+    def relay(self, slot: Slot, info: ResourceInfo) -> Relay | None:
         if slot.exposure is None:
-            return argv
+            return None
         ports = info.extra["ports"]
-        return relay_argv(
-            slot, ports[PUBLIC], ports[WS], argv, protocol="nats", fail_pattern=AUTH_FAILED
-        )
+        return Relay(ports[PUBLIC], ports[WS], "nats", fail_pattern=AUTH_FAILED)
 
     async def probe(self, slot: Slot, info: ResourceInfo, budget: float) -> str:
         await port_open(self.host, info.port, budget)  # nats-py waits seconds on refused ports

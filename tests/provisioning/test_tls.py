@@ -1143,24 +1143,44 @@ async def test_a_reference_design_uses_nats_and_the_provider_over_tls(
     assert delivered.count(event_id) == 1, tail
 
 
-def test_the_docker_backend_refuses_a_public_host_at_start_up(tmp_path: Path) -> None:
-    """Its containers publish plain text on loopback: one ``error:`` line, not a bundle that
-    names a host nothing listens on."""
+def test_the_docker_backend_refuses_a_public_host_behind_a_bridge(tmp_path: Path) -> None:
+    """Behind a bridge PostgreSQL would see the relay's connections from the grader's address:
+    one ``error:`` line at start-up, before a CA is made, rather than a public port that lets
+    the superuser in. With the host network, the public host is accepted (here the engine is
+    what is missing). Exposed docker environments: ``test_tls_docker.py``."""
+    from provisioning.docker.backend import DockerBackend
+
     env = {
         **os.environ,
         "CRUSCIBLE_BACKEND": "docker",
         "CRUSCIBLE_PUBLIC_HOST": PUBLIC,
         "CRUSCIBLE_DATA_DIR": str(tmp_path),
+        "CRUSCIBLE_DOCKER_NETWORK": "bridge",
+        "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock",
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "bot", "env", "list"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+
+    def start_up(**changes: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bot", "env", "list"],
+            env={**env, **changes},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    done = start_up()
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("error: the docker backend cannot expose"), done.stderr
-    assert "CRUSCIBLE_BACKEND=local" in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.startswith(
+        "error: the docker backend exposes environments (CRUSCIBLE_PUBLIC_HOST) only with "
+        "CRUSCIBLE_DOCKER_NETWORK=host"
+    ), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+    assert not list(tmp_path.rglob("ca.key"))  # refused before a CA was made
+    done = start_up(CRUSCIBLE_DOCKER_NETWORK="host")
+    assert done.returncode == 2 and "cannot reach the Docker engine" in done.stderr, done.stderr
+    exposure = from_env(tmp_path, {"CRUSCIBLE_PUBLIC_HOST": PUBLIC})
+    assert exposure is not None
+    with pytest.raises(ProvisioningError, match="only with CRUSCIBLE_DOCKER_NETWORK=host"):
+        DockerBackend(tmp_path / "direct", network="bridge", exposure=exposure)
