@@ -10,6 +10,7 @@ packet leaves the machine). Skipped only when no Docker engine can run here.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import ssl
@@ -244,3 +245,32 @@ def test_a_relay_is_ready_only_once_it_listens_itself() -> None:
     with socket.socket() as bound:  # bound, not listening
         bound.bind(("127.0.0.1", 0))
         assert not _listening(os.getpid(), bound.getsockname()[1])
+
+
+async def test_a_public_port_taken_by_another_process_is_leased_again(
+    backend: DockerBackend,
+    ca_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A foreign listener on the public address holds the port leased for the relay (the lease
+    checks loopback only): the relay fails to bind before its container starts, and the
+    backend retries on other ports, as with local servers."""
+    from provisioning.local.ports import port_is_free
+
+    ports = [p for p in random.sample(backend.ports.range, 200) if port_is_free(p)]
+    server, taken = ports[0], ports[1]
+    with socket.create_server((PUBLIC, taken)):
+        monkeypatch.setattr(backend.ports, "_candidates", lambda: ports)  # server, then public
+        env = await backend.create("dtls-e", EnvironmentSpec(resources=(Resource.REDIS,)))
+        try:
+            assert "was taken by another process; retrying" in caplog.text
+            url = env.bundle["REDIS_URL"]
+            assert _port(url) not in (server, taken)
+            client = redis.Redis.from_url(url, ssl_ca_certs=str(ca_file), socket_timeout=5)
+            try:
+                assert client.ping()
+            finally:
+                client.close()
+        finally:
+            await backend.destroy(env.id)
