@@ -57,6 +57,20 @@ def json_object(answer: Exchange | Response | bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def answered(answer: Exchange | Response, status: int, **fields: Any) -> bool:
+    """``answer`` has ``status`` and a JSON object body holding ``fields`` (each equal; a bool
+    only as a bool: ``"allowed": 1`` is not ``allowed=True``)."""
+    data = json_object(answer)
+    return (
+        answer.status == status
+        and data is not None
+        and all(
+            name in data and data[name] == v and isinstance(data[name], bool) == isinstance(v, bool)
+            for name, v in fields.items()
+        )
+    )
+
+
 async def poll_until(
     probe: Callable[[], Awaitable[T]],
     done: Callable[[T], bool],
