@@ -21,13 +21,10 @@ from grading.standard import BadInput, StandardScenario
 from provisioning import Resource
 
 PATH = "/v1/jobs"
-RETRY_SHARE = 0.15  # of load requests retry a job first sent RETRY_GAP_S earlier
-RETRY_GAP_S = (0.3, 1.5)
-POLL_S = 0.5  # the grader reads every job not yet done this often (and after the load)
-DONE_LIMIT_S = 10.0  # every accepted job done within this of its 202
+RETRY_SHARE, RETRY_GAP_S = 0.15, (0.3, 1.5)  # of load requests retry a job sent so long before
+POLL_S, DONE_LIMIT_S = 0.5, 10.0  # jobs not done are read this often; each done within the limit
 DONE_ON_ACCEPT = 0.1  # more new jobs than this share answered already done: rendered inline
-WORKER = "process:worker"
-KEY = "Idempotency-Key"
+WORKER, KEY = "process:worker", "Idempotency-Key"
 
 
 class Job(NamedTuple):
@@ -133,10 +130,11 @@ class JobsScenario(StandardScenario):
             good = isinstance((json_object(resp) or {}).get("id"), str)
             return f"http_{resp.status}" if resp.status != 202 else None if good else "wrong_body"
 
+        make = [j.load_request() for j in plan].__getitem__
+
         def on_result(_i: int, req: Request, resp: Response | None, *_: float) -> None:
             self.answered(self.jobs[req.tag], resp, segment)
 
-        make = [j.load_request() for j in plan].__getitem__
         return LoadPlan(rate, duration_s, make, classify=classify, on_result=on_result)
 
     async def alongside(self, g: Grade, segment: str, duration_s: float) -> None:
@@ -146,8 +144,7 @@ class JobsScenario(StandardScenario):
             await asyncio.gather(self.poll(g), asyncio.sleep(POLL_S))
 
     def failed(self, segments: set[str]) -> tuple[list[str], int]:
-        """(the accepted jobs of ``segments`` not done right within DONE_LIMIT_S, with why;
-        how many were accepted)."""
+        """(the jobs of ``segments`` not done right within DONE_LIMIT_S, why; how many there are)"""
         bad, of = [], 0
         for job_id, (job, segment, *_) in self.accepted.items():
             result, elapsed = self.finished.get(job_id, (None, math.inf))
@@ -164,7 +161,6 @@ class JobsScenario(StandardScenario):
         killed = [w for w in g.fault_windows if w.resource == WORKER and w.error is None]
         waits = [s for _, s in self.finished.values()]
         early = sum(a[3] == "done" for a in self.accepted.values())
-        g.metric("jobs.accepted", len(self.accepted))
         g.metric("jobs.lost", len(self.accepted) - len(self.finished))
         g.metric("jobs.done_p95_s", round(percentile(waits, 95) or 0, 2))
         g.metric("jobs.workers_killed", len(killed))
