@@ -157,3 +157,29 @@ async def test_a_failed_call_did_not_happen_so_its_retry_is_new(
     status, answer = await post(url, body)
     assert status == 200 and not answer["replayed"]
     assert [c.status for c in simulated.calls] == [503, 200]
+
+
+async def test_slow_work_takes_its_time_answers_a_keyed_result_and_counts_deliveries() -> None:
+    """``work_ms``: each body takes a fixed time in the range; ``result_of``: a result only the
+    admin token makes; ``ProviderAdmin.deliveries`` counts what was done per body value."""
+    endpoint = Endpoint("POST", "/v1/send", work_ms=(200, 300), result_of="input")
+    simulated = Provider([endpoint], "tok", "admin")
+    runner = web.AppRunner(simulated.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        started = time.monotonic()
+        status, answer = await post(url, {"input": "a"})
+        took = time.monotonic() - started
+        assert status == 200 and 0.2 <= took < 0.6
+        assert 0.2 <= endpoint.work_s({"input": "a"}) == endpoint.work_s({"input": "a"}) <= 0.3
+        handle = ProviderAdmin(url, "admin")
+        assert answer["result"] == handle.result("a") != ProviderAdmin(url, "x").result("a")
+        assert len(answer["result"]) == 32
+        await post(url, {"input": "a"})
+        await post(url, {"input": "b"})
+        assert await handle.deliveries("input", ["a", "c"]) == {"a": 2}
+    finally:
+        await runner.cleanup()
