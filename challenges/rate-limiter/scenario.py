@@ -1,17 +1,19 @@
-"""Grades a rate limiter: the contract, atomicity under concurrency, load, a Redis restart."""
+"""Grades a rate limiter: the contract on keys from its whole domain, atomicity under
+concurrency (bursts until a race of a stated width would have shown), load, its stores paused."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import math
+import random
 import secrets
 import time
 from collections import defaultdict
 from typing import Any
 
 from challenges.schema import ChallengeSpec
-from grading import JSON_HEADERS, json_object
+from grading import JSON_HEADERS, answered, domain, json_body, json_object, races
 from grading.checkers import burst_over_admission, over_admission, starvation
 from grading.history import History
 from grading.http import Exchange
@@ -23,19 +25,32 @@ from grading.standard import BadInput, StandardScenario
 
 BURST_KEYS = 25
 LOAD_KEYS = 10_000
+MAX_KEY = 128  # the contract's longest key, in characters
+# the race accuracy.atomic must see: a key's read and its write 1 ms apart (two store round
+# trips; the flawed racy fixture's are 5 ms apart, a wider race, seen more surely)
+RACE_WINDOW_S = 0.001
+MAX_BURSTS, BURSTS_BUDGET_S = 8, 10.0  # …bursting until it would miss one at most 1 in 1000
 STEADY_PROBE_INTERVAL_S = 0.1  # a steady client: catches windows aligned to the clock
 EDGE_LEAD_S = 0.6  # an edge client spends its budget this long before its window ends…
 EDGE_FOLLOW_S = 1.5  # …and keeps asking this long after
-READMIT_TOLERANCE_S = (
-    1.0  # a refused client that keeps asking is admitted again within a window + this
-)
+# a refused client that keeps asking is admitted again within a window + this
+READMIT_TOLERANCE_S = 1.0
+
+
+def check_body(key: str, cost: int | None = None, *, utf8: bool = True) -> bytes:
+    """A check's JSON body: characters beyond ASCII as raw UTF-8, or as ``\\u`` escapes."""
+    payload = {"key": key} if cost is None else {"key": key, "cost": cost}
+    return json.dumps(payload, ensure_ascii=not utf8).encode()
 
 
 def check_request(key: str, cost: int | None = None) -> dict[str, Any]:
-    payload: dict[str, Any] = {"key": key}
-    if cost is not None:
-        payload["cost"] = cost
-    return {"json": payload}
+    """``Grade.request``'s keyword arguments for one check (its body raw UTF-8)."""
+    return {"body": check_body(key, cost), "headers": dict(JSON_HEADERS)}
+
+
+def decided(ex: Exchange | Response) -> bool:
+    """A contract answer: 200 allowed, or 429 refused."""
+    return answered(ex, 200, allowed=True) or answered(ex, 429, allowed=False)
 
 
 class RateLimiterScenario(StandardScenario):
@@ -47,6 +62,7 @@ class RateLimiterScenario(StandardScenario):
         "contract.retry-after",
         "contract.keys-independent",
         "contract.cost",
+        "contract.key-domain",
         "contract.bad-input",
         "accuracy.atomic",
         "accuracy.readmitted",
@@ -66,8 +82,12 @@ class RateLimiterScenario(StandardScenario):
         self.fault_answers: list[tuple[float, float, int]] = []
         self.fault_offset_s = 0.0  # where the fault run starts on the grade's timeline
 
-    def key(self, kind: str, i: int | str) -> str:
-        return f"{kind}-{self.nonce}-{i}"
+    def key(self, rng: random.Random, kind: str, i: int = 0, length: int = 0) -> str:
+        """A fresh key from the contract's whole domain (:func:`grading.domain.tagged`), unique
+        by its tag ``kind-nonce-i``; ``length`` characters, drawn from ``rng`` when 0."""
+        tag = f"{kind}-{self.nonce}-{i}"
+        n = length or rng.randint(len(tag), MAX_KEY)
+        return domain.tagged(rng, tag, n, limit=MAX_KEY)
 
     async def check(self, g: Grade, key: str, cost: int | None = None) -> Exchange:
         return await g.request("POST", "/v1/check", **check_request(key, cost))
@@ -77,97 +97,105 @@ class RateLimiterScenario(StandardScenario):
         limit = g.param_int("RATE_LIMIT")
         window_ms = g.param_float("RATE_WINDOW_SECONDS") * 1000
 
-        key = self.key("first", 0)
+        key = self.key(g.rng, "first")
         ex = await self.check(g, key)
-        data = json_object(ex)
-        expected = {"allowed": True, "remaining": limit - 1}
-        ok = (
-            ex.status == 200
-            and data is not None
-            and all(data.get(k) == v for k, v in expected.items())
-        )
         g.check(
             "contract.allow-first",
             "A fresh key is allowed, with remaining = RATE_LIMIT - 1",
-            ok,
+            answered(ex, 200, allowed=True, remaining=limit - 1),
             exchange=ex,
-            expected=f"200 {json.dumps(expected)}",
-            actual=f"{ex.status} {ex.text(200)}",
+            expected=f'200 {{"allowed": true, "remaining": {limit - 1}}}',
         )
         g.progress(0.2)
 
-        seen, bad = [], None
+        ok = True
         for want in range(limit - 2, -1, -1):
             ex = await self.check(g, key)
-            data = json_object(ex)
-            got = data.get("remaining") if data else None
-            seen.append(got)
-            if ex.status != 200 or got != want:
-                bad = (ex, want)
+            if not (ok := answered(ex, 200, remaining=want)):
                 break
         g.check(
             "contract.remaining",
             "remaining counts down to 0 within the window",
-            bad is None,
-            detail="" if bad is None else f"after {len(seen)} further requests",
-            exchange=bad[0] if bad else None,
-            expected=f"200 with remaining {bad[1]}" if bad else None,
-            actual=f"{bad[0].status} {bad[0].text(200)}" if bad else None,
+            ok,
+            detail="" if ok else f"after {limit - 1 - want} further requests",
+            exchange=None if ok else ex,
+            expected=None if ok else f"200 with remaining {want}",
         )
         g.progress(0.35)
 
         ex = await self.check(g, key)
-        data = json_object(ex)
-        ok = ex.status == 429 and data is not None and data.get("allowed") is False
         g.check(
             "contract.deny-over-limit",
             "Request RATE_LIMIT + 1 is refused with 429",
-            ok,
+            answered(ex, 429, allowed=False),
             exchange=ex,
             expected='429 {"allowed": false, "retry_after_ms": n}',
-            actual=f"{ex.status} {ex.text(200)}",
         )
-        retry = data.get("retry_after_ms") if data else None
-        ok = (
-            isinstance(retry, int | float)
-            and not isinstance(retry, bool)
-            and 0 < retry <= window_ms + 1000
-        )
+        retry = (json_object(ex) or {}).get("retry_after_ms")
+        ok = isinstance(retry, int | float) and not isinstance(retry, bool)
         g.check(
             "contract.retry-after",
             "retry_after_ms is a positive wait within one window",
-            ok,
+            ok and 0 < retry <= window_ms + 1000,
             exchange=ex,
             expected=f"0 < retry_after_ms <= {window_ms:.0f}",
             actual=retry,
         )
         g.progress(0.45)
 
-        ex = await self.check(g, self.key("other", 0))
-        data = json_object(ex)
+        ex = await self.check(g, self.key(g.rng, "other"))
         g.check(
             "contract.keys-independent",
             "Another key keeps its own budget",
-            ex.status == 200 and bool(data and data.get("allowed") is True),
+            answered(ex, 200, allowed=True),
             exchange=ex,
             expected="200 allowed",
-            actual=f"{ex.status} {ex.text(200)}",
         )
-
-        ex = await self.check(g, self.key("cost", 0), cost=5)
-        data = json_object(ex)
-        ok = ex.status == 200 and bool(data) and data.get("remaining") == limit - 5
+        for i, cost in enumerate((g.rng.randint(2, limit - 1), limit)):  # the whole budget too
+            ex = await self.check(g, self.key(g.rng, "cost", i), cost=cost)
+            if not answered(ex, 200, remaining=limit - cost):
+                break
         g.check(
             "contract.cost",
-            "cost spends several units at once",
-            ok,
+            "cost spends several units at once, up to the whole budget",
+            answered(ex, 200, remaining=limit - cost),
             exchange=ex,
-            expected=f"200 with remaining {limit - 5}",
-            actual=f"{ex.status} {ex.text(200)}",
+            expected=f"200 with remaining {limit - cost} after a cost of {cost}",
         )
+        g.progress(0.5)
+        await self.key_domain(g, limit)
         g.progress(0.55)
-
         await self.atomicity(g, limit)
+
+    async def key_domain(self, g: Grade, limit: int) -> None:
+        """``contract.key-domain``: keys from the whole domain are accepted, each with its own
+        budget — 1 and MAX_KEY characters, every class of :mod:`grading.domain`, keys that
+        differ only in their last character or in one character beyond ASCII."""
+        sends = domain.edge_texts(g.rng, f"domain-{self.nonce}", MAX_KEY)
+        first = {"allowed": True, "remaining": limit - 1}
+        for case in sends:
+            what, key, fresh = case
+            ex = await self.check(g, key)
+            ok = answered(ex, 200, **first) if fresh else decided(ex)
+            if not ok:
+                break
+        shared = not ok and answered(ex, 200, remaining=limit - 2)
+        g.check(
+            "contract.key-domain",
+            f"Any key of 1..{MAX_KEY} characters is accepted, with a budget of its own",
+            ok,
+            detail=""
+            if ok
+            else f"{what}: expected {f'200 {json.dumps(first)}' if fresh else '200 or 429'}, "
+            f"got {ex.status} {ex.text(200)}"
+            + (
+                " — the budget of the key before it: keys cut short, or characters replaced?"
+                if shared
+                else ""
+            ),
+            exchange=None if ok else ex,
+            evidence=None if ok else {"key": key},
+        )
 
     def bad_inputs(self, g: Grade) -> list[BadInput]:
         def check(label: str, **kw: Any) -> BadInput:
@@ -178,48 +206,54 @@ class RateLimiterScenario(StandardScenario):
             check("empty key", json={"key": ""}),
             check("key of 129 characters", json={"key": "k" * 129}),
             check("key not a string", json={"key": 42}),
-            check("cost 0", json={"key": self.key("bad", 0), "cost": 0}),
+            check("cost 0", json={"key": f"bad-{self.nonce}", "cost": 0}),
             check("body not JSON", body=b"key=abc", headers={"Content-Type": "text/plain"}),
         ]
 
     async def atomicity(self, g: Grade, limit: int) -> None:
-        """Fire 2×RATE_LIMIT concurrent requests at each of several fresh keys."""
-        keys = [self.key("burst", i) for i in range(BURST_KEYS)]
-        calls = [("POST", "/v1/check", check_request(k)) for k in keys for _ in range(2 * limit)]
-        exchanges = await g.burst(calls)
+        """Fire 2×RATE_LIMIT concurrent requests at each of several fresh keys, burst after
+        burst (:func:`grading.races.search`) until a race RACE_WINDOW_S wide would have been
+        seen but for a chance of at most 1 in 1000, or the budget ends."""
         results: dict[str, list[bool]] = defaultdict(list)
-        errors = 0
-        for (_, _, kw), ex in zip(calls, exchanges, strict=True):
-            if ex.status in (200, 429):
-                results[kw["json"]["key"]].append(ex.status == 200)
-            else:
-                errors += 1
+        sent = errors = 0
+
+        async def burst(n: int) -> tuple[bool, list[float]]:
+            nonlocal sent, errors
+            keys = [self.key(g.rng, f"burst{n}", i) for i in range(BURST_KEYS)]
+            calls = {k: [("POST", "/v1/check", check_request(k))] * (2 * limit) for k in keys}
+            got, chances = await races.trials(g, calls, RACE_WINDOW_S, decided)
+            for key, exchanges in got.items():
+                results[key] += [ex.status == 200 for ex in exchanges if decided(ex)]
+            sent += len(keys) * 2 * limit
+            errors = sent - sum(map(len, results.values()))
+            over, _ = burst_over_admission({k: results[k] for k in keys}, limit)
+            return over > 0, chances
+
+        found = await races.search(
+            burst, window_s=RACE_WINDOW_S, max_bursts=MAX_BURSTS, budget_s=BURSTS_BUDGET_S
+        )
         over, per_key = burst_over_admission(results, limit)
         under = sum(max(0, limit - sum(v)) for k, v in results.items() if len(v) == 2 * limit)
         g.metric("accuracy.over_admitted", over)
         g.metric("accuracy.under_admitted", under)
-        worst = max(per_key.items(), key=lambda kv: kv[1], default=(None, 0))
-        if errors > len(calls) * 0.1:
-            g.check(
-                "accuracy.atomic",
-                "No key is over-admitted under concurrency",
-                Status.ERROR,
-                detail=f"{errors} of {len(calls)} concurrent requests failed; atomicity "
-                "could not be judged",
-            )
-            return
+        g.metric("accuracy.atomic.miss_probability", found.miss_metric)
+        worst = limit + max(per_key.values(), default=0)
+        judged = errors <= sent * 0.1
         g.check(
             "accuracy.atomic",
             "No key is over-admitted under concurrency",
-            over == 0,
+            (over == 0) if judged else Status.ERROR,
             detail=(
-                f"{2 * limit} concurrent requests per fresh key on {BURST_KEYS} keys: "
-                f"{over} admitted beyond RATE_LIMIT={limit} in total"
-                + (f"; worst key admitted {limit + worst[1]}" if over else "")
+                f"{2 * limit} concurrent requests per fresh key on {found.bursts * BURST_KEYS} "
+                f"keys: {over} admitted beyond RATE_LIMIT={limit} in total"
+                + (f"; worst key admitted {worst}" if over else "")
                 + (f"; {errors} requests failed" if errors else "")
-            ),
+                + f"; {found.sentence()}"
+            )
+            if judged
+            else f"{errors} of {sent} concurrent requests failed; atomicity could not be judged",
             expected=f"at most {limit} allowed per key",
-            actual=f"{limit + worst[1]} allowed for one key" if over else f"at most {limit}",
+            actual=f"{worst} allowed for one key" if over else f"at most {limit}",
             evidence={
                 "curl": f"seq {2 * limit} | xargs -P {2 * limit} -I{{}} "
                 f"curl -s -XPOST {g.target.url.rstrip('/')}/v1/check "
@@ -229,28 +263,34 @@ class RateLimiterScenario(StandardScenario):
 
     # -- load and faults --------------------------------------------------------------
     def traffic(self, g: Grade, segment: str, duration_s: float) -> LoadPlan:
-        """Checks on LOAD_KEYS keys picked by the seed, at the graded rate; the fault run's
-        answers are kept for :meth:`fault_modes`."""
-        rate = self.spec.grading.rate
+        """Checks at the graded rate on LOAD_KEYS keys from the contract's whole domain, picked
+        by the seed (each drawn from its own seed when first sent; half as raw UTF-8, half as
+        ``\\u`` escapes), their cost omitted, 1, or up to RATE_LIMIT; the fault run's answers
+        are kept for :meth:`fault_modes`."""
+        rate, limit = self.spec.grading.rate, g.param_int("RATE_LIMIT")
         total = int(rate * duration_s) + 1
         picks = [g.rng.randrange(LOAD_KEYS) for _ in range(total)]
-        bodies = [json.dumps({"key": self.key(segment, i)}).encode() for i in range(LOAD_KEYS)]
-        headers = JSON_HEADERS
+        costs = [g.rng.choice((None, 1, g.rng.randint(2, limit))) for _ in range(total)]
+        seed, keys = g.rng.getrandbits(64), {}  # key j drawn when first sent, from its own seed
 
         def make(i: int) -> Request:
-            return Request("POST", "/v1/check", bodies[picks[i % total]], headers)
+            j = picks[i % total]
+            if j not in keys:
+                rng = random.Random(f"{seed}:{j}")
+                keys[j] = (self.key(rng, segment, j), rng.random() < 0.5)  # UTF-8 or escaped
+            key, utf8 = keys[j]
+            return Request(
+                "POST", "/v1/check", check_body(key, costs[i % total], utf8=utf8), JSON_HEADERS
+            )
 
         def classify(_req: Request, resp: Response) -> str | None:
             """A check answered as the contract says, status *and* body: 200 with
             ``allowed: true``, or 429 with ``allowed: false``."""
             if resp.status not in (200, 429):
                 return f"http_{resp.status}"
-            try:
-                data = json.loads(resp.body)
-            except ValueError:
+            if json_body(resp) is None:
                 return "not_json"
-            allowed = data.get("allowed") if isinstance(data, dict) else None
-            return None if allowed is (resp.status == 200) else "wrong_body"
+            return None if decided(resp) else "wrong_body"
 
         plan = LoadPlan(rate=rate, duration_s=duration_s, make_request=make, classify=classify)
         if segment == "faults":
@@ -265,10 +305,8 @@ class RateLimiterScenario(StandardScenario):
         await asyncio.sleep(max(0.0, t0 + at_s - time.monotonic()))
         op = self.probes.invoke(process=0, kind="check", key=key, invoked_s=time.monotonic() - t0)
         ex = await self.check(g, key)
-        data = json_object(ex)
-        allowed = data.get("allowed") if data is not None else None
         # Only a contract answer tells admitted from refused; anything else is unknown.
-        outcome = {(200, True): "ok", (429, False): "failed"}.get((ex.status, allowed), "unknown")
+        outcome = ("ok" if ex.status == 200 else "failed") if decided(ex) else "unknown"
         self.probes.complete(op, outcome, {}, time.monotonic() - t0)
 
     async def boundary_probes(self, g: Grade, duration_s: float) -> None:
@@ -282,15 +320,15 @@ class RateLimiterScenario(StandardScenario):
         """
         limit = g.param_int("RATE_LIMIT")
         window = g.param_float("RATE_WINDOW_SECONDS")
+        steady, edge = self.key(g.rng, "steady"), self.key(g.rng, "edge")
         t0 = time.monotonic()
         # The steady client asks past two windows, so that a client refused in the first one
         # must have been admitted again before it stops (the "at least" side of the limit).
         steady_s = max(duration_s, 2 * window + 2 * READMIT_TOLERANCE_S)
         sends = [
-            (self.key("steady", 0), t * STEADY_PROBE_INTERVAL_S)
+            (steady, t * STEADY_PROBE_INTERVAL_S)
             for t in range(int(steady_s / STEADY_PROBE_INTERVAL_S))
         ]
-        edge = self.key("edge", 0)
         if window + EDGE_FOLLOW_S < duration_s:
             sends.append((edge, 0.0))
             lead = window - EDGE_LEAD_S
