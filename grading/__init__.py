@@ -3,6 +3,7 @@
 What a challenge's ``scenario.py`` may import from here directly (its public API besides
 :mod:`grading.scenario`): :func:`percentile`, :func:`poll_until`, :func:`json_body`,
 :func:`json_object`, :func:`answered` (a status and a body holding given fields),
+:func:`with_retries` (a load's items, some sent again as a client's retries),
 :data:`JSON_HEADERS` (a load request's JSON content type), :data:`RECOVERY_S`, the default
 recovery limit, and two modules: :mod:`~grading.domain` (seeded text from the whole domain a
 contract states: every script, up to the limit) and :mod:`~grading.races` (how likely a race
@@ -18,6 +19,7 @@ from grading.helpers import (
     json_object,
     percentile,
     poll_until,
+    with_retries,
 )
 
 __all__ = [
@@ -30,4 +32,5 @@ __all__ = [
     "percentile",
     "poll_until",
     "races",
+    "with_retries",
 ]

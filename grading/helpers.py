@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -93,3 +94,24 @@ async def poll_until(
         if time.monotonic() - t0 >= limit_s:
             return result, None
         await asyncio.sleep(every_s)
+
+
+def with_retries(
+    rng: random.Random,
+    new: Callable[[], T],
+    *,
+    rate: float,
+    duration_s: float,
+    share: float,
+    gap_s: tuple[float, float],
+) -> list[T]:
+    """The items a load sends at ``rate`` per second for ``duration_s``, in order: each a fresh
+    ``new()`` or, with probability ``share``, an item sent ``gap_s[0]`` to ``gap_s[1]``
+    seconds earlier sent again (a client retrying after its timeout). Seeded by ``rng``;
+    ``new`` may draw from it too."""
+    plan: list[T] = []
+    lo, hi = (max(1, round(gap * rate)) for gap in gap_s)
+    for i in range(math.ceil(rate * duration_s)):
+        retry = i >= lo and rng.random() < share
+        plan.append(plan[i - rng.randint(lo, min(i, hi))] if retry else new())
+    return plan

@@ -12,13 +12,11 @@ from collections import Counter
 from typing import Any, NamedTuple
 
 from challenges.schema import ChallengeSpec
-from grading import JSON_HEADERS, json_object, percentile, poll_until
+from grading import JSON_HEADERS, json_object, percentile, poll_until, with_retries
 from grading.load import LoadPlan, Request, Response
-from grading.provider import ProviderAdmin
 from grading.report import Status
 from grading.scenario import Grade
 from grading.standard import BadInput, StandardScenario
-from provisioning import Resource
 
 PATH = "/v1/jobs"
 RETRY_SHARE, RETRY_GAP_S = 0.15, (0.3, 1.5)  # of load requests retry a job sent so long before
@@ -56,7 +54,6 @@ class JobsScenario(StandardScenario):
         self.accepted: dict[str, tuple[Job, str, float, object]] = {}  # id -> (job, segment,
         # when its first 202 came, the status that 202 said)
         self.finished: dict[str, tuple[object, float]] = {}  # id -> (result, seconds to done)
-        self.admin: ProviderAdmin | None = None
 
     def new_job(self, g: Grade) -> Job:
         n = len(self.jobs)
@@ -82,9 +79,6 @@ class JobsScenario(StandardScenario):
         return sum(i not in self.finished for i in pending)
 
     async def cases(self, g: Grade) -> None:
-        if g.env is not None and Resource.PROVIDER in g.env.resources:
-            self.admin = ProviderAdmin.of(g.env.admin(Resource.PROVIDER))
-            await self.admin.reset()  # this grade's record of renders starts empty
         job = self.new_job(g)
         ex = await g.request("POST", PATH, **job.request())
         job_id, status = self.answered(job, ex, "contract"), (json_object(ex) or {}).get("status")
@@ -120,11 +114,14 @@ class JobsScenario(StandardScenario):
     def traffic(self, g: Grade, segment: str, duration_s: float) -> LoadPlan:
         """New jobs at the graded rate; RETRY_SHARE retry a job sent 0.3–1.5 s earlier."""
         rate = self.spec.grading.rate
-        lo, hi = (max(1, round(gap * rate)) for gap in RETRY_GAP_S)
-        plan: list[Job] = []
-        for i in range(math.ceil(rate * duration_s)):
-            retry = i >= lo and g.rng.random() < RETRY_SHARE
-            plan.append(plan[i - g.rng.randint(lo, min(i, hi))] if retry else self.new_job(g))
+        plan = with_retries(
+            g.rng,
+            lambda: self.new_job(g),
+            rate=rate,
+            duration_s=duration_s,
+            share=RETRY_SHARE,
+            gap_s=RETRY_GAP_S,
+        )
 
         def classify(_req: Request, resp: Response) -> str | None:
             good = isinstance((json_object(resp) or {}).get("id"), str)
@@ -148,7 +145,7 @@ class JobsScenario(StandardScenario):
         bad, of = [], 0
         for job_id, (job, segment, *_) in self.accepted.items():
             result, elapsed = self.finished.get(job_id, (None, math.inf))
-            want = self.admin.result(job.input) if self.admin else result
+            want = self.provider.result(job.input) if self.provider else result
             of += segment in segments
             right = isinstance(result, str) and result == want and elapsed <= DONE_LIMIT_S
             if segment in segments and not right:
@@ -186,13 +183,15 @@ class JobsScenario(StandardScenario):
     async def run_once(self, g: Grade) -> None:
         """``jobs.run-once``: one job per key, and one render billed per input at the service."""
         inputs = [j.input for j in self.jobs.values()]  # calls for other grades' jobs aside
-        renders = await self.admin.deliveries("input", inputs) if self.admin else Counter()
+        renders = await self.provider.deliveries("input", inputs) if self.provider else Counter()
         twice = [f"{i}: {n} renders" for i, n in renders.items() if n > 1]
         keys = Counter(job.key for job, *_ in self.accepted.values())
         split = [f"{k}: {n} jobs" for k, n in keys.items() if n > 1]
-        g.metric("jobs.rendered_twice", len(twice) if self.admin else None)
+        g.metric("jobs.rendered_twice", len(twice) if self.provider else None)
         g.metric("jobs.retry_mismatch", len(split))
-        calls = await self.admin.deliveries("input", inputs, replays=True) if self.admin else {}
+        calls = (
+            await self.provider.deliveries("input", inputs, replays=True) if self.provider else {}
+        )
         g.metric("jobs.render_calls_per_job", round(sum(calls.values()) / max(1, len(keys)), 2))
         detail = f"{len(twice)} inputs rendered more than once, {len(split)} keys got another job"
         title, evidence = "One job per key, one render per job", {"examples": (twice + split)[:5]}

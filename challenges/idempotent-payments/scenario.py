@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import secrets
 from collections import Counter, defaultdict
 from typing import Any, NamedTuple
 
 from challenges.schema import ChallengeSpec
-from grading import JSON_HEADERS, json_object, poll_until, races
+from grading import JSON_HEADERS, json_object, poll_until, races, with_retries
 from grading.http import Exchange
 from grading.load import LoadPlan, Request, Response
 from grading.provider import Window
@@ -193,11 +192,14 @@ class PaymentsScenario(StandardScenario):
     def traffic(self, g: Grade, segment: str, duration_s: float) -> LoadPlan:
         """New orders at the graded rate; RETRY_SHARE retry an order sent 0.3–2 s earlier."""
         rate = self.spec.grading.rate
-        lo, hi = (max(1, round(gap * rate)) for gap in RETRY_GAP_S)
-        plan: list[Order] = []
-        for i in range(math.ceil(rate * duration_s)):
-            retry = i >= lo and g.rng.random() < RETRY_SHARE
-            plan.append(plan[i - g.rng.randint(lo, min(i, hi))] if retry else self.new_order(g))
+        plan = with_retries(
+            g.rng,
+            lambda: self.new_order(g),
+            rate=rate,
+            duration_s=duration_s,
+            share=RETRY_SHARE,
+            gap_s=RETRY_GAP_S,
+        )
 
         def classify(_req: Request, resp: Response) -> str | None:
             """201 with a payment, or 409 (a duplicate while its first is in flight: the
