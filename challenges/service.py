@@ -13,7 +13,10 @@ its decision:
 * uvloop, and ``access_log=None`` (a log line per request costs more than a
   rate-limit check);
 * ``GET /healthz``: 200 when every store the design registered with
-  :func:`add_health_check` answers within :data:`HEALTH_TIMEOUT_S`, else 503.
+  :func:`add_health_check` answers within :data:`HEALTH_TIMEOUT_S`, else 503;
+* a request refused (:class:`Invalid`: 400; :class:`Refused`: another status), and the
+  conventions several contracts share: the ``Idempotency-Key`` header
+  (:func:`idempotency_key`) and a JSON object body (:func:`json_object`).
 
 It deliberately knows nothing about a challenge's HTTP contract, nor about the
 grader or the bot.
@@ -23,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import uvloop
 from aiohttp import web
@@ -99,6 +103,40 @@ def add_health_check(app: web.Application, name: str, check: HealthCheck) -> Non
 
 def json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+class Invalid(ValueError):
+    """The request breaks the contract: answer 400 with this message."""
+
+
+class Refused(Exception):
+    """The request cannot be served: answer ``status`` (409, 422, 503) with the message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def idempotency_key(value: str | None, limit: int = 255) -> str:
+    """The ``Idempotency-Key`` header as the catalog's contracts state it: 1..``limit``
+    printable ASCII characters (the header: https://datatracker.ietf.org/doc/
+    draft-ietf-httpapi-idempotency-key-header/). Raises :class:`Invalid`."""
+    if value is None or not 1 <= len(value) <= limit or not value.isprintable():
+        raise Invalid(f"Idempotency-Key must be 1..{limit} printable characters")
+    if not value.isascii():
+        raise Invalid("Idempotency-Key must be ASCII")
+    return value
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object. Raises :class:`Invalid`."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid("body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise Invalid("body must be a JSON object")
+    return data
 
 
 _last_warning: dict[str, float] = {}

@@ -14,7 +14,6 @@ job's id as the rendering service's ``Idempotency-Key``: a job run again after i
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -27,25 +26,20 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from challenges.service import json_error, tls_context
+from challenges.service import (
+    Invalid,
+    Refused,
+    idempotency_key,
+    json_error,
+    json_object,
+    tls_context,
+)
 
 MAX_KEY_LENGTH = 255
 MAX_INPUT_LENGTH = 200
 RENDER_TIMEOUT_S = 5.0  # one call to the rendering service (it takes RENDER_MS)
 RENDER_ATTEMPTS = 5  # a 5xx, a 409 (the same key still in flight) or a dropped call: again
 log = logging.getLogger("worker")
-
-
-class Invalid(ValueError):
-    """The request breaks the contract: answer 400 with this message."""
-
-
-class Refused(Exception):
-    """The request cannot be served: answer ``status`` (422, 503) with the message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +54,8 @@ def new_job_id() -> str:
 
 def parse(key: str | None, raw: bytes) -> Submitted:
     """Validate the header and the body; :class:`Invalid` says what is wrong."""
-    if key is None or not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
-        raise Invalid(f"Idempotency-Key must be 1..{MAX_KEY_LENGTH} printable characters")
-    if not key.isascii():
-        raise Invalid("Idempotency-Key must be ASCII")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("body must be a JSON object") from None
-    text = data.get("input") if isinstance(data, dict) else None
+    key = idempotency_key(key, MAX_KEY_LENGTH)
+    text = json_object(raw).get("input")
     if not isinstance(text, str) or not 1 <= len(text) <= MAX_INPUT_LENGTH:
         raise Invalid(f"input must be a string of 1..{MAX_INPUT_LENGTH} characters")
     return Submitted(key, text)

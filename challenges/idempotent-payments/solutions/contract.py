@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from challenges.service import json_error
+from challenges.service import Invalid, Refused, idempotency_key, json_error, json_object
 
 MAX_KEY_LENGTH = 255
 MAX_ORDER_ID_LENGTH = 64
@@ -35,18 +35,6 @@ MAX_AMOUNT_CENTS = 100_000_000
 CURRENCIES = ("EUR", "USD", "GBP")
 CHARGE_TIMEOUT_S = 1.0  # one call to the provider
 CHARGE_ATTEMPTS = 3  # a 5xx or a dropped call did not charge: try again, same key
-
-
-class Invalid(ValueError):
-    """The request breaks the contract: answer 400 with this message."""
-
-
-class Refused(Exception):
-    """The checkout cannot be done: answer ``status`` (409, 422, 503) with the message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +67,8 @@ def new_payment_id() -> str:
 
 def parse(key: str | None, raw: bytes) -> Checkout:
     """Validate the header and the body; :class:`Invalid` says what is wrong."""
-    if key is None or not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
-        raise Invalid(f"Idempotency-Key must be 1..{MAX_KEY_LENGTH} printable characters")
-    if not key.isascii():
-        raise Invalid("Idempotency-Key must be ASCII")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("body must be a JSON object") from None
-    if not isinstance(data, dict):
-        raise Invalid("body must be a JSON object")
+    key = idempotency_key(key, MAX_KEY_LENGTH)
+    data = json_object(raw)
     order_id, amount, currency = (
         data.get("order_id"),
         data.get("amount_cents"),
