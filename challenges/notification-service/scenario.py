@@ -1,10 +1,16 @@
 """Grades a notification service: the contract, ingest under load while the provider
 misbehaves, faults on the environment, then every accepted event against the provider's
-own record of calls (lost, duplicated, how late)."""
+own record of calls (lost, duplicated, how late).
+
+Resends come as a client's retries do, at gaps from half a second to tens of seconds: within a
+run, from the steady run during the fault run, and after the load. An event the service refused
+during the load (not a 202, or no answer in time) is sent again after it, as the contract's
+client would; one never accepted counts as lost."""
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import math
 import time
@@ -24,7 +30,14 @@ from grading.standard import BadInput, StandardScenario
 
 TYPES = ("order_placed", "order_shipped", "order_delivered")
 USERS = 500
-RESEND_SHARE = 0.1  # of load requests resend an event_id sent 0.1–2 s earlier
+RESEND_SHARE = 0.1  # of load requests resend an event_id sent earlier (a client's retry)
+RESEND_GAP_S = (0.5, 30.0)  # how much earlier: log-uniform, across the runs
+LATE_RESENDS = 60  # events of the load sent once more after it (late client retries)
+RETRIES = 3  # times an event refused during the load is sent again after it
+RETRY_PAUSE_S = 1.0  # between those rounds
+RETRY_LIMIT_S = 10.0  # no round starts a batch later than this (the verification has 30 s)
+RETRY_BATCH = 64  # requests sent at once in a round
+RETRY_TIMEOUT_S = 2.0  # each retry's, as the load's requests
 LAG_LIMIT_S = 5.0
 DELIVERY_WAIT_S = 10.0  # contract: how long the first event may take to arrive
 DELIVERY_POLL_S = 0.2
@@ -87,6 +100,11 @@ class NotificationScenario(StandardScenario):
         self.sent: set[str] = set()  # every valid event_id the grader sent
         self.accepted: dict[str, float] = {}  # event_id -> epoch seconds of its first 2xx
         self.resent: list[str] = []  # contract-phase events sent more than once
+        self.planned: list[tuple[float, Sent]] = []  # fresh load events by time on the timeline
+        self.refused: dict[str, Sent] = {}  # load events not answered 202 at least once
+        self.never_accepted: list[str] = []  # refused, and still not accepted after RETRIES
+        self.gaps: list[float] = []  # seconds between an event's planned send and its resend
+        self.rounds = 0  # times the refused events were sent again after the load
         self.outage_s = (0.0, 0.0)  # the provider's outage on the grade's timeline
 
     # -- helpers ----------------------------------------------------------------------
@@ -219,17 +237,22 @@ class NotificationScenario(StandardScenario):
 
     # -- load and faults --------------------------------------------------------------
     def traffic(self, g: Grade, segment: str, duration_s: float) -> LoadPlan:
-        """Fresh events at the graded rate; a share resends an event sent shortly before."""
+        """Fresh events at the graded rate; a share resends an event sent 0.5 to 30 s earlier
+        on the grade's timeline (log-uniform: this run's or the steady run's), as a client's
+        retries come."""
         rate = self.spec.grading.rate
-        total = math.ceil(rate * duration_s)
+        start = g.timeline_end_s
         events: list[Sent] = []
-        for i in range(total):
-            if i >= 20 and g.rng.random() < RESEND_SHARE:
-                events.append(events[i - g.rng.randint(12, min(i, int(2 * rate)))])
+        for i in range(math.ceil(rate * duration_s)):
+            at = start + i / rate
+            if self.planned and g.rng.random() < RESEND_SHARE:
+                events.append(self.earlier(g, at))
             else:
                 events.append(self.new_event(g))
+                self.planned.append((at, events[-1]))
         headers = JSON_HEADERS
         requests = [Request("POST", "/v1/events", e.body, headers, tag=e.event_id) for e in events]
+        by_id = {e.event_id: e for e in events}
 
         def classify(_req: Request, resp: Response) -> str | None:
             return None if resp.status == 202 else f"http_{resp.status}"  # the contract's answer
@@ -239,6 +262,8 @@ class NotificationScenario(StandardScenario):
         ) -> None:
             if resp is not None and kind is None:
                 self.accepted.setdefault(req.tag, time.time())
+            else:  # refused or unanswered: the contract's client sends it again
+                self.refused.setdefault(req.tag, by_id[req.tag])
 
         return LoadPlan(
             rate=rate,
@@ -247,6 +272,16 @@ class NotificationScenario(StandardScenario):
             classify=classify,
             on_result=on_result,
         )
+
+    def earlier(self, g: Grade, at: float) -> Sent:
+        """An event planned a log-uniform gap in :data:`RESEND_GAP_S` before ``at`` (the first
+        one when the grade is younger than the gap)."""
+        lo, hi = (math.log(gap) for gap in RESEND_GAP_S)
+        gap = math.exp(g.rng.uniform(lo, hi))
+        index = bisect.bisect_right(self.planned, at - gap, key=lambda p: p[0]) - 1
+        first_at, event = self.planned[max(0, index)]
+        self.gaps.append(at - first_at)
+        return event
 
     async def alongside(self, g: Grade, segment: str, duration_s: float) -> None:
         """The provider's script while a run's load runs: it throttles, fails and slows down
@@ -283,6 +318,45 @@ class NotificationScenario(StandardScenario):
         )
 
     # -- verification -----------------------------------------------------------------
+    async def send_all(self, g: Grade, events: list[Sent], end: float) -> None:
+        """Send ``events`` (at most :data:`RETRY_BATCH` at once, no batch after ``end`` on the
+        monotonic clock); note the ones accepted."""
+        options = {"headers": dict(JSON_HEADERS), "timeout_s": RETRY_TIMEOUT_S}
+        for k in range(0, len(events), RETRY_BATCH):
+            if time.monotonic() >= end:
+                return
+            batch = events[k : k + RETRY_BATCH]
+            calls = [("POST", "/v1/events", {"body": e.body, **options}) for e in batch]
+            for event, ex in zip(batch, await g.burst(calls), strict=True):
+                if ex.status == 202:
+                    self.accepted.setdefault(event.event_id, time.time())
+
+    async def retry_refused(self, g: Grade) -> None:
+        """After the load, as the contract's client would: send every event refused during it
+        again, up to :data:`RETRIES` times, batches starting within :data:`RETRY_LIMIT_S`, with
+        :data:`LATE_RESENDS` events of the load resent tens of seconds after their first send.
+        What is still not accepted is recorded in ``never_accepted``."""
+        late = g.rng.sample(self.planned, min(LATE_RESENDS, len(self.planned)))
+        self.gaps += [g.timeline_end_s - at for at, _ in late]
+        g.metric("ingest.resends", len(self.gaps))
+        median = percentile(self.gaps, 50)
+        g.metric("ingest.resend_gap_p50_s", None if median is None else round(median, 1))
+        g.metric("ingest.resend_gap_max_s", round(max(self.gaps), 1) if self.gaps else None)
+        pending = [e for e in self.refused.values() if e.event_id not in self.accepted]
+        g.metric("ingest.refused", len(pending))
+        end = time.monotonic() + RETRY_LIMIT_S
+        await self.send_all(g, pending + [e for _, e in late], end)
+        self.rounds = 1
+        for _ in range(RETRIES - 1):
+            pending = [e for e in pending if e.event_id not in self.accepted]
+            if not pending or time.monotonic() + RETRY_PAUSE_S >= end:
+                break
+            await asyncio.sleep(RETRY_PAUSE_S)
+            await self.send_all(g, pending, end)
+            self.rounds += 1
+        self.never_accepted = [e.event_id for e in pending if e.event_id not in self.accepted]
+        g.metric("ingest.never_accepted", len(self.never_accepted))
+
     async def drain(self, g: Grade) -> list[Call]:
         """Wait (bounded) until every accepted event was delivered; then watch a little longer."""
         provider = self.provider
@@ -308,6 +382,7 @@ class NotificationScenario(StandardScenario):
                     detail="graded without an environment: the provider's record is not available",
                 )
             return
+        await self.retry_refused(g)
         started = time.monotonic()
         calls = await self.drain(g)
         g.metric("delivery.drain_s", round(time.monotonic() - started - SETTLE_S, 1))
@@ -324,6 +399,7 @@ class NotificationScenario(StandardScenario):
         self.check_duplicates(g, ours)
         self.check_lag(g, first_ok)
         g.metric("provider.calls", len(ours))
+        g.metric("provider.replayed", sum(1 for c in ours if c.replayed))  # resends let through
         g.metric(
             "provider.calls_per_event", round(len(ours) / len(first_ok), 2) if first_ok else None
         )
@@ -334,26 +410,35 @@ class NotificationScenario(StandardScenario):
         lost = sorted(
             (k for k in self.accepted if k not in first_ok), key=lambda k: self.accepted[k]
         )
+        refused = self.never_accepted
         g.metric("delivery.accepted", len(self.accepted))
-        g.metric("delivery.lost", len(lost))
+        g.metric("delivery.lost", len(lost) + len(refused))
         examples = [
             f"{k} accepted at {self.since_start(self.accepted[k])}: "
             f"{describe_calls(by_key.get(k, []))}"
             for k in lost[:EXAMPLES]
-        ]
-        g.check(
-            "delivery.no-loss",
-            "Every accepted event is delivered",
-            not lost,
-            detail=(
+        ] + [f"{k} refused {self.rounds + 1} times" for k in refused[:EXAMPLES]]
+        parts = []
+        if lost:
+            parts.append(
                 f"{len(lost)} of {len(self.accepted)} accepted events never reached the provider "
                 f"(waited {DRAIN_LIMIT_S:g} s after the load)"
-                if lost
-                else f"all {len(self.accepted)} accepted events were delivered"
-            ),
-            expected="a 200 at the provider for every event answered 202",
-            actual=f"{len(lost)} missing" if lost else None,
-            evidence={"lost": examples} if lost else None,
+            )
+        if refused:
+            parts.append(
+                f"{len(refused)} events never accepted after {self.rounds} retries "
+                f"(up to {RETRY_LIMIT_S:g} s after the load; "
+                "to the client such an event is lost all the same)"
+            )
+        g.check(
+            "delivery.no-loss",
+            "Every event is accepted (retries included) and every accepted one delivered",
+            not parts,
+            detail="; ".join(parts) or f"all {len(self.accepted)} accepted events were delivered",
+            expected="a 200 at the provider for every event answered 202; "
+            f"every event answered 202 within {RETRIES} retries",
+            actual=f"{len(lost)} missing, {len(refused)} never accepted" if parts else None,
+            evidence={"lost": examples} if parts else None,
         )
 
     def check_duplicates(self, g: Grade, ours: list[Call]) -> None:
