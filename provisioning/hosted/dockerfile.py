@@ -14,6 +14,29 @@ import re
 from dataclasses import dataclass
 
 SCRATCH = "scratch"
+KEYWORDS = frozenset(
+    [
+        "ADD",
+        "ARG",
+        "CMD",
+        "COPY",
+        "ENTRYPOINT",
+        "ENV",
+        "EXPOSE",
+        "FROM",
+        "HEALTHCHECK",
+        "LABEL",
+        "MAINTAINER",
+        "ONBUILD",
+        "RUN",
+        "SHELL",
+        "STOPSIGNAL",
+        "USER",
+        "VOLUME",
+        "WORKDIR",
+    ]
+)  # the Dockerfile reference's instructions
+OUR_LABELS = re.compile(r"""(^|\s)["']?cruscible\.""", re.IGNORECASE)  # the host's own labels
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z]+)\s*=\s*(\S+)\s*$")
 _VARIABLE = re.compile(
     r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
@@ -48,7 +71,7 @@ def instructions(text: str) -> list[Instruction]:
     pending, start = "", 0
     for number, raw in enumerate(lines, 1):
         stripped = raw.strip()
-        if stripped.startswith("#") or (not stripped and not pending):
+        if stripped.startswith("#") or not stripped:  # inside a continuation too, as Docker
             continue
         if not pending:
             start = number
@@ -58,12 +81,16 @@ def instructions(text: str) -> list[Instruction]:
         whole = (pending + stripped).strip()
         pending = ""
         if whole:
-            keyword, _, args = whole.partition(" ")
-            out.append(Instruction(start, keyword.upper(), args.strip()))
+            out.append(_instruction(start, whole))
     if pending.strip():
-        keyword, _, args = pending.strip().partition(" ")
-        out.append(Instruction(start, keyword.upper(), args.strip()))
+        out.append(_instruction(start, pending.strip()))
     return out
+
+
+def _instruction(line: int, whole: str) -> Instruction:
+    """The keyword ends at any white space (a tab too), as Docker's parser reads it."""
+    keyword, *rest = whole.split(None, 1)
+    return Instruction(line, keyword.upper(), rest[0].strip() if rest else "")
 
 
 def _substitute(value: str, args: dict[str, str | None], where: str) -> str:
@@ -89,17 +116,34 @@ def _flags(words: list[str]) -> tuple[dict[str, str], list[str]]:
     return flags, words
 
 
+def _remote(source: str) -> bool:
+    """An ``ADD`` source the engine would fetch itself: a URL or a git remote."""
+    return "://" in source or source.startswith("git@")
+
+
 def base_images(text: str) -> list[str]:
     """The images (as written, variables substituted) the Dockerfile ``text`` starts from or
     copies from, in order, without ``scratch`` and its own stages. Raises
     :class:`DockerfileError` when there is no ``FROM``, a ``FROM`` cannot be read or names
-    ``--platform`` (another platform would be pulled)."""
+    ``--platform`` (another platform would be pulled), an instruction is unknown (Docker
+    might read it as another), an ``ADD`` fetches a URL or git remote (the engine would, from
+    its own network), or a ``LABEL`` names ``cruscible.*`` (the host finds its containers by
+    those labels, and a container inherits its image's)."""
     args: dict[str, str | None] = {}
     stages: set[str] = set()
     images: list[str] = []
     seen_from = False
     for ins in instructions(text):
         where = f"line {ins.line} ({ins.keyword})"
+        if ins.keyword not in KEYWORDS:  # read otherwise by Docker, or not at all: refused
+            raise DockerfileError(f"line {ins.line}: unknown instruction {ins.keyword!r}")
+        if ins.keyword == "ADD" and any(_remote(w) for w in _flags(ins.args.split())[1][:-1]):
+            raise DockerfileError(
+                f"{where}: a URL or git source is fetched by the engine from its network: "
+                "put the file in your repository and COPY it"
+            )
+        if ins.keyword == "LABEL" and OUR_LABELS.search(ins.args):
+            raise DockerfileError(f"{where}: labels named cruscible.* are the host's own")
         if ins.keyword == "ARG" and not seen_from:
             for word in ins.args.split():
                 name, sep, default = word.partition("=")

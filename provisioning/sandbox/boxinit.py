@@ -185,6 +185,8 @@ class Supervisor:
 
     async def start(self, name):
         held = [i for i, r in enumerate(self.status.rows) if r["name"] == name and r["held"]]
+        for i in held:  # a kill whose answer the host gave up on: its replica exits first
+            await self.exited[i].wait()
         for i in held:
             row = self.status.rows[i]
             row.update(held=False, restarts=row["restarts"] + 1)

@@ -3,6 +3,7 @@ dockerfile build leaves a command out."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,40 @@ def test_unreadable_from_lines_are_named(text: str, message: str) -> None:
     with pytest.raises(DockerfileError) as info:
         base_images(text)
     assert str(info.value).startswith(message), info.value
+
+
+@pytest.mark.parametrize(
+    ("text", "image"),
+    [
+        ("FROM base\nCOPY\t--from=other/img:1 / /x\n", "other/img:1"),  # a tab ends a keyword
+        ("FROM\tother/img\n", "other/img"),
+        ("FROM base\nCOPY \\\n\n--from=other/img /x /x\n", "other/img"),  # blank: skipped
+    ],
+)
+def test_images_are_found_as_docker_reads_the_lines(text: str, image: str) -> None:
+    """Docker splits a keyword at any white space and skips blank lines inside a continuation
+    (https://docs.docker.com/reference/dockerfile/#format): read otherwise, an image would be
+    left unchecked, and the engine would pull it."""
+    assert image in base_images(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("FROM base\nADD http://169.254.169.254/latest /x\n", "put the file in your repository"),
+        ("FROM base\nADD git@example.org:a/b.git /x\n", "a URL or git source"),
+        ("FROM base\nLABEL cruscible.env=env-1\n", "labels named cruscible.* are the host's"),
+        ('FROM base\nLABEL "Cruscible.resource"=redis\n', "labels named cruscible.*"),
+        ("FROM base\nFETCH x\n", "unknown instruction 'FETCH'"),
+    ],
+)
+def test_what_would_reach_the_network_or_the_hosts_labels_is_refused(
+    text: str, message: str
+) -> None:
+    """``ADD <URL>`` is fetched by the engine from its own network, whatever the build's
+    network mode; a container inherits its image's labels, by which the host finds its own."""
+    with pytest.raises(DockerfileError, match=re.escape(message)):
+        base_images(text)
 
 
 def test_a_dockerfile_build_may_leave_a_command_out(tmp_path: Path) -> None:
