@@ -13,8 +13,9 @@ builds the submission's folder as the context, with:
 - no layer cache (``nocache``): one learner's ``RUN`` output never feeds another's image;
 - memory (no swap) as a Python build gets it, ``max(memory_mb, 1024)`` MB, at creation; the
   builder takes no pids or CPU quota, so each step's container gets ``pids`` and ``cpus`` as
-  soon as the log names it (``POST /containers/{id}/update``; a step may have started a few
-  processes by then); it has no disk quota either, so
+  soon as the log names it (``POST /containers/{id}/update``): best effort, a step that forks
+  at once may have made hundreds of processes by then (memory and the wall time still bound
+  it); it has no disk quota either, so
   what the build added is checked against ``max(disk_mb, 1024)`` MB afterwards;
 - a wall time: at ``timeout_s`` the step's container is killed (the ``Running in`` line names
   it) and the build fails.

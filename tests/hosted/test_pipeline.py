@@ -135,11 +135,9 @@ async def test_a_failing_build_and_a_build_over_its_time_say_why_with_the_last_l
     text = str(info.value)
     assert text.startswith("the build failed (exited 1); its last lines:")
     assert "no-such-package-anywhere" in text
-    sub_id = next(
-        p.name
-        for p in (app.settings.data_dir / "submissions").iterdir()
-        if "missing" in (p / "meta.json").read_text()
-    )
+    sub_id = info.value.submission  # its record keeps the build's log
+    assert sub_id is not None
+    assert "missing" in (app.settings.data_dir / "submissions" / sub_id / "meta.json").read_text()
     assert (
         "no-such-package-anywhere"
         in (app.settings.data_dir / "submissions" / sub_id / "logs" / "build.log").read_text()

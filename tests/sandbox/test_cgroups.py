@@ -101,7 +101,9 @@ async def test_sweep_removes_empty_leftovers_only(monkeypatch: pytest.MonkeyPatc
                 break
             await asyncio.sleep(0.05)
         assert busy.pids() == [proc.pid]
-        assert cgroups.sweep(min_age_s=0) == len(left.dirs)
+        # the sweep is periodic: a group the kernel is still releasing goes on the next one
+        removed = [cgroups.sweep(min_age_s=0) for _ in range(3)]
+        assert sum(removed) == len(left.dirs), removed
         assert not any(p.exists() for p in left.dirs.values())
         assert all(p.exists() for p in busy.dirs.values())
     finally:

@@ -67,6 +67,8 @@ async def test_a_worker_killed_in_a_real_grade_hands_it_to_another(
         assert "Starting job grade[" in workers.log_of(survivor)  # graded again, there
         assert done.status == "done" and done.attempts == 2, (done.error, workers.logs())
         assert any("restarted" in line for line in out.shown()), out.shown()
+        await until(lambda: any("scored" in m.title for m in out.posts), within=60)
+        await asyncio.sleep(1.0)  # a second publication would come from the settle job now
         cards = [m for m in out.posts if "scored" in m.title]
         assert len(cards) == 1 and f"scored {done.score}/100" in cards[0].title
         assert done.passed, cards[0].body  # a real grade of a reference design, not a stand-in
