@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
+# Where `make demo` writes the two designs' reports (report.json, report.md, latency.png).
+DEMO_OUT ?= out/demo
+
 # The suite runs on this many pytest-xdist workers (one test directory per worker at a time: tests/conftest.py).
 TEST_WORKERS ?= 2
 
@@ -20,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 demo: install sandbox
-	$(BIN)/cruscible demo
+	$(BIN)/cruscible demo --out '$(DEMO_OUT)'
 
 # The sandbox for submitted code: bubblewrap, installed from the distribution when we are root.
 sandbox:

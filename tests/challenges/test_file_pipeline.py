@@ -1,7 +1,7 @@
 """Grader validity for file-pipeline: both reference designs pass; a design that reports done
 before the original is stored loses uploads while S3 restarts, one that splits lines before
-parsing gets RFC 4180 files wrong, and one that refuses uploads over 1 MiB loses them — each
-with the same verdict twice. The grader's files agree with an RFC 4180 parser for any seed."""
+parsing gets RFC 4180 files wrong, and one that refuses uploads over 1 MiB loses them (the first
+with the same verdict twice). The grader's files agree with an RFC 4180 parser for any seed."""
 
 from __future__ import annotations
 
@@ -117,43 +117,37 @@ async def test_done_before_stored_is_caught_with_the_same_verdict_twice(
 
 
 @pytest.mark.slow
-async def test_splitting_lines_before_parsing_is_caught_with_the_same_verdict_twice(
+async def test_splitting_lines_before_parsing_is_caught(
     app: App, env: Environment, tmp_path: Path
 ) -> None:
     module = "tests.fixtures.flawed.pipeline_splits_lines"
-    first = await grade_module(app, CHALLENGE, module, env, tmp_path / "1", seed=3)
-    second = await grade_module(app, CHALLENGE, module, env, tmp_path / "2", seed=3)
-    for report in (first, second):
-        assert not report.passed  # gates
-        result = report.check("contract.result")
-        assert result.status == Status.FAIL
-        assert "ended 'failed'" in result.detail
-        correct = report.check("pipeline.correct")
-        assert correct.status == Status.FAIL
-        assert report.metrics["pipeline.wrong_results"] > 0
-        assert report.metrics["pipeline.lost"] == 0  # it keeps every original
-        assert report.check("pipeline.durable").status == Status.PASS
-    assert stable_verdict(first) == stable_verdict(second)
+    report = await grade_module(app, CHALLENGE, module, env, tmp_path, seed=3)
+    assert not report.passed  # gates
+    result = report.check("contract.result")
+    assert result.status == Status.FAIL
+    assert "ended 'failed'" in result.detail
+    correct = report.check("pipeline.correct")
+    assert correct.status == Status.FAIL
+    assert report.metrics["pipeline.wrong_results"] > 0
+    assert report.metrics["pipeline.lost"] == 0  # it keeps every original
+    assert report.check("pipeline.durable").status == Status.PASS
 
 
 @pytest.mark.slow
-async def test_refusing_uploads_over_one_mib_is_caught_with_the_same_verdict_twice(
+async def test_refusing_uploads_over_one_mib_is_caught(
     app: App, env: Environment, tmp_path: Path
 ) -> None:
     module = "tests.fixtures.flawed.pipeline_refuses_large"
-    first = await grade_module(app, CHALLENGE, module, env, tmp_path / "1", seed=5)
-    second = await grade_module(app, CHALLENGE, module, env, tmp_path / "2", seed=5)
-    for report in (first, second):
-        assert not report.passed  # gates
-        large = report.check("contract.large")
-        assert large.status == Status.FAIL
-        assert "POST answered 413" in large.detail
-        durable = report.check("pipeline.durable")
-        assert durable.status == Status.FAIL
-        assert "refused for good" in durable.detail
-        assert report.metrics["pipeline.refused"] > 0
-        assert report.metrics["pipeline.refused_max_bytes"] > 4_000_000
-        assert report.metrics["pipeline.lost"] >= report.metrics["pipeline.refused"]
-        assert report.check("contract.result").status == Status.PASS
-        assert report.check("pipeline.correct").status == Status.PASS
-    assert stable_verdict(first) == stable_verdict(second)
+    report = await grade_module(app, CHALLENGE, module, env, tmp_path, seed=5)
+    assert not report.passed  # gates
+    large = report.check("contract.large")
+    assert large.status == Status.FAIL
+    assert "POST answered 413" in large.detail
+    durable = report.check("pipeline.durable")
+    assert durable.status == Status.FAIL
+    assert "refused for good" in durable.detail
+    assert report.metrics["pipeline.refused"] > 0
+    assert report.metrics["pipeline.refused_max_bytes"] > 4_000_000
+    assert report.metrics["pipeline.lost"] >= report.metrics["pipeline.refused"]
+    assert report.check("contract.result").status == Status.PASS
+    assert report.check("pipeline.correct").status == Status.PASS

@@ -1,7 +1,7 @@
 """Grader validity for notification-service on the contract's whole domain: resends at a
 client's realistic gaps (up to tens of seconds, across the runs and after the load), events
 refused during the load sent again as the contract's client would, and store outages of
-seconds. Each grade twice with one seed."""
+seconds. Events refused for good are caught with the same verdict twice (one seed)."""
 
 from __future__ import annotations
 
@@ -26,17 +26,14 @@ async def test_resends_past_a_short_lived_claim_reach_the_provider_and_notify_on
     so the user is notified once and no duplicate is counted. Its Redis is killed for seconds
     during the fault run; it fails open and keeps accepting."""
     module = "tests.fixtures.notification_short_dedup"
-    first = await grade_module(app, CHALLENGE, module, env, tmp_path / "1", seed=7)
-    second = await grade_module(app, CHALLENGE, module, env, tmp_path / "2", seed=7)
-    for report in (first, second):
-        assert report.metrics["ingest.resend_gap_max_s"] >= 10  # far past its 2 s claim
-        assert report.metrics["provider.replayed"] > 0, failures(report)
-        assert report.check("delivery.no-duplicates").status == Status.PASS, failures(report)
-        assert report.metrics["delivery.duplicates"] == 0
-        assert report.metrics["delivery.lost"] == 0, failures(report)
-        redis = [f for f in report.faults if f.resource == "redis"]
-        assert redis and redis[0].healed_at_s - redis[0].at_s >= 2.0
-    assert verdict(first) == verdict(second)
+    report = await grade_module(app, CHALLENGE, module, env, tmp_path, seed=7)
+    assert report.metrics["ingest.resend_gap_max_s"] >= 10  # far past its 2 s claim
+    assert report.metrics["provider.replayed"] > 0, failures(report)
+    assert report.check("delivery.no-duplicates").status == Status.PASS, failures(report)
+    assert report.metrics["delivery.duplicates"] == 0
+    assert report.metrics["delivery.lost"] == 0, failures(report)
+    redis = [f for f in report.faults if f.resource == "redis"]
+    assert redis and redis[0].healed_at_s - redis[0].at_s >= 2.0
 
 
 async def test_events_refused_during_the_load_are_retried_and_accepted(

@@ -59,43 +59,34 @@ async def test_never_invalidated_cache_is_caught_with_the_same_verdict_twice(
     assert verdict(first) == verdict(second)
 
 
-async def test_codes_that_collide_and_overwrite_are_caught_twice(
+async def test_codes_that_collide_and_overwrite_are_caught(
     app: App, env: Environment, tmp_path: Path
 ) -> None:
     """Which links collide is the service's own dice (its codes are random), so what else a
     collision breaks (a hot link's freshness, a popular link's redirects under load) varies
-    between grades; the gate that names the flaw fails both times, with its metric."""
+    from grade to grade; the gate that names the flaw fails, with its metric."""
     module = "tests.fixtures.flawed.shortener_short_codes"
-    first = await grade_module(app, CHALLENGE, module, env, tmp_path / "1", seed=7)
-    second = await grade_module(app, CHALLENGE, module, env, tmp_path / "2", seed=7)
-    for report in (first, second):
-        assert not report.passed  # a gate: a link that redirects elsewhere is a broken promise
-        resolve = report.check("links.resolve")
-        assert resolve.status == Status.FAIL, resolve.detail
-        assert report.metrics["links.codes_reused"] > 0
-        assert report.metrics["links.wrong"] > 0
-        assert "handed out for two different URLs" in resolve.detail
-        assert "handed out twice" in report.discussion
-        assert report.check("contract.redirect").status == Status.PASS
+    report = await grade_module(app, CHALLENGE, module, env, tmp_path, seed=7)
+    assert not report.passed  # a gate: a link that redirects elsewhere is a broken promise
+    resolve = report.check("links.resolve")
+    assert resolve.status == Status.FAIL, resolve.detail
+    assert report.metrics["links.codes_reused"] > 0
+    assert report.metrics["links.wrong"] > 0
+    assert "handed out for two different URLs" in resolve.detail
+    assert "handed out twice" in report.discussion
+    assert report.check("contract.redirect").status == Status.PASS
 
 
-async def test_invalidating_before_writing_is_caught_every_time_twice(
+async def test_invalidating_before_writing_is_caught_every_time(
     app: App, env: Environment, tmp_path: Path
 ) -> None:
     """The read/invalidate race is a database round trip wide: reads sent while every write
-    is in flight catch it in each grade, and the report states how likely that was. Whether a
-    stale entry the race left behind is still cached when every link is verified at the end is
-    the service's own timing, so ``links.resolve`` may fail in one grade and not the other."""
+    is in flight catch it, not by luck, and the report states how likely that was."""
     module = "tests.fixtures.flawed.shortener_invalidates_first"
-    first = await grade_module(app, CHALLENGE, module, env, tmp_path / "1", seed=7)
-    second = await grade_module(app, CHALLENGE, module, env, tmp_path / "2", seed=7)
-    for report in (first, second):
-        assert not report.passed
-        fresh = report.check("cache.fresh")
-        assert fresh.status == Status.FAIL, fresh.detail
-        assert report.metrics["cache.stale_reads"] > 0
-        assert report.metrics["cache.race_detection"] > 0.99
-        assert "would have been seen with probability" in fresh.detail
-    race_aftermath = {"links.resolve"}
-    assert verdict(first)[0] == verdict(second)[0]
-    assert verdict(first)[1] - race_aftermath == verdict(second)[1] - race_aftermath
+    report = await grade_module(app, CHALLENGE, module, env, tmp_path, seed=7)
+    assert not report.passed
+    fresh = report.check("cache.fresh")
+    assert fresh.status == Status.FAIL, fresh.detail
+    assert report.metrics["cache.stale_reads"] > 0
+    assert report.metrics["cache.race_detection"] > 0.99
+    assert "would have been seen with probability" in fresh.detail

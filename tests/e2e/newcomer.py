@@ -19,7 +19,14 @@ from bot.config import default_data_dir
 from provisioning.local import layout, processes, users
 
 CLI = [sys.executable, "-m", "bot"]
-DROPPED = ("CRUSCIBLE_", "XDG_", "DISCORD_", "SLACK_")
+DROPPED = (
+    "CRUSCIBLE_",
+    "XDG_",
+    "DISCORD_",
+    "SLACK_",
+    "MAKE",
+    "MFLAGS",
+)  # make: an outer `make test`
 
 
 def private_home(uid: int | None = None, gid: int | None = None) -> Path:
