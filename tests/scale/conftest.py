@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from bot.app import App, open_app
 from bot.config import Settings
 from bot.core.message import Message
 from bot.core.outbox import Actor
+from provisioning.local import processes
 from tests.community.support import RecordingChannels
 from tests.grading.realservers import Postgres, postgres_server
 
@@ -132,10 +134,17 @@ class Workers:
         )
 
     def stop(self) -> None:
+        """Kill every worker, then every environment server a worker or front end of the test
+        started (a replica killed mid-test leaves its environments running, as it would in
+        production until another replica reaps them at their TTL)."""
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
             proc.wait(10)
+        for data in self.root.iterdir():
+            if (data / "environments").is_dir():
+                servers = processes.scan(data / "environments")
+                processes.signal_groups(servers, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -147,6 +156,7 @@ def workers(db_url: str) -> Iterator[Workers]:
         yield pool
     finally:
         pool.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass
