@@ -30,6 +30,7 @@ from bot.core.message import Message
 from bot.core.outbox import Actor
 from provisioning.local import processes
 from tests.community.support import RecordingChannels
+from tests.e2e.newcomer import servers_of
 from tests.grading.realservers import Postgres, postgres_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,8 +144,8 @@ class Workers:
             proc.wait(10)
         for data in self.root.iterdir():
             if (data / "environments").is_dir():
-                servers = processes.scan(data / "environments")
-                processes.signal_groups(servers, signal.SIGKILL)
+                servers = servers_of(data, root=os.geteuid() == 0)
+                processes.signal_groups(processes.scan(servers), signal.SIGKILL)
 
 
 @pytest.fixture

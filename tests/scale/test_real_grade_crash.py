@@ -18,6 +18,8 @@ from bot.app import App
 from bot.core.outbox import Actor
 from bot.store import Publication
 from challenges.launch import running
+from provisioning.local import processes
+from tests.e2e.newcomer import servers_of
 from tests.scale.conftest import RecordingOutbox, Workers, front_end, until
 from tests.scale.test_worker_cli import cruscible
 
@@ -25,9 +27,13 @@ ADA = Actor("console", "ada", "ada")
 CHALLENGE, DESIGN = "cache-slow-api", "refresh_ahead"  # a design on Redis: its fault pauses it
 
 
-async def redis_paused(front: App, env_id: str) -> bool:
-    health = await front.provisioner.health(env_id)
-    return any(h.resource.value == "redis" and h.state == "paused" for h in health)
+def redis_paused(front: App, env_id: str) -> bool:
+    """Whether the environment's Redis is stopped (SIGSTOP) now: one look at its processes. (A
+    health check also probes the other servers, up to 2 s each on a busy machine: long enough
+    to miss a 1.5 s pause between two looks.)"""
+    servers = servers_of(front.settings.data_dir, root=os.geteuid() == 0)
+    redis = [m for m in processes.scan(servers) if (m.env_id, m.resource) == (env_id, "redis")]
+    return bool(redis) and all(state == "T" for state in processes.states(redis))
 
 
 async def wait_for_load(front: App, env_id: str, out: RecordingOutbox) -> None:
@@ -36,8 +42,8 @@ async def wait_for_load(front: App, env_id: str, out: RecordingOutbox) -> None:
 
 async def wait_for_pause(front: App, env_id: str, out: RecordingOutbox) -> None:
     async with asyncio.timeout(240):
-        while not await redis_paused(front, env_id):  # noqa: ASYNC110 (another process)
-            await asyncio.sleep(0.05)
+        while not redis_paused(front, env_id):  # noqa: ASYNC110 (another process)
+            await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("moment", [wait_for_load, wait_for_pause], ids=["load", "fault"])
