@@ -19,14 +19,8 @@ from bot.config import default_data_dir
 from provisioning.local import layout, processes, users
 
 CLI = [sys.executable, "-m", "bot"]
-DROPPED = (
-    "CRUSCIBLE_",
-    "XDG_",
-    "DISCORD_",
-    "SLACK_",
-    "MAKE",
-    "MFLAGS",
-)  # make: an outer `make test`
+# A newcomer's shell has none of these (MAKE*, MFLAGS: what an outer `make test` passes down).
+DROPPED = ("CRUSCIBLE_", "XDG_", "DISCORD_", "SLACK_", "MAKE", "MFLAGS")
 
 
 def private_home(uid: int | None = None, gid: int | None = None) -> Path:
