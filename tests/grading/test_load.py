@@ -15,6 +15,7 @@ from rich.console import Console
 from bot.loadtable import format_table
 from grading.load import (
     LoadPlan,
+    LoadResult,
     Request,
     Response,
     encode_request,
@@ -84,6 +85,15 @@ def test_open_model_achieves_the_rate(app_url: str, rate: int) -> None:
     assert all(b.completed == rate // 4 and b.p99_ms is not None for b in timeline.buckets)
 
 
+def assert_not_late_for_the_service(result: LoadResult) -> None:
+    """What the service held back (a stall, a full in-flight bound: hundreds of ms) is not the
+    generator's own lateness: no dispatch lag near it, no shortfall in what it issued. A machine
+    busy with other work may still add a few ms of lag (flagged past 5 ms), so that is not
+    asserted here (test_open_model_achieves_the_rate bounds it on a quiet run)."""
+    assert result.lag_p99_ms < 100, result.to_dict()
+    assert "issued" not in (result.unreliable_reason or ""), result.unreliable_reason
+
+
 def test_stall_shows_in_corrected_latency_not_in_raw(app_url: str) -> None:
     """Coordinated omission: few connections stuck in a stall hide it from raw latency."""
     request = Request("GET", "/work")
@@ -95,7 +105,7 @@ def test_stall_shows_in_corrected_latency_not_in_raw(app_url: str) -> None:
     assert raw < 50 and corrected > 5 * raw, result.to_dict()
     assert result.raw.get_max_value() / 1000 > 300  # the 8 requests caught in the stall
     assert result.errors == {} and result.sent == result.scheduled == 3000
-    assert not result.unreliable, result.unreliable_reason
+    assert_not_late_for_the_service(result)
     # the stall sits in the timeline where it happened (about 1.0 s after the start)
     slow = [b.t_s for b in result.timeline.buckets if b.max_ms and b.max_ms > 200]
     assert slow and 0.7 <= slow[0] <= 1.3 and slow[-1] <= 1.9
@@ -133,7 +143,7 @@ async def test_in_flight_bound_holds_requests_and_counts_their_wait(app_url: str
     assert result.errors["timeout"] == 200 - result.ok
     # waiting for a slot counts: corrected latency far above the 200 ms the server took
     assert result.percentile_ms(50) > 600 and result.percentile_ms(50, corrected=False) < 300
-    assert not result.unreliable, result.unreliable_reason  # held back by the service, not us
+    assert_not_late_for_the_service(result)  # held back by the service, not us
     assert all(done >= sched for _, _, sched, done in seen)
 
 
@@ -266,7 +276,8 @@ def test_summary_and_table(app_url: str) -> None:
     summary = json.loads(json.dumps(result.to_dict()))
     assert summary["errors"] == {"http_5xx": 30} and summary["statuses"] == {"500": 30}
     assert set(summary["latency_ms"]["corrected"]) == {"p50", "p90", "p99", "p99.9", "max"}
-    assert summary["unreliable"] is False, summary["unreliable_reason"]
+    assert summary["lag_ms"].keys() == {"p99", "max"}
+    assert summary["unreliable"] == (summary["unreliable_reason"] is not None)
     console = Console(width=100, record=True)
     console.print(format_table(result))
     text = console.export_text()
