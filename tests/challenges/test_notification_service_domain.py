@@ -5,13 +5,19 @@ seconds. Events refused for good are caught with the same verdict twice (one see
 
 from __future__ import annotations
 
+import json
+import uuid
 from pathlib import Path
 
+import aiohttp
+import psycopg
 import pytest
 
 from bot.app import App
+from challenges.launch import running
+from grading.provider import ProviderAdmin
 from grading.report import Status
-from provisioning import Environment
+from provisioning import Environment, Resource
 from tests.challenges.grading import failures, grade_module, verdict
 
 pytestmark = pytest.mark.slow
@@ -47,6 +53,52 @@ async def test_events_refused_during_the_load_are_retried_and_accepted(
     assert report.metrics["ingest.never_accepted"] == 0
     assert report.metrics["delivery.lost"] == 0, failures(report)
     assert report.check("delivery.no-loss").status == Status.PASS
+
+
+async def test_a_claim_left_sending_is_taken_over_by_a_resend_once_its_lease_ran_out(
+    app: App, env: Environment
+) -> None:
+    """``sync_delivery``: a request that delivered but could not record it (PostgreSQL paused,
+    no pooled connection) leaves its claim ``sending`` and answers 503. A resend after the
+    claim's lease takes it over and answers 202; the provider replays its first answer, so the
+    user is notified once. A claim still within its lease is left to its request: refused."""
+    provider = ProviderAdmin.of(env.admin(Resource.PROVIDER))
+    await provider.script(())
+    await provider.reset()
+    stale, held = (
+        {"event_id": str(uuid.uuid4()), "type": "order_placed", "user_id": "u1", "data": {}}
+        for _ in range(2)
+    )
+    module = app.coach.challenge(CHALLENGE).solution("sync_delivery").module
+    async with (
+        running(module, env.bundle) as service,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+        await psycopg.AsyncConnection.connect(env.bundle["DATABASE_URL"], autocommit=True) as db,
+    ):
+
+        async def post(event: dict[str, object]) -> int:
+            async with http.post(f"{service.url}/v1/events", data=json.dumps(event)) as resp:
+                return resp.status
+
+        assert await post(stale) == 202
+        await db.execute(  # as if its request had delivered, then failed to record it
+            "UPDATE notify_sync SET state = 'sending', updated_at = now() - interval '1 minute'"
+            " WHERE event_id = %s",
+            (stale["event_id"],),
+        )
+        await db.execute(  # a request still sending it
+            "INSERT INTO notify_sync (event_id, state) VALUES (%s, 'sending')",
+            (held["event_id"],),
+        )
+        assert await post(stale) == 202
+        assert await post(held) == 503
+        cur = await db.execute(
+            "SELECT state FROM notify_sync WHERE event_id = %s", (stale["event_id"],)
+        )
+        assert await cur.fetchone() == ("delivered",)
+    calls = [c for c in await provider.calls() if c.key == stale["event_id"]]
+    assert [(c.status, c.replayed) for c in calls] == [(200, False), (200, True)]
+    assert not [c for c in await provider.calls() if c.key == held["event_id"]]
 
 
 async def test_events_refused_for_good_count_as_lost_with_the_same_verdict_twice(

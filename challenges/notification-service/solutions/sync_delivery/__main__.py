@@ -18,6 +18,13 @@ claims the event itself if that one gave up. One attempt is never abandoned befo
 provider could answer (:data:`ATTEMPT_TIMEOUT_S` is above any slow answer the
 provider gives), because a call cut short may still have been delivered.
 
+A claim is a lease of :data:`LEASE_S`, longer than any request can hold it. A request
+that could not record its outcome — PostgreSQL paused, no pooled connection within a
+second, after the provider already said 200 — leaves a ``sending`` row behind and answers
+503; the client's resend takes the stale claim over and sends again with the same
+idempotency key, which the provider answers from its first 200 without notifying twice.
+Without the lease that event would be refused for good.
+
 The price: the ingest latency *is* the provider's latency (a slow provider makes
 every request slow; a 429 holds the caller a whole second), the service fails when
 the provider fails, and at 250 events/s each second of provider slowness keeps
@@ -42,6 +49,7 @@ NAME = "notification-service/sync_delivery"
 DEADLINE_S = 1.6
 ATTEMPT_TIMEOUT_S = 1.4
 POLL_S = 0.05
+LEASE_S = DEADLINE_S + ATTEMPT_TIMEOUT_S + 1.0  # a 'sending' claim older than this was abandoned
 CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS notify_sync (
     event_id   text PRIMARY KEY,
@@ -49,9 +57,12 @@ CREATE TABLE IF NOT EXISTS notify_sync (
     updated_at timestamptz NOT NULL DEFAULT now()
 )
 """
-CLAIM = """
+CLAIM = f"""
 INSERT INTO notify_sync (event_id, state) VALUES (%s, 'sending')
-ON CONFLICT (event_id) DO NOTHING RETURNING 1
+ON CONFLICT (event_id) DO UPDATE SET updated_at = now()
+    WHERE notify_sync.state = 'sending'
+      AND notify_sync.updated_at < now() - interval '{LEASE_S} seconds'
+RETURNING 1
 """
 
 
@@ -92,7 +103,9 @@ class SyncDelivery:
         return contract.accepted()
 
     async def settle(self, event: contract.Event, end: float) -> None:
-        """Return once the event is delivered (by us or a concurrent request); else raise."""
+        """Return once the event is delivered (by us or a concurrent request); else raise.
+
+        A claim left ``sending`` past :data:`LEASE_S` is taken over."""
         while time.monotonic() < end:
             if await self.execute(CLAIM, event.event_id):
                 await self.deliver(event, end)
